@@ -1,0 +1,3 @@
+from backfilld.cli import main
+
+main()

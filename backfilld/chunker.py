@@ -1,0 +1,62 @@
+"""Batch sizing: steer the number of keys per batch toward a target batch time.
+
+Owns the arithmetic only; the job loop feeds it measured batches. Sizing is in keys visited (rows), never in
+key span, so a sparse or already-filled key range cannot fool it (GitLab #351786).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+# Growth per step is capped so that one fast batch (cache-hot, empty range) cannot jump the size: x1.5,
+# the same bound Spirit uses.
+MAX_GROWTH = 1.5
+# A batch this many times over target cuts the size to a tenth at once; lock times matter more than speed.
+PANIC_FACTOR = 5.0
+PANIC_CUT = 0.1
+# Batches in the window the size is steered from (p90 of their per-row time)
+WINDOW = 10
+
+
+@dataclass
+class BatchSizer:
+    target_s: float
+    min_size: int
+    max_size: int
+    size: int
+
+    def __post_init__(self) -> None:
+        self.size = self.clamp(self.size)
+        self._per_row_s: deque[float] = deque(maxlen=WINDOW)
+
+    def clamp(self, n: float) -> int:
+        return int(max(self.min_size, min(self.max_size, n)))
+
+    def retune(self, *, target_s: float | None = None, min_size: int | None = None, max_size: int | None = None,
+               size: int | None = None) -> None:
+        if target_s is not None:
+            self.target_s = target_s
+        if min_size is not None:
+            self.min_size = min_size
+        if max_size is not None:
+            self.max_size = max_size
+        if size is not None:
+            self.size = size
+            self._per_row_s.clear()
+        self.size = self.clamp(self.size)
+
+    def observe(self, rows: int, took_s: float) -> int:
+        """Record one batch (keys visited, seconds it took); the size for the next batch."""
+        if rows <= 0 or took_s <= 0:
+            return self.size
+        if took_s > PANIC_FACTOR * self.target_s:
+            self._per_row_s.clear()
+            self.size = self.clamp(self.size * PANIC_CUT)
+            return self.size
+        self._per_row_s.append(took_s / rows)
+        ordered = sorted(self._per_row_s)
+        p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+        ideal = self.target_s / p90
+        self.size = self.clamp(min(ideal, self.size * MAX_GROWTH))
+        return self.size

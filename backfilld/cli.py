@@ -1,0 +1,150 @@
+"""Command line: parse, build config, call in. No logic lives here.
+
+Exit codes: 0 done (or stopped by a signal with the checkpoint kept), 1 a job failed or a check found
+problems, 2 bad input (config, arguments, schema, changed spec): nothing was written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from backfilld import __version__, config as config_mod, logs
+from backfilld.errors import BackfilldError, ConfigError, JobFailed, SchemaError, SpecChangedError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Replication-aware online backfills for PostgreSQL, MySQL/MariaDB and SQLite.\n\n"
+                       "Fills new columns of a live table in small keyset batches, each its own short "
+                       "transaction, with a checkpoint that makes any crash resumable.")
+
+ConfigArg = Annotated[Path, typer.Argument(help="TOML config file (see config/example.toml).",
+                                           show_default=False)]
+JobOpt = Annotated[list[str] | None, typer.Option("--job", "-j", help="Only this job (repeatable).")]
+
+
+def _fail(exc: BaseException, code: int) -> NoReturn:
+    typer.echo(f"backfilld: error: {exc}", err=True)
+    raise typer.Exit(code)
+
+
+def _exit_code(exc: BackfilldError) -> int:
+    if isinstance(exc, (ConfigError, SchemaError, SpecChangedError)):
+        return 2
+    return 1
+
+
+def _load(path: Path) -> config_mod.Config:
+    try:
+        cfg = config_mod.load(path)
+    except ConfigError as exc:
+        _fail(exc, 2)
+    logs.setup(cfg.logging.level, cfg.logging.format)
+    return cfg
+
+
+def _run_async(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except BackfilldError as exc:
+        _fail(exc, _exit_code(exc))
+
+
+@app.callback(invoke_without_command=True)
+def _main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+    if version:
+        typer.echo(f"backfilld {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def run(config: ConfigArg, job: JobOpt = None,
+        restart: Annotated[bool, typer.Option(help="Start the jobs over, discarding their checkpoints.")] = False,
+        follow: Annotated[bool, typer.Option(help="After completing, keep sweeping for rows old code left "
+                                                  "unfilled, until stopped.")] = False) -> None:
+    """Run every job (or those named) to completion. SIGTERM/SIGINT stop after the batch in flight."""
+    from backfilld import daemon
+
+    cfg = _load(config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        with daemon.SignalStop(stop):
+            await daemon.run(cfg, daemon.RunOptions(jobs=job, restart=restart, follow=follow), stop=stop)
+
+    _run_async(main())
+
+
+@app.command()
+def plan(config: ConfigArg, job: JobOpt = None,
+         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Check every job against the live database and explain what it would do. Writes nothing."""
+    from backfilld import daemon
+
+    cfg = _load(config)
+    plans = _run_async(daemon.plan(cfg, job))
+    if as_json:
+        typer.echo(json.dumps(plans, indent=2, default=str))
+        return
+    for p in plans:
+        typer.echo(f"job {p['job']}: {p['engine']} table {p['table']} key {p['key']}"
+                   + (f" where {p['where']}" if p["where"] else ""))
+        for target, expr in p["targets"].items():
+            typer.echo(f"  set {target} = {expr}" + ("" if p["overwrite"] else "   (only where still NULL)"))
+        typer.echo(f"  rows (estimate): {p['estimated_rows']}  starting batch size: {p['batch_size']}  "
+                   f"batches expected: {p['batches_expected']}")
+        typer.echo("  per batch, range lookup:\n    " + p["sql"]["lookup"])
+        typer.echo("  per batch, update (one transaction with the checkpoint):\n    " + p["sql"]["update"])
+        for label, lines in p["explain"].items():
+            typer.echo(f"  EXPLAIN {label}:")
+            for line in lines:
+                typer.echo(f"    {line}")
+        for w in p["warnings"]:
+            typer.echo(f"  WARNING: {w}")
+        typer.echo("")
+
+
+@app.command()
+def status(config: ConfigArg,
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Show each job's checkpoint and status from the state table."""
+    from backfilld import daemon
+
+    cfg = _load(config)
+    rows = _run_async(daemon.status(cfg))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for r in rows:
+        parts = [f"{r['job']}: {r['status']}"]
+        for k in ("pass_no", "rows_done", "pass_scanned", "last_key", "updated_at", "finished_at", "error"):
+            if k in r:
+                parts.append(f"{k}={r[k]}")
+        typer.echo("  ".join(parts))
+
+
+@app.command()
+def demo(db: Annotated[Path, typer.Option(help="SQLite file to create (replaced if it exists).")] =
+         Path("backfilld-demo.sqlite"),
+         rows: Annotated[int, typer.Option(min=1000, max=50_000_000, help="Rows in the demo table.")] = 200_000) -> None:
+    """Create a SQLite database with a realistic table, backfill it with a progress bar, and check every row."""
+    from backfilld import demo as demo_mod
+
+    logs.setup("warning", "console" if sys.stderr.isatty() else "json")
+    ok = _run_async(demo_mod.run_demo(db, rows))
+    raise typer.Exit(0 if ok else 1)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""Typed, validated, frozen configuration.
+
+Owns: reading the TOML file, validating every key once at the edge, resolving secrets (password_env,
+password_file) and the database URL. Nothing else in backfilld reads os.environ or the config file.
+Every error names the key ("jobs[1].batch_size") and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from backfilld.errors import ConfigError
+
+ENGINES = ("postgresql", "mysql", "sqlite")
+_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql",
+            "sqlite": "sqlite"}
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_QUALIFIED = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+_JOB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_ident(value: str, what: str) -> str:
+    if not _IDENT.match(value):
+        raise ValueError(f"{what} {value!r} is not a plain SQL identifier (letters, digits, _ and $; "
+                         "not starting with a digit)")
+    return value
+
+
+@dataclass(frozen=True)
+class DatabaseURL:
+    """A parsed database URL. str() never shows the password."""
+
+    engine: str
+    host: str | None
+    port: int | None
+    user: str | None
+    database: str
+    password: str | None = None
+    params: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        if self.engine == "sqlite":
+            return f"sqlite:///{self.database}"
+        auth = f"{self.user}{':***' if self.password else ''}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"{self.engine}://{auth}{self.host or ''}{port}/{self.database}"
+
+    __repr__ = __str__
+
+    def with_password(self, password: str | None) -> DatabaseURL:
+        return DatabaseURL(self.engine, self.host, self.port, self.user, self.database, password, self.params)
+
+
+def parse_url(url: str, *, allow_password: bool = False) -> DatabaseURL:
+    """Parse a postgresql://, mysql:// (mariadb://) or sqlite:/// URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    engine = _SCHEMES.get(parts.scheme.lower())
+    if engine is None:
+        raise ValueError(f"has scheme {parts.scheme or '(none)'!r}; use postgresql://, mysql:// (or mariadb://) "
+                         "or sqlite:///path")
+    if parts.password and not allow_password:
+        raise ValueError("contains a password; keep it out of the file: use password_env or password_file")
+    params = tuple((k, v) for k, _, v in (p.partition("=") for p in parts.query.split("&") if p))
+    if engine == "sqlite":
+        # sqlite:///relative.db, sqlite:////absolute.db, sqlite:///:memory:
+        path = unquote(url.split("://", 1)[1])
+        path = path[1:] if path.startswith("/") else path
+        path = path.split("?", 1)[0]
+        if not path:
+            raise ValueError("names no file; use sqlite:///path/to/file.db")
+        return DatabaseURL("sqlite", None, None, None, path, None, params)
+    database = unquote(parts.path.lstrip("/"))
+    if not database:
+        raise ValueError(f"names no database; add it after the host, e.g. {parts.scheme}://user@host/app")
+    return DatabaseURL(engine, parts.hostname or "127.0.0.1", port, unquote(parts.username) if parts.username
+                       else None, database, unquote(parts.password) if parts.password else None, params)
+
+
+class _Secret(_Model):
+    url: str
+    password_env: str | None = None
+    password_file: str | None = None
+    connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parse_url(v)
+        return v
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> _Secret:
+        if self.password_env and self.password_file:
+            raise ValueError("set password_env or password_file, not both")
+        return self
+
+
+class DatabaseConfig(_Secret):
+    # Lock waits are kept short so that the application never waits long behind a batch. Unit: seconds;
+    # bound 0.05..30; MySQL rounds up to whole seconds (innodb_lock_wait_timeout has 1 s resolution).
+    lock_timeout_s: Annotated[float, Field(gt=0.0, le=30)] = 1.0
+
+
+class StateConfig(_Model):
+    table: str = "backfilld_state"
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        if not _QUALIFIED.match(v):
+            raise ValueError(f"{v!r} is not a table name (optionally schema-qualified)")
+        return v
+
+
+Expression = str | dict[str, str]
+
+
+class JobConfig(_Model):
+    name: str
+    table: str
+    key: list[str] | None = None
+    where: str | None = None
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    set: dict[str, Expression] = Field(default_factory=dict)
+    overwrite: bool = False
+    # seconds between sweeps with run --follow
+    follow_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    # consecutive failed attempts of one batch before the job stops with its error recorded
+    max_retries: Annotated[int, Field(ge=0, le=1000)] = 10
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _JOB_NAME.match(v):
+            raise ValueError(f"{v!r} must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        if not _QUALIFIED.match(v):
+            raise ValueError(f"{v!r} is not a table name: use name or schema.name")
+        return v
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("is empty; leave it out to use the primary key")
+            for col in v:
+                _check_ident(col, "key column")
+            if len(set(v)) != len(v):
+                raise ValueError("names a column twice")
+        return v
+
+    @field_validator("where")
+    @classmethod
+    def _where(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("is empty; leave it out to backfill every row")
+        if v is not None and ";" in v:
+            raise ValueError("must be one SQL condition, without ';'")
+        return v
+
+    @field_validator("set")
+    @classmethod
+    def _set(cls, v: dict[str, Expression]) -> dict[str, Expression]:
+        for target, expr in v.items():
+            _check_ident(target, "target column")
+            forms = expr.values() if isinstance(expr, dict) else [expr]
+            if isinstance(expr, dict):
+                unknown = set(expr) - set(ENGINES)
+                if unknown:
+                    raise ValueError(f"{target}: unknown engine {sorted(unknown)[0]!r}; use "
+                                     f"{', '.join(ENGINES)}")
+                if not expr:
+                    raise ValueError(f"{target}: give at least one engine's expression")
+            for form in forms:
+                if not form.strip():
+                    raise ValueError(f"{target}: the expression is empty")
+                if ";" in form:
+                    raise ValueError(f"{target}: must be one SQL expression, without ';'")
+        return v
+
+    @model_validator(mode="after")
+    def _has_targets(self) -> JobConfig:
+        if not self.set:
+            raise ValueError(f"job {self.name!r} has no targets: add a [jobs.set] table "
+                             "(target column = SQL expression)")
+        if self.key and set(self.key) & set(self.set):
+            raise ValueError("a key column cannot also be a target")
+        return self
+
+    def expressions(self, engine: str) -> dict[str, str]:
+        """Target column -> SQL expression for this engine."""
+        out: dict[str, str] = {}
+        for target, expr in self.set.items():
+            if isinstance(expr, dict):
+                if engine not in expr:
+                    raise ConfigError(f"jobs.{self.name}.set.{target}: no expression for engine {engine!r}; "
+                                      f"add {engine} = \"...\" beside {', '.join(sorted(expr))}")
+                out[target] = expr[engine]
+            else:
+                out[target] = expr
+        return out
+
+    def fingerprint(self, engine: str, key: list[str]) -> str:
+        """What identifies the work: table, key, filter, targets and expressions; not tuning."""
+        spec = {"table": self.table, "key": key, "where": self.where, "set": self.expressions(engine),
+                "overwrite": self.overwrite}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ThrottleConfig(_Model):
+    # Each batch is steered toward this duration: long enough to amortise round trips, short enough that
+    # row locks and the replication stream stay small. Seconds, 0.01..60.
+    target_batch_time_s: Annotated[float, Field(gt=0.01, le=60)] = 0.5
+    # Bounds on keys per batch, whatever the sizer computes.
+    min_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 50
+    max_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ThrottleConfig:
+        if self.min_batch > self.max_batch:
+            raise ValueError(f"min_batch ({self.min_batch}) is above max_batch ({self.max_batch})")
+        return self
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Model):
+    database: DatabaseConfig
+    state: StateConfig = StateConfig()
+    logging: LoggingConfig = LoggingConfig()
+    throttle: ThrottleConfig = ThrottleConfig()
+    jobs: list[JobConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_jobs(self) -> Config:
+        names = [j.name for j in self.jobs]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two jobs are named {name!r}; job names must be unique")
+        return self
+
+    @property
+    def engine(self) -> str:
+        return parse_url(self.database.url).engine
+
+    def job(self, name: str) -> JobConfig:
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        known = ", ".join(j.name for j in self.jobs) or "none"
+        raise ConfigError(f"no job named {name!r} in the config (jobs: {known})")
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "dict[str,str]", "function-after[_url(), str]"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    seen = set()
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = _loc(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-",
+                                                                                              "dict[", "str")))))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling against config/example.toml)"
+        elif err["type"] == "missing":
+            msg = "is required"
+        line = f"  {loc}: {msg}"
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file; see config/example.toml for a start") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: is not valid TOML: {exc}") from None
+    return from_dict(data, str(p))
+
+
+def resolve_password(section: _Secret, where: str = "database") -> str | None:
+    """Read the password named by password_env / password_file. The value never appears in an error."""
+    if section.password_env:
+        value = os.environ.get(section.password_env)
+        if value is None:
+            raise ConfigError(f"{where}.password_env names {section.password_env!r}, which is not set in the "
+                              "environment; export it or use password_file")
+        return value
+    if section.password_file:
+        try:
+            return Path(section.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{where}.password_file {section.password_file!r}: cannot read it "
+                              f"({exc.strerror})") from None
+    return None
+
+
+def database_url(section: _Secret, where: str = "database") -> DatabaseURL:
+    return parse_url(section.url).with_password(resolve_password(section, where))

@@ -1,0 +1,433 @@
+"""The engine protocol, the SQL dialect and the pure SQL builders every engine shares.
+
+Owns: the shape of every statement backfilld runs against a job's table and its state table, written once
+over a Dialect (quoting, placeholders, row comparison, null-safe inequality). Each engine module
+(postgresql, mysql, sqlite) supplies its Dialect, its driver calls, its catalog queries and its error
+mapping; nothing above engines/ imports a driver or writes SQL.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import contextlib
+import datetime as dt
+import decimal
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from backfilld.config import DatabaseURL
+from backfilld.errors import EngineError, SchemaError
+
+# ---------------------------------------------------------------------------------------------- keys
+
+
+def encode_key(values: Sequence[Any] | None) -> str | None:
+    """A key tuple as JSON text for the state table; exact for ints, text, bytes, decimals and times."""
+    if values is None:
+        return None
+    out: list[Any] = []
+    for v in values:
+        if v is None or isinstance(v, (bool, int, str)):
+            out.append(v)
+        elif isinstance(v, float):
+            out.append({"f": repr(v)})
+        elif isinstance(v, decimal.Decimal):
+            out.append({"dec": str(v)})
+        elif isinstance(v, (bytes, bytearray, memoryview)):
+            out.append({"b64": base64.b64encode(bytes(v)).decode()})
+        elif isinstance(v, dt.datetime):
+            out.append({"dt": v.isoformat()})
+        elif isinstance(v, dt.date):
+            out.append({"d": v.isoformat()})
+        elif isinstance(v, uuid.UUID):
+            out.append({"uuid": str(v)})
+        else:
+            raise SchemaError(f"key values of type {type(v).__name__} are not supported; use an integer, "
+                              "text, binary, decimal or date/time key")
+    return json.dumps(out, ensure_ascii=False)
+
+
+def decode_key(text: str | None) -> tuple[Any, ...] | None:
+    if text is None:
+        return None
+    out: list[Any] = []
+    for v in json.loads(text):
+        if isinstance(v, dict):
+            ((tag, s),) = v.items()
+            out.append({"f": float, "dec": decimal.Decimal, "b64": base64.b64decode,
+                        "dt": dt.datetime.fromisoformat, "d": dt.date.fromisoformat, "uuid": uuid.UUID}[tag](s))
+        else:
+            out.append(v)
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------ dialect
+
+
+@dataclass(frozen=True)
+class Stmt:
+    """SQL text with its parameters named in the order the driver binds them."""
+
+    sql: str
+    names: tuple[str, ...] = ()
+
+    def args(self, values: dict[str, Any]) -> list[Any]:
+        return [values[n] for n in self.names]
+
+
+class _Params:
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.names: list[str] = []
+
+    def __call__(self, name: str) -> str:
+        self.names.append(name)
+        return self.dialect.placeholder(len(self.names))
+
+
+class Dialect:
+    """How one engine spells the parts of a statement that differ."""
+
+    name = "base"
+    quote_char = '"'
+    # MySQL writes row comparisons out: its optimizer does not always use an index for (a, b) > (x, y).
+    row_values = True
+
+    def placeholder(self, n: int) -> str:
+        return "?"
+
+    def quote(self, ident: str) -> str:
+        q = self.quote_char
+        return q + ident.replace(q, q + q) + q
+
+    def table(self, name: str) -> str:
+        return ".".join(self.quote(p) for p in name.split("."))
+
+    def distinct(self, a: str, b: str) -> str:
+        """a and b differ, NULLs compared as values."""
+        return f"{a} IS DISTINCT FROM {b}"
+
+    def finish(self, sql: str) -> str:
+        """Last touch on a statement's text before it is sent (MySQL escapes % for its driver)."""
+        return sql
+
+    def row_cmp(self, cols: Sequence[str], op: str, p: _Params, prefix: str) -> str:
+        """(cols) op (params), op one of > or <=."""
+        qcols = [self.quote(c) for c in cols]
+        if len(cols) == 1:
+            return f"{qcols[0]} {op} {p(prefix + '0')}"
+        if self.row_values:
+            return f"({', '.join(qcols)}) {op} ({', '.join(p(f'{prefix}{i}') for i in range(len(cols)))})"
+        # a > x OR (a = x AND b > y) ...; the last column takes op, earlier ones strict
+        strict = ">" if op == ">" else "<"
+        ors = []
+        for i in range(len(cols)):
+            parts = [f"{qcols[j]} = {p(f'{prefix}{j}')}" for j in range(i)]
+            last_op = op if i == len(cols) - 1 else strict
+            parts.append(f"{qcols[i]} {last_op} {p(f'{prefix}{i}')}")
+            ors.append("(" + " AND ".join(parts) + ")")
+        return "(" + " OR ".join(ors) + ")"
+
+
+# ------------------------------------------------------------------------------------------ builders
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The statements of one job, built once, reused for every batch (drivers cache them prepared)."""
+
+    lookup_first: Stmt
+    lookup_after: Stmt
+    update_first: Stmt
+    update_after: Stmt
+    sample: Stmt
+    count_pending: Stmt
+    key: tuple[str, ...]
+    targets: tuple[str, ...]
+
+
+def build_lookup(d: Dialect, table: str, key: Sequence[str], after: bool) -> Stmt:
+    """The last key of the next batch and how many keys the batch holds, in one index range read."""
+    p = _Params(d)
+    cols = ", ".join(d.quote(c) for c in key)
+    where = f" WHERE {d.row_cmp(key, '>', p, 'lo')}" if after else ""
+    desc = ", ".join(f"{d.quote(c)} DESC" for c in key)
+    asc = ", ".join(d.quote(c) for c in key)
+    sql = (f"SELECT {cols}, count(*) OVER () AS bf_n FROM "
+           f"(SELECT {cols} FROM {d.table(table)}{where} ORDER BY {asc} LIMIT {p('n')}) AS bf_r "
+           f"ORDER BY {desc} LIMIT 1")
+    return Stmt(d.finish(sql), tuple(p.names))
+
+
+def needs_fill(d: Dialect, exprs: dict[str, str], overwrite: bool) -> str:
+    """A row's targets are not yet what the job would write."""
+    conds = []
+    for target, expr in exprs.items():
+        t = d.quote(target)
+        conds.append(d.distinct(t, f"({expr})") if overwrite else f"({t} IS NULL AND ({expr}) IS NOT NULL)")
+    return "(" + " OR ".join(conds) + ")"
+
+
+def build_update(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
+                 overwrite: bool, after: bool) -> Stmt:
+    """Fill the targets of the rows in (lo, hi] that need it; a filled target is never overwritten."""
+    p = _Params(d)
+    sets = []
+    for target, expr in exprs.items():
+        t = d.quote(target)
+        if overwrite or len(exprs) == 1:
+            sets.append(f"{t} = ({expr})")
+        else:
+            sets.append(f"{t} = COALESCE({t}, ({expr}))")
+    conds = []
+    if after:
+        conds.append(d.row_cmp(key, ">", p, "lo"))
+    conds.append(d.row_cmp(key, "<=", p, "hi"))
+    if where:
+        conds.append(f"({where})")
+    conds.append(needs_fill(d, exprs, overwrite))
+    sql = f"UPDATE {d.table(table)} SET {', '.join(sets)} WHERE {' AND '.join(conds)}"
+    return Stmt(d.finish(sql), tuple(p.names))
+
+
+def build_sample(d: Dialect, table: str, exprs: dict[str, str], where: str | None) -> Stmt:
+    p = _Params(d)
+    cols = ", ".join(f"({e})" for e in exprs.values())
+    filt = f" WHERE ({where})" if where else ""
+    return Stmt(d.finish(f"SELECT {cols} FROM {d.table(table)}{filt} LIMIT {p('n')}"), tuple(p.names))
+
+
+def build_count_pending(d: Dialect, table: str, exprs: dict[str, str], where: str | None,
+                        overwrite: bool) -> Stmt:
+    filt = f"({where}) AND " if where else ""
+    sql = f"SELECT count(*) FROM {d.table(table)} WHERE {filt}{needs_fill(d, exprs, overwrite)}"
+    return Stmt(d.finish(sql))
+
+
+def build_plan(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
+               overwrite: bool) -> BatchPlan:
+    return BatchPlan(
+        lookup_first=build_lookup(d, table, key, after=False),
+        lookup_after=build_lookup(d, table, key, after=True),
+        update_first=build_update(d, table, key, exprs, where, overwrite, after=False),
+        update_after=build_update(d, table, key, exprs, where, overwrite, after=True),
+        sample=build_sample(d, table, exprs, where),
+        count_pending=build_count_pending(d, table, exprs, where, overwrite),
+        key=tuple(key), targets=tuple(exprs),
+    )
+
+
+def key_args(prefix: str, values: Sequence[Any] | None) -> dict[str, Any]:
+    return {f"{prefix}{i}": v for i, v in enumerate(values or ())}
+
+
+# ------------------------------------------------------------------------------------------ catalog
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    columns: dict[str, Column]
+    primary_key: tuple[str, ...]
+    unique_keys: tuple[tuple[str, ...], ...] = field(default=())
+
+
+@dataclass
+class JobState:
+    """One row of the state table."""
+
+    job: str
+    fingerprint: str
+    status: str
+    pass_no: int = 1
+    last_key: tuple[Any, ...] | None = None
+    rows_done: int = 0
+    pass_rows: int = 0
+    pass_scanned: int = 0
+    error: str | None = None
+    started_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+    verified_at: str | None = None
+    verify_result: str | None = None
+    requests: str | None = None
+
+    COLUMNS = ("job", "fingerprint", "status", "pass_no", "last_key", "rows_done", "pass_rows", "pass_scanned",
+               "error", "started_at", "updated_at", "finished_at", "verified_at", "verify_result", "requests")
+
+    def as_row(self) -> dict[str, Any]:
+        return {c: (encode_key(self.last_key) if c == "last_key" else getattr(self, c)) for c in self.COLUMNS}
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> JobState:
+        d = dict(zip(cls.COLUMNS, row, strict=True))
+        d["last_key"] = decode_key(d["last_key"])
+        for c in ("pass_no", "rows_done", "pass_rows", "pass_scanned"):
+            d[c] = int(d[c])
+        return cls(**d)
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+# ------------------------------------------------------------------------------------------ engine
+
+
+class Engine(abc.ABC):
+    """One connection to one database, and every job-level operation backfilld performs on it."""
+
+    dialect: Dialect
+
+    def __init__(self, url: DatabaseURL, *, lock_timeout_s: float = 1.0, connect_timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.lock_timeout_s = lock_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+
+    @property
+    def name(self) -> str:
+        return self.dialect.name
+
+    @abc.abstractmethod
+    def translate(self, exc: BaseException) -> EngineError:
+        """A driver exception as one of ours: retryable, reconnect-worthy, or final."""
+
+    @contextlib.contextmanager
+    def driver_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except EngineError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
+            raise self.translate(exc) from None
+
+    # --- driver primitives, one implementation per engine
+    @abc.abstractmethod
+    async def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def fetch(self, stmt: Stmt | str, values: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
+
+    @abc.abstractmethod
+    async def execute(self, stmt: Stmt | str, values: dict[str, Any] | None = None) -> int:
+        """Run a statement; the number of rows it changed."""
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+    async def reconnect(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.close()
+        await self.connect()
+
+    # --- catalog, one implementation per engine
+    @abc.abstractmethod
+    async def table_info(self, table: str) -> TableInfo:
+        """Columns, primary key and unique keys; SchemaError if the table does not exist."""
+
+    @abc.abstractmethod
+    async def estimate_rows(self, table: str) -> int: ...
+
+    @abc.abstractmethod
+    async def explain(self, stmt: Stmt, values: dict[str, Any]) -> list[str]: ...
+
+    @abc.abstractmethod
+    def explain_uses_index(self, lines: list[str]) -> bool:
+        """Whether an EXPLAIN output reads a key range rather than the whole table."""
+
+    @abc.abstractmethod
+    def state_table_ddl(self, table: str) -> str: ...
+
+    # --- shared operations
+    def plan(self, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
+             overwrite: bool) -> BatchPlan:
+        return build_plan(self.dialect, table, key, exprs, where, overwrite)
+
+    async def next_range(self, plan: BatchPlan, after: Sequence[Any] | None, n: int) -> tuple[tuple[Any, ...], int] | None:
+        """The last key of the next n keys after `after` (start of table if None), and how many there are."""
+        stmt = plan.lookup_first if after is None else plan.lookup_after
+        rows = await self.fetch(stmt, {"n": n, **key_args("lo", after)})
+        if not rows:
+            return None
+        row = rows[0]
+        return tuple(row[:-1]), int(row[-1])
+
+    async def apply_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int:
+        stmt = plan.update_first if lo is None else plan.update_after
+        return await self.execute(stmt, {**key_args("lo", lo), **key_args("hi", hi)})
+
+    async def ensure_state_table(self, table: str) -> None:
+        await self.execute(self.state_table_ddl(table))
+
+    def _state_stmts(self, table: str) -> dict[str, Stmt]:
+        cache: dict[str, dict[str, Stmt]] = self.__dict__.setdefault("_state_cache", {})
+        if table not in cache:
+            cache[table] = self._build_state_stmts(table)
+        return cache[table]
+
+    def _build_state_stmts(self, table: str) -> dict[str, Stmt]:
+        d = self.dialect
+        t = d.table(table)
+        cols = JobState.COLUMNS
+        p = _Params(d)
+        insert = Stmt(d.finish(f"INSERT INTO {t} ({', '.join(d.quote(c) for c in cols)}) VALUES "
+                               f"({', '.join(p(c) for c in cols)})"), tuple(p.names))
+        p = _Params(d)
+        sets = ", ".join(f"{d.quote(c)} = {p(c)}" for c in cols if c != "job")
+        update = Stmt(d.finish(f"UPDATE {t} SET {sets} WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
+        p = _Params(d)
+        advance = Stmt(d.finish(
+            f"UPDATE {t} SET {d.quote('last_key')} = {p('last_key')}, "
+            f"{d.quote('rows_done')} = {d.quote('rows_done')} + {p('rows')}, "
+            f"{d.quote('pass_rows')} = {d.quote('pass_rows')} + {p('rows2')}, "
+            f"{d.quote('pass_scanned')} = {d.quote('pass_scanned')} + {p('scanned')}, "
+            f"{d.quote('updated_at')} = {p('now')} WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
+        p = _Params(d)
+        select_one = Stmt(d.finish(f"SELECT {', '.join(d.quote(c) for c in cols)} FROM {t} "
+                                   f"WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
+        select_all = Stmt(d.finish(f"SELECT {', '.join(d.quote(c) for c in cols)} FROM {t} ORDER BY "
+                                   f"{d.quote('job')}"))
+        return {"insert": insert, "update": update, "advance": advance, "select_one": select_one,
+                "select_all": select_all}
+
+    async def read_state(self, table: str, job: str) -> JobState | None:
+        rows = await self.fetch(self._state_stmts(table)["select_one"], {"job": job})
+        return JobState.from_row(rows[0]) if rows else None
+
+    async def read_states(self, table: str) -> list[JobState]:
+        return [JobState.from_row(r) for r in await self.fetch(self._state_stmts(table)["select_all"])]
+
+    async def write_state(self, table: str, state: JobState, *, insert: bool = False) -> None:
+        stmts = self._state_stmts(table)
+        await self.execute(stmts["insert" if insert else "update"], state.as_row())
+
+    async def advance_state(self, table: str, job: str, last_key: Sequence[Any], rows: int, scanned: int) -> None:
+        await self.execute(self._state_stmts(table)["advance"],
+                           {"last_key": encode_key(last_key), "rows": rows, "rows2": rows, "scanned": scanned,
+                            "now": now_iso(), "job": job})
+
+    async def check_expressions(self, plan: BatchPlan) -> None:
+        """Evaluate every target expression on a few rows; SchemaError names what failed."""
+        try:
+            await self.fetch(plan.sample, {"n": 5})
+        except EngineError as exc:
+            raise SchemaError(f"an expression or the where filter fails on the table: {exc}") from None
+
+    async def count_pending(self, plan: BatchPlan) -> int:
+        rows = await self.fetch(plan.count_pending)
+        return int(rows[0][0])
+

@@ -1,0 +1,167 @@
+"""MySQL 8 and MariaDB engine over aiomysql: dialect, connection, catalog and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiomysql
+import pymysql
+
+from backfilld.engines.base import Column, Dialect, Engine, Stmt, TableInfo
+from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
+
+# Server error codes worth another try: lock wait timeout, deadlock, statement timeouts
+# (MySQL max_execution_time, MariaDB max_statement_time).
+_RETRY = {1205: "lock_timeout", 1213: "deadlock", 3024: "canceled", 1969: "canceled"}
+# Client and server codes that mean the connection is gone: reconnect, then retry.
+_RECONNECT = {2002, 2003, 2006, 2013, 2055, 1053, 1927, 4031, 0}
+
+
+class MySQLDialect(Dialect):
+    name = "mysql"
+    quote_char = "`"
+    row_values = False
+
+    # placeholders are a marker until finish(), so that a literal %s inside an expression stays literal
+    _MARK = "\x00p\x00"
+
+    def placeholder(self, n: int) -> str:
+        return self._MARK
+
+    def distinct(self, a: str, b: str) -> str:
+        return f"NOT ({a} <=> {b})"
+
+    def finish(self, sql: str) -> str:
+        # the driver formats parameters with the % operator: a literal % in an expression must be doubled
+        return sql.replace("%", "%%").replace(self._MARK, "%s")
+
+
+def translate_mysql(exc: BaseException) -> EngineError:
+    if isinstance(exc, pymysql.err.MySQLError):
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+        text = exc.args[1] if len(exc.args) > 1 else str(exc)
+        msg = f"{code}: {text}" if code else f"connection closed: {text or type(exc).__name__}"
+        if code in _RETRY:
+            return RetryableError(msg, kind=_RETRY[code])
+        if code in _RECONNECT or isinstance(exc, pymysql.err.InterfaceError):
+            return ConnectError(msg)
+        return EngineError(msg)
+    if isinstance(exc, (OSError, asyncio.TimeoutError, ConnectionError, RuntimeError)):
+        return ConnectError(f"connection to MySQL lost or refused: {exc}")
+    return EngineError(f"{type(exc).__name__}: {exc}")
+
+
+class MySQLEngine(Engine):
+    dialect = MySQLDialect()
+
+    _conn: aiomysql.Connection | None = None
+
+    def translate(self, exc: BaseException) -> EngineError:
+        return translate_mysql(exc)
+
+    async def connect(self) -> None:
+        u = self.url
+        try:
+            self._conn = await aiomysql.connect(
+                host=u.host, port=u.port or 3306, user=u.user or "root", password=u.password or "", db=u.database,
+                charset="utf8mb4", use_unicode=True, autocommit=True, connect_timeout=self.connect_timeout_s)
+            async with self._conn.cursor() as cur:
+                # innodb_lock_wait_timeout has whole-second resolution: round up, at least 1 s
+                await cur.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(self.lock_timeout_s))}")
+                await cur.execute("SET NAMES utf8mb4")
+        except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
+            await self.close()
+            raise ConnectError(f"cannot connect to {u}: {translate_mysql(exc)}") from None
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _c(self) -> aiomysql.Connection:
+        if self._conn is None or self._conn.closed:
+            raise ConnectError("not connected to MySQL")
+        return self._conn
+
+    async def _run(self, stmt: Stmt | str, values: dict[str, Any] | None) -> tuple[list[tuple[Any, ...]], int]:
+        with self.driver_errors():
+            async with self._c().cursor() as cur:
+                if isinstance(stmt, str):
+                    await cur.execute(stmt)
+                else:
+                    await cur.execute(stmt.sql, tuple(stmt.args(values or {})))
+                rows = await cur.fetchall() if cur.description else ()
+                return [tuple(r) for r in rows], cur.rowcount
+
+    async def fetch(self, stmt: Stmt | str, values: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return (await self._run(stmt, values))[0]
+
+    async def execute(self, stmt: Stmt | str, values: dict[str, Any] | None = None) -> int:
+        return max(0, (await self._run(stmt, values))[1])
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        with self.driver_errors():
+            await self._c().begin()
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._c().rollback()
+            raise
+        with self.driver_errors():
+            await self._c().commit()
+
+    def _split(self, table: str) -> tuple[str | None, str]:
+        schema, _, name = table.rpartition(".")
+        return schema or None, name
+
+    async def table_info(self, table: str) -> TableInfo:
+        schema, name = self._split(table)
+        where = "TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s"
+        args = {"s": schema, "t": name}
+        cols = await self.fetch(Stmt(
+            f"SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS WHERE {where} "
+            "ORDER BY ORDINAL_POSITION", ("s", "t")), args)
+        if not cols:
+            raise SchemaError(f"table {table!r} does not exist in database {self.url.database!r}")
+        idx = await self.fetch(Stmt(
+            f"SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE {where} AND NON_UNIQUE = 0 "
+            "ORDER BY INDEX_NAME, SEQ_IN_INDEX", ("s", "t")), args)
+        keys: dict[str, list[str]] = {}
+        for index, col in idx:
+            keys.setdefault(index, []).append(col)
+        return TableInfo(table, {c[0]: Column(c[0], c[1], c[2] == "YES") for c in cols},
+                         tuple(keys.get("PRIMARY", ())), tuple(tuple(v) for v in keys.values()))
+
+    async def estimate_rows(self, table: str) -> int:
+        schema, name = self._split(table)
+        rows = await self.fetch(Stmt(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) "
+            "AND TABLE_NAME = %s", ("s", "t")), {"s": schema, "t": name})
+        return int(rows[0][0] or 0) if rows else 0
+
+    async def explain(self, stmt: Stmt, values: dict[str, Any]) -> list[str]:
+        with self.driver_errors():
+            async with self._c().cursor() as cur:
+                await cur.execute("EXPLAIN " + stmt.sql, tuple(stmt.args(values)))
+                names = [d[0] for d in cur.description]
+                return [", ".join(f"{n}={v}" for n, v in zip(names, r, strict=True) if v is not None)
+                        for r in await cur.fetchall()]
+
+    def explain_uses_index(self, lines: list[str]) -> bool:
+        # type=ALL is a full table scan; DERIVED rows read a derived table we built from a range already
+        return not any("type=ALL" in ln and "DERIVED" not in ln and "<derived" not in ln for ln in lines)
+
+    def state_table_ddl(self, table: str) -> str:
+        return (f"CREATE TABLE IF NOT EXISTS {self.dialect.table(table)} ("
+                "job varchar(64) NOT NULL PRIMARY KEY, fingerprint varchar(64) NOT NULL, "
+                "status varchar(16) NOT NULL, pass_no int NOT NULL DEFAULT 1, last_key text, "
+                "rows_done bigint NOT NULL DEFAULT 0, pass_rows bigint NOT NULL DEFAULT 0, "
+                "pass_scanned bigint NOT NULL DEFAULT 0, error text, started_at varchar(40), "
+                "updated_at varchar(40), finished_at varchar(40), verified_at varchar(40), verify_result text, "
+                "requests text) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")

@@ -1,0 +1,141 @@
+"""PostgreSQL engine over asyncpg: dialect, connection, catalog and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from backfilld.engines.base import Column, Dialect, Engine, Stmt, TableInfo
+from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
+
+# SQLSTATEs worth another try: serialization_failure, deadlock_detected, lock_not_available, query_canceled
+_RETRY = {"40001": "serialization", "40P01": "deadlock", "55P03": "lock_timeout", "57014": "canceled"}
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+
+    def placeholder(self, n: int) -> str:
+        return f"${n}"
+
+
+def translate_pg(exc: BaseException) -> EngineError:
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", "") or ""
+        msg = f"{state}: {exc}"
+        if state in _RETRY:
+            return RetryableError(msg, kind=_RETRY[state])
+        if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
+            return ConnectError(msg)
+        return EngineError(msg)
+    if isinstance(exc, (asyncpg.InterfaceError, OSError, asyncio.TimeoutError, ConnectionError)):
+        return ConnectError(f"connection to PostgreSQL lost or refused: {exc}")
+    return EngineError(f"{type(exc).__name__}: {exc}")
+
+
+class PostgresEngine(Engine):
+    dialect = PostgresDialect()
+
+    _conn: asyncpg.Connection | None = None
+
+    def translate(self, exc: BaseException) -> EngineError:
+        return translate_pg(exc)
+
+    async def connect(self) -> None:
+        u = self.url
+        try:
+            self._conn = await asyncpg.connect(
+                host=u.host, port=u.port or 5432, user=u.user, password=u.password, database=u.database,
+                timeout=self.connect_timeout_s,
+                server_settings={"application_name": "backfilld",
+                                 "lock_timeout": f"{int(self.lock_timeout_s * 1000)}ms"})
+        except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
+            raise ConnectError(f"cannot connect to {u}: {translate_pg(exc)}") from None
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 5)
+
+    def _c(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            raise ConnectError("not connected to PostgreSQL")
+        return self._conn
+
+    async def fetch(self, stmt: Stmt | str, values: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        if isinstance(stmt, str):
+            stmt = Stmt(stmt)
+        with self.driver_errors():
+            rows = await self._c().fetch(stmt.sql, *stmt.args(values or {}))
+        return [tuple(r) for r in rows]
+
+    async def execute(self, stmt: Stmt | str, values: dict[str, Any] | None = None) -> int:
+        if isinstance(stmt, str):
+            stmt = Stmt(stmt)
+        with self.driver_errors():
+            status = await self._c().execute(stmt.sql, *stmt.args(values or {}))
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        with self.driver_errors():
+            tx = self._c().transaction()
+            await tx.start()
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await tx.rollback()
+            raise
+        with self.driver_errors():
+            await tx.commit()
+
+    def _regclass_arg(self, table: str) -> str:
+        return self.dialect.table(table)
+
+    async def table_info(self, table: str) -> TableInfo:
+        rows = await self.fetch(Stmt("SELECT to_regclass($1)::oid", ("t",)), {"t": self._regclass_arg(table)})
+        oid = rows[0][0] if rows else None
+        if oid is None:
+            raise SchemaError(f"table {table!r} does not exist in database {self.url.database!r}")
+        cols = await self.fetch(Stmt(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull FROM pg_attribute a "
+            "WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", ("oid",)),
+            {"oid": oid})
+        idx = await self.fetch(Stmt(
+            "SELECT i.indisprimary, ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY AS k(n, o) "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o) "
+            "FROM pg_index i WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL "
+            "AND i.indexprs IS NULL", ("oid",)), {"oid": oid})
+        pk = next((tuple(r[1]) for r in idx if r[0]), ())
+        return TableInfo(table, {c[0]: Column(c[0], c[1], c[2]) for c in cols}, pk, tuple(tuple(r[1]) for r in idx))
+
+    async def estimate_rows(self, table: str) -> int:
+        rows = await self.fetch(Stmt("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)", ("t",)),
+                                {"t": self._regclass_arg(table)})
+        n = int(rows[0][0]) if rows and rows[0][0] is not None else -1
+        if n < 0:  # never analyzed: count once
+            n = int((await self.fetch(f"SELECT count(*) FROM {self.dialect.table(table)}"))[0][0])
+        return n
+
+    async def explain(self, stmt: Stmt, values: dict[str, Any]) -> list[str]:
+        rows = await self.fetch(Stmt("EXPLAIN " + stmt.sql, stmt.names), values)
+        return [r[0] for r in rows]
+
+    def explain_uses_index(self, lines: list[str]) -> bool:
+        text = "\n".join(lines)
+        return "Seq Scan" not in text
+
+    def state_table_ddl(self, table: str) -> str:
+        return (f"CREATE TABLE IF NOT EXISTS {self.dialect.table(table)} ("
+                "job varchar(64) PRIMARY KEY, fingerprint varchar(64) NOT NULL, status varchar(16) NOT NULL, "
+                "pass_no integer NOT NULL DEFAULT 1, last_key text, rows_done bigint NOT NULL DEFAULT 0, "
+                "pass_rows bigint NOT NULL DEFAULT 0, pass_scanned bigint NOT NULL DEFAULT 0, error text, "
+                "started_at varchar(40), updated_at varchar(40), finished_at varchar(40), "
+                "verified_at varchar(40), verify_result text, requests text)")

@@ -1,0 +1,126 @@
+"""SQLite engine over aiosqlite: dialect, connection, catalog and error mapping."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from backfilld.engines.base import Column, Dialect, Engine, Stmt, TableInfo
+from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+
+    def distinct(self, a: str, b: str) -> str:
+        return f"{a} IS NOT {b}"
+
+
+def translate_sqlite(exc: BaseException) -> EngineError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return RetryableError(f"SQLite: {text}", kind="lock_timeout")
+    if isinstance(exc, (sqlite3.ProgrammingError, ValueError)) and "closed" in text:
+        return ConnectError(f"SQLite connection closed: {text}")
+    return EngineError(f"SQLite: {text}")
+
+
+class SQLiteEngine(Engine):
+    dialect = SQLiteDialect()
+
+    _conn: aiosqlite.Connection | None = None
+
+    def translate(self, exc: BaseException) -> EngineError:
+        return translate_sqlite(exc)
+
+    async def connect(self) -> None:
+        path = self.url.database
+        if path != ":memory:" and not Path(path).is_file():
+            raise EngineError(f"SQLite database file {path!r} does not exist; check database.url")
+        try:
+            # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves
+            self._conn = await aiosqlite.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+            await self._conn.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout_s * 1000)}")
+        except Exception as exc:  # noqa: BLE001
+            await self.close()
+            raise EngineError(f"cannot open SQLite database {path!r}: {exc}") from None
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    def _c(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise ConnectError("not connected to SQLite")
+        return self._conn
+
+    async def fetch(self, stmt: Stmt | str, values: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        if isinstance(stmt, str):
+            stmt = Stmt(stmt)
+        with self.driver_errors():
+            async with self._c().execute(stmt.sql, stmt.args(values or {})) as cur:
+                return [tuple(r) for r in await cur.fetchall()]
+
+    async def execute(self, stmt: Stmt | str, values: dict[str, Any] | None = None) -> int:
+        if isinstance(stmt, str):
+            stmt = Stmt(stmt)
+        with self.driver_errors():
+            async with self._c().execute(stmt.sql, stmt.args(values or {})) as cur:
+                return max(0, cur.rowcount)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        # IMMEDIATE takes the write lock up front, so a batch never fails half-way on a lock upgrade
+        await self.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.execute("ROLLBACK")
+            raise
+        await self.execute("COMMIT")
+
+    def _split(self, table: str) -> tuple[str, str]:
+        schema, _, name = table.rpartition(".")
+        return (self.dialect.quote(schema) + ".") if schema else "", self.dialect.quote(name)
+
+    async def table_info(self, table: str) -> TableInfo:
+        schema, name = self._split(table)
+        cols = await self.fetch(f"PRAGMA {schema}table_info({name})")
+        if not cols:
+            raise SchemaError(f"table {table!r} does not exist in {self.url.database!r}")
+        pk = tuple(c[1] for c in sorted((c for c in cols if c[5]), key=lambda c: c[5]))
+        rowid_alias = len(pk) == 1 and next(c for c in cols if c[1] == pk[0])[2].upper() == "INTEGER"
+        columns = {c[1]: Column(c[1], c[2], not c[3] and not (rowid_alias and c[1] == pk[0])) for c in cols}
+        uniques = [pk] if pk else []
+        for idx in await self.fetch(f"PRAGMA {schema}index_list({name})"):
+            if idx[2] and not (len(idx) > 4 and idx[4]):  # unique and not partial
+                info = await self.fetch(f"PRAGMA {schema}index_info({self.dialect.quote(idx[1])})")
+                uniques.append(tuple(r[2] for r in sorted(info)))
+        return TableInfo(table, columns, pk, tuple(uniques))
+
+    async def estimate_rows(self, table: str) -> int:
+        return int((await self.fetch(f"SELECT count(*) FROM {self.dialect.table(table)}"))[0][0])
+
+    async def explain(self, stmt: Stmt, values: dict[str, Any]) -> list[str]:
+        rows = await self.fetch(Stmt("EXPLAIN QUERY PLAN " + stmt.sql, stmt.names), values)
+        return [r[-1] for r in rows]
+
+    def explain_uses_index(self, lines: list[str]) -> bool:
+        # "SCAN t" without an index reads the whole table; scans of our own subquery (bf_r) are bounded
+        return not any(ln.startswith("SCAN") and "bf_r" not in ln and "INDEX" not in ln for ln in lines)
+
+    def state_table_ddl(self, table: str) -> str:
+        return (f"CREATE TABLE IF NOT EXISTS {self.dialect.table(table)} ("
+                "job TEXT PRIMARY KEY NOT NULL, fingerprint TEXT NOT NULL, status TEXT NOT NULL, "
+                "pass_no INTEGER NOT NULL DEFAULT 1, last_key TEXT, rows_done INTEGER NOT NULL DEFAULT 0, "
+                "pass_rows INTEGER NOT NULL DEFAULT 0, pass_scanned INTEGER NOT NULL DEFAULT 0, error TEXT, "
+                "started_at TEXT, updated_at TEXT, finished_at TEXT, verified_at TEXT, verify_result TEXT, "
+                "requests TEXT)")

@@ -1,0 +1,54 @@
+"""The one exception tree of backfilld.
+
+Every error a user can see is a BackfilldError; its docstring is its default message. Driver errors are
+wrapped at the engine boundary (engines/) into these, so nothing above the engines knows a driver.
+"""
+
+from __future__ import annotations
+
+
+class BackfilldError(Exception):
+    """backfilld failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(BackfilldError):
+    """The configuration is invalid."""
+
+
+class SchemaError(BackfilldError):
+    """The live schema does not match what the job needs; nothing was written."""
+
+
+class SpecChangedError(BackfilldError):
+    """The job's spec changed since its checkpoint; rerun with --restart to start it over."""
+
+
+class EngineError(BackfilldError):
+    """The database returned an error."""
+
+
+class RetryableError(EngineError):
+    """A transient database error (lock wait, deadlock, serialization failure, lost connection)."""
+
+    def __init__(self, message: str | None = None, *, kind: str = "transient", reconnect: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.reconnect = reconnect
+
+
+class ConnectError(RetryableError):
+    """Could not connect to the database."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, kind="connection", reconnect=True)
+
+
+class JobFailed(BackfilldError):
+    """A job stopped with an error; it is recorded in the state table."""
+
+
+class TransformError(BackfilldError):
+    """A transform raised on a row."""

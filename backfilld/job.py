@@ -1,0 +1,286 @@
+"""One job's batch loop: next range -> wait for the throttle -> apply -> checkpoint, pass after pass.
+
+Owns: preflight checks against the live catalog, the checkpoint protocol (advanced in the same transaction
+as the batch, so a crash at any moment resumes exactly), passes and sweeps, retries with backoff and
+reconnect. Delegates SQL to the engine, sizing to chunker, pausing to the throttle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from backfilld.chunker import BatchSizer
+from backfilld.config import JobConfig
+from backfilld.engines.base import BatchPlan, Engine, JobState, TableInfo, now_iso
+from backfilld.errors import EngineError, JobFailed, RetryableError, SchemaError, SpecChangedError
+
+log = structlog.get_logger("backfilld.job")
+
+# Backoff between attempts of a failed batch: 0.2 s doubling to 30 s, with jitter, so that many daemons
+# retrying against one recovering server do not retry in step.
+BACKOFF_FIRST_S = 0.2
+BACKOFF_MAX_S = 30.0
+
+STATUS_RUNNING = "running"
+STATUS_COMPLETED = "completed"
+STATUS_FAILED = "failed"
+STATUS_STOPPED = "stopped"
+
+
+class Stopped(Exception):
+    """A stop was requested while a batch waited to be retried."""
+
+
+class Gate(Protocol):
+    """What the job asks before each batch: wait until work may go on (or the stop event is set)."""
+
+    async def wait(self, job: str, stop: asyncio.Event) -> None: ...
+
+
+class OpenGate:
+    async def wait(self, job: str, stop: asyncio.Event) -> None:
+        return None
+
+
+@dataclass
+class BatchResult:
+    rows: int
+    scanned: int
+    took_s: float
+    size: int
+    pass_no: int
+    last_key: tuple[Any, ...]
+
+
+@dataclass
+class Prepared:
+    """A job checked against the live catalog, with its statements built."""
+
+    job: JobConfig
+    table: TableInfo
+    key: tuple[str, ...]
+    exprs: dict[str, str]
+    plan: BatchPlan
+    fingerprint: str
+
+
+def resolve_key(job: JobConfig, info: TableInfo) -> tuple[str, ...]:
+    """The key the job pages by: the configured one if it is unique and not null, else the primary key."""
+    if job.key is None:
+        if not info.primary_key:
+            raise SchemaError(f"job {job.name!r}: table {job.table!r} has no primary key; set key = [...] to "
+                              "the columns of a unique, NOT NULL index")
+        return info.primary_key
+    key = tuple(job.key)
+    for col in key:
+        if col not in info.columns:
+            raise SchemaError(f"job {job.name!r}: key column {col!r} does not exist in table {job.table!r}")
+    if key != info.primary_key:
+        if not any(set(u) == set(key) for u in info.unique_keys):
+            raise SchemaError(f"job {job.name!r}: key {list(key)} is not the primary key or a unique index of "
+                              f"{job.table!r}; keyset paging over a non-unique key would skip rows")
+        nullable = [c for c in key if info.columns[c].nullable]
+        if nullable:
+            raise SchemaError(f"job {job.name!r}: key column {nullable[0]!r} is nullable; rows with a NULL key "
+                              "cannot be paged; use the primary key or a NOT NULL unique index")
+    return key
+
+
+async def prepare(engine: Engine, job: JobConfig) -> Prepared:
+    """Check table, key and targets against the catalog and every expression on sample rows. Writes nothing."""
+    info = await engine.table_info(job.table)
+    key = resolve_key(job, info)
+    exprs = job.expressions(engine.name)
+    for target in exprs:
+        col = info.columns.get(target)
+        if col is None:
+            raise SchemaError(f"job {job.name!r}: target column {target!r} does not exist in table {job.table!r}; "
+                              "add it (the expand step) before the backfill")
+        if not col.nullable and not job.overwrite:
+            raise SchemaError(f"job {job.name!r}: target column {target!r} is NOT NULL; backfilld fills NULL "
+                              "targets; make it nullable until the backfill is verified")
+        if target in key:
+            raise SchemaError(f"job {job.name!r}: target {target!r} is part of the key")
+    plan = engine.plan(job.table, key, exprs, job.where, job.overwrite)
+    await engine.check_expressions(plan)
+    return Prepared(job, info, key, exprs, plan, job.fingerprint(engine.name, list(key)))
+
+
+class JobRunner:
+    def __init__(self, engine: Engine, job: JobConfig, *, state_table: str, sizer: BatchSizer,
+                 gate: Gate | None = None, stop: asyncio.Event | None = None,
+                 on_batch: Callable[[BatchResult], None] | None = None) -> None:
+        self.engine = engine
+        self.job = job
+        self.state_table = state_table
+        self.sizer = sizer
+        self.gate = gate or OpenGate()
+        self.stop = stop or asyncio.Event()
+        self.on_batch = on_batch
+        self.state: JobState | None = None
+        self.prepared: Prepared | None = None
+        self.log = log.bind(job=job.name)
+
+    # ------------------------------------------------------------------ start
+    async def start(self, *, restart: bool = False) -> JobState:
+        """Preflight, then load or create the checkpoint. Raises SpecChangedError on a changed spec."""
+        self.prepared = p = await prepare(self.engine, self.job)
+        await self.engine.ensure_state_table(self.state_table)
+        state = await self.engine.read_state(self.state_table, self.job.name)
+        fresh = JobState(job=self.job.name, fingerprint=p.fingerprint, status=STATUS_RUNNING,
+                         started_at=now_iso(), updated_at=now_iso())
+        if state is None:
+            await self.engine.write_state(self.state_table, fresh, insert=True)
+            state = fresh
+            self.log.info("job_started", table=self.job.table, key=list(p.key), targets=list(p.exprs))
+        elif restart:
+            fresh.requests = state.requests  # operator requests outlive a restart
+            await self.engine.write_state(self.state_table, fresh)
+            state = fresh
+            self.log.info("job_restarted", table=self.job.table)
+        elif state.fingerprint != p.fingerprint:
+            raise SpecChangedError(
+                f"job {self.job.name!r}: its spec (table, key, where, targets or expressions) changed since its "
+                f"checkpoint (fingerprint {state.fingerprint} -> {p.fingerprint}); rerun with --restart to start "
+                "it over, or restore the old spec to resume")
+        else:
+            self.log.info("job_resumed", status=state.status, pass_no=state.pass_no, rows_done=state.rows_done,
+                          last_key=list(state.last_key) if state.last_key else None)
+        self.state = state
+        return state
+
+    # ------------------------------------------------------------------ loop
+    async def run(self, *, follow: bool = False) -> JobState:
+        """Run passes until a pass finds nothing to fill (or forever with follow). Returns the final state."""
+        assert self.state is not None and self.prepared is not None, "start() first"
+        st = self.state
+        if st.status == STATUS_COMPLETED and not follow:
+            self.log.info("job_already_completed", rows_done=st.rows_done, finished_at=st.finished_at)
+            return st
+        if st.status != STATUS_RUNNING and st.status != STATUS_COMPLETED:
+            st.status, st.error = STATUS_RUNNING, None
+            await self._save()
+        pass_started = time.monotonic()
+        while not self.stop.is_set():
+            await self.gate.wait(self.job.name, self.stop)
+            if self.stop.is_set():
+                break
+            try:
+                result = await self._with_retries(self._batch)
+            except Stopped:
+                break
+            if result is not None:
+                if self.on_batch:
+                    self.on_batch(result)
+                continue
+            # end of a pass
+            took = time.monotonic() - pass_started
+            self.log.info("pass_finished", pass_no=st.pass_no, rows=st.pass_rows, scanned=st.pass_scanned,
+                          took_s=round(took, 3))
+            if st.pass_rows == 0 and st.status != STATUS_COMPLETED:
+                st.status, st.finished_at = STATUS_COMPLETED, now_iso()
+                self.log.info("job_completed", rows_done=st.rows_done, passes=st.pass_no)
+            st.pass_no += 1
+            st.last_key, st.pass_rows, st.pass_scanned = None, 0, 0
+            try:
+                await self._with_retries(self._save)
+            except Stopped:
+                break
+            if st.status == STATUS_COMPLETED:
+                if not follow:
+                    return st
+                await self._sleep(self.job.follow_interval_s)
+            pass_started = time.monotonic()
+        if st.status == STATUS_RUNNING:
+            self.log.info("job_stopped", rows_done=st.rows_done, pass_no=st.pass_no,
+                          last_key=list(st.last_key) if st.last_key else None)
+        return st
+
+    async def _batch(self) -> BatchResult | None:
+        st, p = self.state, self.prepared
+        assert st is not None and p is not None
+        size = self.sizer.size
+        t0 = time.monotonic()
+        found = await self.engine.next_range(p.plan, st.last_key, size)
+        if found is None:
+            return None
+        hi, scanned = found
+        async with self.engine.transaction():
+            rows = await self.engine.apply_range(p.plan, st.last_key, hi)
+            await self.engine.advance_state(self.state_table, st.job, hi, rows, scanned)
+        took = time.monotonic() - t0
+        st.last_key = hi
+        st.rows_done += rows
+        st.pass_rows += rows
+        st.pass_scanned += scanned
+        self.sizer.observe(scanned, took)
+        self.log.debug("batch_applied", rows=rows, scanned=scanned, size=size, took_s=round(took, 4),
+                       pass_no=st.pass_no)
+        return BatchResult(rows, scanned, took, size, st.pass_no, hi)
+
+    async def _save(self) -> None:
+        assert self.state is not None
+        self.state.updated_at = now_iso()
+        await self.engine.write_state(self.state_table, self.state)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _with_retries(self, op: Callable[[], Any]) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await op()
+            except RetryableError as exc:
+                attempt += 1
+                if attempt > self.job.max_retries:
+                    await self.fail(exc, attempts=attempt)
+                delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                self.log.warning("batch_retry", kind=exc.kind, attempt=attempt, delay_s=round(delay, 2),
+                                 error=str(exc))
+                await self._sleep(delay)
+                if self.stop.is_set():
+                    raise Stopped() from None
+                await self._recover(exc)
+            except EngineError as exc:
+                await self.fail(exc)
+
+    async def _recover(self, exc: RetryableError) -> None:
+        """Reconnect if needed and reload the checkpoint: the database, not memory, says what committed."""
+        try:
+            if exc.reconnect:
+                await self.engine.reconnect()
+            saved = await self.engine.read_state(self.state_table, self.job.name)
+        except RetryableError as again:
+            self.log.warning("recover_failed", kind=again.kind, error=str(again))
+            return
+        if saved is not None and self.state is not None:
+            saved.status = self.state.status
+            self.state = saved
+
+    async def fail(self, exc: Exception, attempts: int = 1) -> None:
+        """Record the error in the state table (best effort) and stop the job."""
+        st = self.state
+        message = str(exc)
+        self.log.error("job_failed", error=message, attempts=attempts)
+        if st is not None:
+            st.status, st.error = STATUS_FAILED, message[:4000]
+            try:
+                await self._save()
+            except EngineError:
+                try:
+                    await self.engine.reconnect()
+                    await self._save()
+                except EngineError as again:
+                    self.log.error("state_not_saved", error=str(again))
+        raise JobFailed(f"job {self.job.name!r} failed after {attempts} attempt(s): {message}") from None
