@@ -131,6 +131,12 @@ class JobRunner:
     # ------------------------------------------------------------------ start
     async def start(self, *, restart: bool = False) -> JobState:
         """Preflight, then load or create the checkpoint. Raises SpecChangedError on a changed spec."""
+        try:
+            return await self._with_retries(lambda: self._start(restart))
+        except Stopped:
+            raise JobFailed(f"job {self.job.name!r}: stopped before it could start") from None
+
+    async def _start(self, restart: bool) -> JobState:
         self.prepared = p = await prepare(self.engine, self.job)
         await self.engine.ensure_state_table(self.state_table)
         state = await self.engine.read_state(self.state_table, self.job.name)
@@ -260,9 +266,11 @@ class JobRunner:
         try:
             if exc.reconnect:
                 await self.engine.reconnect()
+            if self.state is None:
+                return
             saved = await self.engine.read_state(self.state_table, self.job.name)
-        except RetryableError as again:
-            self.log.warning("recover_failed", kind=again.kind, error=str(again))
+        except EngineError as again:
+            self.log.warning("recover_failed", error=str(again))
             return
         if saved is not None and self.state is not None:
             saved.status = self.state.status

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -88,7 +89,9 @@ class MySQLEngine(Engine):
         return self._conn
 
     async def _run(self, stmt: Stmt | str, values: dict[str, Any] | None) -> tuple[list[tuple[Any, ...]], int]:
-        with self.driver_errors():
+        with self.driver_errors(), warnings.catch_warnings():
+            # notes such as "table already exists" on IF NOT EXISTS are expected, not news
+            warnings.simplefilter("ignore", pymysql.Warning)
             async with self._c().cursor() as cur:
                 if isinstance(stmt, str):
                     await cur.execute(stmt)

@@ -1,0 +1,91 @@
+"""Test-side database access: the test's own connection, per-engine DDL, and cleanup of what a test made."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backfilld import engines
+from backfilld.config import from_dict, parse_url
+from backfilld.engines.base import Engine, Stmt
+
+CONCAT = {"postgresql": "name || '#' || id", "sqlite": "name || '#' || id", "mysql": "CONCAT(name, '#', id)"}
+
+
+class TestDb:
+    __test__ = False
+
+    def __init__(self, url: str, suffix: str) -> None:
+        self.url = url
+        self.parsed = parse_url(url)
+        self.engine_name = self.parsed.engine
+        self.suffix = suffix
+        self.engine: Engine = engines.create(self.parsed)
+        self.created: list[str] = []
+
+    async def open(self) -> None:
+        await self.engine.connect()
+
+    def name(self, base: str) -> str:
+        return f"{base}_{self.suffix}"
+
+    @property
+    def state_table(self) -> str:
+        return self.name("bf_state")
+
+    def _stmt(self, sql: str, args: tuple[Any, ...]) -> tuple[Stmt, dict[str, Any]]:
+        parts = sql.split("?")
+        out = parts[0]
+        for i, part in enumerate(parts[1:], start=1):
+            out += self.engine.dialect.placeholder(i) + part
+        names = tuple(f"a{i}" for i in range(len(args)))
+        return Stmt(self.engine.dialect.finish(out), names), dict(zip(names, args, strict=True))
+
+    async def q(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        stmt, vals = self._stmt(sql, args)
+        return await self.engine.fetch(stmt, vals)
+
+    async def x(self, sql: str, *args: Any) -> int:
+        stmt, vals = self._stmt(sql, args)
+        return await self.engine.execute(stmt, vals)
+
+    async def many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        async with self.engine.transaction():
+            for r in rows:
+                await self.x(sql, *r)
+
+    def table_suffix(self) -> str:
+        return " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin" if self.engine_name == "mysql" else ""
+
+    def int_type(self) -> str:
+        return "INTEGER" if self.engine_name == "sqlite" else "BIGINT"
+
+    async def create(self, base: str, columns: str) -> str:
+        table = self.name(base)
+        await self.engine.execute(f"CREATE TABLE {table} ({columns}){self.table_suffix()}")
+        self.created.append(table)
+        return table
+
+    async def create_users(self, base: str = "users", *, composite: bool = False) -> str:
+        i = self.int_type()
+        if composite:
+            cols = (f"wiki VARCHAR(64) NOT NULL, id {i} NOT NULL, name VARCHAR(200), deleted {i} NOT NULL DEFAULT 0, "
+                    "label VARCHAR(255), PRIMARY KEY (wiki, id)")
+        else:
+            cols = (f"id {i} NOT NULL PRIMARY KEY, name VARCHAR(200), deleted {i} NOT NULL DEFAULT 0, "
+                    "label VARCHAR(255)")
+        return await self.create(base, cols)
+
+    def config(self, jobs: list[dict[str, Any]], **extra: Any) -> Any:
+        data: dict[str, Any] = {"database": {"url": self.url}, "state": {"table": self.state_table},
+                                "logging": {"level": "warning", "format": "json"}, "jobs": jobs}
+        for section, values in extra.items():
+            data[section] = values
+        self.created.append(self.state_table)
+        return from_dict(data)
+
+    async def cleanup(self) -> None:
+        try:
+            for t in dict.fromkeys(reversed(self.created)):
+                await self.engine.execute(f"DROP TABLE IF EXISTS {t}")
+        finally:
+            await self.engine.close()
