@@ -21,6 +21,7 @@ class TestDb:
         self.suffix = suffix
         self.engine: Engine = engines.create(self.parsed)
         self.created: list[str] = []
+        self.functions: list[str] = []
 
     async def open(self) -> None:
         await self.engine.connect()
@@ -87,5 +88,7 @@ class TestDb:
         try:
             for t in dict.fromkeys(reversed(self.created)):
                 await self.engine.execute(f"DROP TABLE IF EXISTS {t}")
+            for f in self.functions:
+                await self.engine.execute(f"DROP FUNCTION IF EXISTS {f}()")
         finally:
             await self.engine.close()

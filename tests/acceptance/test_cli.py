@@ -1,0 +1,218 @@
+"""The CLI as a user runs it: a process, real databases, kill -9, SIGTERM, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.dbutil import CONCAT, TestDb
+
+ROWS = 12_000
+
+
+def backfilld(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "backfilld", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def spawn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "backfilld", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def write_config(path: Path, db: TestDb, table: str, *, batch: int = 10, extra: str = "") -> Path:
+    expr = CONCAT[db.engine_name].replace('"', '\\"')
+    path.write_text(f"""
+[database]
+url = "{db.url}"
+
+[state]
+table = "{db.state_table}"
+
+[logging]
+format = "json"
+
+[throttle]
+min_batch = {batch}
+max_batch = {batch}
+{extra}
+[[jobs]]
+name = "labels"
+table = "{table}"
+batch_size = {batch}
+[jobs.set]
+label = "{expr}"
+""", encoding="utf-8")
+    db.created.append(db.state_table)
+    return path
+
+
+async def audited_users(db: TestDb) -> tuple[str, str]:
+    """A users table whose every UPDATE is recorded by a trigger in an audit table."""
+    table = await db.create_users()
+    audit = await db.create("audit", f"id {db.int_type()} NOT NULL")
+    rows = [(i, f"nom {i} ü", 0) for i in range(1, ROWS + 1)]
+    await db.many(f"INSERT INTO {table} (id, name, deleted) VALUES (?, ?, ?)", rows)
+    trig = db.name("audit_trg")
+    if db.engine_name == "postgresql":
+        await db.engine.execute(f"CREATE FUNCTION {trig}() RETURNS trigger LANGUAGE plpgsql AS "
+                                f"$$ BEGIN INSERT INTO {audit}(id) VALUES (NEW.id); RETURN NEW; END $$")
+        await db.engine.execute(f"CREATE TRIGGER {trig} AFTER UPDATE ON {table} FOR EACH ROW "
+                                f"EXECUTE FUNCTION {trig}()")
+        db.functions.append(trig)
+    elif db.engine_name == "mysql":
+        await db.engine.execute(f"CREATE TRIGGER {trig} AFTER UPDATE ON {table} FOR EACH ROW "
+                                f"INSERT INTO {audit}(id) VALUES (NEW.id)")
+    else:
+        await db.engine.execute(f"CREATE TRIGGER {trig} AFTER UPDATE ON {table} BEGIN "
+                                f"INSERT INTO {audit}(id) VALUES (NEW.id); END")
+    return table, audit
+
+
+async def rows_done(db: TestDb) -> int:
+    try:
+        rows = await db.q(f"SELECT rows_done FROM {db.state_table}")
+    except Exception:  # noqa: BLE001 - not created yet
+        return 0
+    return int(rows[0][0]) if rows else 0
+
+
+async def wait_progress(db: TestDb, proc: subprocess.Popen, at_least: int) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done = await rows_done(db)
+        if done >= at_least:
+            return done
+        assert proc.poll() is None, f"backfilld exited early: {proc.communicate()}"
+        await asyncio.sleep(0.05)
+    raise AssertionError("no progress within 60 s")
+
+
+async def test_kill_9_then_resume_skips_nothing_and_writes_nothing_twice(db: TestDb, tmp_path: Path) -> None:
+    table, audit = await audited_users(db)
+    cfg = write_config(tmp_path / "c.toml", db, table)
+    kills = 0
+    for at in (1_000, 5_000):  # two crashes at different points, each mid-run
+        proc = spawn("run", str(cfg))
+        await wait_progress(db, proc, at)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        kills += 1
+        assert await rows_done(db) < ROWS
+    done = backfilld("run", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert kills == 2
+
+    rows = await db.q(f"SELECT id, name, label FROM {table}")
+    assert len(rows) == ROWS
+    wrong = [r for r in rows if r[2] != f"{r[1]}#{r[0]}"]
+    assert wrong == []
+    # the audit trigger saw exactly one update per row: nothing written twice, nothing skipped
+    per_row = await db.q(f"SELECT id, count(*) FROM {audit} GROUP BY id HAVING count(*) <> 1")
+    assert per_row == []
+    assert (await db.q(f"SELECT count(DISTINCT id) FROM {audit}")) == [(ROWS,)]
+    status = json.loads(backfilld("status", str(cfg), "--json").stdout)
+    assert status[0]["status"] == "completed" and status[0]["rows_done"] == ROWS
+
+
+async def test_sigterm_finishes_batch_keeps_checkpoint_exits_0(db: TestDb, tmp_path: Path) -> None:
+    table, audit = await audited_users(db)
+    cfg = write_config(tmp_path / "c.toml", db, table)
+    proc = spawn("run", str(cfg))
+    await wait_progress(db, proc, 500)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stop_requested" in err and "job_stopped" in err
+    stopped_at = await rows_done(db)
+    assert 0 < stopped_at < ROWS
+    # the checkpoint matches the rows actually written: the batch in flight finished with its checkpoint
+    assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NOT NULL")) == [(stopped_at,)]
+    status = json.loads(backfilld("status", str(cfg), "--json").stdout)[0]
+    assert status["status"] == "running" and status["last_key"] == [stopped_at]
+
+    again = backfilld("run", str(cfg))
+    assert again.returncode == 0, again.stderr
+    assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL")) == [(0,)]
+    assert (await db.q(f"SELECT count(*), count(DISTINCT id) FROM {audit}")) == [(ROWS, ROWS)]
+
+
+async def test_first_signal_waits_for_the_batch_second_exits_at_once(db: TestDb, tmp_path: Path) -> None:
+    table, _ = await audited_users(db)
+    cfg = write_config(tmp_path / "c.toml", db, table, batch=50)
+    text = cfg.read_text().replace('url = "', 'lock_timeout_s = 20\nurl = "', 1)
+    cfg.write_text(text)
+    # another session holds a lock that a later batch needs (SQLite: the database's write lock, taken once the
+    # daemon has made progress; the servers: the last row's lock, taken before the daemon can get there)
+    holder = TestDb(db.url, db.suffix)
+    await holder.open()
+    tx = holder.engine.transaction()
+    if db.engine_name == "sqlite":
+        proc = spawn("run", str(cfg))
+        await wait_progress(db, proc, 100)
+    await tx.__aenter__()
+    try:
+        await holder.x(f"UPDATE {table} SET deleted = deleted WHERE id = ?", ROWS)
+        if db.engine_name != "sqlite":
+            proc = spawn("run", str(cfg))
+            await wait_progress(db, proc, 100)
+        before = -1
+        while (now := await rows_done(db)) != before:  # until the daemon is blocked
+            before = now
+            await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(1.5)
+        assert proc.poll() is None, "the first signal must let the batch in flight finish"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+        assert proc.returncode == 128 + signal.SIGTERM
+    finally:
+        await tx.__aexit__(None, None, None)
+        await holder.engine.close()
+    blocked_at = await rows_done(db)
+    assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NOT NULL")) == [(blocked_at,)]
+    again = backfilld("run", str(cfg))
+    assert again.returncode == 0, again.stderr
+    assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL")) == [(0,)]
+
+
+def test_bad_config_is_a_clear_error_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[database]\nurl = "sqlite:///x.db"\n[[jobs]]\nname = "j"\ntable = "t"\nbatch_size = -5\n'
+                   '[jobs.set]\nc = "1"\n')
+    r = backfilld("run", str(bad))
+    assert r.returncode == 2
+    assert "jobs[0].batch_size" in r.stderr and "greater than or equal to 1" in r.stderr
+    assert "Traceback" not in r.stderr
+
+    bad.write_text('[database]\nurl = "postgresql://app:hunter2@127.0.0.1/app"\n')
+    r = backfilld("plan", str(bad))
+    assert r.returncode == 2 and "password_env" in r.stderr and "hunter2" not in r.stderr
+
+    r = backfilld("run", str(tmp_path / "missing.toml"))
+    assert r.returncode == 2 and "no such config file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unreachable_database_does_not_leak_the_password(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[database]\nurl = "postgresql://app@127.0.0.1:9/app"\npassword_env = "BF_TEST_PW"\n'
+                   'connect_timeout_s = 2\n[[jobs]]\nname = "j"\ntable = "t"\n[jobs.set]\nc = "1"\n')
+    r = backfilld("run", str(cfg), env={"BF_TEST_PW": "s3cret-pw-value"})
+    assert r.returncode != 0
+    assert "cannot connect" in r.stderr and "127.0.0.1:9" in r.stderr
+    assert "s3cret-pw-value" not in r.stderr + r.stdout and "Traceback" not in r.stderr
+    r = backfilld("run", str(cfg))
+    assert r.returncode == 2 and "BF_TEST_PW" in r.stderr and "not set" in r.stderr
+
+
+def test_demo_runs_and_checks_every_row(tmp_path: Path) -> None:
+    r = backfilld("demo", "--db", str(tmp_path / "demo.sqlite"), "--rows", "20000")
+    assert r.returncode == 0, r.stderr
+    assert "every row is right" in r.stdout
+    assert "0 wrong" in r.stdout
