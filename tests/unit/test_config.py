@@ -1,0 +1,127 @@
+"""Config validation: every error names its key and says what to do; secrets never appear."""
+
+from __future__ import annotations
+
+import pytest
+from pathlib import Path
+
+from backfilld import config
+from backfilld.errors import ConfigError
+
+BASE = {"database": {"url": "sqlite:///app.db"},
+        "jobs": [{"name": "j", "table": "users", "set": {"email_domain": "lower(email)"}}]}
+
+
+def cfg(**over):  # noqa: ANN003, ANN201
+    data = {**BASE, **over}
+    return config.from_dict(data)
+
+
+def err(data: dict) -> str:
+    with pytest.raises(ConfigError) as e:
+        config.from_dict(data)
+    return str(e.value)
+
+
+def test_minimal_config_has_documented_defaults() -> None:
+    c = cfg()
+    job = c.jobs[0]
+    assert c.engine == "sqlite"
+    assert job.batch_size == 1000 and job.key is None and job.where is None and job.overwrite is False
+    assert c.state.table == "backfilld_state"
+    assert c.database.lock_timeout_s == 1.0
+
+
+@pytest.mark.parametrize("url,engine", [("postgresql://app@db:5432/app", "postgresql"),
+                                        ("postgres://app@db/app", "postgresql"),
+                                        ("mysql://app@db/app", "mysql"), ("mariadb://app@db:3307/app", "mysql"),
+                                        ("sqlite:///rel.db", "sqlite"), ("sqlite:////abs/path.db", "sqlite")])
+def test_url_schemes(url: str, engine: str) -> None:
+    assert config.parse_url(url).engine == engine
+
+
+def test_sqlite_paths() -> None:
+    assert config.parse_url("sqlite:///rel.db").database == "rel.db"
+    assert config.parse_url("sqlite:////abs/path.db").database == "/abs/path.db"
+
+
+def test_password_in_url_is_refused_and_not_echoed() -> None:
+    msg = err({**BASE, "database": {"url": "postgresql://app:hunter2@db/app"}})
+    assert "database.url" in msg and "password_env" in msg and "hunter2" not in msg
+
+
+def test_url_never_prints_password() -> None:
+    u = config.parse_url("postgresql://app@db/app").with_password("s3cret")
+    assert "s3cret" not in str(u) and "s3cret" not in repr(u) and "***" in str(u)
+
+
+@pytest.mark.parametrize("job,where,fragment", [
+    ({"batch_size": 0}, "jobs[0].batch_size", "greater than or equal to 1"),
+    ({"table": "users; drop table x"}, "jobs[0].table", "not a table name"),
+    ({"key": []}, "jobs[0].key", "is empty"),
+    ({"key": ["id", "id"]}, "jobs[0].key", "twice"),
+    ({"set": {}}, "jobs[0]", "no targets"),
+    ({"set": {"bad name": "1"}}, "jobs[0].set", "not a plain SQL identifier"),
+    ({"set": {"c": {"oracle": "1"}}}, "jobs[0].set", "unknown engine 'oracle'"),
+    ({"set": {"c": "1; delete from users"}}, "jobs[0].set", "without ';'"),
+    ({"where": " "}, "jobs[0].where", "is empty"),
+    ({"bacth_size": 5}, "jobs[0].bacth_size", "unknown key"),
+])
+def test_job_errors_name_the_key(job: dict, where: str, fragment: str) -> None:
+    msg = err({**BASE, "jobs": [{**BASE["jobs"][0], **job}]})
+    assert where in msg and fragment in msg, msg
+
+
+def test_duplicate_job_names() -> None:
+    assert "two jobs are named 'j'" in err({**BASE, "jobs": [BASE["jobs"][0], BASE["jobs"][0]]})
+
+
+def test_missing_database_section() -> None:
+    assert "database: is required" in err({"jobs": []})
+
+
+def test_throttle_bounds() -> None:
+    assert "min_batch (500) is above max_batch (100)" in err({**BASE, "throttle": {"min_batch": 500,
+                                                                                  "max_batch": 100}})
+
+
+def test_engine_specific_expression_needs_this_engine() -> None:
+    c = cfg(jobs=[{"name": "j", "table": "t", "set": {"c": {"postgresql": "split_part(e, '@', 2)"}}}])
+    with pytest.raises(ConfigError, match="no expression for engine 'sqlite'"):
+        c.jobs[0].expressions("sqlite")
+    assert c.jobs[0].expressions("postgresql") == {"c": "split_part(e, '@', 2)"}
+
+
+def test_fingerprint_ignores_tuning_but_not_spec() -> None:
+    a = cfg().jobs[0]
+    b = cfg(jobs=[{**BASE["jobs"][0], "batch_size": 5, "max_retries": 3}]).jobs[0]
+    c = cfg(jobs=[{**BASE["jobs"][0], "where": "x = 1"}]).jobs[0]
+    assert a.fingerprint("sqlite", ["id"]) == b.fingerprint("sqlite", ["id"])
+    assert a.fingerprint("sqlite", ["id"]) != c.fingerprint("sqlite", ["id"])
+    assert a.fingerprint("sqlite", ["id"]) != a.fingerprint("sqlite", ["id", "x"])
+
+
+def test_password_env_and_file(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    c = config.from_dict({"database": {"url": "postgresql://a@h/d", "password_env": "BF_PW"}})
+    monkeypatch.delenv("BF_PW", raising=False)
+    with pytest.raises(ConfigError, match="BF_PW"):
+        config.database_url(c.database)
+    monkeypatch.setenv("BF_PW", "pw1")
+    assert config.database_url(c.database).password == "pw1"
+    f = tmp_path / "pw"
+    f.write_text("pw2\n")
+    c = config.from_dict({"database": {"url": "postgresql://a@h/d", "password_file": str(f)}})
+    assert config.database_url(c.database).password == "pw2"
+    assert "not both" in err({"database": {"url": "postgresql://a@h/d", "password_file": "x", "password_env": "y"}})
+
+
+def test_load_reports_toml_errors(tmp_path) -> None:  # noqa: ANN001
+    p = tmp_path / "c.toml"
+    p.write_text("[database\nurl=1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(p)
+
+
+def test_example_config_is_valid() -> None:
+    c = config.load(Path(__file__).parents[2] / "config" / "example.toml")
+    assert c.jobs
