@@ -121,8 +121,10 @@ class DatabaseConfig(_Secret):
 
 class StateConfig(_Model):
     table: str = "backfilld_state"
+    # One row per host running backfilld: its clock's time, written on the primary and read on replicas.
+    heartbeat_table: str = "backfilld_heartbeat"
 
-    @field_validator("table")
+    @field_validator("table", "heartbeat_table")
     @classmethod
     def _table(cls, v: str) -> str:
         if not _QUALIFIED.match(v):
@@ -230,18 +232,73 @@ class JobConfig(_Model):
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class ReplicaConfig(_Secret):
+    name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not _JOB_NAME.match(v):
+            raise ValueError(f"{v!r} must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return v
+
+    @property
+    def label(self) -> str:
+        """The name in logs and metrics: the configured one, else host:port (never credentials)."""
+        if self.name:
+            return self.name
+        u = parse_url(self.url)
+        return f"{u.host}:{u.port}" if u.port else str(u.host)
+
+
 class ThrottleConfig(_Model):
+    # Pause when any replica is further behind than this. Seconds; sub-second values work with the heartbeat
+    # probe (GitHub runs gh-ost at 0.3-0.5 s).
+    max_lag_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    # Resume only when every replica is back under this (hysteresis, so work does not flap at the limit).
+    resume_lag_s: Annotated[float, Field(ge=0, le=3600)] = 0.5
+    lag_probe: Literal["heartbeat", "native"] = "heartbeat"
+    # The heartbeat is written and every probe reads on this clock. Seconds, 0.01..10.
+    heartbeat_interval_s: Annotated[float, Field(ge=0.01, le=10)] = 0.1
+    # A replica whose lag cannot be read for this long counts as too far behind: fail closed. Seconds.
+    fail_closed_after_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     # Each batch is steered toward this duration: long enough to amortise round trips, short enough that
     # row locks and the replication stream stay small. Seconds, 0.01..60.
     target_batch_time_s: Annotated[float, Field(gt=0.01, le=60)] = 0.5
     # Bounds on keys per batch, whatever the sizer computes.
     min_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 50
     max_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
+    # Rows written per second, across the daemon; 0 means unlimited.
+    max_rows_per_s: Annotated[float, Field(ge=0)] = 0
+    # Pause while the primary's load is above this (MySQL Threads_running, PostgreSQL active backends);
+    # 0 turns the probe off. Not available on SQLite.
+    max_load: Annotated[float, Field(ge=0)] = 0
+    # Pause while this file exists ("" is off).
+    flag_file: str = ""
+    # Run only inside these local-time windows, "HH:MM-HH:MM" (may cross midnight); empty: always.
+    windows: list[str] = Field(default_factory=list)
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, v: list[str]) -> list[str]:
+        for w in v:
+            m = _WINDOW.match(w)
+            if not m:
+                raise ValueError(f"{w!r} is not a window; write \"HH:MM-HH:MM\" in local time, e.g. \"22:00-06:00\"")
+            if m.group(1, 2) == m.group(3, 4):
+                raise ValueError(f"{w!r} is empty: start and end are the same")
+        return v
 
     @model_validator(mode="after")
     def _bounds(self) -> ThrottleConfig:
         if self.min_batch > self.max_batch:
             raise ValueError(f"min_batch ({self.min_batch}) is above max_batch ({self.max_batch})")
+        if self.resume_lag_s > self.max_lag_s:
+            raise ValueError(f"resume_lag_s ({self.resume_lag_s}) is above max_lag_s ({self.max_lag_s}); "
+                             "work resumes when lag falls back under resume_lag_s")
         return self
 
 
@@ -255,10 +312,21 @@ class Config(_Model):
     state: StateConfig = StateConfig()
     logging: LoggingConfig = LoggingConfig()
     throttle: ThrottleConfig = ThrottleConfig()
+    replicas: list[ReplicaConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_jobs(self) -> Config:
+        labels = [r.label for r in self.replicas]
+        for label in labels:
+            if labels.count(label) > 1:
+                raise ValueError(f"two replicas are named {label!r}; give each a distinct name")
+        for r in self.replicas:
+            if parse_url(r.url).engine != self.engine:
+                raise ValueError(f"replica {r.label!r} is {parse_url(r.url).engine} but the primary is "
+                                 f"{self.engine}")
+        if self.replicas and self.engine == "sqlite":
+            raise ValueError("SQLite has no replicas; remove the [[replicas]] entries")
         names = [j.name for j in self.jobs]
         for name in names:
             if names.count(name) > 1:

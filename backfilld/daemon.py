@@ -96,7 +96,12 @@ async def run(config: Config, opts: RunOptions, *, stop: asyncio.Event | None = 
     stop = stop or asyncio.Event()
     results: list[JobState] = []
     failures: list[str] = []
-    async with open_engine(config) as engine:
+    throttle = None
+    if gate is None:
+        from backfilld.throttle import Throttle
+
+        gate = throttle = Throttle(config)
+    async with open_engine(config) as engine, _started(throttle):
         for job in jobs:
             if stop.is_set():
                 break
@@ -113,6 +118,18 @@ async def run(config: Config, opts: RunOptions, *, stop: asyncio.Event | None = 
     if failures:
         raise JobFailed("; ".join(failures))
     return results
+
+
+@contextlib.asynccontextmanager
+async def _started(throttle: Any) -> AsyncIterator[None]:
+    if throttle is None:
+        yield
+        return
+    await throttle.start()
+    try:
+        yield
+    finally:
+        await throttle.close()
 
 
 # ------------------------------------------------------------------------------------------ reports

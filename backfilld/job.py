@@ -43,9 +43,14 @@ class Gate(Protocol):
 
     async def wait(self, job: str, stop: asyncio.Event) -> None: ...
 
+    def after_batch(self, job: str, rows: int, took_s: float) -> None: ...
+
 
 class OpenGate:
     async def wait(self, job: str, stop: asyncio.Event) -> None:
+        return None
+
+    def after_batch(self, job: str, rows: int, took_s: float) -> None:
         return None
 
 
@@ -227,6 +232,7 @@ class JobRunner:
         st.pass_rows += rows
         st.pass_scanned += scanned
         self.sizer.observe(scanned, took)
+        self.gate.after_batch(st.job, rows, took)
         self.log.debug("batch_applied", rows=rows, scanned=scanned, size=size, took_s=round(took, 4),
                        pass_no=st.pass_no)
         return BatchResult(rows, scanned, took, size, st.pass_no, hi)

@@ -352,6 +352,31 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def state_table_ddl(self, table: str) -> str: ...
 
+    # --- replication and load: optional abilities (SQLite has none; callers check `replication`)
+    replication = False
+
+    def heartbeat_ddl(self, table: str) -> str:
+        raise NotImplementedError
+
+    async def write_heartbeat(self, table: str, writer: str, ts: float) -> int | None:
+        """Store this host's clock; returns the WAL position just past the write where the engine has one."""
+        raise NotImplementedError
+
+    async def read_heartbeat(self, table: str, writer: str) -> float | None:
+        raise NotImplementedError
+
+    async def native_lag(self) -> tuple[float, str]:
+        """The server's own lag figure on a replica: (seconds, detail); inf when replication is stopped."""
+        raise NotImplementedError
+
+    async def attached_replicas(self) -> list[tuple[str, int]]:
+        """On a primary: replicas streaming from it, as (name, replayed WAL position)."""
+        return []
+
+    async def load(self) -> float:
+        """The primary's load: statements running now, other than ours."""
+        raise NotImplementedError
+
     # --- shared operations
     def plan(self, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
              overwrite: bool) -> BatchPlan:

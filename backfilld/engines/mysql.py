@@ -168,3 +168,53 @@ class MySQLEngine(Engine):
                 "pass_scanned bigint NOT NULL DEFAULT 0, error text, started_at varchar(40), "
                 "updated_at varchar(40), finished_at varchar(40), verified_at varchar(40), verify_result text, "
                 "requests text) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+
+    # --- replication and load
+    replication = True
+
+    def heartbeat_ddl(self, table: str) -> str:
+        return (f"CREATE TABLE IF NOT EXISTS {self.dialect.table(table)} (writer varchar(128) NOT NULL PRIMARY KEY, "
+                "ts double NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+
+    async def write_heartbeat(self, table: str, writer: str, ts: float) -> int | None:
+        await self.execute(Stmt(self.dialect.finish(
+            f"INSERT INTO {self.dialect.table(table)} (writer, ts) VALUES ({self.dialect.placeholder(1)}, "
+            f"{self.dialect.placeholder(2)}) ON DUPLICATE KEY UPDATE ts = VALUES(ts)"), ("w", "ts")),
+            {"w": writer, "ts": ts})
+        return None
+
+    async def read_heartbeat(self, table: str, writer: str) -> float | None:
+        rows = await self.fetch(Stmt(self.dialect.finish(
+            f"SELECT ts FROM {self.dialect.table(table)} WHERE writer = {self.dialect.placeholder(1)}"), ("w",)),
+            {"w": writer})
+        return float(rows[0][0]) if rows else None
+
+    async def _replica_status(self) -> dict[str, Any]:
+        with self.driver_errors(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", pymysql.Warning)
+            async with self._c().cursor(aiomysql.DictCursor) as cur:
+                try:
+                    await cur.execute("SHOW REPLICA STATUS")  # MariaDB 10.5+, MySQL 8.0.22+
+                except pymysql.err.ProgrammingError:
+                    await cur.execute("SHOW SLAVE STATUS")  # older servers
+                rows = await cur.fetchall()
+        return dict(rows[0]) if rows else {}
+
+    async def native_lag(self) -> tuple[float, str]:
+        st = await self._replica_status()
+        if not st:
+            return math.inf, "not a replica (SHOW REPLICA STATUS is empty)"
+        sql = st.get("Replica_SQL_Running", st.get("Slave_SQL_Running"))
+        io = st.get("Replica_IO_Running", st.get("Slave_IO_Running"))
+        if sql != "Yes":
+            return math.inf, f"replication SQL thread is not running (SQL_Running={sql})"
+        if io != "Yes":
+            return math.inf, f"replication IO thread is not running (IO_Running={io})"
+        lag = st.get("Seconds_Behind_Source", st.get("Seconds_Behind_Master"))
+        if lag is None:
+            return math.inf, "Seconds_Behind_Master is NULL"
+        return float(lag), "Seconds_Behind_Master"
+
+    async def load(self) -> float:
+        rows = await self.fetch("SHOW GLOBAL STATUS LIKE 'Threads_running'")
+        return max(0.0, float(rows[0][1]) - 1)  # not counting our own statement

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -139,3 +140,53 @@ class PostgresEngine(Engine):
                 "pass_rows bigint NOT NULL DEFAULT 0, pass_scanned bigint NOT NULL DEFAULT 0, error text, "
                 "started_at varchar(40), updated_at varchar(40), finished_at varchar(40), "
                 "verified_at varchar(40), verify_result text, requests text)")
+
+    # --- replication and load
+    replication = True
+
+    def heartbeat_ddl(self, table: str) -> str:
+        return (f"CREATE TABLE IF NOT EXISTS {self.dialect.table(table)} (writer varchar(128) PRIMARY KEY, "
+                "ts double precision NOT NULL)")
+
+    async def write_heartbeat(self, table: str, writer: str, ts: float) -> int | None:
+        t = self.dialect.table(table)
+        await self.execute(Stmt(f"INSERT INTO {t} (writer, ts) VALUES ($1, $2) ON CONFLICT (writer) DO UPDATE "
+                                "SET ts = EXCLUDED.ts", ("w", "ts")), {"w": writer, "ts": ts})
+        # read after the commit: a replica that replayed up to here has replayed the heartbeat
+        rows = await self.fetch("SELECT pg_current_wal_lsn()::text")
+        return parse_lsn(rows[0][0])
+
+    async def read_heartbeat(self, table: str, writer: str) -> float | None:
+        rows = await self.fetch(Stmt(f"SELECT ts FROM {self.dialect.table(table)} WHERE writer = $1", ("w",)),
+                                {"w": writer})
+        return float(rows[0][0]) if rows else None
+
+    async def native_lag(self) -> tuple[float, str]:
+        rows = await self.fetch(
+            "SELECT pg_is_in_recovery(), pg_is_in_recovery() AND pg_is_wal_replay_paused(), "
+            "CASE WHEN NOT pg_is_in_recovery() THEN NULL "
+            "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+            "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END")
+        in_recovery, paused, lag = rows[0]
+        if not in_recovery:
+            return math.inf, "not a standby (pg_is_in_recovery() is false)"
+        if paused:
+            return math.inf, "WAL replay is paused"
+        if lag is None:
+            return math.inf, "nothing replayed yet"
+        return max(0.0, float(lag)), "replay timestamp"
+
+    async def attached_replicas(self) -> list[tuple[str, int]]:
+        rows = await self.fetch("SELECT application_name, coalesce(host(client_addr), 'local'), "
+                                "coalesce(replay_lsn, '0/0')::text FROM pg_stat_replication ORDER BY 1, 2")
+        return [(f"{app or 'walreceiver'}@{addr}", parse_lsn(lsn)) for app, addr, lsn in rows]
+
+    async def load(self) -> float:
+        rows = await self.fetch("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        return float(rows[0][0])
+
+
+def parse_lsn(text: str) -> int:
+    hi, _, lo = text.partition("/")
+    return (int(hi, 16) << 32) | int(lo, 16)

@@ -103,6 +103,9 @@ async def test_rows_inserted_behind_the_cursor_are_caught(db: TestDb) -> None:
                                        f"wiki{w:02d}", i, f"late{i}")
                         inserted.append((f"wiki{w:02d}", i))
 
+        def after_batch(self, job: str, rows: int, took_s: float) -> None:
+            pass
+
     gate = InsertMidPass()
     try:
         results = await daemon.run(cfg, daemon.RunOptions(), gate=gate)

@@ -1,0 +1,143 @@
+"""The throttle: probes observe on their own clocks, the decision reads their latest readings, jobs wait on it.
+
+Owns: starting and stopping the probe tasks (each named, each with its own connection), the wait a job
+makes before each batch (logged with its reason and duration), and the rows-per-second pacing.
+A dead probe task (a bug, not a database error) fails the daemon rather than leaving it blind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import structlog
+
+from backfilld import engines
+from backfilld.config import Config, ThrottleConfig, database_url
+from backfilld.engines.base import Engine
+from backfilld.errors import BackfilldError
+from backfilld.throttle.decision import Decider, Decision, Signal
+from backfilld.throttle.probes import AttachedReplicas, HeartbeatWriter, Load, Loop, ReplicaLag, cancel_all
+
+log = structlog.get_logger("backfilld.throttle")
+
+# How often a waiting job looks at the decision again. Seconds; the readings it looks at refresh every
+# heartbeat_interval_s, so polling faster than that buys nothing.
+POLL_MAX_S = 0.05
+
+
+class Throttle:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], dt.datetime] = dt.datetime.now) -> None:
+        self.config = config
+        self.cfg: ThrottleConfig = config.throttle
+        self.decider = Decider(self.cfg)
+        self.clock, self.wall = clock, wall
+        self.writer_id = socket.gethostname()[:128]
+        self.replicas: dict[str, Signal] = {}       # configured, by label
+        self.attached: dict[str, Signal] = {}       # found through pg_stat_replication
+        self.load_signal: Signal | None = None
+        self.heartbeat: HeartbeatWriter | None = None
+        self._loops: list[Loop] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._next_at = 0.0
+        self.current = Decision()
+        self.throttled_s: dict[str, float] = defaultdict(float)   # seconds spent throttled, by kind
+        self.max_lag_seen_s = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    def _engine(self, section, where: str) -> Engine:  # noqa: ANN001
+        db = self.config.database
+        return engines.create(database_url(section, where), lock_timeout_s=db.lock_timeout_s,
+                              connect_timeout_s=section.connect_timeout_s)
+
+    async def start(self) -> None:
+        cfg, now = self.cfg, self.clock()
+        engine_name = self.config.engine
+        hb_table = self.config.state.heartbeat_table
+        interval = cfg.heartbeat_interval_s
+        want_heartbeat = engine_name == "postgresql" or (self.config.replicas and cfg.lag_probe == "heartbeat")
+        if want_heartbeat:
+            self.heartbeat = HeartbeatWriter(self._engine(self.config.database, "database"), hb_table, self.writer_id)
+            self._loops.append(Loop("heartbeat", self.heartbeat.engine, interval, self.heartbeat.step,
+                                    self.heartbeat.on_error))
+        for i, rc in enumerate(self.config.replicas):
+            sig = self.replicas[rc.label] = Signal(f"replica {rc.label}", started_at=now)
+            probe = ReplicaLag(self._engine(rc, f"replicas[{i}]"), sig, cfg.lag_probe, hb_table, self.writer_id)
+            self._loops.append(Loop(f"replica:{rc.label}", probe.engine, interval, probe.step, sig.fail))
+        if engine_name == "postgresql" and self.heartbeat is not None:
+            att = AttachedReplicas(self._engine(self.config.database, "database"), self.heartbeat, self.attached)
+            self._loops.append(Loop("attached_replicas", att.engine, interval, att.step, att.on_error))
+        if cfg.max_load > 0 and engine_name != "sqlite":
+            self.load_signal = Signal("primary load", started_at=now)
+            lp = Load(self._engine(self.config.database, "database"), self.load_signal)
+            self._loops.append(Loop("load", lp.engine, interval, lp.step, self.load_signal.fail))
+        self._tasks = [asyncio.create_task(loop.run(), name=f"probe:{loop.name}") for loop in self._loops]
+        log.info("throttle_started", probes=[loop.name for loop in self._loops], max_lag_s=cfg.max_lag_s,
+                 lag_probe=cfg.lag_probe)
+
+    async def close(self) -> None:
+        await cancel_all(self._tasks)
+        for loop in self._loops:
+            await loop.close()
+        self._tasks, self._loops = [], []
+
+    def retune(self, cfg: ThrottleConfig) -> None:
+        self.cfg = self.decider.cfg = cfg
+
+    # ------------------------------------------------------------------ decision
+    def lag_signals(self) -> list[Signal]:
+        return [*self.replicas.values(), *self.attached.values()]
+
+    def decide(self) -> Decision:
+        for t in self._tasks:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                raise BackfilldError(f"throttle probe {t.get_name()} died: {t.exception()!r}")
+        signals = self.lag_signals()
+        for s in signals:
+            if s.value is not None and s.error is None and s.value != float("inf"):
+                self.max_lag_seen_s = max(self.max_lag_seen_s, s.value)
+        self.current = self.decider.decide(signals, self.load_signal, self.clock(), self.wall())
+        return self.current
+
+    async def wait(self, job: str, stop: asyncio.Event) -> None:
+        """Return when work may go on, or when stop is set. Pauses are logged with reason and duration."""
+        paused_at: float | None = None
+        reason = ""
+        kinds: tuple[str, ...] = ()
+        last = self.clock()
+        poll = min(POLL_MAX_S, self.cfg.heartbeat_interval_s)
+        while not stop.is_set():
+            d = self.decide()
+            now = self.clock()
+            pace = self._next_at - now
+            if d.throttled:
+                for kind in d.kinds:
+                    self.throttled_s[kind] += now - last
+                if paused_at is None:
+                    paused_at = now
+                    log.info("throttle_paused", job=job, reason=d.reason, kinds=list(d.kinds))
+                elif d.kinds != kinds:  # numbers in the reason change every poll; log when its kind does
+                    log.info("throttle_reason_changed", job=job, reason=d.reason, kinds=list(d.kinds))
+                reason, kinds = d.reason, d.kinds
+            elif pace > 0:
+                self.throttled_s["rate"] += now - last
+            else:
+                break
+            last = now
+            delay = poll if d.throttled else min(poll, pace)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+        if paused_at is not None:
+            log.info("throttle_resumed", job=job, paused_s=round(self.clock() - paused_at, 3), reason=reason)
+
+    def after_batch(self, job: str, rows: int, took_s: float) -> None:
+        """Pace to max_rows_per_s: the next batch may start once the rows written so far are paid for."""
+        if self.cfg.max_rows_per_s > 0 and rows > 0:
+            self._next_at = max(self._next_at, self.clock()) + rows / self.cfg.max_rows_per_s

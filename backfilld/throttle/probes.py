@@ -1,0 +1,159 @@
+"""Probes: each observes one thing on its own clock and leaves its latest reading in a Signal.
+
+Owns: the heartbeat writer on the primary, lag readers on configured replicas (heartbeat or native),
+replicas found streaming from a PostgreSQL primary, and the primary's load. Each probe has its own
+connection; an error becomes the Signal's error (the decision fails closed on it), never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from backfilld.engines.base import Engine
+from backfilld.errors import EngineError
+from backfilld.throttle.decision import Signal
+
+log = structlog.get_logger("backfilld.throttle")
+
+# Heartbeat samples (WAL position, time) kept for mapping a replica's replay position to a time. At the
+# default 0.1 s interval this covers 10 minutes; a replica further behind reads as at least that far.
+SAMPLES = 6000
+
+
+class Loop:
+    """Runs one probe step every interval; errors go to on_error, the loop goes on."""
+
+    def __init__(self, name: str, engine: Engine, interval_s: float, step: Callable[[], Awaitable[None]],
+                 on_error: Callable[[str], None]) -> None:
+        self.name, self.engine, self.interval_s, self.step, self.on_error = name, engine, interval_s, step, on_error
+        self._logged_error: str | None = None
+
+    async def run(self) -> None:
+        connected = False
+        while True:
+            t0 = time.monotonic()
+            try:
+                if not connected:
+                    await self.engine.reconnect()
+                    connected = True
+                await asyncio.wait_for(self.step(), timeout=max(2.0, 10 * self.interval_s))
+                if self._logged_error:
+                    log.info("probe_recovered", probe=self.name)
+                    self._logged_error = None
+            except (EngineError, asyncio.TimeoutError, OSError) as exc:
+                msg = str(exc) or type(exc).__name__
+                connected = False
+                self.on_error(msg)
+                if msg != self._logged_error:
+                    log.warning("probe_failed", probe=self.name, error=msg)
+                    self._logged_error = msg
+            await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - t0)))
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+
+class HeartbeatWriter:
+    """Writes this host's clock into the heartbeat table on the primary every interval."""
+
+    def __init__(self, engine: Engine, table: str, writer: str) -> None:
+        self.engine, self.table, self.writer = engine, table, writer
+        self.samples: deque[tuple[int, float]] = deque(maxlen=SAMPLES)   # (WAL position, time.time())
+        self.error: str | None = None
+        self._ready = False
+
+    async def step(self) -> None:
+        if not self._ready:
+            await self.engine.execute(self.engine.heartbeat_ddl(self.table))
+            self._ready = True
+        ts = time.time()
+        pos = await self.engine.write_heartbeat(self.table, self.writer, ts)
+        self.error = None
+        if pos is not None:
+            self.samples.append((pos, ts))
+
+    def on_error(self, msg: str) -> None:
+        self.error = msg
+
+    def time_at(self, pos: int) -> float | None:
+        """The time of the newest heartbeat at or before a WAL position."""
+        i = bisect.bisect_right(self.samples, (pos, float("inf")))
+        if i == 0:
+            return None
+        return self.samples[i - 1][1]
+
+
+class ReplicaLag:
+    """Reads one configured replica's lag: heartbeat age (now minus the newest replicated heartbeat) or native."""
+
+    def __init__(self, engine: Engine, signal: Signal, mode: str, table: str, writer: str) -> None:
+        self.engine, self.signal, self.mode, self.table, self.writer = engine, signal, mode, table, writer
+
+    async def step(self) -> None:
+        if self.mode == "native":
+            lag, detail = await self.engine.native_lag()
+            self.signal.ok(lag, time.monotonic(), detail)
+            return
+        ts = await self.engine.read_heartbeat(self.table, self.writer)
+        if ts is None:
+            raise EngineError("no heartbeat from this host has reached the replica yet")
+        self.signal.ok(max(0.0, time.time() - ts), time.monotonic(), "heartbeat")
+
+
+class AttachedReplicas:
+    """PostgreSQL: replicas streaming from the primary, found in pg_stat_replication with no config entry.
+
+    Lag is the age of the newest heartbeat whose WAL position the replica has replayed: measured by this
+    process's clock alone, correct while replay is paused, and sub-second.
+    """
+
+    def __init__(self, engine: Engine, heartbeat: HeartbeatWriter, signals: dict[str, Signal]) -> None:
+        self.engine, self.heartbeat, self.signals = engine, heartbeat, signals
+
+    async def step(self) -> None:
+        now_m, now_w = time.monotonic(), time.time()
+        seen = set()
+        for name, replayed in await self.engine.attached_replicas():
+            seen.add(name)
+            sig = self.signals.setdefault(name, Signal(f"replica {name}", started_at=now_m))
+            t = self.heartbeat.time_at(replayed)
+            if t is None:
+                if self.heartbeat.samples:
+                    oldest = self.heartbeat.samples[0][1]
+                    sig.ok(now_w - oldest, now_m, "behind every remembered heartbeat")
+                else:
+                    sig.fail("no heartbeat written yet")
+            else:
+                sig.ok(max(0.0, now_w - t), now_m, "heartbeat via pg_stat_replication")
+        for name, sig in self.signals.items():
+            if name not in seen:  # it was streaming and is gone: fail closed until it is back
+                sig.fail("no longer streaming from the primary (pg_stat_replication)")
+
+    def on_error(self, msg: str) -> None:
+        for sig in self.signals.values():
+            sig.fail(msg)
+
+
+class Load:
+    def __init__(self, engine: Engine, signal: Signal) -> None:
+        self.engine, self.signal = engine, signal
+
+    async def step(self) -> None:
+        value = await self.engine.load()
+        detail = "Threads_running" if self.engine.name == "mysql" else "active backends"
+        self.signal.ok(value, time.monotonic(), detail)
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
