@@ -95,6 +95,7 @@ class ReplicaLag:
 
     def __init__(self, engine: Engine, signal: Signal, mode: str, table: str, writer: str) -> None:
         self.engine, self.signal, self.mode, self.table, self.writer = engine, signal, mode, table, writer
+        self.since = time.time()
 
     async def step(self) -> None:
         if self.mode == "native":
@@ -102,8 +103,8 @@ class ReplicaLag:
             self.signal.ok(lag, time.monotonic(), detail)
             return
         ts = await self.engine.read_heartbeat(self.table, self.writer)
-        if ts is None:
-            raise EngineError("no heartbeat from this host has reached the replica yet")
+        if ts is None or ts < self.since:  # an older row is an earlier run's heartbeat: not a reading
+            raise EngineError("no heartbeat from this run has reached the replica yet")
         self.signal.ok(max(0.0, time.time() - ts), time.monotonic(), "heartbeat")
 
 
