@@ -74,7 +74,8 @@ def run(config: ConfigArg, job: JobOpt = None,
     async def main() -> None:
         stop = asyncio.Event()
         with daemon.SignalStop(stop):
-            await daemon.run(cfg, daemon.RunOptions(jobs=job, restart=restart, follow=follow), stop=stop)
+            await daemon.run(cfg, daemon.RunOptions(jobs=job, restart=restart, follow=follow,
+                                                    config_path=str(config)), stop=stop)
 
     _run_async(main())
 
@@ -125,6 +126,46 @@ def status(config: ConfigArg,
             if k in r:
                 parts.append(f"{k}={r[k]}")
         typer.echo("  ".join(parts))
+
+
+JobArg = Annotated[str, typer.Argument(help="Job name, as in the config.", show_default=False)]
+
+
+@app.command()
+def pause(config: ConfigArg, job: JobArg) -> None:
+    """Ask running daemons to pause JOB before its next batch (kept in the state table, survives restarts)."""
+    from backfilld import control
+
+    cfg = _load(config)
+    _run_async(control.request(cfg, job, paused=True))
+    typer.echo(f"{job}: pause requested; a running daemon pauses before its next batch")
+
+
+@app.command()
+def resume(config: ConfigArg, job: JobArg) -> None:
+    """Lift an operator pause of JOB."""
+    from backfilld import control
+
+    cfg = _load(config)
+    _run_async(control.request(cfg, job, paused=False))
+    typer.echo(f"{job}: resume requested")
+
+
+@app.command("set")
+def set_(config: ConfigArg, job: JobArg,
+         settings: Annotated[list[str], typer.Argument(help="key=value: batch_size, target_batch_time_s, "
+                                                            "max_lag_s, max_rows_per_s.", show_default=False)]
+         ) -> None:
+    """Change JOB's tuning while it runs; kept in the state table until set again (survives restarts)."""
+    from backfilld import control
+
+    cfg = _load(config)
+    try:
+        values = control.parse_settings(settings)
+    except ValueError as exc:
+        _fail(exc, 2)
+    _run_async(control.request(cfg, job, settings=values))
+    typer.echo(f"{job}: " + ", ".join(f"{k}={v}" for k, v in values.items()) + " requested")
 
 
 @app.command()

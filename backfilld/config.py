@@ -302,6 +302,27 @@ class ThrottleConfig(_Model):
         return self
 
 
+class MetricsConfig(_Model):
+    # host:port for /metrics, /healthz, /readyz and /status; loopback by default, "" turns it off.
+    listen: str = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        if v:
+            host, sep, port = v.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"{v!r} is not host:port (e.g. \"127.0.0.1:9464\", or \"\" to turn it off)")
+        return v
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -313,6 +334,7 @@ class Config(_Model):
     logging: LoggingConfig = LoggingConfig()
     throttle: ThrottleConfig = ThrottleConfig()
     replicas: list[ReplicaConfig] = Field(default_factory=list)
+    metrics: MetricsConfig = MetricsConfig()
     jobs: list[JobConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

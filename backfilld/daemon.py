@@ -8,6 +8,7 @@ and the exit code. Delegates the batch loop to job.JobRunner.
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import os
 import signal
@@ -17,12 +18,14 @@ from typing import Any
 
 import structlog
 
-from backfilld import engines
+from backfilld import config as config_mod, engines
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig, database_url
 from backfilld.engines.base import Engine, JobState, key_args
-from backfilld.errors import BackfilldError, JobFailed
+from backfilld.errors import BackfilldError, ConfigError, JobFailed
 from backfilld.job import BatchResult, Gate, JobRunner, prepare
+from backfilld.metrics import Metrics, Server
+from backfilld.throttle import Throttle
 
 log = structlog.get_logger("backfilld.daemon")
 
@@ -86,50 +89,161 @@ class RunOptions:
     jobs: list[str] | None = None
     restart: bool = False
     follow: bool = False
+    config_path: str | None = None   # re-read on SIGHUP for new throttle settings
+
+
+# How often gauges that change without a batch (lag, ETA while throttled) are refreshed. Seconds.
+TICK_S = 1.0
+
+
+class Daemon:
+    """One run of the daemon: engine, throttle, HTTP endpoints, the jobs one after another."""
+
+    def __init__(self, config: Config, opts: RunOptions, *, stop: asyncio.Event | None = None,
+                 gate: Gate | None = None, on_batch: Callable[[JobConfig, BatchResult], None] | None = None,
+                 on_start: Callable[[JobConfig, JobState, int], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.config, self.opts = config, opts
+        self.stop = stop or asyncio.Event()
+        self.metrics = metrics or Metrics()
+        self.throttle: Throttle | None = None
+        if gate is None:
+            gate = self.throttle = Throttle(config, metrics=self.metrics)
+        self.gate = gate
+        self.on_batch, self.on_start = on_batch, on_start
+        self.runners: dict[str, JobRunner] = {}
+        self.current: JobRunner | None = None
+        self.engine: Engine | None = None
+        self.server: Server | None = None
+
+    async def run(self) -> list[JobState]:
+        jobs = select_jobs(self.config, self.opts.jobs)
+        results: list[JobState] = []
+        failures: list[str] = []
+        async with contextlib.AsyncExitStack() as stack:
+            self.engine = engine = await stack.enter_async_context(open_engine(self.config))
+            if self.throttle is not None:
+                await self.throttle.start()
+                stack.push_async_callback(self.throttle.close)
+            await self._serve(stack)
+            ticker = asyncio.create_task(self._tick(), name="metrics_ticker")
+            stack.push_async_callback(_cancel, ticker)
+            self._handle_sighup(stack)
+            for job in jobs:
+                if self.stop.is_set():
+                    break
+                runner = self.current = JobRunner(
+                    engine, job, state_table=self.config.state.table, sizer=make_sizer(self.config, job),
+                    gate=self.gate, stop=self.stop, metrics=self.metrics,
+                    on_batch=(lambda r, j=job: self.on_batch(j, r)) if self.on_batch else None)
+                self.runners[job.name] = runner
+                try:
+                    state = await runner.start(restart=self.opts.restart)
+                    if self.on_start:
+                        self.on_start(job, state, runner.progress.estimate)
+                    results.append(await runner.run(follow=self.opts.follow))
+                except JobFailed as exc:
+                    failures.append(str(exc))
+        if failures:
+            raise JobFailed("; ".join(failures))
+        return results
+
+    async def _serve(self, stack: contextlib.AsyncExitStack) -> None:
+        address = self.config.metrics.address
+        if address is None:
+            return
+        self.server = Server(self.metrics, self.status, self.ready)
+        try:
+            await self.server.start(*address)
+        except OSError as exc:
+            raise ConfigError(f"metrics.listen: cannot listen on {self.config.metrics.listen} ({exc.strerror}); "
+                              "choose a free host:port, or \"\" to turn the endpoints off") from None
+        stack.push_async_callback(self.server.close)
+        log.info("http_listening", listen=f"{address[0]}:{self.server.port}",
+                 endpoints=["/metrics", "/healthz", "/readyz", "/status"])
+
+    async def _tick(self) -> None:
+        while True:
+            self.refresh_gauges()
+            await asyncio.sleep(TICK_S)
+
+    def refresh_gauges(self) -> None:
+        m = self.metrics
+        if self.throttle is not None:
+            for sig in self.throttle.lag_signals():
+                name = sig.name.removeprefix("replica ")
+                stale = sig.error is not None or sig.value is None
+                m.lag.labels(name).set(float("nan") if stale else sig.value)
+        for name, r in self.runners.items():
+            m.rows_remaining.labels(name).set(r.progress.remaining)
+            m.progress.labels(name).set(r.progress.ratio if r.state and r.state.status != "completed" else 1.0)
+            eta = r.progress.eta_s()
+            m.eta.labels(name).set(-1 if eta is None else round(eta, 1))
+
+    def status(self) -> dict[str, Any]:
+        jobs = []
+        for name, r in self.runners.items():
+            st = r.state
+            eta = r.progress.eta_s()
+            jobs.append({"job": name, "status": st.status if st else "starting",
+                         "operator_paused": r.operator_paused, "pass_no": st.pass_no if st else None,
+                         "rows_done": st.rows_done if st else 0, "pass_scanned": st.pass_scanned if st else 0,
+                         "rows_estimate": r.progress.estimate, "progress": round(r.progress.ratio, 4),
+                         "eta_s": None if eta is None else round(eta, 1), "batch_size": r.sizer.size,
+                         "error": st.error if st else None})
+        throttle: dict[str, Any] = {}
+        if self.throttle is not None:
+            d = self.throttle.current
+            throttle = {"throttled": d.throttled, "reason": d.reason or None,
+                        "replicas": {s.name.removeprefix("replica "): {"lag_s": s.value, "error": s.error}
+                                     for s in self.throttle.lag_signals()},
+                        "max_lag_s": self.throttle.cfg.max_lag_s}
+        return {"jobs": jobs, "throttle": throttle, "ready": self.ready()[0]}
+
+    def ready(self) -> tuple[bool, str]:
+        if self.engine is None:
+            return False, "not connected to the primary yet"
+        if self.current is not None and not self.current.connected:
+            return False, "the connection to the primary is down; retrying"
+        return True, "connected to the primary"
+
+    # ------------------------------------------------------------------ SIGHUP
+    def _handle_sighup(self, stack: contextlib.AsyncExitStack) -> None:
+        if not self.opts.config_path:
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+
+    def reload(self) -> None:
+        """Re-read the config file and apply its [throttle] section; an invalid file changes nothing."""
+        assert self.opts.config_path
+        try:
+            new = config_mod.load(self.opts.config_path)
+        except ConfigError as exc:
+            log.error("config_reload_failed", error=str(exc), detail="the running settings stay")
+            return
+        t = new.throttle
+        if self.throttle is not None:
+            self.throttle.retune(t)
+        for r in self.runners.values():
+            r.sizer.retune(target_s=t.target_batch_time_s, min_size=t.min_batch, max_size=t.max_batch)
+        log.info("config_reloaded", **t.model_dump(exclude={"windows"}), windows=t.windows)
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def run(config: Config, opts: RunOptions, *, stop: asyncio.Event | None = None, gate: Gate | None = None,
               on_batch: Callable[[JobConfig, BatchResult], None] | None = None,
-              on_start: Callable[[JobConfig, JobState, int], None] | None = None) -> list[JobState]:
+              on_start: Callable[[JobConfig, JobState, int], None] | None = None,
+              metrics: Metrics | None = None) -> list[JobState]:
     """Run the selected jobs one after another. Raises JobFailed when one fails (the others still run)."""
-    jobs = select_jobs(config, opts.jobs)
-    stop = stop or asyncio.Event()
-    results: list[JobState] = []
-    failures: list[str] = []
-    throttle = None
-    if gate is None:
-        from backfilld.throttle import Throttle
-
-        gate = throttle = Throttle(config)
-    async with open_engine(config) as engine, _started(throttle):
-        for job in jobs:
-            if stop.is_set():
-                break
-            runner = JobRunner(engine, job, state_table=config.state.table, sizer=make_sizer(config, job),
-                               gate=gate, stop=stop,
-                               on_batch=(lambda r, j=job: on_batch(j, r)) if on_batch else None)
-            try:
-                state = await runner.start(restart=opts.restart)
-                if on_start:
-                    on_start(job, state, await engine.estimate_rows(job.table))
-                results.append(await runner.run(follow=opts.follow))
-            except JobFailed as exc:
-                failures.append(str(exc))
-    if failures:
-        raise JobFailed("; ".join(failures))
-    return results
-
-
-@contextlib.asynccontextmanager
-async def _started(throttle: Any) -> AsyncIterator[None]:
-    if throttle is None:
-        yield
-        return
-    await throttle.start()
-    try:
-        yield
-    finally:
-        await throttle.close()
+    return await Daemon(config, opts, stop=stop, gate=gate, on_batch=on_batch, on_start=on_start,
+                        metrics=metrics).run()
 
 
 # ------------------------------------------------------------------------------------------ reports
@@ -190,4 +304,7 @@ def _state_dict(name: str, s: JobState | None) -> dict[str, Any]:
         return {"job": name, "status": "not_started"}
     d = s.as_row()
     d["last_key"] = list(s.last_key) if s.last_key else None
+    req = d.pop("requests", None)
+    if req:
+        d["requests"] = json.loads(req)
     return {k: v for k, v in d.items() if v is not None}

@@ -8,11 +8,12 @@ reconnect. Delegates SQL to the engine, sizing to chunker, pausing to the thrott
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -20,6 +21,7 @@ from backfilld.chunker import BatchSizer
 from backfilld.config import JobConfig
 from backfilld.engines.base import BatchPlan, Engine, JobState, TableInfo, now_iso
 from backfilld.errors import EngineError, JobFailed, RetryableError, SchemaError, SpecChangedError
+from backfilld.metrics import Metrics, Progress
 
 log = structlog.get_logger("backfilld.job")
 
@@ -28,10 +30,18 @@ log = structlog.get_logger("backfilld.job")
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 30.0
 
+# Operator requests (pause, resume, set) are read from the state table at most this often. Seconds:
+# a primary-key read, cheap, but not worth a round trip on every batch of a fast job.
+REQUEST_POLL_S = 0.5
+
+STATUS_PENDING = "pending"      # a row made by an operator request before the job first ran
 STATUS_RUNNING = "running"
 STATUS_COMPLETED = "completed"
 STATUS_FAILED = "failed"
-STATUS_STOPPED = "stopped"
+
+# What `backfilld set` may change on a running job, and the type of each value.
+LIVE_SETTINGS: dict[str, type] = {"batch_size": int, "target_batch_time_s": float, "max_lag_s": float,
+                                  "max_rows_per_s": float}
 
 
 class Stopped(Exception):
@@ -52,6 +62,13 @@ class OpenGate:
 
     def after_batch(self, job: str, rows: int, took_s: float) -> None:
         return None
+
+
+@runtime_checkable
+class Retunable(Protocol):
+    """A gate whose limits an operator may change while it runs (the throttle is one)."""
+
+    def retune_live(self, **settings: float) -> None: ...
 
 
 @dataclass
@@ -121,7 +138,7 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
 class JobRunner:
     def __init__(self, engine: Engine, job: JobConfig, *, state_table: str, sizer: BatchSizer,
                  gate: Gate | None = None, stop: asyncio.Event | None = None,
-                 on_batch: Callable[[BatchResult], None] | None = None) -> None:
+                 on_batch: Callable[[BatchResult], None] | None = None, metrics: Metrics | None = None) -> None:
         self.engine = engine
         self.job = job
         self.state_table = state_table
@@ -129,9 +146,21 @@ class JobRunner:
         self.gate = gate or OpenGate()
         self.stop = stop or asyncio.Event()
         self.on_batch = on_batch
+        self.metrics = metrics or Metrics()
+        self.progress = Progress()
         self.state: JobState | None = None
         self.prepared: Prepared | None = None
+        self.operator_paused = False
+        self.connected = True
+        self._requests_at = float("-inf")
+        self._applied: dict[str, Any] = {}
         self.log = log.bind(job=job.name)
+
+    def _set_status(self, status: str) -> None:
+        assert self.state is not None
+        self.state.status = status
+        self.metrics.set_state(self.job.name, "paused" if self.operator_paused and status == STATUS_RUNNING
+                               else status)
 
     # ------------------------------------------------------------------ start
     async def start(self, *, restart: bool = False) -> JobState:
@@ -151,11 +180,12 @@ class JobRunner:
             await self.engine.write_state(self.state_table, fresh, insert=True)
             state = fresh
             self.log.info("job_started", table=self.job.table, key=list(p.key), targets=list(p.exprs))
-        elif restart:
-            fresh.requests = state.requests  # operator requests outlive a restart
+        elif restart or state.status == STATUS_PENDING:
+            fresh.requests = state.requests  # operator requests outlive a restart (write_state keeps them)
             await self.engine.write_state(self.state_table, fresh)
             state = fresh
-            self.log.info("job_restarted", table=self.job.table)
+            self.log.info("job_restarted" if restart else "job_started", table=self.job.table, key=list(p.key),
+                          targets=list(p.exprs))
         elif state.fingerprint != p.fingerprint:
             raise SpecChangedError(
                 f"job {self.job.name!r}: its spec (table, key, where, targets or expressions) changed since its "
@@ -165,7 +195,52 @@ class JobRunner:
             self.log.info("job_resumed", status=state.status, pass_no=state.pass_no, rows_done=state.rows_done,
                           last_key=list(state.last_key) if state.last_key else None)
         self.state = state
+        self.progress.reset(await self.engine.estimate_rows(self.job.table), state.pass_scanned)
+        self.metrics.passes.labels(self.job.name).set(state.pass_no)
+        self.metrics.batch_size.labels(self.job.name).set(self.sizer.size)
+        self._set_status(state.status)
         return state
+
+    # ------------------------------------------------------------------ operator requests
+    async def _poll_requests(self) -> None:
+        """Apply pause/resume/set requests from the state table; wait here while paused by an operator."""
+        paused_since: float | None = None
+        while not self.stop.is_set():
+            if time.monotonic() - self._requests_at >= REQUEST_POLL_S:
+                self._requests_at = time.monotonic()
+                saved = await self.engine.read_state(self.state_table, self.job.name)
+                self._apply_requests(parse_requests(saved.requests if saved else None))
+            if not self.operator_paused:
+                break
+            if paused_since is None:
+                paused_since = time.monotonic()
+                self.log.info("operator_paused", detail="backfilld resume CONFIG JOB to go on")
+            self.metrics.throttled_seconds.labels(self.job.name, "operator").inc(REQUEST_POLL_S)
+            await self._sleep(REQUEST_POLL_S)
+        if paused_since is not None and not self.operator_paused:
+            self.log.info("operator_resumed", paused_s=round(time.monotonic() - paused_since, 3))
+
+    def _apply_requests(self, req: dict[str, Any]) -> None:
+        paused = bool(req.get("paused"))
+        if paused != self.operator_paused:
+            self.operator_paused = paused
+            self.metrics.operator_paused.labels(self.job.name).set(1 if paused else 0)
+            self.metrics.throttled.labels(self.job.name, "operator").set(1 if paused else 0)
+            if self.state is not None:
+                self._set_status(self.state.status)
+        settings = {k: v for k, v in (req.get("set") or {}).items() if k in LIVE_SETTINGS}
+        changed = {k: v for k, v in settings.items() if self._applied.get(k) != v}
+        if not changed:
+            return
+        self._applied.update(changed)
+        if "batch_size" in changed:
+            self.sizer.retune(size=int(changed["batch_size"]))
+        if "target_batch_time_s" in changed:
+            self.sizer.retune(target_s=float(changed["target_batch_time_s"]))
+        gate_settings = {k: float(v) for k, v in changed.items() if k in ("max_lag_s", "max_rows_per_s")}
+        if gate_settings and isinstance(self.gate, Retunable):
+            self.gate.retune_live(**gate_settings)
+        self.log.info("settings_changed", source="operator", **changed)
 
     # ------------------------------------------------------------------ loop
     async def run(self, *, follow: bool = False) -> JobState:
@@ -176,14 +251,18 @@ class JobRunner:
             self.log.info("job_already_completed", rows_done=st.rows_done, finished_at=st.finished_at)
             return st
         if st.status != STATUS_RUNNING and st.status != STATUS_COMPLETED:
-            st.status, st.error = STATUS_RUNNING, None
+            st.error = None
+            self._set_status(STATUS_RUNNING)
             await self._save()
         pass_started = time.monotonic()
         while not self.stop.is_set():
-            await self.gate.wait(self.job.name, self.stop)
-            if self.stop.is_set():
-                break
             try:
+                await self._with_retries(self._poll_requests)
+                if self.stop.is_set():
+                    break
+                await self.gate.wait(self.job.name, self.stop)
+                if self.stop.is_set():
+                    break
                 result = await self._with_retries(self._batch)
             except Stopped:
                 break
@@ -196,10 +275,13 @@ class JobRunner:
             self.log.info("pass_finished", pass_no=st.pass_no, rows=st.pass_rows, scanned=st.pass_scanned,
                           took_s=round(took, 3))
             if st.pass_rows == 0 and st.status != STATUS_COMPLETED:
-                st.status, st.finished_at = STATUS_COMPLETED, now_iso()
+                st.finished_at = now_iso()
+                self._set_status(STATUS_COMPLETED)
                 self.log.info("job_completed", rows_done=st.rows_done, passes=st.pass_no)
             st.pass_no += 1
             st.last_key, st.pass_rows, st.pass_scanned = None, 0, 0
+            self.metrics.passes.labels(self.job.name).set(st.pass_no)
+            self.progress.reset(self.progress.estimate)
             try:
                 await self._with_retries(self._save)
             except Stopped:
@@ -233,6 +315,15 @@ class JobRunner:
         st.pass_scanned += scanned
         self.sizer.observe(scanned, took)
         self.gate.after_batch(st.job, rows, took)
+        self.progress.add(scanned)
+        m, j = self.metrics, self.job.name
+        m.rows.labels(j).inc(rows)
+        m.rows_scanned.labels(j).inc(scanned)
+        m.batches.labels(j, "applied").inc()
+        m.batch_duration.labels(j).observe(took)
+        m.batch_size.labels(j).set(self.sizer.size)
+        m.last_progress.labels(j).set(time.time())
+        self.connected = True
         self.log.debug("batch_applied", rows=rows, scanned=scanned, size=size, took_s=round(took, 4),
                        pass_no=st.pass_no)
         return BatchResult(rows, scanned, took, size, st.pass_no, hi)
@@ -255,8 +346,13 @@ class JobRunner:
                 return await op()
             except RetryableError as exc:
                 attempt += 1
+                self.metrics.errors.labels(self.job.name, exc.kind).inc()
+                if exc.reconnect:
+                    self.connected = False
                 if attempt > self.job.max_retries:
                     await self.fail(exc, attempts=attempt)
+                self.metrics.retries.labels(self.job.name, exc.kind).inc()
+                self.metrics.batches.labels(self.job.name, "retried").inc()
                 delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
                 self.log.warning("batch_retry", kind=exc.kind, attempt=attempt, delay_s=round(delay, 2),
                                  error=str(exc))
@@ -265,6 +361,7 @@ class JobRunner:
                     raise Stopped() from None
                 await self._recover(exc)
             except EngineError as exc:
+                self.metrics.errors.labels(self.job.name, "fatal").inc()
                 await self.fail(exc)
 
     async def _recover(self, exc: RetryableError) -> None:
@@ -279,16 +376,19 @@ class JobRunner:
             self.log.warning("recover_failed", error=str(again))
             return
         if saved is not None and self.state is not None:
-            saved.status = self.state.status
-            self.state = saved
+            # update in place: the loop holds this object; status stays what this run decided
+            for name in ("last_key", "pass_no", "rows_done", "pass_rows", "pass_scanned", "updated_at"):
+                setattr(self.state, name, getattr(saved, name))
 
     async def fail(self, exc: Exception, attempts: int = 1) -> None:
         """Record the error in the state table (best effort) and stop the job."""
         st = self.state
         message = str(exc)
         self.log.error("job_failed", error=message, attempts=attempts)
+        self.metrics.batches.labels(self.job.name, "failed").inc()
         if st is not None:
-            st.status, st.error = STATUS_FAILED, message[:4000]
+            st.error = message[:4000]
+            self._set_status(STATUS_FAILED)
             try:
                 await self._save()
             except EngineError:
@@ -298,3 +398,15 @@ class JobRunner:
                 except EngineError as again:
                     self.log.error("state_not_saved", error=str(again))
         raise JobFailed(f"job {self.job.name!r} failed after {attempts} attempt(s): {message}") from None
+
+
+def parse_requests(text: str | None) -> dict[str, Any]:
+    """The operator requests stored with a job; malformed text counts as none (and is logged)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        log.warning("requests_unreadable", text=text[:200])
+        return {}
+    return value if isinstance(value, dict) else {}

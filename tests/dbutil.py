@@ -78,7 +78,8 @@ class TestDb:
 
     def config(self, jobs: list[dict[str, Any]], **extra: Any) -> Any:
         data: dict[str, Any] = {"database": {"url": self.url}, "state": {"table": self.state_table},
-                                "logging": {"level": "warning", "format": "json"}, "jobs": jobs}
+                                "logging": {"level": "warning", "format": "json"}, "metrics": {"listen": ""},
+                                "jobs": jobs}
         for section, values in extra.items():
             data[section] = values
         self.created.append(self.state_table)

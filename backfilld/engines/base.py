@@ -412,7 +412,8 @@ class Engine(abc.ABC):
         insert = Stmt(d.finish(f"INSERT INTO {t} ({', '.join(d.quote(c) for c in cols)}) VALUES "
                                f"({', '.join(p(c) for c in cols)})"), tuple(p.names))
         p = _Params(d)
-        sets = ", ".join(f"{d.quote(c)} = {p(c)}" for c in cols if c != "job")
+        # the daemon never writes `requests`: operators do (write_requests), and a save must not undo theirs
+        sets = ", ".join(f"{d.quote(c)} = {p(c)}" for c in cols if c not in ("job", "requests"))
         update = Stmt(d.finish(f"UPDATE {t} SET {sets} WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
         p = _Params(d)
         advance = Stmt(d.finish(
@@ -426,8 +427,11 @@ class Engine(abc.ABC):
                                    f"WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
         select_all = Stmt(d.finish(f"SELECT {', '.join(d.quote(c) for c in cols)} FROM {t} ORDER BY "
                                    f"{d.quote('job')}"))
+        p = _Params(d)
+        set_requests = Stmt(d.finish(f"UPDATE {t} SET {d.quote('requests')} = {p('requests')} "
+                                     f"WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
         return {"insert": insert, "update": update, "advance": advance, "select_one": select_one,
-                "select_all": select_all}
+                "select_all": select_all, "set_requests": set_requests}
 
     async def read_state(self, table: str, job: str) -> JobState | None:
         rows = await self.fetch(self._state_stmts(table)["select_one"], {"job": job})
@@ -439,6 +443,15 @@ class Engine(abc.ABC):
     async def write_state(self, table: str, state: JobState, *, insert: bool = False) -> None:
         stmts = self._state_stmts(table)
         await self.execute(stmts["insert" if insert else "update"], state.as_row())
+
+    async def write_requests(self, table: str, job: str, requests: str) -> None:
+        """Store operator requests for a job; a job that has not run yet gets a pending row."""
+        await self.ensure_state_table(table)
+        if await self.read_state(table, job) is None:
+            await self.write_state(table, JobState(job=job, fingerprint="", status="pending", requests=requests,
+                                                   updated_at=now_iso()), insert=True)
+        else:
+            await self.execute(self._state_stmts(table)["set_requests"], {"requests": requests, "job": job})
 
     async def advance_state(self, table: str, job: str, last_key: Sequence[Any], rows: int, scanned: int) -> None:
         await self.execute(self._state_stmts(table)["advance"],

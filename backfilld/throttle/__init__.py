@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import socket
 import time
-from collections import defaultdict
 from collections.abc import Callable
 
 import structlog
@@ -20,6 +19,7 @@ from backfilld import engines
 from backfilld.config import Config, ThrottleConfig, database_url
 from backfilld.engines.base import Engine
 from backfilld.errors import BackfilldError
+from backfilld.metrics import Metrics
 from backfilld.throttle.decision import Decider, Decision, Signal
 from backfilld.throttle.probes import AttachedReplicas, HeartbeatWriter, Load, Loop, ReplicaLag, cancel_all
 
@@ -32,8 +32,9 @@ POLL_MAX_S = 0.05
 
 class Throttle:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], dt.datetime] = dt.datetime.now) -> None:
+                 wall: Callable[[], dt.datetime] = dt.datetime.now, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self.cfg: ThrottleConfig = config.throttle
         self.decider = Decider(self.cfg)
         self.clock, self.wall = clock, wall
@@ -46,8 +47,8 @@ class Throttle:
         self._tasks: list[asyncio.Task[None]] = []
         self._next_at = 0.0
         self.current = Decision()
-        self.throttled_s: dict[str, float] = defaultdict(float)   # seconds spent throttled, by kind
         self.max_lag_seen_s = 0.0
+        self._shown: dict[str, tuple[str, ...]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def _engine(self, section, where: str) -> Engine:  # noqa: ANN001
@@ -77,6 +78,7 @@ class Throttle:
             lp = Load(self._engine(self.config.database, "database"), self.load_signal)
             self._loops.append(Loop("load", lp.engine, interval, lp.step, self.load_signal.fail))
         self._tasks = [asyncio.create_task(loop.run(), name=f"probe:{loop.name}") for loop in self._loops]
+        self.metrics.max_lag.set(cfg.max_lag_s)
         log.info("throttle_started", probes=[loop.name for loop in self._loops], max_lag_s=cfg.max_lag_s,
                  lag_probe=cfg.lag_probe)
 
@@ -87,7 +89,16 @@ class Throttle:
         self._tasks, self._loops = [], []
 
     def retune(self, cfg: ThrottleConfig) -> None:
+        """New limits (SIGHUP reload); the probes keep running on the clock they started with."""
         self.cfg = self.decider.cfg = cfg
+        self.metrics.max_lag.set(cfg.max_lag_s)
+
+    def retune_live(self, **settings: float) -> None:
+        """An operator's `backfilld set`: max_lag_s and max_rows_per_s."""
+        update: dict[str, float] = dict(settings)
+        if "max_lag_s" in update:
+            update["resume_lag_s"] = min(self.cfg.resume_lag_s, update["max_lag_s"])
+        self.retune(self.cfg.model_copy(update=update))
 
     # ------------------------------------------------------------------ decision
     def lag_signals(self) -> list[Signal]:
@@ -115,18 +126,18 @@ class Throttle:
             d = self.decide()
             now = self.clock()
             pace = self._next_at - now
+            shown = d.kinds if d.throttled else (("rate",) if pace > 0 else ())
+            self._show(job, shown)
+            for kind in shown:
+                self.metrics.throttled_seconds.labels(job, kind).inc(now - last)
             if d.throttled:
-                for kind in d.kinds:
-                    self.throttled_s[kind] += now - last
                 if paused_at is None:
                     paused_at = now
                     log.info("throttle_paused", job=job, reason=d.reason, kinds=list(d.kinds))
                 elif d.kinds != kinds:  # numbers in the reason change every poll; log when its kind does
                     log.info("throttle_reason_changed", job=job, reason=d.reason, kinds=list(d.kinds))
                 reason, kinds = d.reason, d.kinds
-            elif pace > 0:
-                self.throttled_s["rate"] += now - last
-            else:
+            elif pace <= 0:
                 break
             last = now
             delay = poll if d.throttled else min(poll, pace)
@@ -134,8 +145,14 @@ class Throttle:
                 await asyncio.wait_for(stop.wait(), delay)
             except asyncio.TimeoutError:
                 pass
+        self._show(job, ())
         if paused_at is not None:
             log.info("throttle_resumed", job=job, paused_s=round(self.clock() - paused_at, 3), reason=reason)
+
+    def _show(self, job: str, kinds: tuple[str, ...]) -> None:
+        if self._shown.get(job) != kinds:
+            self._shown[job] = kinds
+            self.metrics.set_throttled(job, kinds)
 
     def after_batch(self, job: str, rows: int, took_s: float) -> None:
         """Pace to max_rows_per_s: the next batch may start once the rows written so far are paid for."""

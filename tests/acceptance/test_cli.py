@@ -38,6 +38,9 @@ table = "{db.state_table}"
 [logging]
 format = "json"
 
+[metrics]
+listen = "127.0.0.1:0"
+
 [throttle]
 min_batch = {batch}
 max_batch = {batch}

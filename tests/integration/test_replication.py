@@ -79,6 +79,7 @@ def config(p: Pair, *, replicas: bool = True, **throttle: Any) -> Any:
     return from_dict({
         "database": {"url": p.pair.primary_url},
         "state": {"table": "bf_state"},
+        "metrics": {"listen": ""},
         "replicas": [{"url": p.pair.replica_url, "name": "replica1"}] if replicas else [],
         "throttle": {"max_lag_s": MAX_LAG_S, "resume_lag_s": 0.5, "heartbeat_interval_s": HEARTBEAT_S,
                      "fail_closed_after_s": 1.0, **throttle},

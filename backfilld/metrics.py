@@ -1,0 +1,184 @@
+"""Every metric declared once, the progress/ETA arithmetic, and the HTTP endpoints.
+
+Owns: metric names and labels (job, replica, and small fixed sets such as outcome, reason, kind, state;
+never a key, a URL or anything unbounded), the recent-window rate behind the ETA, and the aiohttp server
+for /metrics, /healthz, /readyz and /status. Delegates nothing; reads what the job and throttle report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+JOB_STATES = ("pending", "running", "paused", "completed", "failed", "stopped")
+THROTTLE_REASONS = ("lag", "lag_unknown", "load", "load_unknown", "flag_file", "window", "rate", "operator")
+# Window of wall time the ETA's rate is measured over, throttled time included. Seconds; long enough to
+# smooth batch-to-batch noise, short enough to follow a change of throttle.
+RATE_WINDOW_S = 60.0
+# Batch durations, seconds: around the default 0.5 s target, up to the lock-wait and retry range.
+BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.rows = Counter("backfilld_rows_processed", "Rows whose target columns a batch wrote.", ["job"],
+                            registry=r)
+        self.rows_scanned = Counter("backfilld_rows_scanned", "Keys visited by batches (written or not).", ["job"],
+                                    registry=r)
+        self.batches = Counter("backfilld_batches", "Batches by outcome: applied, retried, failed.",
+                               ["job", "outcome"], registry=r)
+        self.batch_duration = Histogram("backfilld_batch_duration_seconds", "Time from range lookup to commit.",
+                                        ["job"], buckets=BATCH_BUCKETS, registry=r)
+        self.batch_size = Gauge("backfilld_batch_size_rows", "Keys the next batch will visit.", ["job"], registry=r)
+        self.rows_remaining = Gauge("backfilld_rows_remaining", "Estimated keys left in the current pass.", ["job"],
+                                    registry=r)
+        self.progress = Gauge("backfilld_progress_ratio", "Share of the current pass done, 0 to 1.", ["job"],
+                              registry=r)
+        self.eta = Gauge("backfilld_eta_seconds", "Remaining keys over the rate of the last minute of wall time "
+                         "(throttled time included); -1 while unknown.", ["job"], registry=r)
+        self.passes = Gauge("backfilld_pass_number", "The pass the job is in (1 fills, later ones sweep).", ["job"],
+                            registry=r)
+        self.state = Gauge("backfilld_job_state", "1 for the job's current state.", ["job", "state"], registry=r)
+        self.last_progress = Gauge("backfilld_last_progress_timestamp_seconds", "When the job last committed a batch.",
+                                   ["job"], registry=r)
+        self.operator_paused = Gauge("backfilld_operator_paused", "1 while an operator has paused the job.", ["job"],
+                                     registry=r)
+        self.retries = Counter("backfilld_retries", "Batch attempts retried, by error kind.", ["job", "kind"],
+                               registry=r)
+        self.errors = Counter("backfilld_errors", "Errors by kind (retried or not).", ["job", "kind"], registry=r)
+        self.lag = Gauge("backfilld_replica_lag_seconds", "Latest lag reading per replica; +Inf when replication "
+                         "is stopped, NaN while unreadable.", ["replica"], registry=r)
+        self.max_lag = Gauge("backfilld_max_lag_seconds", "The configured lag limit (throttle.max_lag_s).", registry=r)
+        self.throttled = Gauge("backfilld_throttled", "1 while the job waits for this reason.", ["job", "reason"],
+                               registry=r)
+        self.throttled_seconds = Counter("backfilld_throttled_seconds", "Seconds the job waited, by reason.",
+                                         ["job", "reason"], registry=r)
+        self.up = Gauge("backfilld_up", "1 while the daemon runs.", registry=r)
+        self.up.set(1)
+
+    def set_state(self, job: str, state: str) -> None:
+        for s in JOB_STATES:
+            self.state.labels(job, s).set(1 if s == state else 0)
+
+    def set_throttled(self, job: str, kinds: tuple[str, ...]) -> None:
+        for reason in THROTTLE_REASONS:
+            self.throttled.labels(job, reason).set(1 if reason in kinds else 0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Progress:
+    """Progress of one job's pass and an ETA from the rate over a recent window of wall time."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, window_s: float = RATE_WINDOW_S) -> None:
+        self.clock, self.window_s = clock, window_s
+        self.samples: deque[tuple[float, int]] = deque()
+        self.estimate = 0
+        self.scanned = 0
+        self.started = clock()
+
+    def reset(self, estimate: int, scanned: int = 0) -> None:
+        self.estimate, self.scanned = estimate, scanned
+        self.samples.clear()
+        self.started = self.clock()
+        self.samples.append((self.started, scanned))
+
+    def add(self, scanned: int) -> None:
+        self.scanned += scanned
+        now = self.clock()
+        self.samples.append((now, self.scanned))
+        while len(self.samples) > 2 and self.samples[1][0] < now - self.window_s:
+            self.samples.popleft()
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.estimate - self.scanned)
+
+    @property
+    def ratio(self) -> float:
+        if self.estimate <= 0:
+            return 0.0
+        return min(1.0, self.scanned / self.estimate)
+
+    def rate(self) -> float | None:
+        """Keys per second over the window, ending now: time with no progress (throttled) lowers it."""
+        if not self.samples:
+            return None
+        now = self.clock()
+        t0, s0 = self.samples[0]
+        if now - t0 < 1e-6:
+            return None
+        return (self.scanned - s0) / (now - t0)
+
+    def eta_s(self) -> float | None:
+        rate = self.rate()
+        if not rate:
+            return None
+        return self.remaining / rate
+
+
+# ------------------------------------------------------------------------------------------ HTTP
+
+
+class Server:
+    """/metrics (Prometheus text), /healthz (alive), /readyz (connected to the primary), /status (JSON)."""
+
+    def __init__(self, metrics: Metrics, status: Callable[[], dict[str, Any]], ready: Callable[[], tuple[bool, str]]
+                 ) -> None:
+        self.metrics, self.status, self.ready = metrics, status, ready
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/status", self._status)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # noqa: SLF001 - the only way to learn port 0
+        self.port = sockets[0].getsockname()[1] if sockets else port
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, _req: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _req: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _req: web.Request) -> web.Response:
+        ok, why = self.ready()
+        return web.json_response({"ready": ok, "reason": why}, status=200 if ok else 503)
+
+    async def _status(self, _req: web.Request) -> web.Response:
+        return web.json_response(self.status(), dumps=_dumps)
+
+
+def _dumps(obj: Any) -> str:
+    import json
+    import math
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and (math.isinf(v) or math.isnan(v)):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), default=str)
