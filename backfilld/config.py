@@ -142,6 +142,12 @@ class JobConfig(_Model):
     where: str | None = None
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     set: dict[str, Expression] = Field(default_factory=dict)
+    # A Python transform instead of SQL: "module:function" or a name registered under the entry-point group
+    # "backfilld.transforms"; it gets each row's sources and returns its targets.
+    transform: str | None = None
+    sources: list[str] = Field(default_factory=list)
+    targets: list[str] = Field(default_factory=list)
+    on_error: Literal["stop", "skip"] = "stop"
     overwrite: bool = False
     # seconds between sweeps with run --follow
     follow_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
@@ -203,14 +209,44 @@ class JobConfig(_Model):
                     raise ValueError(f"{target}: must be one SQL expression, without ';'")
         return v
 
+    @field_validator("sources", "targets")
+    @classmethod
+    def _columns(cls, v: list[str]) -> list[str]:
+        for col in v:
+            _check_ident(col, "column")
+        if len(set(v)) != len(v):
+            raise ValueError("names a column twice")
+        return v
+
+    @field_validator("transform")
+    @classmethod
+    def _transform(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$", v):
+            raise ValueError(f"{v!r} is not \"module:function\" or an entry-point name")
+        return v
+
     @model_validator(mode="after")
     def _has_targets(self) -> JobConfig:
-        if not self.set:
+        if self.transform is not None:
+            if self.set:
+                raise ValueError(f"job {self.name!r} has both [jobs.set] and transform; choose one")
+            if not self.sources or not self.targets:
+                raise ValueError(f"job {self.name!r}: a transform needs sources = [...] and targets = [...]")
+            if set(self.sources) & set(self.targets):
+                raise ValueError(f"job {self.name!r}: a column cannot be both a source and a target")
+        elif not self.set:
             raise ValueError(f"job {self.name!r} has no targets: add a [jobs.set] table "
-                             "(target column = SQL expression)")
-        if self.key and set(self.key) & set(self.set):
+                             "(target column = SQL expression) or a transform")
+        elif self.sources or self.targets:
+            raise ValueError(f"job {self.name!r}: sources and targets go with transform; [jobs.set] names its "
+                             "targets itself")
+        if self.key and set(self.key) & set(self.target_columns):
             raise ValueError("a key column cannot also be a target")
         return self
+
+    @property
+    def target_columns(self) -> list[str]:
+        return list(self.targets) if self.transform else list(self.set)
 
     def expressions(self, engine: str) -> dict[str, str]:
         """Target column -> SQL expression for this engine."""
@@ -227,8 +263,11 @@ class JobConfig(_Model):
 
     def fingerprint(self, engine: str, key: list[str]) -> str:
         """What identifies the work: table, key, filter, targets and expressions; not tuning."""
-        spec = {"table": self.table, "key": key, "where": self.where, "set": self.expressions(engine),
-                "overwrite": self.overwrite}
+        spec: dict[str, Any] = {"table": self.table, "key": key, "where": self.where, "overwrite": self.overwrite}
+        if self.transform:
+            spec.update(transform=self.transform, sources=self.sources, targets=self.targets)
+        else:
+            spec["set"] = self.expressions(engine)
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -19,9 +19,11 @@ import structlog
 
 from backfilld.chunker import BatchSizer
 from backfilld.config import JobConfig
-from backfilld.engines.base import BatchPlan, Engine, JobState, TableInfo, now_iso
+from backfilld.engines.base import (BatchPlan, Engine, JobState, TableInfo, WriteShape, build_transform_plan,
+                                    encode_key, now_iso)
 from backfilld.errors import EngineError, JobFailed, RetryableError, SchemaError, SpecChangedError
 from backfilld.metrics import Metrics, Progress
+from backfilld.transforms import Transform
 
 log = structlog.get_logger("backfilld.job")
 
@@ -88,9 +90,11 @@ class Prepared:
     job: JobConfig
     table: TableInfo
     key: tuple[str, ...]
-    exprs: dict[str, str]
+    exprs: dict[str, str]          # SQL-expression jobs; empty for transform jobs
     plan: BatchPlan
     fingerprint: str
+    transform: Transform | None = None
+    shape: WriteShape | None = None
 
 
 def resolve_key(job: JobConfig, info: TableInfo) -> tuple[str, ...]:
@@ -119,8 +123,7 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
     """Check table, key and targets against the catalog and every expression on sample rows. Writes nothing."""
     info = await engine.table_info(job.table)
     key = resolve_key(job, info)
-    exprs = job.expressions(engine.name)
-    for target in exprs:
+    for target in job.target_columns:
         col = info.columns.get(target)
         if col is None:
             raise SchemaError(f"job {job.name!r}: target column {target!r} does not exist in table {job.table!r}; "
@@ -130,9 +133,25 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
                               "targets; make it nullable until the backfill is verified")
         if target in key:
             raise SchemaError(f"job {job.name!r}: target {target!r} is part of the key")
+    fingerprint = job.fingerprint(engine.name, list(key))
+    if job.transform:
+        for source in job.sources:
+            if source not in info.columns:
+                raise SchemaError(f"job {job.name!r}: source column {source!r} does not exist in table "
+                                  f"{job.table!r}")
+        transform = Transform(job.transform, job.sources, job.targets)
+        plan = build_transform_plan(engine.dialect, job.table, key, job.sources, job.targets, job.where,
+                                    job.overwrite)
+        try:
+            await engine.fetch(plan.read_first, {f"hi{i}": None for i in range(len(key))})
+        except EngineError as exc:
+            raise SchemaError(f"job {job.name!r}: the where filter fails on the table: {exc}") from None
+        shape = WriteShape(tuple(key), tuple(job.sources), tuple(job.targets), job.overwrite)
+        return Prepared(job, info, key, {}, plan, fingerprint, transform, shape)
+    exprs = job.expressions(engine.name)
     plan = engine.plan(job.table, key, exprs, job.where, job.overwrite)
     await engine.check_expressions(plan)
-    return Prepared(job, info, key, exprs, plan, job.fingerprint(engine.name, list(key)))
+    return Prepared(job, info, key, exprs, plan, fingerprint)
 
 
 class JobRunner:
@@ -195,6 +214,8 @@ class JobRunner:
             self.log.info("job_resumed", status=state.status, pass_no=state.pass_no, rows_done=state.rows_done,
                           last_key=list(state.last_key) if state.last_key else None)
         self.state = state
+        if self.job.on_error == "skip" and p.transform is not None:
+            await self.engine.ensure_skipped_table(self.state_table)
         self.progress.reset(await self.engine.estimate_rows(self.job.table), state.pass_scanned)
         self.metrics.passes.labels(self.job.name).set(state.pass_no)
         self.metrics.batch_size.labels(self.job.name).set(self.sizer.size)
@@ -305,9 +326,13 @@ class JobRunner:
         if found is None:
             return None
         hi, scanned = found
-        async with self.engine.transaction():
-            rows = await self.engine.apply_range(p.plan, st.last_key, hi)
-            await self.engine.advance_state(self.state_table, st.job, hi, rows, scanned)
+        pending = 0
+        if p.transform is None:
+            async with self.engine.transaction():
+                rows = await self.engine.apply_range(p.plan, st.last_key, hi)
+                await self.engine.advance_state(self.state_table, st.job, hi, rows, scanned)
+        else:
+            rows, pending = await self._transform_range(p, st.last_key, hi, scanned)
         took = time.monotonic() - t0
         st.last_key = hi
         st.rows_done += rows
@@ -325,8 +350,45 @@ class JobRunner:
         m.last_progress.labels(j).set(time.time())
         self.connected = True
         self.log.debug("batch_applied", rows=rows, scanned=scanned, size=size, took_s=round(took, 4),
-                       pass_no=st.pass_no)
+                       pass_no=st.pass_no, **({"pending": pending} if pending else {}))
         return BatchResult(rows, scanned, took, size, st.pass_no, hi)
+
+    async def _transform_range(self, p: Prepared, lo: Any, hi: tuple[Any, ...], scanned: int) -> tuple[int, int]:
+        """Read key and sources, compute in Python, write back guarded in one statement with the checkpoint.
+
+        Returns (rows written, rows left for a later pass because their sources or targets changed between
+        the read and the write).
+        """
+        assert p.transform is not None and p.shape is not None and self.state is not None
+        rows = await self.engine.read_range(p.plan, lo, hi)
+        nk, ns, nt = len(p.key), len(p.shape.sources), len(p.shape.targets)
+        outcomes = await p.transform.apply([r[nk:nk + ns] for r in rows])
+        writes = []
+        for row, out in zip(rows, outcomes, strict=True):
+            if out.error is not None:
+                key = row[:nk]
+                self.metrics.errors.labels(self.job.name, "transform").inc()
+                if self.job.on_error == "skip":
+                    await self.engine.record_skipped(self.state_table, self.job.name, key, out.error)
+                    self.log.warning("transform_skipped_row", key=list(key), error=out.error)
+                    continue
+                raise EngineError(f"transform {p.transform.ref} failed on key {encode_key(key)}: {out.error}")
+            assert out.values is not None
+            old = row[nk + ns:nk + ns + nt]
+            if p.shape.overwrite:
+                needed = any(n != o for n, o in zip(out.values, old, strict=True))
+            else:
+                needed = any(o is None and n is not None for n, o in zip(out.values, old, strict=True))
+            if needed:
+                writes.append((*row, *out.values))
+        async with self.engine.transaction():
+            written = await self.engine.write_rows(p.table, p.shape, writes)
+            pending = len(writes) - written
+            await self.engine.advance_state(self.state_table, self.job.name, hi, written, scanned, pending)
+        if pending:
+            self.log.info("rows_changed_meanwhile", rows=pending, detail="read again in a later pass")
+        self.state.pass_rows += pending
+        return written, pending
 
     async def _save(self) -> None:
         assert self.state is not None

@@ -111,6 +111,10 @@ class Dialect:
         """a and b differ, NULLs compared as values."""
         return f"{a} IS DISTINCT FROM {b}"
 
+    def same(self, a: str, b: str) -> str:
+        """a and b are equal, NULLs compared as values."""
+        return f"{a} IS NOT DISTINCT FROM {b}"
+
     def finish(self, sql: str) -> str:
         """Last touch on a statement's text before it is sent (MySQL escapes % for its driver)."""
         return sql
@@ -138,16 +142,21 @@ class Dialect:
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """The statements of one job, built once, reused for every batch (drivers cache them prepared)."""
+    """The statements of one job, built once, reused for every batch (drivers cache them prepared).
+
+    SQL-expression jobs update in SQL; transform jobs read (read_*) and write computed rows instead.
+    """
 
     lookup_first: Stmt
     lookup_after: Stmt
-    update_first: Stmt
-    update_after: Stmt
-    sample: Stmt
-    count_pending: Stmt
     key: tuple[str, ...]
     targets: tuple[str, ...]
+    update_first: Stmt | None = None
+    update_after: Stmt | None = None
+    sample: Stmt | None = None
+    count_pending: Stmt | None = None
+    read_first: Stmt | None = None
+    read_after: Stmt | None = None
 
 
 def build_lookup(d: Dialect, table: str, key: Sequence[str], after: bool) -> Stmt:
@@ -210,6 +219,8 @@ def build_count_pending(d: Dialect, table: str, exprs: dict[str, str], where: st
 
 def build_plan(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
                overwrite: bool) -> BatchPlan:
+    if not exprs:
+        raise ValueError("a plan needs at least one target expression")
     return BatchPlan(
         lookup_first=build_lookup(d, table, key, after=False),
         lookup_after=build_lookup(d, table, key, after=True),
@@ -218,6 +229,127 @@ def build_plan(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str]
         sample=build_sample(d, table, exprs, where),
         count_pending=build_count_pending(d, table, exprs, where, overwrite),
         key=tuple(key), targets=tuple(exprs),
+    )
+
+
+def build_read(d: Dialect, table: str, key: Sequence[str], cols: Sequence[str], where: str | None,
+               cond: str | None, after: bool) -> Stmt:
+    """Key and columns of the rows in (lo, hi] that pass the filter and cond."""
+    p = _Params(d)
+    conds = []
+    if after:
+        conds.append(d.row_cmp(key, ">", p, "lo"))
+    conds.append(d.row_cmp(key, "<=", p, "hi"))
+    if where:
+        conds.append(f"({where})")
+    if cond:
+        conds.append(cond)
+    sel = ", ".join(d.quote(c) for c in (*key, *cols))
+    return Stmt(d.finish(f"SELECT {sel} FROM {d.table(table)} WHERE {' AND '.join(conds)}"), tuple(p.names))
+
+
+def build_transform_read(d: Dialect, table: str, key: Sequence[str], sources: Sequence[str],
+                         targets: Sequence[str], where: str | None, overwrite: bool, after: bool) -> Stmt:
+    """What a transform batch reads: rows with a target still NULL (or every row, with overwrite)."""
+    cond = None if overwrite else "(" + " OR ".join(f"{d.quote(t)} IS NULL" for t in targets) + ")"
+    return build_read(d, table, key, (*sources, *targets), where, cond, after)
+
+
+def build_verify_read(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
+                      after: bool) -> Stmt:
+    """SQL jobs: key, then (target, expected) per target, for rows in the range whose target is missing or wrong."""
+    p = _Params(d)
+    conds = []
+    if after:
+        conds.append(d.row_cmp(key, ">", p, "lo"))
+    conds.append(d.row_cmp(key, "<=", p, "hi"))
+    if where:
+        conds.append(f"({where})")
+    problems = [f"({d.quote(t)} IS NULL AND ({e}) IS NOT NULL) OR ({d.quote(t)} IS NOT NULL AND "
+                f"{d.distinct(d.quote(t), f'({e})')})" for t, e in exprs.items()]
+    conds.append("(" + " OR ".join(problems) + ")")
+    sel = ", ".join([*(d.quote(k) for k in key), *(f"{d.quote(t)}, ({e})" for t, e in exprs.items())])
+    return Stmt(d.finish(f"SELECT {sel} FROM {d.table(table)} WHERE {' AND '.join(conds)}"), tuple(p.names))
+
+
+def build_fix_row(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str]) -> Stmt:
+    """SQL jobs: rewrite one row's targets from the expression, only if they still hold what verify read."""
+    p = _Params(d)
+    sets = ", ".join(f"{d.quote(t)} = ({e})" for t, e in exprs.items())
+    conds = [f"{d.quote(k)} = {p(f'k{i}')}" for i, k in enumerate(key)]
+    conds += [d.same(d.quote(t), p(f"old{i}")) for i, t in enumerate(exprs)]
+    return Stmt(d.finish(f"UPDATE {d.table(table)} SET {sets} WHERE {' AND '.join(conds)}"), tuple(p.names))
+
+
+@dataclass(frozen=True)
+class WriteShape:
+    """The columns of the derived table a transform batch joins against: key, sources read, old and new targets."""
+
+    key: tuple[str, ...]
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+    overwrite: bool
+
+    @property
+    def width(self) -> int:
+        return len(self.key) + len(self.sources) + 2 * len(self.targets)
+
+    def col(self, part: str, i: int) -> str:
+        base = {"k": 0, "s": len(self.key), "o": len(self.key) + len(self.sources),
+                "n": len(self.key) + len(self.sources) + len(self.targets)}[part]
+        return f"c{base + i}"
+
+    def column_types(self, info: TableInfo) -> list[str]:
+        cols = [*self.key, *self.sources, *self.targets, *self.targets]
+        return [info.columns[c].type for c in cols]
+
+
+def transform_update_parts(d: Dialect, shape: WriteShape, compare: dict[str, str] | None = None,
+                           join_value: dict[str, str] | None = None
+                           ) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """(target, value) assignments, join conditions, and guards for a guarded transform write.
+
+    Guards: the sources still hold what was read, and each target is still NULL (fill) or still holds what
+    was read (overwrite); a row that fails them is left for a later pass to read again.
+    compare maps a column to a cast applied to both sides of a guard (PostgreSQL json has no equality; MySQL
+    compares text byte-exact); join_value maps a key column to a cast of the joined value only, so that the
+    table's side stays a plain indexed column.
+    """
+    compare = compare or {}
+    join_value = join_value or {}
+
+    def cmp(col: str, expr: str) -> str:
+        return compare.get(col, "{}").format(expr)
+
+    t, v = "bf_t", "bf_v"
+    sets = []
+    for i, tg in enumerate(shape.targets):
+        new = f"{v}.{shape.col('n', i)}"
+        if shape.overwrite or len(shape.targets) == 1:
+            sets.append((tg, new))
+        else:
+            sets.append((tg, f"CASE WHEN {t}.{d.quote(tg)} IS NULL THEN {new} ELSE {t}.{d.quote(tg)} END"))
+    joins = [f"{t}.{d.quote(k)} = " + join_value.get(k, "{}").format(f"{v}.{shape.col('k', i)}")
+             for i, k in enumerate(shape.key)]
+    guards = [d.same(cmp(s, f"{t}.{d.quote(s)}"), cmp(s, f"{v}.{shape.col('s', i)}"))
+              for i, s in enumerate(shape.sources)]
+    if shape.overwrite:
+        guards += [d.same(cmp(tg, f"{t}.{d.quote(tg)}"), cmp(tg, f"{v}.{shape.col('o', i)}"))
+                   for i, tg in enumerate(shape.targets)]
+    else:
+        guards.append("(" + " OR ".join(f"({t}.{d.quote(tg)} IS NULL AND {v}.{shape.col('n', i)} IS NOT NULL)"
+                                        for i, tg in enumerate(shape.targets)) + ")")
+    return sets, joins, guards
+
+
+def build_transform_plan(d: Dialect, table: str, key: Sequence[str], sources: Sequence[str],
+                         targets: Sequence[str], where: str | None, overwrite: bool) -> BatchPlan:
+    return BatchPlan(
+        lookup_first=build_lookup(d, table, key, after=False),
+        lookup_after=build_lookup(d, table, key, after=True),
+        key=tuple(key), targets=tuple(targets),
+        read_first=build_transform_read(d, table, key, sources, targets, where, overwrite, after=False),
+        read_after=build_transform_read(d, table, key, sources, targets, where, overwrite, after=True),
     )
 
 
@@ -233,6 +365,7 @@ class Column:
     name: str
     type: str
     nullable: bool
+    collation: str | None = None    # MySQL text columns: the column's collation (charset is its prefix)
 
 
 @dataclass(frozen=True)
@@ -377,6 +510,11 @@ class Engine(abc.ABC):
         """The primary's load: statements running now, other than ours."""
         raise NotImplementedError
 
+    # --- transform writes: one guarded statement joining the table to the batch's computed rows
+    @abc.abstractmethod
+    async def write_rows(self, info: TableInfo, shape: WriteShape, rows: Sequence[Sequence[Any]]) -> int:
+        """Write computed targets; each row is key + sources read + targets read + new targets. Rows written."""
+
     # --- shared operations
     def plan(self, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
              overwrite: bool) -> BatchPlan:
@@ -393,7 +531,14 @@ class Engine(abc.ABC):
 
     async def apply_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int:
         stmt = plan.update_first if lo is None else plan.update_after
+        assert stmt is not None
         return await self.execute(stmt, {**key_args("lo", lo), **key_args("hi", hi)})
+
+    async def read_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]
+                         ) -> list[tuple[Any, ...]]:
+        stmt = plan.read_first if lo is None else plan.read_after
+        assert stmt is not None
+        return await self.fetch(stmt, {**key_args("lo", lo), **key_args("hi", hi)})
 
     async def ensure_state_table(self, table: str) -> None:
         await self.execute(self.state_table_ddl(table))
@@ -453,10 +598,48 @@ class Engine(abc.ABC):
         else:
             await self.execute(self._state_stmts(table)["set_requests"], {"requests": requests, "job": job})
 
-    async def advance_state(self, table: str, job: str, last_key: Sequence[Any], rows: int, scanned: int) -> None:
+    async def advance_state(self, table: str, job: str, last_key: Sequence[Any], rows: int, scanned: int,
+                            pending: int = 0) -> None:
+        """Move the checkpoint; `pending` rows were left for a later pass (they count toward another pass)."""
         await self.execute(self._state_stmts(table)["advance"],
-                           {"last_key": encode_key(last_key), "rows": rows, "rows2": rows, "scanned": scanned,
-                            "now": now_iso(), "job": job})
+                           {"last_key": encode_key(last_key), "rows": rows, "rows2": rows + pending,
+                            "scanned": scanned, "now": now_iso(), "job": job})
+
+    def skipped_table(self, state_table: str) -> str:
+        return state_table + "_skipped"
+
+    async def ensure_skipped_table(self, state_table: str) -> None:
+        t = self.dialect.table(self.skipped_table(state_table))
+        await self.execute(f"CREATE TABLE IF NOT EXISTS {t} (job varchar(64) NOT NULL, row_key varchar(700) NOT NULL, "
+                           "error text, at_time varchar(40))")
+
+    async def record_skipped(self, state_table: str, job: str, key: Sequence[Any], error: str) -> None:
+        """A row a transform could not compute, with on_error = "skip": kept once per key, newest error."""
+        t = self.dialect.table(self.skipped_table(state_table))
+        d = self.dialect
+        k = encode_key(key)
+        p = _Params(d)
+        await self.execute(Stmt(d.finish(f"DELETE FROM {t} WHERE job = {p('job')} AND row_key = {p('k')}"),
+                                tuple(p.names)), {"job": job, "k": k})
+        p = _Params(d)
+        await self.execute(Stmt(d.finish(f"INSERT INTO {t} (job, row_key, error, at_time) VALUES ({p('job')}, "
+                                          f"{p('k')}, {p('e')}, {p('at')})"), tuple(p.names)),
+                           {"job": job, "k": k, "e": error[:2000], "at": now_iso()})
+
+    async def skipped(self, state_table: str, job: str, limit: int = 10) -> tuple[int, list[tuple[str, str]]]:
+        """How many rows the transform skipped, and a sample of (key, error)."""
+        t = self.dialect.table(self.skipped_table(state_table))
+        d = self.dialect
+        p = _Params(d)
+        try:
+            n = await self.fetch(Stmt(d.finish(f"SELECT count(*) FROM {t} WHERE job = {p('job')}"), tuple(p.names)),
+                                 {"job": job})
+        except EngineError:
+            return 0, []
+        p = _Params(d)
+        rows = await self.fetch(Stmt(d.finish(f"SELECT row_key, error FROM {t} WHERE job = {p('job')} "
+                                              f"ORDER BY at_time LIMIT {int(limit)}"), tuple(p.names)), {"job": job})
+        return int(n[0][0]), [(r[0], r[1]) for r in rows]
 
     async def check_expressions(self, plan: BatchPlan) -> None:
         """Evaluate every target expression on a few rows; SchemaError names what failed."""

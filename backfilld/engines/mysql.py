@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import math
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiomysql
 import pymysql
+from pymysql.constants import CLIENT
 
-from backfilld.engines.base import Column, Dialect, Engine, Stmt, TableInfo
+from backfilld.engines.base import Column, Dialect, Engine, Stmt, TableInfo, WriteShape, transform_update_parts
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # Server error codes worth another try: lock wait timeout, deadlock, statement timeouts
@@ -35,6 +36,9 @@ class MySQLDialect(Dialect):
 
     def distinct(self, a: str, b: str) -> str:
         return f"NOT ({a} <=> {b})"
+
+    def same(self, a: str, b: str) -> str:
+        return f"{a} <=> {b}"
 
     def finish(self, sql: str) -> str:
         # the driver formats parameters with the % operator: a literal % in an expression must be doubled
@@ -69,7 +73,9 @@ class MySQLEngine(Engine):
         try:
             self._conn = await aiomysql.connect(
                 host=u.host, port=u.port or 3306, user=u.user or "root", password=u.password or "", db=u.database,
-                charset="utf8mb4", use_unicode=True, autocommit=True, connect_timeout=self.connect_timeout_s)
+                charset="utf8mb4", use_unicode=True, autocommit=True, connect_timeout=self.connect_timeout_s,
+                # rowcount = rows matched, as on PostgreSQL and SQLite, not rows whose bytes changed
+                client_flag=CLIENT.FOUND_ROWS)
             async with self._conn.cursor() as cur:
                 # innodb_lock_wait_timeout has whole-second resolution: round up, at least 1 s
                 await cur.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(self.lock_timeout_s))}")
@@ -128,8 +134,8 @@ class MySQLEngine(Engine):
         where = "TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s"
         args = {"s": schema, "t": name}
         cols = await self.fetch(Stmt(
-            f"SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS WHERE {where} "
-            "ORDER BY ORDINAL_POSITION", ("s", "t")), args)
+            f"SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME FROM information_schema.COLUMNS "
+            f"WHERE {where} ORDER BY ORDINAL_POSITION", ("s", "t")), args)
         if not cols:
             raise SchemaError(f"table {table!r} does not exist in database {self.url.database!r}")
         idx = await self.fetch(Stmt(
@@ -138,7 +144,7 @@ class MySQLEngine(Engine):
         keys: dict[str, list[str]] = {}
         for index, col in idx:
             keys.setdefault(index, []).append(col)
-        return TableInfo(table, {c[0]: Column(c[0], c[1], c[2] == "YES") for c in cols},
+        return TableInfo(table, {c[0]: Column(c[0], c[1], c[2] == "YES", c[3]) for c in cols},
                          tuple(keys.get("PRIMARY", ())), tuple(tuple(v) for v in keys.values()))
 
     async def estimate_rows(self, table: str) -> int:
@@ -168,6 +174,13 @@ class MySQLEngine(Engine):
                 "pass_scanned bigint NOT NULL DEFAULT 0, error text, started_at varchar(40), "
                 "updated_at varchar(40), finished_at varchar(40), verified_at varchar(40), verify_result text, "
                 "requests text) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+
+    # --- transform writes
+    async def write_rows(self, info: TableInfo, shape: WriteShape, rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        stmt = build_write(self.dialect, info, shape, len(rows))
+        return await self.execute(stmt, dict(zip(stmt.names, (v for row in rows for v in row), strict=True)))
 
     # --- replication and load
     replication = True
@@ -218,3 +231,25 @@ class MySQLEngine(Engine):
     async def load(self) -> float:
         rows = await self.fetch("SHOW GLOBAL STATUS LIKE 'Threads_running'")
         return max(0.0, float(rows[0][1]) - 1)  # not counting our own statement
+
+
+def build_write(d: MySQLDialect, info: TableInfo, shape: WriteShape, n_rows: int) -> Stmt:
+    """UPDATE joined to a derived table of the batch's computed rows (MariaDB has no VALUES ROW()).
+
+    Text is compared byte-exact (utf8mb4_bin on both sides) in the guards, so a source changed only in
+    case or accents counts as changed; the key join casts only the joined value to the key column's own
+    collation, so the primary key is used and no "illegal mix of collations" can arise.
+    """
+    text = {c for c, col in info.columns.items() if col.collation}
+    compare = {c: "CONVERT({} USING utf8mb4) COLLATE utf8mb4_bin" for c in (*shape.sources, *shape.targets)
+               if c in text}
+    join_value = {k: f"CONVERT({{}} USING {info.columns[k].collation.split('_')[0]}) COLLATE "
+                     f"{info.columns[k].collation}" for k in shape.key if k in text}
+    sets, joins, guards = transform_update_parts(d, shape, compare, join_value)
+    ph = d.placeholder(0)
+    first = "SELECT " + ", ".join(f"{ph} AS c{j}" for j in range(shape.width))
+    rest = "SELECT " + ", ".join(ph for _ in range(shape.width))
+    src = " UNION ALL ".join([first] + [rest] * (n_rows - 1))
+    sql = (f"UPDATE {d.table(info.name)} AS bf_t JOIN ({src}) AS bf_v ON {' AND '.join(joins)} SET "
+           + ", ".join(f"bf_t.{d.quote(t)} = {v}" for t, v in sets) + " WHERE " + " AND ".join(guards))
+    return Stmt(d.finish(sql), tuple(f"r{i}c{j}" for i in range(n_rows) for j in range(shape.width)))

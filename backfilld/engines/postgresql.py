@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
 
-from backfilld.engines.base import Column, Dialect, Engine, Stmt, TableInfo
+from backfilld.engines.base import Column, Dialect, Engine, Stmt, TableInfo, WriteShape, transform_update_parts
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # SQLSTATEs worth another try: serialization_failure, deadlock_detected, lock_not_available, query_canceled
@@ -141,6 +141,14 @@ class PostgresEngine(Engine):
                 "started_at varchar(40), updated_at varchar(40), finished_at varchar(40), "
                 "verified_at varchar(40), verify_result text, requests text)")
 
+    # --- transform writes
+    async def write_rows(self, info: TableInfo, shape: WriteShape, rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        stmt = build_write(self.dialect, info, shape)
+        columns = [list(col) for col in zip(*rows, strict=True)]
+        return await self.execute(stmt, dict(zip(stmt.names, columns, strict=True)))
+
     # --- replication and load
     replication = True
 
@@ -185,6 +193,19 @@ class PostgresEngine(Engine):
         rows = await self.fetch("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
                                 "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
         return float(rows[0][0])
+
+
+def build_write(d: Dialect, info: TableInfo, shape: WriteShape) -> Stmt:
+    """One UPDATE joined to unnest() of one array per column: one statement and one round trip per batch."""
+    types = shape.column_types(info)
+    compare = {c: "{}::text" for c in (*shape.sources, *shape.targets) if info.columns[c].type == "json"}
+    sets, joins, guards = transform_update_parts(d, shape, compare)
+    names = tuple(f"c{i}" for i in range(shape.width))
+    src = ("unnest(" + ", ".join(f"${i + 1}::{typ}[]" for i, typ in enumerate(types)) + ") AS bf_v("
+           + ", ".join(names) + ")")
+    sql = (f"UPDATE {d.table(info.name)} AS bf_t SET " + ", ".join(f"{d.quote(t)} = {v}" for t, v in sets)
+           + f" FROM {src} WHERE " + " AND ".join(joins + guards))
+    return Stmt(sql, names)
 
 
 def parse_lsn(text: str) -> int:

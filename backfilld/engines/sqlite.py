@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from backfilld.engines.base import Column, Dialect, Engine, Stmt, TableInfo
+from backfilld.engines.base import Column, Dialect, Engine, Stmt, TableInfo, WriteShape, transform_update_parts
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 
@@ -19,6 +19,14 @@ class SQLiteDialect(Dialect):
 
     def distinct(self, a: str, b: str) -> str:
         return f"{a} IS NOT {b}"
+
+    def same(self, a: str, b: str) -> str:
+        return f"{a} IS {b}"
+
+
+# SQLite binds at most 32766 parameters a statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32); a batch's
+# transform write is split into statements under that, all in the batch's one transaction.
+MAX_PARAMS = 32_766
 
 
 def translate_sqlite(exc: BaseException) -> EngineError:
@@ -87,6 +95,16 @@ class SQLiteEngine(Engine):
             raise
         await self.execute("COMMIT")
 
+    async def write_rows(self, info: TableInfo, shape: WriteShape, rows: Sequence[Sequence[Any]]) -> int:
+        per_stmt = max(1, MAX_PARAMS // shape.width)
+        written = 0
+        for i in range(0, len(rows), per_stmt):
+            chunk = rows[i:i + per_stmt]
+            stmt = build_write(self.dialect, info, shape, len(chunk))
+            values = dict(zip(stmt.names, (v for row in chunk for v in row), strict=True))
+            written += await self.execute(stmt, values)
+        return written
+
     def _split(self, table: str) -> tuple[str, str]:
         schema, _, name = table.rpartition(".")
         return (self.dialect.quote(schema) + ".") if schema else "", self.dialect.quote(name)
@@ -125,3 +143,15 @@ class SQLiteEngine(Engine):
                 "pass_rows INTEGER NOT NULL DEFAULT 0, pass_scanned INTEGER NOT NULL DEFAULT 0, error TEXT, "
                 "started_at TEXT, updated_at TEXT, finished_at TEXT, verified_at TEXT, verify_result TEXT, "
                 "requests TEXT)")
+
+
+def build_write(d: Dialect, info: TableInfo, shape: WriteShape, n_rows: int) -> Stmt:
+    """UPDATE ... FROM a VALUES list of the batch's computed rows, guarded per row."""
+    sets, joins, guards = transform_update_parts(d, shape)
+    width = shape.width
+    row = "(" + ", ".join("?" * 1 for _ in range(width)) + ")"
+    cols = ", ".join(f"column{j + 1} AS c{j}" for j in range(width))
+    src = f"(SELECT {cols} FROM (VALUES {', '.join([row] * n_rows)})) AS bf_v"
+    sql = (f"UPDATE {d.table(info.name)} AS bf_t SET " + ", ".join(f"{d.quote(t)} = {v}" for t, v in sets)
+           + f" FROM {src} WHERE " + " AND ".join(joins + guards))
+    return Stmt(sql, tuple(f"r{i}c{j}" for i in range(n_rows) for j in range(width)))
