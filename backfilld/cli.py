@@ -132,6 +132,51 @@ JobArg = Annotated[str, typer.Argument(help="Job name, as in the config.", show_
 
 
 @app.command()
+def verify(config: ConfigArg, job: JobOpt = None,
+           fix: Annotated[bool, typer.Option("--fix", help="Rewrite wrong and missing rows, with the same "
+                                                            "guards as a batch.")] = False,
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Check every row of each job against its expression or transform; exit 1 unless none is missing or wrong.
+
+    The result and its time go into the state table (see `wait --until verified`).
+    """
+    from backfilld import daemon
+    from backfilld.verify import describe
+
+    cfg = _load(config)
+
+    async def main() -> list[Any]:
+        stop = asyncio.Event()
+        with daemon.SignalStop(stop):
+            return await daemon.verify(cfg, job, fix=fix, stop=stop)
+
+    results = _run_async(main())
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in results], indent=2, default=str, ensure_ascii=False))
+    else:
+        for r in results:
+            for line in describe(r, fix):
+                typer.echo(line)
+    raise typer.Exit(0 if all(r.clean for r in results) else 1)
+
+
+@app.command()
+def wait(config: ConfigArg, job: JobArg,
+         until: Annotated[str, typer.Option(help="completed, or verified (a clean verify after completing).")]
+         = "completed",
+         timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds (exit 1).")] = None
+         ) -> None:
+    """Block until JOB is completed or verified: for deploy pipelines. Exit 1 on failure or timeout."""
+    from backfilld import daemon
+
+    if until not in ("completed", "verified"):
+        _fail(ConfigError(f"--until {until!r}: use completed or verified"), 2)
+    cfg = _load(config)
+    state = _run_async(daemon.wait_for(cfg, job, until, timeout))
+    typer.echo(f"{job}: {until} (finished_at={state.finished_at}, verified_at={state.verified_at})")
+
+
+@app.command()
 def pause(config: ConfigArg, job: JobArg) -> None:
     """Ask running daemons to pause JOB before its next batch (kept in the state table, survives restarts)."""
     from backfilld import control

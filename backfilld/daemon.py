@@ -308,3 +308,52 @@ def _state_dict(name: str, s: JobState | None) -> dict[str, Any]:
     if req:
         d["requests"] = json.loads(req)
     return {k: v for k, v in d.items() if v is not None}
+
+
+async def verify(config: Config, names: list[str] | None, *, fix: bool,
+                 stop: asyncio.Event | None = None) -> list[Any]:
+    """Verify the selected jobs in throttled batches and record each result in the state table."""
+    from backfilld.verify import Verifier, record
+
+    results = []
+    throttle = Throttle(config)
+    async with open_engine(config) as engine:
+        await throttle.start()
+        try:
+            for job in select_jobs(config, names):
+                result = await Verifier(engine, config, job, fix=fix, gate=throttle, stop=stop).run()
+                await record(engine, config.state.table, result)
+                log.info("verify_finished", **{k: v for k, v in result.as_dict().items() if not k.startswith("sample")})
+                results.append(result)
+        finally:
+            await throttle.close()
+    return results
+
+
+async def wait_for(config: Config, job: str, until: str, timeout_s: float | None, poll_s: float = 1.0) -> JobState:
+    """Return the job's state once it is completed (or verified since completing); BackfilldError on failure
+    or timeout."""
+    config.job(job)
+    deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+    async with open_engine(config) as engine:
+        while True:
+            try:
+                state = await engine.read_state(config.state.table, job)
+            except BackfilldError:
+                state = None
+            if state is not None:
+                if state.status == "failed":
+                    raise JobFailed(f"job {job!r} failed: {state.error}")
+                done = state.status == "completed"
+                if until == "verified":
+                    done = done and state.verified_at is not None and (state.finished_at or "") <= state.verified_at
+                if done:
+                    return state
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                now = state.status if state else "not started"
+                raise WaitTimeout(f"job {job!r} is not {until} after {timeout_s:g} s (status: {now})")
+            await asyncio.sleep(poll_s)
+
+
+class WaitTimeout(BackfilldError):
+    """The job did not reach the state in time."""
