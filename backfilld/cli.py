@@ -106,6 +106,14 @@ def plan(config: ConfigArg, job: JobOpt = None,
                 typer.echo(f"    {line}")
         for w in p["warnings"]:
             typer.echo(f"  WARNING: {w}")
+        trig = p["triggers"]
+        if trig["supported"]:
+            state = "installed" if trig["installed"] else "not installed (optional)"
+            typer.echo(f"  sync triggers: {state}; `backfilld triggers install` would run:")
+            for stmt in trig["install_sql"]:
+                typer.echo("    " + stmt.replace("\n", "\n    ") + ";")
+        else:
+            typer.echo("  sync triggers: not available for Python transforms")
         typer.echo("")
 
 
@@ -211,6 +219,31 @@ def set_(config: ConfigArg, job: JobArg,
         _fail(exc, 2)
     _run_async(control.request(cfg, job, settings=values))
     typer.echo(f"{job}: " + ", ".join(f"{k}={v}" for k, v in values.items()) + " requested")
+
+
+triggers_app = typer.Typer(help="Sync triggers that keep a job's targets right while old code writes.",
+                           no_args_is_help=True)
+app.add_typer(triggers_app, name="triggers")
+
+
+@triggers_app.command("install")
+def triggers_install(config: ConfigArg, job: JobArg) -> None:
+    """Create (or replace) JOB's insert and update triggers. SQL-expression jobs only."""
+    from backfilld import daemon
+
+    cfg = _load(config)
+    stmts = _run_async(daemon.triggers(cfg, job, "install"))
+    typer.echo(f"{job}: sync triggers installed ({len(stmts)} statements); remove them after the reads switch")
+
+
+@triggers_app.command("remove")
+def triggers_remove(config: ConfigArg, job: JobArg) -> None:
+    """Drop JOB's sync triggers."""
+    from backfilld import daemon
+
+    cfg = _load(config)
+    _run_async(daemon.triggers(cfg, job, "remove"))
+    typer.echo(f"{job}: sync triggers removed")
 
 
 @app.command()

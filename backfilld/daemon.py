@@ -262,7 +262,8 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
             values = {"n": job.batch_size, **key_args("lo", lo), **key_args("hi", lo)}
             explains = {}
             warnings = []
-            for label, stmt in (("lookup", p.plan.lookup_after), ("update", p.plan.update_after)):
+            for label, stmt in (("lookup", p.plan.lookup_after),
+                                ("update", p.plan.update_after or p.plan.read_after)):
                 try:
                     lines = await engine.explain(stmt, values)
                 except BackfilldError as exc:
@@ -272,13 +273,23 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
                     warnings.append(f"the {label} statement would scan the whole table instead of a key range; "
                                     f"check that {list(p.key)} is indexed (on a tiny table the planner may "
                                     "prefer a scan anyway)")
+            trig_info: dict[str, Any] = {"supported": p.transform is None}
+            if p.transform is None:
+                from backfilld.engines import triggers as trig
+
+                trig_info["installed"] = await trig.installed(engine, job.table, job.name)
+                trig_info["install_sql"] = trig.build_install_sql(
+                    engine.name, job.table, p.table.columns, list(p.key), p.exprs, job.where, job.overwrite,
+                    job.name)
             out.append({
                 "job": job.name, "engine": engine.name, "table": job.table, "key": list(p.key),
-                "targets": p.exprs, "where": job.where, "overwrite": job.overwrite,
+                "targets": p.exprs or {t: f"python transform {job.transform}" for t in job.targets},
+                "where": job.where, "overwrite": job.overwrite, "triggers": trig_info,
                 "estimated_rows": estimate, "batch_size": job.batch_size,
                 "batches_expected": -(-estimate // job.batch_size) if estimate else 0,
                 "fingerprint": p.fingerprint,
-                "sql": {"lookup": p.plan.lookup_after.sql, "update": p.plan.update_after.sql},
+                "sql": {"lookup": p.plan.lookup_after.sql,
+                        "update": (p.plan.update_after or p.plan.read_after).sql},
                 "explain": explains, "warnings": warnings,
             })
     return out
@@ -357,3 +368,18 @@ async def wait_for(config: Config, job: str, until: str, timeout_s: float | None
 
 class WaitTimeout(BackfilldError):
     """The job did not reach the state in time."""
+
+
+async def triggers(config: Config, job_name: str, action: str) -> list[str]:
+    """Install or remove a SQL-expression job's sync triggers; the statements run."""
+    from backfilld.engines import triggers as trig
+
+    job = config.job(job_name)
+    if job.transform:
+        raise ConfigError(f"job {job_name!r} uses a Python transform; sync triggers need a [jobs.set] SQL expression "
+                          "job (run it with --follow to keep catching rows old code writes)")
+    async with open_engine(config) as engine:
+        if action == "remove":
+            return await trig.remove(engine, job.table, job.name)
+        p = await prepare(engine, job)
+        return await trig.install(engine, job.table, list(p.key), p.exprs, job.where, job.overwrite, job.name)

@@ -526,6 +526,9 @@ class Breakdown:
         self._timed = timed
         self._patch(jobmod.JobRunner, "_batch", timed("batch total", jobmod.JobRunner._batch, mine=False))
         self._patch(Throttle, "wait", timed("throttle wait", Throttle.wait, mine=False))
+        if hasattr(jobmod.JobRunner, "_poll_requests"):
+            self._patch(jobmod.JobRunner, "_poll_requests",
+                        timed("operator request poll", jobmod.JobRunner._poll_requests, mine=False))
         _ = engines
         return self
 
@@ -590,13 +593,16 @@ class Breakdown:
 
 async def run_backfilld(target: Target, sink: Any, breakdown: bool) -> tuple[int, DaemonStats]:
     from backfilld import daemon
-    from backfilld.config import from_dict
+    from backfilld.config import Config, from_dict
 
     data: dict[str, Any] = {
         "database": {"url": target.daemon_url},
         "state": {"table": STATE_TABLE, "heartbeat_table": DAEMON_HB_TABLE},
         "jobs": [{"name": JOB, "table": TABLE, "set": {TARGET: target.expr}}],
     }
+    if "metrics" in Config.model_fields:
+        # the HTTP endpoints stay on (default), on a free port so that no other daemon's port gets in the way
+        data["metrics"] = {"listen": "127.0.0.1:0"}
     if target.pair is not None:
         data["replicas"] = [{"url": target.pair.replica_url, "name": "replica"}]
         data["throttle"] = {"max_lag_s": 1.0}  # the default, spelled out
@@ -898,12 +904,13 @@ def print_breakdown(runs: list[Run]) -> None:
               f"{d.batches} batches, {d.passes} passes, {d.round_trips} statements/round trips on the job's "
               f"connection ({d.round_trips / max(1, d.batches):.1f} per batch)")
         for key in ("batch total", "lookup (next_range)", "BEGIN", "UPDATE (apply_range)",
-                    "state UPDATE (advance_state)", "COMMIT", "throttle wait"):
+                    "state UPDATE (advance_state)", "COMMIT", "throttle wait", "operator request poll"):
             xs = d.breakdown.get(key, [])
             if xs:
                 print(f"  {key:30s} calls {len(xs):6d}  total {sum(xs):8.3f} s  ({100 * sum(xs) / r.seconds:5.1f}% of "
                       f"the run)  median {1000 * statistics.median(xs):8.3f} ms  max {1000 * max(xs):8.1f} ms")
-        other = r.seconds - total - sum(d.breakdown.get("throttle wait", []))
+        other = (r.seconds - total - sum(d.breakdown.get("throttle wait", []))
+                 - sum(d.breakdown.get("operator request poll", [])))
         print(f"  {'rest (start-up, pass ends)':30s}              total {other:8.3f} s  ({100 * other / r.seconds:5.1f}% of "
               f"the run)")
         print(f"  pass times {', '.join(f'{s:.2f}' for s in d.pass_s)} s; batch sizes {d.sizes[:14]}"
@@ -955,6 +962,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.rows < LOOP_BATCH or args.repeat < 1:
         ap.error("--rows must be at least 1000 and --repeat at least 1")
     return args
+
+
+def code_version() -> str:
+    """The commit the measured backfilld/ comes from (with "+changes" when its working tree differs)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "backfilld"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "(version unknown)"
+    return f"{head}{'+changes' if dirty else ''}" if head else "(version unknown)"
 
 
 def preload() -> None:
@@ -1051,7 +1072,8 @@ async def amain(args: argparse.Namespace) -> int:
                         f"{r.rows / r.seconds:10,.0f} rows/s  cpu {r.cpu_s:5.2f} s{extra}  (reset {reset_s:.1f} s)")
         summary = summarize(runs, targets)
         total = time.monotonic() - started
-        meta = (f"{args.rows:,} rows, median of {args.repeat} interleaved runs; {platform.system()} "
+        meta = (f"{args.rows:,} rows, median of {args.repeat} interleaved runs; backfilld {code_version()}; "
+                f"{platform.system()} "
                 f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
                 f"{'replicated pairs; ' if args.replicated else ''}whole benchmark {total / 60:.1f} min")
         print()
