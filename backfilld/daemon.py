@@ -118,9 +118,13 @@ class Daemon:
 
     async def run(self) -> list[JobState]:
         jobs = select_jobs(self.config, self.opts.jobs)
-        results: list[JobState] = []
+        for job in jobs:  # every series a dashboard or alert reads exists from the start
+            self.metrics.set_state(job.name, "pending")
+            self.metrics.operator_paused.labels(job.name).set(0)
+        results: dict[str, JobState] = {}
         failures: list[str] = []
         async with contextlib.AsyncExitStack() as stack:
+            self._handle_sighup(stack)
             self.engine = engine = await stack.enter_async_context(open_engine(self.config))
             if self.throttle is not None:
                 await self.throttle.start()
@@ -128,7 +132,7 @@ class Daemon:
             await self._serve(stack)
             ticker = asyncio.create_task(self._tick(), name="metrics_ticker")
             stack.push_async_callback(_cancel, ticker)
-            self._handle_sighup(stack)
+            # fill: one job after another, so the primary carries one job's writes at a time
             for job in jobs:
                 if self.stop.is_set():
                     break
@@ -141,12 +145,27 @@ class Daemon:
                     state = await runner.start(restart=self.opts.restart)
                     if self.on_start:
                         self.on_start(job, state, runner.progress.estimate)
-                    results.append(await runner.run(follow=self.opts.follow))
+                    results[job.name] = await runner.run()
                 except JobFailed as exc:
                     failures.append(str(exc))
+            # follow: completed jobs take turns sweeping until stopped (one connection, one statement at a time)
+            following = [r for name, r in self.runners.items()
+                         if name in results and results[name].status == "completed"]
+            interval = min((r.job.follow_interval_s for r in following), default=0.0)
+            while self.opts.follow and following and not self.stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), interval)
+                for r in list(following):
+                    if self.stop.is_set():
+                        break
+                    try:
+                        results[r.job.name] = await r.run(follow=True, once=True)
+                    except JobFailed as exc:
+                        failures.append(str(exc))
+                        following.remove(r)
         if failures:
             raise JobFailed("; ".join(failures))
-        return results
+        return list(results.values())
 
     async def _serve(self, stack: contextlib.AsyncExitStack) -> None:
         address = self.config.metrics.address

@@ -264,8 +264,11 @@ class JobRunner:
         self.log.info("settings_changed", source="operator", **changed)
 
     # ------------------------------------------------------------------ loop
-    async def run(self, *, follow: bool = False) -> JobState:
-        """Run passes until a pass finds nothing to fill (or forever with follow). Returns the final state."""
+    async def run(self, *, follow: bool = False, once: bool = False) -> JobState:
+        """Run passes until a pass finds nothing to fill (or forever with follow). Returns the final state.
+
+        With follow and once, a completed job runs one sweep pass and returns (the daemon takes turns).
+        """
         assert self.state is not None and self.prepared is not None, "start() first"
         st = self.state
         if st.status == STATUS_COMPLETED and not follow:
@@ -308,7 +311,7 @@ class JobRunner:
             except Stopped:
                 break
             if st.status == STATUS_COMPLETED:
-                if not follow:
+                if not follow or once:
                     return st
                 await self._sleep(self.job.follow_interval_s)
             pass_started = time.monotonic()

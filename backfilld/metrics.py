@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
+                               generate_latest)
 
 JOB_STATES = ("pending", "running", "paused", "completed", "failed", "stopped")
 THROTTLE_REASONS = ("lag", "lag_unknown", "load", "load_unknown", "flag_file", "window", "rate", "operator")
@@ -27,6 +28,7 @@ BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
+        ProcessCollector(registry=r)  # process_start_time_seconds, CPU, memory: restarts show on the dashboard
         self.rows = Counter("backfilld_rows_processed", "Rows whose target columns a batch wrote.", ["job"],
                             registry=r)
         self.rows_scanned = Counter("backfilld_rows_scanned", "Keys visited by batches (written or not).", ["job"],

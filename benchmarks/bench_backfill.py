@@ -77,11 +77,12 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+for _p in (REPO_ROOT, REPO_ROOT / "benchmarks"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 DEFAULT_ROWS = 1_000_000
-DEFAULT_REPLICATED_ROWS = 200_000
+DEFAULT_REPLICATED_ROWS = 1_000_000
 LOOP_BATCH = 1000
 HEARTBEAT_S = 0.05
 # InnoDB history list length counted as "purge caught up": not 0, since heartbeat writes (ours on a pair, and
@@ -95,8 +96,10 @@ LAG_HB_TABLE = "bench_backfill_lag_hb"
 TARGET = "email_domain"
 JOB = "bench_email_domain"
 
-CONTENDERS = ("single", "loop", "backfilld")
-LABELS = {"single": "single UPDATE", "loop": f"loop of {LOOP_BATCH}", "backfilld": "backfilld"}
+CONTENDERS = ("single", "loop", "backfilld", "proposed")
+DEFAULT_CONTENDERS = CONTENDERS[:3]
+LABELS = {"single": "single UPDATE", "loop": f"loop of {LOOP_BATCH}", "backfilld": "backfilld",
+          "proposed": "backfilld+proposed"}
 ENGINES = ("sqlite", "postgresql", "mysql")
 ENGINE_LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mysql": "MariaDB"}
 
@@ -772,7 +775,7 @@ class Run:
 
 async def run_one(target: Target, contender: str, args: argparse.Namespace, monitor: Monitor | None,
                   sink: Any) -> Run:
-    if contender == "backfilld":
+    if contender in ("backfilld", "proposed"):
         await target.clear_state()
     if monitor is not None:
         await asyncio.to_thread(target.sync_replica)
@@ -786,8 +789,13 @@ async def run_one(target: Target, contender: str, args: argparse.Namespace, moni
         rows = await target.single()
     elif contender == "loop":
         rows = await target.loop()
-    else:
+    elif contender == "backfilld":
         rows, daemon_stats = await run_backfilld(target, sink, args.breakdown)
+    else:
+        import proposed  # benchmarks/proposed.py: a preview of the changes proposed for issue #6
+
+        with proposed.applied():
+            rows, daemon_stats = await run_backfilld(target, sink, args.breakdown)
     seconds = time.perf_counter() - t0
     cpu = cpu_s() - c0
     lag = monitor.call("finish", args.replica_timeout, timeout=args.replica_timeout + 60) if monitor else None
@@ -824,7 +832,7 @@ def summarize(runs: list[Run], targets: list[Target]) -> list[dict[str, Any]]:
                 "rows_per_s": rate, "ratio": rate / base if base else None,
                 "cpu_s_per_mrows": med([r.cpu_s / (t.rows / 1e6) for r in rs]),
             }
-            if c == "backfilld":
+            if c in ("backfilld", "proposed"):
                 ds = [r.daemon for r in rs if r.daemon]
                 row["batches"] = med([d.batches for d in ds])
                 row["max_batch"] = max(d.max_size for d in ds)
@@ -869,7 +877,7 @@ def print_table(rows: list[dict[str, Any]], replicated: bool) -> None:
         print()
         for r in notes:
             extra = (f", throttle pauses {r['paused']:.0f} ({r['paused_s']:.2f} s paused)" if replicated else "")
-            print(f"backfilld on {r['engine']}: {r['batches']:.0f} batches (largest {r['max_batch']:,} keys), "
+            print(f"{r['contender']} on {r['engine']}: {r['batches']:.0f} batches (largest {r['max_batch']:,} keys), "
                   f"{r['passes']:.0f} passes, last (sweep) pass {r['last_pass_s']:.2f} s{extra}")
 
 
@@ -900,7 +908,7 @@ def print_breakdown(runs: list[Run]) -> None:
         if not d or not d.breakdown:
             continue
         total = sum(d.breakdown.get("batch total", []))
-        print(f"\nbreakdown, backfilld on {r.engine}, repeat {r.repeat + 1}: run {r.seconds:.2f} s, "
+        print(f"\nbreakdown, {LABELS[r.contender]} on {r.engine}, repeat {r.repeat + 1}: run {r.seconds:.2f} s, "
               f"{d.batches} batches, {d.passes} passes, {d.round_trips} statements/round trips on the job's "
               f"connection ({d.round_trips / max(1, d.batches):.1f} per batch)")
         for key in ("batch total", "lookup (next_range)", "BEGIN", "UPDATE (apply_range)",
@@ -922,18 +930,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Benchmark backfilld against one UPDATE statement (the physical limit) and a hand-written "
                     "keyset loop of 1000-row batches, on SQLite, PostgreSQL and MariaDB; medians of interleaved "
                     "repeats. Full description at the top of this file.",
-        epilog=f"Defaults: --rows {DEFAULT_ROWS:,} (with --replicated: {DEFAULT_REPLICATED_ROWS:,}, the pairs are "
-               "slower; pass --rows 1000000 for the full size), --repeat 3. On a 2-core machine the default run "
-               "(3 engines, 1,000,000 rows, 3 repeats) takes about 12 minutes; --replicated with 200,000 rows "
-               "about 8 minutes, with 1,000,000 rows about 30.",
+        epilog=f"Defaults: --rows {DEFAULT_ROWS:,}, --repeat 3. On a 2-core machine the default run (3 engines, "
+               "3 contenders, 3 repeats, 1,000,000 rows) takes about 9-10 minutes, and so does --replicated (2 "
+               "pairs); each scales about linearly with --rows and --repeat. --proposed adds a fourth contender "
+               "(about a third more time).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=None, help=f"rows in the table (default {DEFAULT_ROWS:,}; "
                     f"{DEFAULT_REPLICATED_ROWS:,} with --replicated)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each contender; medians are reported (default 3)")
     ap.add_argument("--engines", default=None, help="comma-separated: sqlite,postgresql,mysql (default all three; "
                     "postgresql,mysql with --replicated)")
-    ap.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated subset of single,loop,"
-                    "backfilld (default all)")
+    ap.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help="comma-separated subset of "
+                    "single,loop,backfilld (default all three)")
+    ap.add_argument("--proposed", action="store_true", help="add a contender 'backfilld+proposed': backfilld with "
+                    "the speed-ups proposed for issue #6 patched in for the run (see benchmarks/proposed.py)")
     ap.add_argument("--replicated", action="store_true", help="run PostgreSQL and MariaDB on primary/replica pairs "
                     "started by tests/harness/replication.py and report replica lag and catch-up time")
     ap.add_argument("--readme", action="store_true", help="also print a markdown table for the README")
@@ -957,6 +967,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if bad:
         ap.error(f"unknown engine {bad[0]!r}; use {', '.join(ENGINES)}")
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    if args.proposed and "proposed" not in args.contenders:
+        args.contenders.append("proposed")
     if any(c not in CONTENDERS for c in args.contenders):
         ap.error(f"--contenders takes {', '.join(CONTENDERS)}")
     if args.rows < LOOP_BATCH or args.repeat < 1:

@@ -1,0 +1,117 @@
+"""Preview of the speed-ups proposed for issue #6, for `bench_backfill.py --proposed` only.
+
+Not part of backfilld: while the contender "backfilld+proposed" runs, this patches three things in this
+process (and puts them back afterwards), so that their gain can be measured before anyone changes
+backfilld/ itself. Delete this file once the changes land (or are rejected).
+
+1. lookup by OFFSET: the next batch's last key is read with
+       SELECT key FROM t WHERE key > :last ORDER BY key LIMIT 1 OFFSET :n - 1
+   (stops at the n-th index entry) instead of materialising n keys for count(*) OVER () and sorting them
+   DESC. Only when it finds nothing (the last, partial batch of a pass) does the original statement run,
+   to count that batch.
+2. seek instead of a keyset sweep: a pass after the first starts with one read-only
+       SELECT 1 FROM t WHERE (filter) AND (needs fill) LIMIT 1
+   and ends at once when it finds nothing, instead of walking every key again with a lookup and a no-op
+   UPDATE per batch. (When it finds something the pass goes on as before; a real implementation would seek
+   to the next pending key from each batch's end.)
+3. the expression evaluated once: pass 1's UPDATE keeps `target IS NULL` but drops `AND (expr) IS NOT NULL`,
+   which made the engine compute the expression twice per row (WHERE and SET). Rows whose expression is NULL
+   are then written with NULL in pass 1 (no change of value); the sweep (2.) still uses the full predicate,
+   so the job's completion rule is unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+PATCHES = ("offset_lookup", "seek_sweep", "single_eval")
+
+
+def _offset_stmt(stmt: Any) -> Any:
+    """The OFFSET form of a build_lookup() statement (same placeholders, `n` now meaning n - 1)."""
+    sql = stmt.sql
+    inner = sql[sql.index("FROM (") + len("FROM ("):sql.rindex(") AS bf_r")]
+    head, sep, _ph = inner.rpartition(" LIMIT ")
+    assert sep, f"unexpected lookup statement: {sql}"
+    return dataclasses.replace(stmt, sql=f"{head} LIMIT 1 OFFSET {_ph}")
+
+
+def _seek_stmt(count_pending: Any) -> Any:
+    sql = count_pending.sql
+    assert sql.startswith("SELECT count(*) FROM "), sql
+    return dataclasses.replace(count_pending, sql="SELECT 1" + sql[len("SELECT count(*)"):] + " LIMIT 1")
+
+
+def _single_eval(stmt: Any, exprs: dict[str, str]) -> Any:
+    sql = stmt.sql
+    for expr in exprs.values():
+        needle = f" AND ({expr}) IS NOT NULL)"
+        if "%" in sql and "%" in expr:  # MySQL doubled literal % signs in finish()
+            needle = needle.replace("%", "%%")
+        sql = sql.replace(needle, ")")
+    return dataclasses.replace(stmt, sql=sql)
+
+
+@contextlib.contextmanager
+def applied(which: tuple[str, ...] = PATCHES) -> Iterator[None]:
+    from backfilld import job as jobmod
+    from backfilld.engines import base
+
+    undo: list[tuple[Any, str, Any]] = []
+
+    def patch(owner: Any, name: str, new: Any) -> None:
+        undo.append((owner, name, owner.__dict__[name]))
+        setattr(owner, name, new)
+
+    if "offset_lookup" in which:
+        orig_next_range = base.Engine.__dict__["next_range"]
+        cache: dict[int, tuple[Any, Any]] = {}
+
+        async def next_range(self: Any, plan: Any, after: Any, n: int) -> Any:
+            forms = cache.get(id(plan))
+            if forms is None:
+                forms = cache[id(plan)] = (_offset_stmt(plan.lookup_first), _offset_stmt(plan.lookup_after))
+            stmt = forms[0] if after is None else forms[1]
+            rows = await self.fetch(stmt, {"n": n - 1, **base.key_args("lo", after)})
+            if rows:
+                return tuple(rows[0]), n
+            return await orig_next_range(self, plan, after, n)
+
+        patch(base.Engine, "next_range", next_range)
+
+    if "seek_sweep" in which:
+        orig_batch = jobmod.JobRunner.__dict__["_batch"]
+
+        async def _batch(self: Any) -> Any:
+            st, p = self.state, self.prepared
+            seeked = self.__dict__.setdefault("_proposed_seeked", set())
+            if (st.pass_no > 1 and st.last_key is None and st.pass_no not in seeked
+                    and p.plan.count_pending is not None and p.plan.update_after is not None):
+                seeked.add(st.pass_no)
+                if not await self.engine.fetch(_seek_stmt(p.plan.count_pending)):
+                    return None  # nothing left to fill: the pass is over
+            return await orig_batch(self)
+
+        patch(jobmod.JobRunner, "_batch", _batch)
+
+    if "single_eval" in which:
+        orig_prepare = jobmod.prepare
+
+        async def prepare(engine: Any, job: Any, *a: Any, **kw: Any) -> Any:
+            p = await orig_prepare(engine, job, *a, **kw)
+            plan = p.plan
+            if plan.update_after is not None and not job.overwrite:
+                p.plan = dataclasses.replace(plan, update_first=_single_eval(plan.update_first, p.exprs),
+                                             update_after=_single_eval(plan.update_after, p.exprs))
+            return p
+
+        undo.append((jobmod, "prepare", orig_prepare))
+        jobmod.prepare = prepare
+    try:
+        yield
+    finally:
+        for owner, name, old in reversed(undo):
+            setattr(owner, name, old)
