@@ -778,7 +778,8 @@ class MariaDBPair(_Pair):
         return args + self.extra_args
 
     def _install(self, node: _Node) -> None:
-        args = [self.install_db, "--no-defaults", f"--datadir={node.datadir}",
+        # a tmpdir of its own: bootstraps sharing /tmp with other servers have failed here on temp tables
+        args = [self.install_db, "--no-defaults", f"--datadir={node.datadir}", f"--tmpdir={node.dir}",
                 "--auth-root-authentication-method=normal", "--skip-test-db", *self._common_args()]
         if self.os_user:
             args.append(f"--user={self.os_user}")
