@@ -33,7 +33,8 @@ log = structlog.get_logger("backfilld.daemon")
 @contextlib.asynccontextmanager
 async def open_engine(config: Config) -> AsyncIterator[Engine]:
     db = config.database
-    engine = engines.create(database_url(db), lock_timeout_s=db.lock_timeout_s, connect_timeout_s=db.connect_timeout_s)
+    engine = engines.create(database_url(db), lock_timeout_s=db.lock_timeout_s, connect_timeout_s=db.connect_timeout_s,
+                            fast_commit=db.fast_commit)
     await engine.connect()
     try:
         yield engine

@@ -423,8 +423,10 @@ class Engine(abc.ABC):
 
     dialect: Dialect
 
-    def __init__(self, url: DatabaseURL, *, lock_timeout_s: float = 1.0, connect_timeout_s: float = 10.0) -> None:
+    def __init__(self, url: DatabaseURL, *, lock_timeout_s: float = 1.0, connect_timeout_s: float = 10.0,
+                 fast_commit: bool = False) -> None:
         self.url = url
+        self.fast_commit = fast_commit
         self.lock_timeout_s = lock_timeout_s
         self.connect_timeout_s = connect_timeout_s
 

@@ -53,7 +53,8 @@ class PostgresEngine(Engine):
                 host=u.host, port=u.port or 5432, user=u.user, password=u.password, database=u.database,
                 timeout=self.connect_timeout_s,
                 server_settings={"application_name": "backfilld",
-                                 "lock_timeout": f"{int(self.lock_timeout_s * 1000)}ms"})
+                                 "lock_timeout": f"{int(self.lock_timeout_s * 1000)}ms",
+                                 **({"synchronous_commit": "off"} if self.fast_commit else {})})
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
             raise ConnectError(f"cannot connect to {u}: {translate_pg(exc)}") from None
 

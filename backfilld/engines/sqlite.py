@@ -54,6 +54,11 @@ class SQLiteEngine(Engine):
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves
             self._conn = await aiosqlite.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
             await self._conn.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout_s * 1000)}")
+            if self.fast_commit:
+                async with self._conn.execute("PRAGMA journal_mode") as cur:
+                    mode = (await cur.fetchone() or ("",))[0]
+                if str(mode).lower() == "wal":  # NORMAL is only corruption-safe in WAL mode
+                    await self._conn.execute("PRAGMA synchronous = NORMAL")
         except Exception as exc:  # noqa: BLE001
             await self.close()
             raise EngineError(f"cannot open SQLite database {path!r}: {exc}") from None

@@ -54,7 +54,7 @@ class Throttle:
     def _engine(self, section, where: str) -> Engine:  # noqa: ANN001
         db = self.config.database
         return engines.create(database_url(section, where), lock_timeout_s=db.lock_timeout_s,
-                              connect_timeout_s=section.connect_timeout_s)
+                              connect_timeout_s=section.connect_timeout_s, fast_commit=db.fast_commit)
 
     async def start(self) -> None:
         cfg, now = self.cfg, self.clock()
