@@ -116,7 +116,7 @@ class _Secret(_Model):
 class DatabaseConfig(_Secret):
     # Lock waits are kept short so that the application never waits long behind a batch. Unit: seconds;
     # bound 0.05..30; MySQL rounds up to whole seconds (innodb_lock_wait_timeout has 1 s resolution).
-    lock_timeout_s: Annotated[float, Field(gt=0.0, le=30)] = 1.0
+    lock_timeout_s: Annotated[float, Field(ge=0.05, le=30)] = 1.0
     # Commit without waiting for the local flush where the session can choose (PostgreSQL
     # synchronous_commit = off; SQLite synchronous = NORMAL in WAL mode). A crash can lose the last batches
     # with their checkpoint, atomically, and they are simply redone; nothing is torn. MySQL's equivalent is

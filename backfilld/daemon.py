@@ -23,7 +23,7 @@ from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig, database_url
 from backfilld.engines.base import Engine, JobState, key_args
 from backfilld.errors import BackfilldError, ConfigError, JobFailed
-from backfilld.job import BatchResult, Gate, JobRunner, prepare
+from backfilld.job import BatchResult, Gate, JobRunner, parse_requests, prepare
 from backfilld.metrics import Metrics, Server
 from backfilld.throttle import Throttle
 
@@ -127,6 +127,8 @@ class Daemon:
         async with contextlib.AsyncExitStack() as stack:
             self._handle_sighup(stack)
             self.engine = engine = await stack.enter_async_context(open_engine(self.config))
+            for job in jobs:  # every job checked before anything is written, the heartbeat table included
+                await prepare(engine, job)
             if self.throttle is not None:
                 await self.throttle.start()
                 stack.push_async_callback(self.throttle.close)
@@ -337,7 +339,7 @@ def _state_dict(name: str, s: JobState | None) -> dict[str, Any]:
     d["last_key"] = list(s.last_key) if s.last_key else None
     req = d.pop("requests", None)
     if req:
-        d["requests"] = json.loads(req)
+        d["requests"] = parse_requests(req)
     return {k: v for k, v in d.items() if v is not None}
 
 

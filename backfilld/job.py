@@ -19,8 +19,8 @@ import structlog
 
 from backfilld.chunker import BatchSizer
 from backfilld.config import JobConfig
-from backfilld.engines.base import (BatchPlan, Engine, JobState, TableInfo, WriteShape, build_transform_plan,
-                                    encode_key, now_iso)
+from backfilld.engines.base import (BatchPlan, Engine, JobState, TableInfo, WriteShape, build_lookup,
+                                    build_transform_plan, encode_key, now_iso)
 from backfilld.errors import EngineError, JobFailed, RetryableError, SchemaError, SpecChangedError
 from backfilld.metrics import Metrics, Progress
 from backfilld.transforms import Transform
@@ -103,6 +103,11 @@ def resolve_key(job: JobConfig, info: TableInfo) -> tuple[str, ...]:
         if not info.primary_key:
             raise SchemaError(f"job {job.name!r}: table {job.table!r} has no primary key; set key = [...] to "
                               "the columns of a unique, NOT NULL index")
+        nullable = [c for c in info.primary_key if info.columns[c].nullable]
+        if nullable:  # SQLite lets a non-INTEGER primary key hold NULL, and keyset paging skips those rows
+            raise SchemaError(f"job {job.name!r}: primary key column {nullable[0]!r} of {job.table!r} is declared "
+                              "without NOT NULL, so rows with a NULL key would be skipped; declare it NOT NULL or "
+                              "set key = [...] to a NOT NULL unique index")
         return info.primary_key
     key = tuple(job.key)
     for col in key:
@@ -134,6 +139,9 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
         if target in key:
             raise SchemaError(f"job {job.name!r}: target {target!r} is part of the key")
     fingerprint = job.fingerprint(engine.name, list(key))
+    first = await engine.fetch(build_lookup(engine.dialect, job.table, key, after=False), {"n": 1})
+    if first:
+        encode_key(first[0][:-1])  # a key type the checkpoint cannot store fails here, before anything is written
     if job.transform:
         for source in job.sources:
             if source not in info.columns:
@@ -425,7 +433,7 @@ class JobRunner:
                 if self.stop.is_set():
                     raise Stopped() from None
                 await self._recover(exc)
-            except EngineError as exc:
+            except (EngineError, SchemaError) as exc:
                 self.metrics.errors.labels(self.job.name, "fatal").inc()
                 await self.fail(exc)
 

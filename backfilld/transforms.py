@@ -28,6 +28,9 @@ def load(ref: str) -> Callable[..., Any]:
         except ImportError as exc:
             raise ConfigError(f"transform {ref!r}: cannot import module {module_name!r} ({exc}); is it installed "
                               "in the same environment as backfilld?") from None
+        except Exception as exc:  # noqa: BLE001 - a broken module raises anything on import
+            raise ConfigError(f"transform {ref!r}: importing module {module_name!r} failed: "
+                              f"{type(exc).__name__}: {exc}") from None
         fn = getattr(module, attr, None)
         if fn is None:
             raise ConfigError(f"transform {ref!r}: module {module_name!r} has no attribute {attr!r}")
@@ -36,7 +39,10 @@ def load(ref: str) -> Callable[..., Any]:
         if not found:
             raise ConfigError(f"transform {ref!r}: no installed package registers it under the entry-point "
                               f"group {ENTRY_POINT_GROUP!r}; write \"module:function\" or install the package")
-        fn = found[0].load()
+        try:
+            fn = found[0].load()
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"transform {ref!r}: loading its entry point failed: {type(exc).__name__}: {exc}") from None
     if not callable(fn):
         raise ConfigError(f"transform {ref!r} is not callable")
     return fn

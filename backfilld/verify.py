@@ -18,7 +18,7 @@ import structlog
 
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig
-from backfilld.engines.base import (Engine, JobState, WriteShape, build_fix_row, build_read, build_verify_read,
+from backfilld.engines.base import (Engine, WriteShape, build_fix_row, build_read, build_verify_read,
                                     encode_key, key_args, now_iso)
 from backfilld.job import Gate, OpenGate, Prepared, prepare
 
@@ -41,10 +41,11 @@ class VerifyResult:
     sample_errors: list[Any] = field(default_factory=list)
     took_s: float = 0.0
     at: str = ""
+    complete: bool = False        # the walk reached the end of the table (not stopped by a signal)
 
     @property
     def clean(self) -> bool:
-        return self.missing == 0 and self.wrong == 0 and self.errors == 0
+        return self.complete and self.missing == 0 and self.wrong == 0 and self.errors == 0
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "clean": self.clean}
@@ -85,6 +86,7 @@ class Verifier:
             b0 = time.monotonic()
             found = await self.engine.next_range(p.plan, last, self.sizer.size)
             if found is None:
+                result.complete = True
                 break
             hi, scanned = found
             rows = await self.engine.fetch(reads[last is not None], {**key_args("lo", last), **key_args("hi", hi)})
@@ -145,18 +147,9 @@ class Verifier:
 
 
 async def record(engine: Engine, state_table: str, result: VerifyResult) -> None:
-    """Store the result with the job; verified_at only moves when the check was clean."""
-    await engine.ensure_state_table(state_table)
-    state = await engine.read_state(state_table, result.job)
-    if state is None:
-        state = JobState(job=result.job, fingerprint="", status="pending", updated_at=now_iso())
-        insert = True
-    else:
-        insert = False
-    state.verify_result = json.dumps(result.as_dict(), default=str, ensure_ascii=False)
-    if result.clean:
-        state.verified_at = result.at
-    await engine.write_state(state_table, state, insert=insert)
+    """Store the result with the job; verified_at only moves when a complete check was clean."""
+    await engine.write_verify(state_table, result.job, json.dumps(result.as_dict(), default=str, ensure_ascii=False),
+                              result.at if result.clean else None)
 
 
 def describe(result: VerifyResult, fix: bool) -> list[str]:
@@ -170,5 +163,8 @@ def describe(result: VerifyResult, fix: bool) -> list[str]:
         lines.append(f"  fixed {result.fixed}" + (f", {result.not_fixed} changed meanwhile (left alone)"
                                                   if result.not_fixed else "")
                      + ("; run verify again to confirm" if not result.clean else ""))
-    lines.append("  verified: every row is right" if result.clean else "  NOT verified")
+    if not result.complete:
+        lines.append("  stopped before the end of the table: NOT verified")
+    else:
+        lines.append("  verified: every row is right" if result.clean else "  NOT verified")
     return lines

@@ -18,6 +18,12 @@ backfilld/ itself. Delete this file once the changes land (or are rejected).
    which made the engine compute the expression twice per row (WHERE and SET). Rows whose expression is NULL
    are then written with NULL in pass 1 (no change of value); the sweep (2.) still uses the full predicate,
    so the job's completion rule is unchanged.
+4. no heartbeat without replicas (PostgreSQL): the heartbeat writer commits a row (an fsync on the primary)
+   and reads pg_current_wal_lsn() every 0.1 s even when no [[replicas]] are configured and nothing streams
+   from the primary; here it only writes while a replica is configured or seen in pg_stat_replication.
+5. max_batch 100000 instead of 20000 (when left at its default): the sizer steers toward
+   target_batch_time_s = 0.5 s, but 20,000-key batches take 0.05-0.25 s here, so the cap, not the target,
+   sets the number of batches (commits, lookups, checkpoint writes).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-PATCHES = ("offset_lookup", "seek_sweep", "single_eval")
+PATCHES = ("offset_lookup", "seek_sweep", "single_eval", "quiet_heartbeat", "max_batch_100k")
 
 
 def _offset_stmt(stmt: Any) -> Any:
@@ -110,6 +116,43 @@ def applied(which: tuple[str, ...] = PATCHES) -> Iterator[None]:
 
         undo.append((jobmod, "prepare", orig_prepare))
         jobmod.prepare = prepare
+    if "quiet_heartbeat" in which:
+        from backfilld.throttle import Throttle, probes
+
+        orig_hb, orig_att, orig_start = (probes.HeartbeatWriter.__dict__["step"],
+                                         probes.AttachedReplicas.__dict__["step"], Throttle.__dict__["start"])
+
+        async def hb_step(self: Any) -> None:
+            if self.__dict__.get("_needed", True):
+                await orig_hb(self)
+
+        async def att_step(self: Any) -> None:
+            await orig_att(self)
+            if not self.heartbeat.__dict__.get("_configured"):
+                self.heartbeat._needed = bool(self.signals)  # streaming now, or seen before (fail closed)
+
+        async def start(self: Any) -> None:
+            await orig_start(self)
+            if self.heartbeat is not None:
+                self.heartbeat._configured = bool(self.config.replicas)
+
+        patch(probes.HeartbeatWriter, "step", hb_step)
+        patch(probes.AttachedReplicas, "step", att_step)
+        patch(Throttle, "start", start)
+
+    if "max_batch_100k" in which:
+        from backfilld import daemon
+
+        orig_make_sizer = daemon.make_sizer
+
+        def make_sizer(config: Any, job: Any) -> Any:
+            sizer = orig_make_sizer(config, job)
+            if sizer.max_size == 20_000:
+                sizer.retune(max_size=100_000)
+            return sizer
+
+        undo.append((daemon, "make_sizer", orig_make_sizer))
+        daemon.make_sizer = make_sizer
     try:
         yield
     finally:

@@ -559,8 +559,10 @@ class Engine(abc.ABC):
         insert = Stmt(d.finish(f"INSERT INTO {t} ({', '.join(d.quote(c) for c in cols)}) VALUES "
                                f"({', '.join(p(c) for c in cols)})"), tuple(p.names))
         p = _Params(d)
-        # the daemon never writes `requests`: operators do (write_requests), and a save must not undo theirs
-        sets = ", ".join(f"{d.quote(c)} = {p(c)}" for c in cols if c not in ("job", "requests"))
+        # a job's save writes only what the job owns: `requests` belong to operators (write_requests) and
+        # verified_at / verify_result to verify (write_verify); a save must never undo theirs
+        sets = ", ".join(f"{d.quote(c)} = {p(c)}" for c in cols
+                         if c not in ("job", "requests", "verified_at", "verify_result"))
         update = Stmt(d.finish(f"UPDATE {t} SET {sets} WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
         p = _Params(d)
         advance = Stmt(d.finish(
@@ -577,8 +579,12 @@ class Engine(abc.ABC):
         p = _Params(d)
         set_requests = Stmt(d.finish(f"UPDATE {t} SET {d.quote('requests')} = {p('requests')} "
                                      f"WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
+        p = _Params(d)
+        set_verify = Stmt(d.finish(f"UPDATE {t} SET {d.quote('verify_result')} = {p('result')}, "
+                                   f"{d.quote('verified_at')} = COALESCE({p('verified_at')}, {d.quote('verified_at')}) "
+                                   f"WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
         return {"insert": insert, "update": update, "advance": advance, "select_one": select_one,
-                "select_all": select_all, "set_requests": set_requests}
+                "select_all": select_all, "set_requests": set_requests, "set_verify": set_verify}
 
     async def read_state(self, table: str, job: str) -> JobState | None:
         rows = await self.fetch(self._state_stmts(table)["select_one"], {"job": job})
@@ -599,6 +605,15 @@ class Engine(abc.ABC):
                                                    updated_at=now_iso()), insert=True)
         else:
             await self.execute(self._state_stmts(table)["set_requests"], {"requests": requests, "job": job})
+
+    async def write_verify(self, table: str, job: str, result: str, verified_at: str | None) -> None:
+        """Store a verify result (and, when it was clean and complete, its time) without touching the rest."""
+        await self.ensure_state_table(table)
+        if await self.read_state(table, job) is None:
+            await self.write_state(table, JobState(job=job, fingerprint="", status="pending", updated_at=now_iso()),
+                                   insert=True)
+        await self.execute(self._state_stmts(table)["set_verify"],
+                           {"result": result, "verified_at": verified_at, "job": job})
 
     async def advance_state(self, table: str, job: str, last_key: Sequence[Any], rows: int, scanned: int,
                             pending: int = 0) -> None:

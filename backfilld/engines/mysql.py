@@ -78,7 +78,10 @@ class MySQLEngine(Engine):
                 client_flag=CLIENT.FOUND_ROWS)
             async with self._conn.cursor() as cur:
                 # innodb_lock_wait_timeout has whole-second resolution: round up, at least 1 s
-                await cur.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(self.lock_timeout_s))}")
+                wait_s = max(1, math.ceil(self.lock_timeout_s))
+                await cur.execute(f"SET SESSION innodb_lock_wait_timeout = {wait_s}")
+                # metadata locks too (default: a year): a batch queued behind an ALTER gives up and retries
+                await cur.execute(f"SET SESSION lock_wait_timeout = {wait_s}")
                 await cur.execute("SET NAMES utf8mb4")
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
             await self.close()

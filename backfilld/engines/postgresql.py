@@ -175,20 +175,35 @@ class PostgresEngine(Engine):
             "SELECT pg_is_in_recovery(), pg_is_in_recovery() AND pg_is_wal_replay_paused(), "
             "CASE WHEN NOT pg_is_in_recovery() THEN NULL "
             "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
-            "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END")
-        in_recovery, paused, lag = rows[0]
+            "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END, "
+            "(SELECT status FROM pg_stat_wal_receiver)")
+        in_recovery, paused, lag, receiver = rows[0]
         if not in_recovery:
             return math.inf, "not a standby (pg_is_in_recovery() is false)"
         if paused:
             return math.inf, "WAL replay is paused"
+        if receiver != "streaming":  # received = replayed means nothing when nothing is being received
+            return math.inf, f"WAL receiver is not streaming ({receiver or 'not running'})"
         if lag is None:
             return math.inf, "nothing replayed yet"
         return max(0.0, float(lag)), "replay timestamp"
 
     async def attached_replicas(self) -> list[tuple[str, int]]:
-        rows = await self.fetch("SELECT application_name, coalesce(host(client_addr), 'local'), "
-                                "coalesce(replay_lsn, '0/0')::text FROM pg_stat_replication ORDER BY 1, 2")
-        return [(f"{app or 'walreceiver'}@{addr}", parse_lsn(lsn)) for app, addr, lsn in rows]
+        # physical standbys only (logical walsenders have no client to lag); one per pid, so two standbys
+        # with the same name and address are still two replicas
+        rows = await self.fetch("SELECT pid, application_name, coalesce(host(client_addr), 'local'), "
+                                "replay_lsn::text FROM pg_stat_replication WHERE state = 'streaming' "
+                                "ORDER BY 2, 3, 1")
+        seen: dict[str, int] = {}
+        out = []
+        for _pid, app, addr, lsn in rows:
+            if lsn is None:
+                raise EngineError("pg_stat_replication hides replay positions from this role; grant it "
+                                  "pg_read_all_stats (or list the replicas in [[replicas]])")
+            name = f"{app or 'walreceiver'}@{addr}"
+            seen[name] = seen.get(name, 0) + 1
+            out.append((name if seen[name] == 1 else f"{name}#{seen[name]}", parse_lsn(lsn)))
+        return out
 
     async def load(self) -> float:
         rows = await self.fetch("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "

@@ -52,9 +52,10 @@ class Throttle:
 
     # ------------------------------------------------------------------ lifecycle
     def _engine(self, section, where: str) -> Engine:  # noqa: ANN001
+        # no fast_commit here: a heartbeat that waits in the WAL writer's buffer would read as replica lag
         db = self.config.database
         return engines.create(database_url(section, where), lock_timeout_s=db.lock_timeout_s,
-                              connect_timeout_s=section.connect_timeout_s, fast_commit=db.fast_commit)
+                              connect_timeout_s=section.connect_timeout_s)
 
     async def start(self) -> None:
         cfg, now = self.cfg, self.clock()
@@ -71,7 +72,8 @@ class Throttle:
             probe = ReplicaLag(self._engine(rc, f"replicas[{i}]"), sig, cfg.lag_probe, hb_table, self.writer_id)
             self._loops.append(Loop(f"replica:{rc.label}", probe.engine, interval, probe.step, sig.fail))
         if engine_name == "postgresql" and self.heartbeat is not None:
-            att = AttachedReplicas(self._engine(self.config.database, "database"), self.heartbeat, self.attached)
+            att = AttachedReplicas(self._engine(self.config.database, "database"), self.heartbeat, self.attached,
+                                   fail_closed=not self.config.replicas)
             self._loops.append(Loop("attached_replicas", att.engine, interval, att.step, att.on_error))
         if cfg.max_load > 0 and engine_name != "sqlite":
             self.load_signal = Signal("primary load", started_at=now)

@@ -115,13 +115,19 @@ class AttachedReplicas:
     process's clock alone, correct while replay is paused, and sub-second.
     """
 
-    def __init__(self, engine: Engine, heartbeat: HeartbeatWriter, signals: dict[str, Signal]) -> None:
+    def __init__(self, engine: Engine, heartbeat: HeartbeatWriter, signals: dict[str, Signal],
+                 fail_closed: bool = True) -> None:
         self.engine, self.heartbeat, self.signals = engine, heartbeat, signals
+        # without [[replicas]] entries, discovery is the only view of the replicas: if it cannot read
+        # pg_stat_replication, hold work back (fail closed) with a reason that says what to grant
+        self.fail_closed = fail_closed
 
     async def step(self) -> None:
         now_m, now_w = time.monotonic(), time.time()
         seen = set()
-        for name, replayed in await self.engine.attached_replicas():
+        found = await self.engine.attached_replicas()
+        self.signals.pop("(discovery)", None)
+        for name, replayed in found:
             seen.add(name)
             sig = self.signals.setdefault(name, Signal(f"replica {name}", started_at=now_m))
             t = self.heartbeat.time_at(replayed)
@@ -138,6 +144,8 @@ class AttachedReplicas:
                 sig.fail("no longer streaming from the primary (pg_stat_replication)")
 
     def on_error(self, msg: str) -> None:
+        if not self.signals and self.fail_closed:
+            self.signals["(discovery)"] = Signal("replica discovery", started_at=time.monotonic())
         for sig in self.signals.values():
             sig.fail(msg)
 
