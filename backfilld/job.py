@@ -157,7 +157,7 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
         shape = WriteShape(tuple(key), tuple(job.sources), tuple(job.targets), job.overwrite)
         return Prepared(job, info, key, {}, plan, fingerprint, transform, shape)
     exprs = job.expressions(engine.name)
-    plan = engine.plan(job.table, key, exprs, job.where, job.overwrite)
+    plan = engine.plan(job.table, key, exprs, job.where, job.overwrite, info.columns)
     await engine.check_expressions(plan)
     return Prepared(job, info, key, exprs, plan, fingerprint)
 

@@ -73,7 +73,8 @@ class Verifier:
         t0 = time.monotonic()
         d = self.engine.dialect
         if p.transform is None:
-            reads = [build_verify_read(d, self.job.table, p.key, p.exprs, self.job.where, after=a) for a in (False, True)]
+            reads = [build_verify_read(d, self.job.table, p.key, p.exprs, self.job.where, after=a,
+                                       columns=p.table.columns) for a in (False, True)]
             fix_stmt = build_fix_row(d, self.job.table, p.key, p.exprs)
         else:
             cols = (*self.job.sources, *self.job.targets)

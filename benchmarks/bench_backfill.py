@@ -11,7 +11,12 @@ email_domain) is loaded once, then three contenders fill email_domain = lower(su
   loop       the usual hand-written loop: `UPDATE ... WHERE id > lo AND id <= lo + 1000 AND email_domain IS
              NULL`, autocommit (one transaction per batch), no sleep; one round trip per batch;
   backfilld  backfilld.daemon.run() in this process with default settings ([throttle] untouched; only the
-             state and heartbeat table names are the benchmark's own so it can drop them afterwards).
+             state and heartbeat table names are the benchmark's own so it can drop them afterwards, and the
+             HTTP endpoints listen on a free port instead of 9464). Its defaults include fast_commit = true
+             (synchronous_commit=off on PostgreSQL, synchronous=NORMAL on SQLite for its own commits); the
+             other contenders commit with the servers' defaults, as a hand-written script would.
+  backfilld+proposed  (only with --proposed) backfilld with the speed-ups proposed for issue #6 patched in
+             for the run, in this process only: see benchmarks/proposed.py.
 
 Contenders use the drivers backfilld uses (asyncpg, aiomysql, aiosqlite), each opening its own connection
 inside the timed region, so the differences are the algorithms and round trips, not the drivers. Runs are
@@ -82,7 +87,6 @@ for _p in (REPO_ROOT, REPO_ROOT / "benchmarks"):
         sys.path.insert(0, str(_p))
 
 DEFAULT_ROWS = 1_000_000
-DEFAULT_REPLICATED_ROWS = 1_000_000
 LOOP_BATCH = 1000
 HEARTBEAT_S = 0.05
 # InnoDB history list length counted as "purge caught up": not 0, since heartbeat writes (ours on a pair, and
@@ -500,7 +504,7 @@ class Breakdown:
         setattr(owner, name, new)
 
     def __enter__(self) -> Breakdown:
-        from backfilld import daemon, engines, job as jobmod
+        from backfilld import daemon, job as jobmod
         from backfilld.throttle import Throttle
 
         bd = self
@@ -532,7 +536,6 @@ class Breakdown:
         if hasattr(jobmod.JobRunner, "_poll_requests"):
             self._patch(jobmod.JobRunner, "_poll_requests",
                         timed("operator request poll", jobmod.JobRunner._poll_requests, mine=False))
-        _ = engines
         return self
 
     def _wrap_engine_class(self, cls: type) -> None:
@@ -935,8 +938,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                "pairs); each scales about linearly with --rows and --repeat. --proposed adds a fourth contender "
                "(about a third more time).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=None, help=f"rows in the table (default {DEFAULT_ROWS:,}; "
-                    f"{DEFAULT_REPLICATED_ROWS:,} with --replicated)")
+    ap.add_argument("--rows", type=int, default=DEFAULT_ROWS, help=f"rows in the table (default {DEFAULT_ROWS:,})")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each contender; medians are reported (default 3)")
     ap.add_argument("--engines", default=None, help="comma-separated: sqlite,postgresql,mysql (default all three; "
                     "postgresql,mysql with --replicated)")
@@ -951,15 +953,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "(lookup, BEGIN, UPDATE, state update, COMMIT, throttle) and count its round trips")
     ap.add_argument("--json", metavar="PATH", help="also write every run and the summary as JSON to PATH")
     ap.add_argument("--pg-url", default=os.environ.get("BACKFILLD_TEST_POSTGRESQL_URL",
-                                                       "postgresql://postgres@127.0.0.1:5432/test"))
-    ap.add_argument("--mysql-url", default=os.environ.get("BACKFILLD_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"))
+                                                       "postgresql://postgres@127.0.0.1:5432/test"),
+                    help="PostgreSQL to use without --replicated (default: $BACKFILLD_TEST_POSTGRESQL_URL or "
+                         "%(default)s)")
+    ap.add_argument("--mysql-url", default=os.environ.get("BACKFILLD_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+                    help="MariaDB/MySQL to use without --replicated (default: $BACKFILLD_TEST_MYSQL_URL or "
+                         "%(default)s)")
     ap.add_argument("--sqlite-dir", default=None, help="directory for the SQLite file (default: a temporary one)")
     ap.add_argument("--daemon-log", default=os.devnull, help="where backfilld's JSON log lines go (default: "
                     "discarded; they are rendered all the same, as with the CLI)")
     ap.add_argument("--replica-timeout", type=float, default=900.0,
                     help="seconds to wait for a replica to hold every value after a run (default 900)")
     args = ap.parse_args(argv)
-    args.rows = args.rows or (DEFAULT_REPLICATED_ROWS if args.replicated else DEFAULT_ROWS)
     default_engines = "postgresql,mysql" if args.replicated else ",".join(ENGINES)
     args.engines = [e.strip() for e in (args.engines or default_engines).split(",") if e.strip()]
     args.engines = ["mysql" if e == "mariadb" else e for e in args.engines]

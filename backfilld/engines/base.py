@@ -115,6 +115,15 @@ class Dialect:
         """a and b are equal, NULLs compared as values."""
         return f"{a} IS NOT DISTINCT FROM {b}"
 
+    def cast_to(self, expr: str, column: Column | None) -> str:
+        """expr as the column would store it, so that a stored value compares equal to what was written
+        (numeric(10,2) rounds x / 3.0; a TEXT column holds 10 as '10')."""
+        return f"CAST({expr} AS {column.type})" if column is not None and column.type else expr
+
+    def differs(self, stored: str, expr: str, column: Column | None) -> str:
+        """The stored value is not what writing expr would store (exact: no collation folds case)."""
+        return self.distinct(stored, self.cast_to(expr, column))
+
     def finish(self, sql: str) -> str:
         """Last touch on a statement's text before it is sent (MySQL escapes % for its driver)."""
         return sql
@@ -172,17 +181,19 @@ def build_lookup(d: Dialect, table: str, key: Sequence[str], after: bool) -> Stm
     return Stmt(d.finish(sql), tuple(p.names))
 
 
-def needs_fill(d: Dialect, exprs: dict[str, str], overwrite: bool) -> str:
+def needs_fill(d: Dialect, exprs: dict[str, str], overwrite: bool, columns: dict[str, Column] | None = None) -> str:
     """A row's targets are not yet what the job would write."""
+    columns = columns or {}
     conds = []
     for target, expr in exprs.items():
         t = d.quote(target)
-        conds.append(d.distinct(t, f"({expr})") if overwrite else f"({t} IS NULL AND ({expr}) IS NOT NULL)")
+        conds.append(d.differs(t, f"({expr})", columns.get(target)) if overwrite
+                     else f"({t} IS NULL AND ({expr}) IS NOT NULL)")
     return "(" + " OR ".join(conds) + ")"
 
 
 def build_update(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-                 overwrite: bool, after: bool) -> Stmt:
+                 overwrite: bool, after: bool, columns: dict[str, Column] | None = None) -> Stmt:
     """Fill the targets of the rows in (lo, hi] that need it; a filled target is never overwritten."""
     p = _Params(d)
     sets = []
@@ -198,7 +209,7 @@ def build_update(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, st
     conds.append(d.row_cmp(key, "<=", p, "hi"))
     if where:
         conds.append(f"({where})")
-    conds.append(needs_fill(d, exprs, overwrite))
+    conds.append(needs_fill(d, exprs, overwrite, columns))
     sql = f"UPDATE {d.table(table)} SET {', '.join(sets)} WHERE {' AND '.join(conds)}"
     return Stmt(d.finish(sql), tuple(p.names))
 
@@ -218,14 +229,14 @@ def build_count_pending(d: Dialect, table: str, exprs: dict[str, str], where: st
 
 
 def build_plan(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-               overwrite: bool) -> BatchPlan:
+               overwrite: bool, columns: dict[str, Column] | None = None) -> BatchPlan:
     if not exprs:
         raise ValueError("a plan needs at least one target expression")
     return BatchPlan(
         lookup_first=build_lookup(d, table, key, after=False),
         lookup_after=build_lookup(d, table, key, after=True),
-        update_first=build_update(d, table, key, exprs, where, overwrite, after=False),
-        update_after=build_update(d, table, key, exprs, where, overwrite, after=True),
+        update_first=build_update(d, table, key, exprs, where, overwrite, after=False, columns=columns),
+        update_after=build_update(d, table, key, exprs, where, overwrite, after=True, columns=columns),
         sample=build_sample(d, table, exprs, where),
         count_pending=build_count_pending(d, table, exprs, where, overwrite),
         key=tuple(key), targets=tuple(exprs),
@@ -256,7 +267,7 @@ def build_transform_read(d: Dialect, table: str, key: Sequence[str], sources: Se
 
 
 def build_verify_read(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-                      after: bool) -> Stmt:
+                      after: bool, columns: dict[str, Column] | None = None) -> Stmt:
     """SQL jobs: key, then (target, expected) per target, for rows in the range whose target is missing or wrong."""
     p = _Params(d)
     conds = []
@@ -265,10 +276,12 @@ def build_verify_read(d: Dialect, table: str, key: Sequence[str], exprs: dict[st
     conds.append(d.row_cmp(key, "<=", p, "hi"))
     if where:
         conds.append(f"({where})")
+    columns = columns or {}
     problems = [f"({d.quote(t)} IS NULL AND ({e}) IS NOT NULL) OR ({d.quote(t)} IS NOT NULL AND "
-                f"{d.distinct(d.quote(t), f'({e})')})" for t, e in exprs.items()]
+                f"{d.differs(d.quote(t), f'({e})', columns.get(t))})" for t, e in exprs.items()]
     conds.append("(" + " OR ".join(problems) + ")")
-    sel = ", ".join([*(d.quote(k) for k in key), *(f"{d.quote(t)}, ({e})" for t, e in exprs.items())])
+    sel = ", ".join([*(d.quote(k) for k in key),
+                     *(f"{d.quote(t)}, {d.cast_to(f'({e})', columns.get(t))}" for t, e in exprs.items())])
     return Stmt(d.finish(f"SELECT {sel} FROM {d.table(table)} WHERE {' AND '.join(conds)}"), tuple(p.names))
 
 
@@ -519,8 +532,8 @@ class Engine(abc.ABC):
 
     # --- shared operations
     def plan(self, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-             overwrite: bool) -> BatchPlan:
-        return build_plan(self.dialect, table, key, exprs, where, overwrite)
+             overwrite: bool, columns: dict[str, Column] | None = None) -> BatchPlan:
+        return build_plan(self.dialect, table, key, exprs, where, overwrite, columns)
 
     async def next_range(self, plan: BatchPlan, after: Sequence[Any] | None, n: int) -> tuple[tuple[Any, ...], int] | None:
         """The last key of the next n keys after `after` (start of table if None), and how many there are."""

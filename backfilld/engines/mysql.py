@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import warnings
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -39,6 +40,32 @@ class MySQLDialect(Dialect):
 
     def same(self, a: str, b: str) -> str:
         return f"{a} <=> {b}"
+
+    def cast_to(self, expr: str, column: Column | None) -> str:
+        # MySQL's CAST takes a few type names only; map the column's type onto the nearest
+        if column is None:
+            return expr
+        t = column.type.lower()
+        m = re.match(r"(decimal|numeric)\((\d+),\s*(\d+)\)", t)
+        if m:
+            return f"CAST({expr} AS DECIMAL({m.group(2)},{m.group(3)}))"
+        base = t.split("(")[0].split()[0]
+        if base in ("tinyint", "smallint", "mediumint", "int", "integer", "bigint"):
+            return f"CAST({expr} AS {'UNSIGNED' if 'unsigned' in t else 'SIGNED'})"
+        if base in ("float", "double", "real"):
+            return f"CAST({expr} AS DOUBLE)"
+        if base in ("date", "time"):
+            return f"CAST({expr} AS {base.upper()})"
+        if base in ("datetime", "timestamp"):
+            fsp = re.search(r"\((\d)\)", t)
+            return f"CAST({expr} AS DATETIME{f'({fsp.group(1)})' if fsp else ''})"
+        return expr
+
+    def differs(self, stored: str, expr: str, column: Column | None) -> str:
+        if column is not None and column.collation:  # text: byte-exact, whatever the column's collation
+            # bytes, not a collation: even utf8mb4_bin pads trailing spaces on MariaDB
+            return f"NOT ({_bytes(stored)} <=> {_bytes(expr)})"
+        return self.distinct(stored, self.cast_to(expr, column))
 
     def finish(self, sql: str) -> str:
         # the driver formats parameters with the % operator: a literal % in an expression must be doubled
@@ -239,13 +266,12 @@ class MySQLEngine(Engine):
 def build_write(d: MySQLDialect, info: TableInfo, shape: WriteShape, n_rows: int) -> Stmt:
     """UPDATE joined to a derived table of the batch's computed rows (MariaDB has no VALUES ROW()).
 
-    Text is compared byte-exact (utf8mb4_bin on both sides) in the guards, so a source changed only in
-    case or accents counts as changed; the key join casts only the joined value to the key column's own
+    Text is compared byte-exact (as binary utf8mb4) in the guards, so a source changed only in case,
+    accents or trailing spaces counts as changed; the key join casts only the joined value to the key column's own
     collation, so the primary key is used and no "illegal mix of collations" can arise.
     """
     text = {c for c, col in info.columns.items() if col.collation}
-    compare = {c: "CONVERT({} USING utf8mb4) COLLATE utf8mb4_bin" for c in (*shape.sources, *shape.targets)
-               if c in text}
+    compare = {c: _bytes("{}") for c in (*shape.sources, *shape.targets) if c in text}
     join_value = {k: f"CONVERT({{}} USING {info.columns[k].collation.split('_')[0]}) COLLATE "
                      f"{info.columns[k].collation}" for k in shape.key if k in text}
     sets, joins, guards = transform_update_parts(d, shape, compare, join_value)
@@ -256,3 +282,8 @@ def build_write(d: MySQLDialect, info: TableInfo, shape: WriteShape, n_rows: int
     sql = (f"UPDATE {d.table(info.name)} AS bf_t JOIN ({src}) AS bf_v ON {' AND '.join(joins)} SET "
            + ", ".join(f"bf_t.{d.quote(t)} = {v}" for t, v in sets) + " WHERE " + " AND ".join(guards))
     return Stmt(d.finish(sql), tuple(f"r{i}c{j}" for i in range(n_rows) for j in range(shape.width)))
+
+
+def _bytes(expr: str) -> str:
+    """Text as its utf8mb4 bytes: equal only when identical (no case folding, no trailing-space padding)."""
+    return f"CAST(CONVERT({expr} USING utf8mb4) AS BINARY)"

@@ -23,6 +23,10 @@ class SQLiteDialect(Dialect):
     def same(self, a: str, b: str) -> str:
         return f"{a} IS {b}"
 
+    def differs(self, stored: str, expr: str, column: Column | None) -> str:
+        # IS NOT compares with the column's collation (NOCASE would fold case): force BINARY
+        return f"{stored} IS NOT {self.cast_to(expr, column)} COLLATE BINARY"
+
 
 # SQLite binds at most 32766 parameters a statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32); a batch's
 # transform write is split into statements under that, all in the batch's one transaction.
