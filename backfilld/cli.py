@@ -15,7 +15,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from backfilld import __version__, config as config_mod, logs
-from backfilld.errors import BackfilldError, ConfigError, JobFailed, SchemaError, SpecChangedError
+from backfilld.errors import BackfilldError, ConfigError, SchemaError, SpecChangedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Replication-aware online backfills for PostgreSQL, MySQL/MariaDB and SQLite.\n\n"

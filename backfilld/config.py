@@ -314,7 +314,7 @@ class ThrottleConfig(_Model):
     target_batch_time_s: Annotated[float, Field(gt=0.01, le=60)] = 0.5
     # Bounds on keys per batch, whatever the sizer computes.
     min_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 50
-    max_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
+    max_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
     # Rows written per second, across the daemon; 0 means unlimited.
     max_rows_per_s: Annotated[float, Field(ge=0)] = 0
     # Pause while the primary's load is above this (MySQL Threads_running, PostgreSQL active backends);

@@ -8,7 +8,6 @@ and the exit code. Delegates the batch loop to job.JobRunner.
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
 import os
 import signal
@@ -19,6 +18,7 @@ from typing import Any
 import structlog
 
 from backfilld import config as config_mod, engines
+from backfilld.aio import wait_event
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig, database_url
 from backfilld.engines.base import Engine, JobState, key_args
@@ -156,8 +156,7 @@ class Daemon:
                          if name in results and results[name].status == "completed"]
             interval = min((r.job.follow_interval_s for r in following), default=0.0)
             while self.opts.follow and following and not self.stop.is_set():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), interval)
+                await wait_event(self.stop, interval)
                 for r in list(following):
                     if self.stop.is_set():
                         break

@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
+from backfilld.aio import wait_event
 from backfilld.chunker import BatchSizer
 from backfilld.config import JobConfig
 from backfilld.engines.base import (BatchPlan, Engine, JobState, TableInfo, WriteShape, build_lookup,
@@ -407,10 +408,7 @@ class JobRunner:
         await self.engine.write_state(self.state_table, self.state)
 
     async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self.stop.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+        await wait_event(self.stop, seconds)
 
     async def _with_retries(self, op: Callable[[], Any]) -> Any:
         attempt = 0

@@ -169,15 +169,21 @@ class BatchPlan:
 
 
 def build_lookup(d: Dialect, table: str, key: Sequence[str], after: bool) -> Stmt:
-    """The last key of the next batch and how many keys the batch holds, in one index range read."""
+    """The last key of the next batch and how many keys the batch holds, in one index range read.
+
+    A single-column key takes max() and count() of the range (no sort); a composite key, which has no max,
+    sorts the range's keys in reverse and counts them with a window.
+    """
     p = _Params(d)
     cols = ", ".join(d.quote(c) for c in key)
     where = f" WHERE {d.row_cmp(key, '>', p, 'lo')}" if after else ""
-    desc = ", ".join(f"{d.quote(c)} DESC" for c in key)
     asc = ", ".join(d.quote(c) for c in key)
-    sql = (f"SELECT {cols}, count(*) OVER () AS bf_n FROM "
-           f"(SELECT {cols} FROM {d.table(table)}{where} ORDER BY {asc} LIMIT {p('n')}) AS bf_r "
-           f"ORDER BY {desc} LIMIT 1")
+    inner = f"(SELECT {cols} FROM {d.table(table)}{where} ORDER BY {asc} LIMIT {p('n')}) AS bf_r"
+    if len(key) == 1:
+        sql = f"SELECT max({cols}), count(*) AS bf_n FROM {inner} HAVING count(*) > 0"
+    else:
+        desc = ", ".join(f"{d.quote(c)} DESC" for c in key)
+        sql = f"SELECT {cols}, count(*) OVER () AS bf_n FROM {inner} ORDER BY {desc} LIMIT 1"
     return Stmt(d.finish(sql), tuple(p.names))
 
 

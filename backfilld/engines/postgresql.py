@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from backfilld.aio import within
 from backfilld.engines.base import Column, Dialect, Engine, Stmt, TableInfo, WriteShape, transform_update_parts
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
@@ -62,7 +63,7 @@ class PostgresEngine(Engine):
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 5)
+                await within(conn.close(), 5)
 
     def _c(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():

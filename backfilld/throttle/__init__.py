@@ -16,6 +16,7 @@ from collections.abc import Callable
 import structlog
 
 from backfilld import engines
+from backfilld.aio import wait_event
 from backfilld.config import Config, ThrottleConfig, database_url
 from backfilld.engines.base import Engine
 from backfilld.errors import BackfilldError
@@ -64,7 +65,9 @@ class Throttle:
         interval = cfg.heartbeat_interval_s
         want_heartbeat = engine_name == "postgresql" or (self.config.replicas and cfg.lag_probe == "heartbeat")
         if want_heartbeat:
-            self.heartbeat = HeartbeatWriter(self._engine(self.config.database, "database"), hb_table, self.writer_id)
+            configured = bool(self.config.replicas)
+            self.heartbeat = HeartbeatWriter(self._engine(self.config.database, "database"), hb_table, self.writer_id,
+                                             needed=lambda: configured or bool(self.attached))
             self._loops.append(Loop("heartbeat", self.heartbeat.engine, interval, self.heartbeat.step,
                                     self.heartbeat.on_error))
         for i, rc in enumerate(self.config.replicas):
@@ -143,10 +146,7 @@ class Throttle:
                 break
             last = now
             delay = poll if d.throttled else min(poll, pace)
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(stop, delay)
         self._show(job, ())
         if paused_at is not None:
             log.info("throttle_resumed", job=job, paused_s=round(self.clock() - paused_at, 3), reason=reason)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 import structlog
 
+from backfilld.aio import within
 from backfilld.engines.base import Engine
 from backfilld.errors import EngineError
 from backfilld.throttle.decision import Signal
@@ -43,7 +43,7 @@ class Loop:
                 if not connected:
                     await self.engine.reconnect()
                     connected = True
-                await asyncio.wait_for(self.step(), timeout=max(2.0, 10 * self.interval_s))
+                await within(self.step(), max(2.0, 10 * self.interval_s))
                 if self._logged_error:
                     log.info("probe_recovered", probe=self.name)
                     self._logged_error = None
@@ -63,13 +63,17 @@ class Loop:
 class HeartbeatWriter:
     """Writes this host's clock into the heartbeat table on the primary every interval."""
 
-    def __init__(self, engine: Engine, table: str, writer: str) -> None:
+    def __init__(self, engine: Engine, table: str, writer: str, needed: Callable[[], bool] = lambda: True) -> None:
         self.engine, self.table, self.writer = engine, table, writer
         self.samples: deque[tuple[int, float]] = deque(maxlen=SAMPLES)   # (WAL position, time.time())
         self.error: str | None = None
         self._ready = False
+        # with no replica configured or streaming, a heartbeat is a commit (a flush) every interval for nothing
+        self.needed = needed
 
     async def step(self) -> None:
+        if not self.needed():
+            return
         if not self._ready:
             await self.engine.execute(self.engine.heartbeat_ddl(self.table))
             self._ready = True
@@ -163,6 +167,7 @@ class Load:
 async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     for t in tasks:
         t.cancel()
-    for t in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await t
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=5)
+        for t in pending:  # should not happen; never let a stuck probe hold the daemon's exit
+            log.error("probe_did_not_stop", probe=t.get_name())

@@ -18,10 +18,16 @@ PG, MY, LITE = PostgresDialect(), MySQLDialect(), SQLiteDialect()
 
 def test_postgres_lookup_is_a_bounded_keyset_read() -> None:
     s = build_lookup(PG, "app.users", ["id"], after=True)
-    assert s.sql == ('SELECT "id", count(*) OVER () AS bf_n FROM (SELECT "id" FROM "app"."users" WHERE "id" > $1 '
-                     'ORDER BY "id" LIMIT $2) AS bf_r ORDER BY "id" DESC LIMIT 1')
+    assert s.sql == ('SELECT max("id"), count(*) AS bf_n FROM (SELECT "id" FROM "app"."users" WHERE "id" > $1 '
+                     'ORDER BY "id" LIMIT $2) AS bf_r HAVING count(*) > 0')
     assert s.names == ("lo0", "n")
     assert "OFFSET" not in s.sql
+
+
+def test_composite_lookup_takes_the_last_key_of_the_range() -> None:
+    s = build_lookup(PG, "t", ["wiki", "id"], after=True)
+    assert s.sql.endswith('AS bf_r ORDER BY "wiki" DESC, "id" DESC LIMIT 1')
+    assert "count(*) OVER ()" in s.sql
 
 
 def test_first_lookup_has_no_lower_bound() -> None:
