@@ -334,6 +334,13 @@ class JobRunner:
         assert st is not None and p is not None
         size = self.sizer.size
         t0 = time.monotonic()
+        if st.pass_no > 1 and st.last_key is None and p.plan.any_pending is not None:
+            # a sweep starts by asking whether any row needs a value at all: one read-only statement, which
+            # on a table the fill left complete ends the pass at the cost of a scan, instead of a keyset walk
+            # of lookups and no-op UPDATEs over every key (the walk, guarded as ever, runs when it finds one)
+            if not await self.engine.fetch(p.plan.any_pending):
+                self.log.debug("sweep_found_nothing", pass_no=st.pass_no, took_s=round(time.monotonic() - t0, 4))
+                return None
         found = await self.engine.next_range(p.plan, st.last_key, size)
         if found is None:
             return None

@@ -18,6 +18,9 @@ backfilld/ itself. Delete this file once the changes land (or are rejected).
    which made the engine compute the expression twice per row (WHERE and SET). Rows whose expression is NULL
    are then written with NULL in pass 1 (no change of value); the sweep (2.) still uses the full predicate,
    so the job's completion rule is unchanged.
+(4. and 5. landed in backfilld in 2b757f1 -- heartbeat only while replicas exist, max_batch 100000 -- so there
+they change nothing; they stay so that the preview also runs against older checkouts. 2b757f1 also reads the
+batch's end with max()/count() instead of the window; 1. replaces that with the OFFSET form as well.)
 4. no heartbeat without replicas (PostgreSQL): the heartbeat writer commits a row (an fsync on the primary)
    and reads pg_current_wal_lsn() every 0.1 s even when no [[replicas]] are configured and nothing streams
    from the primary; here it only writes while a replica is configured or seen in pg_stat_replication.

@@ -164,6 +164,7 @@ class BatchPlan:
     update_after: Stmt | None = None
     sample: Stmt | None = None
     count_pending: Stmt | None = None
+    any_pending: Stmt | None = None
     read_first: Stmt | None = None
     read_after: Stmt | None = None
 
@@ -228,9 +229,17 @@ def build_sample(d: Dialect, table: str, exprs: dict[str, str], where: str | Non
 
 
 def build_count_pending(d: Dialect, table: str, exprs: dict[str, str], where: str | None,
-                        overwrite: bool) -> Stmt:
+                        overwrite: bool, columns: dict[str, Column] | None = None) -> Stmt:
     filt = f"({where}) AND " if where else ""
-    sql = f"SELECT count(*) FROM {d.table(table)} WHERE {filt}{needs_fill(d, exprs, overwrite)}"
+    sql = f"SELECT count(*) FROM {d.table(table)} WHERE {filt}{needs_fill(d, exprs, overwrite, columns)}"
+    return Stmt(d.finish(sql))
+
+
+def build_any_pending(d: Dialect, table: str, exprs: dict[str, str], where: str | None, overwrite: bool,
+                      columns: dict[str, Column] | None = None) -> Stmt:
+    """Whether any row still needs a value: one read-only statement that stops at the first it finds."""
+    filt = f"({where}) AND " if where else ""
+    sql = f"SELECT 1 FROM {d.table(table)} WHERE {filt}{needs_fill(d, exprs, overwrite, columns)} LIMIT 1"
     return Stmt(d.finish(sql))
 
 
@@ -244,7 +253,8 @@ def build_plan(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str]
         update_first=build_update(d, table, key, exprs, where, overwrite, after=False, columns=columns),
         update_after=build_update(d, table, key, exprs, where, overwrite, after=True, columns=columns),
         sample=build_sample(d, table, exprs, where),
-        count_pending=build_count_pending(d, table, exprs, where, overwrite),
+        count_pending=build_count_pending(d, table, exprs, where, overwrite, columns),
+        any_pending=build_any_pending(d, table, exprs, where, overwrite, columns),
         key=tuple(key), targets=tuple(exprs),
     )
 
