@@ -1017,6 +1017,7 @@ def preload() -> None:
 async def amain(args: argparse.Namespace) -> int:
     started = time.monotonic()
     preload()
+    version = code_version()  # now: the modules just imported are what runs, whatever is committed meanwhile
     tmpdir = Path(args.sqlite_dir) if args.sqlite_dir else Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     sink = open(args.daemon_log, "a")  # noqa: SIM115
     targets: list[Target] = []
@@ -1089,7 +1090,7 @@ async def amain(args: argparse.Namespace) -> int:
                         f"{r.rows / r.seconds:10,.0f} rows/s  cpu {r.cpu_s:5.2f} s{extra}  (reset {reset_s:.1f} s)")
         summary = summarize(runs, targets)
         total = time.monotonic() - started
-        meta = (f"{args.rows:,} rows, median of {args.repeat} interleaved runs; backfilld {code_version()}; "
+        meta = (f"{args.rows:,} rows, median of {args.repeat} interleaved runs; backfilld {version}; "
                 f"{platform.system()} "
                 f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
                 f"{'replicated pairs; ' if args.replicated else ''}whole benchmark {total / 60:.1f} min")

@@ -1,5 +1,11 @@
 """Preview of the speed-ups proposed for issue #6, for `bench_backfill.py --proposed` only.
 
+Status: 2 (a read-only "any row pending?" statement before a sweep), 4 (no heartbeat without replicas) and
+5 (max_batch 100000) have landed in backfilld, so their patches below change nothing any more; 1 landed in
+another form (max() and count() of the range for single-column keys, no sort). 3 (dropping the second
+evaluation of the expression) did not: it would write NULL over NULL and count it as a row written.
+What --proposed still measures is 1's OFFSET form and 3.
+
 Not part of backfilld: while the contender "backfilld+proposed" runs, this patches three things in this
 process (and puts them back afterwards), so that their gain can be measured before anyone changes
 backfilld/ itself. Delete this file once the changes land (or are rejected).
@@ -18,7 +24,8 @@ backfilld/ itself. Delete this file once the changes land (or are rejected).
    which made the engine compute the expression twice per row (WHERE and SET). Rows whose expression is NULL
    are then written with NULL in pass 1 (no change of value); the sweep (2.) still uses the full predicate,
    so the job's completion rule is unchanged.
-(4. and 5. landed in backfilld in 2b757f1 -- heartbeat only while replicas exist, max_batch 100000 -- so there
+(2. landed in backfilld in a9f593a (BatchPlan.any_pending), where this patch steps aside.
+4. and 5. landed in backfilld in 2b757f1 -- heartbeat only while replicas exist, max_batch 100000 -- so there
 they change nothing; they stay so that the preview also runs against older checkouts. 2b757f1 also reads the
 batch's end with max()/count() instead of the window; 1. replaces that with the OFFSET form as well.)
 4. no heartbeat without replicas (PostgreSQL): the heartbeat writer commits a row (an fsync on the primary)
@@ -98,6 +105,7 @@ def applied(which: tuple[str, ...] = PATCHES) -> Iterator[None]:
             st, p = self.state, self.prepared
             seeked = self.__dict__.setdefault("_proposed_seeked", set())
             if (st.pass_no > 1 and st.last_key is None and st.pass_no not in seeked
+                    and getattr(p.plan, "any_pending", None) is None  # a9f593a: backfilld does it itself
                     and p.plan.count_pending is not None and p.plan.update_after is not None):
                 seeked.add(st.pass_no)
                 if not await self.engine.fetch(_seek_stmt(p.plan.count_pending)):
