@@ -188,6 +188,15 @@ def build_lookup(d: Dialect, table: str, key: Sequence[str], after: bool) -> Stm
     return Stmt(d.finish(sql), tuple(p.names))
 
 
+def range_conds(d: Dialect, key: Sequence[str], p: _Params, where: str | None, after: bool) -> list[str]:
+    """The conditions of a batch's rows: key in (lo, hi] (from the table's start when not after) and the filter."""
+    conds = [d.row_cmp(key, ">", p, "lo")] if after else []
+    conds.append(d.row_cmp(key, "<=", p, "hi"))
+    if where:
+        conds.append(f"({where})")
+    return conds
+
+
 def needs_fill(d: Dialect, exprs: dict[str, str], overwrite: bool, columns: dict[str, Column] | None = None) -> str:
     """A row's targets are not yet what the job would write."""
     columns = columns or {}
@@ -210,12 +219,7 @@ def build_update(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, st
             sets.append(f"{t} = ({expr})")
         else:
             sets.append(f"{t} = COALESCE({t}, ({expr}))")
-    conds = []
-    if after:
-        conds.append(d.row_cmp(key, ">", p, "lo"))
-    conds.append(d.row_cmp(key, "<=", p, "hi"))
-    if where:
-        conds.append(f"({where})")
+    conds = range_conds(d, key, p, where, after)
     conds.append(needs_fill(d, exprs, overwrite, columns))
     sql = f"UPDATE {d.table(table)} SET {', '.join(sets)} WHERE {' AND '.join(conds)}"
     return Stmt(d.finish(sql), tuple(p.names))
@@ -263,12 +267,7 @@ def build_read(d: Dialect, table: str, key: Sequence[str], cols: Sequence[str], 
                cond: str | None, after: bool) -> Stmt:
     """Key and columns of the rows in (lo, hi] that pass the filter and cond."""
     p = _Params(d)
-    conds = []
-    if after:
-        conds.append(d.row_cmp(key, ">", p, "lo"))
-    conds.append(d.row_cmp(key, "<=", p, "hi"))
-    if where:
-        conds.append(f"({where})")
+    conds = range_conds(d, key, p, where, after)
     if cond:
         conds.append(cond)
     sel = ", ".join(d.quote(c) for c in (*key, *cols))
@@ -286,12 +285,7 @@ def build_verify_read(d: Dialect, table: str, key: Sequence[str], exprs: dict[st
                       after: bool, columns: dict[str, Column] | None = None) -> Stmt:
     """SQL jobs: key, then (target, expected) per target, for rows in the range whose target is missing or wrong."""
     p = _Params(d)
-    conds = []
-    if after:
-        conds.append(d.row_cmp(key, ">", p, "lo"))
-    conds.append(d.row_cmp(key, "<=", p, "hi"))
-    if where:
-        conds.append(f"({where})")
+    conds = range_conds(d, key, p, where, after)
     columns = columns or {}
     problems = [f"({d.quote(t)} IS NULL AND ({e}) IS NOT NULL) OR ({d.quote(t)} IS NOT NULL AND "
                 f"{d.differs(d.quote(t), f'({e})', columns.get(t))})" for t, e in exprs.items()]
