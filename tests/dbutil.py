@@ -85,6 +85,13 @@ class TestDb:
                     "label VARCHAR(255)")
         return await self.create(base, cols)
 
+    async def users_with(self, n: int, base: str = "users") -> str:
+        """A users table holding ids 1..n named n<id>, label NULL."""
+        table = await self.create_users(base)
+        await self.many(f"INSERT INTO {table} (id, name, deleted) VALUES (?, ?, 0)",
+                        [(i, f"n{i}") for i in range(1, n + 1)])
+        return table
+
     def config(self, jobs: list[dict[str, Any]], **extra: Any) -> Any:
         data: dict[str, Any] = {"database": {"url": self.url}, "state": {"table": self.state_table},
                                 "logging": {"level": "warning", "format": "json"}, "metrics": {"listen": ""},

@@ -17,12 +17,6 @@ from backfilld import control, daemon
 from tests.dbutil import CONCAT, TestDb
 
 
-async def users(db: TestDb, n: int) -> str:
-    table = await db.create_users()
-    await db.many(f"INSERT INTO {table} (id, name, deleted) VALUES (?, ?, 0)", [(i, f"n{i}") for i in range(1, n + 1)])
-    return table
-
-
 def job(db: TestDb, table: str) -> dict:
     return {"name": "ctl", "table": table, "batch_size": 50, "set": {"label": {db.engine_name: CONCAT[db.engine_name]}}}
 
@@ -32,7 +26,7 @@ async def filled(db: TestDb, table: str) -> int:
 
 
 async def test_pause_before_start_set_and_resume(db: TestDb) -> None:
-    table = await users(db, 2000)
+    table = await db.users_with(2000)
     cfg = db.config([job(db, table)], throttle={"max_rows_per_s": 2000, "min_batch": 10, "max_batch": 5000})
     # an operator pauses a job that has never run: the request waits for it in the state table
     await control.request(cfg, "ctl", paused=True)
@@ -54,7 +48,7 @@ async def test_pause_before_start_set_and_resume(db: TestDb) -> None:
 
 
 async def test_pause_mid_run_holds_batches(db: TestDb) -> None:
-    table = await users(db, 3000)
+    table = await db.users_with(3000)
     cfg = db.config([job(db, table)], throttle={"max_rows_per_s": 1500, "min_batch": 50, "max_batch": 50})
     run = asyncio.create_task(daemon.run(cfg, daemon.RunOptions()))
     while await filled(db, table) < 200:

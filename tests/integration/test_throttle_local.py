@@ -13,18 +13,12 @@ from backfilld.throttle import Throttle
 from tests.dbutil import CONCAT, TestDb
 
 
-async def users(db: TestDb, n: int) -> str:
-    table = await db.create_users()
-    await db.many(f"INSERT INTO {table} (id, name, deleted) VALUES (?, ?, 0)", [(i, f"n{i}") for i in range(1, n + 1)])
-    return table
-
-
 def job(db: TestDb, table: str) -> dict:
     return {"name": "j", "table": table, "batch_size": 100, "set": {"label": {db.engine_name: CONCAT[db.engine_name]}}}
 
 
 async def test_rate_limit_paces_rows_per_second(db: TestDb) -> None:
-    table = await users(db, 1500)
+    table = await db.users_with(1500)
     cfg = db.config([job(db, table)], throttle={"max_rows_per_s": 1000, "min_batch": 100, "max_batch": 100})
     t0 = time.monotonic()
     [state] = await daemon.run(cfg, daemon.RunOptions())
@@ -35,7 +29,7 @@ async def test_rate_limit_paces_rows_per_second(db: TestDb) -> None:
 
 
 async def test_flag_file_pauses_until_removed(db: TestDb, tmp_path) -> None:  # noqa: ANN001
-    table = await users(db, 500)
+    table = await db.users_with(500)
     flag = tmp_path / "pause-backfills"
     flag.touch()
     cfg = db.config([job(db, table)], throttle={"flag_file": str(flag)})
@@ -53,7 +47,7 @@ async def test_flag_file_pauses_until_removed(db: TestDb, tmp_path) -> None:  # 
 
 
 async def test_outside_the_window_nothing_runs(db: TestDb) -> None:
-    table = await users(db, 300)
+    table = await db.users_with(300)
     now = dt.datetime(2026, 11, 26, 14, 0)
     cfg = db.config([job(db, table)], throttle={"windows": ["22:00-06:00"]})
     clock = {"now": now}
