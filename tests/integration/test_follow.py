@@ -11,9 +11,7 @@ from tests.dbutil import CONCAT, TestDb
 async def test_follow_fills_every_job_then_sweeps_them_all(db: TestDb) -> None:
     tables = []
     for base in ("fa", "fb"):
-        t = await db.create_users(base)
-        await db.many(f"INSERT INTO {t} (id, name, deleted) VALUES (?, ?, 0)", [(i, f"n{i}") for i in range(1, 301)])
-        tables.append(t)
+        tables.append(await db.users_with(300, base))
     jobs = [{"name": f"job_{i}", "table": t, "follow_interval_s": 0.2,
              "set": {"label": {db.engine_name: CONCAT[db.engine_name]}}} for i, t in enumerate(tables)]
     stop = asyncio.Event()
