@@ -23,6 +23,7 @@ from backfilld.config import JobConfig
 from backfilld.engines.base import (BatchPlan, Engine, JobState, TableInfo, WriteShape, build_lookup,
                                     build_transform_plan, encode_key, now_iso)
 from backfilld.errors import EngineError, JobFailed, RetryableError, SchemaError, SpecChangedError
+from backfilld.lookahead import Lookahead
 from backfilld.metrics import Metrics, Progress
 from backfilld.transforms import Transform
 
@@ -182,6 +183,7 @@ class JobRunner:
         self.connected = True
         self._requests_at = float("-inf")
         self._applied: dict[str, Any] = {}
+        self.lookahead: Lookahead | None = None
         self.log = log.bind(job=job.name)
 
     def _set_status(self, status: str) -> None:
@@ -223,6 +225,8 @@ class JobRunner:
             self.log.info("job_resumed", status=state.status, pass_no=state.pass_no, rows_done=state.rows_done,
                           last_key=list(state.last_key) if state.last_key else None)
         self.state = state
+        if self.lookahead is None and await self.engine.concurrent_reads():
+            self.lookahead = Lookahead(self.engine, self.job.name)
         if self.job.on_error == "skip" and p.transform is not None:
             await self.engine.ensure_skipped_table(self.state_table)
         self.progress.reset(await self.engine.estimate_rows(self.job.table), state.pass_scanned)
@@ -279,7 +283,15 @@ class JobRunner:
         With follow and once, a completed job runs one sweep pass and returns (the daemon takes turns).
         """
         assert self.state is not None and self.prepared is not None, "start() first"
+        try:
+            return await self._run(follow, once)
+        finally:
+            if self.lookahead is not None:   # its connection is opened again when a later run needs it
+                await self.lookahead.close()
+
+    async def _run(self, follow: bool, once: bool) -> JobState:
         st = self.state
+        assert st is not None
         if st.status == STATUS_COMPLETED and not follow:
             self.log.info("job_already_completed", rows_done=st.rows_done, finished_at=st.finished_at)
             return st
@@ -341,10 +353,12 @@ class JobRunner:
             if not await self.engine.fetch(p.plan.any_pending):
                 self.log.debug("sweep_found_nothing", pass_no=st.pass_no, took_s=round(time.monotonic() - t0, 4))
                 return None
-        found = await self.engine.next_range(p.plan, st.last_key, size)
+        found = await self._next_range(p.plan, st.last_key, size)
         if found is None:
             return None
         hi, scanned = found
+        if self.lookahead is not None:  # the next range is read on a second connection while this batch runs
+            self.lookahead.start(p.plan, hi, size)
         pending = 0
         if p.transform is None:
             async with self.engine.transaction():
@@ -371,6 +385,15 @@ class JobRunner:
         self.log.debug("batch_applied", rows=rows, scanned=scanned, size=size, took_s=round(took, 4),
                        pass_no=st.pass_no, **({"pending": pending} if pending else {}))
         return BatchResult(rows, scanned, took, size, st.pass_no, hi)
+
+    async def _next_range(self, plan: BatchPlan, after: tuple[Any, ...] | None, size: int
+                          ) -> tuple[tuple[Any, ...], int] | None:
+        """The next batch's last key and key count: the lookahead's, when it read this position, else read now."""
+        if self.lookahead is not None:
+            found = await self.lookahead.take(plan, after, size)
+            if found is not None:
+                return found
+        return await self.engine.next_range(plan, after, size)
 
     async def _transform_range(self, p: Prepared, lo: Any, hi: tuple[Any, ...], scanned: int) -> tuple[int, int]:
         """Read key and sources, compute in Python, write back guarded in one statement with the checkpoint.

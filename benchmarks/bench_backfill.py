@@ -15,11 +15,10 @@ email_domain) is loaded once, then three contenders fill email_domain = lower(su
              HTTP endpoints listen on a free port instead of 9464). Its defaults include fast_commit = true
              (synchronous_commit=off on PostgreSQL, synchronous=NORMAL on SQLite for its own commits); the
              other contenders commit with the servers' defaults, as a hand-written script would.
-  backfilld+proposed  (only with --proposed) backfilld with the speed-ups proposed for issue #6 patched in
-             for the run, in this process only: see benchmarks/proposed.py.
 
 Contenders use the drivers backfilld uses (asyncpg, aiomysql, aiosqlite), each opening its own connection
-inside the timed region, so the differences are the algorithms and round trips, not the drivers. Runs are
+inside the timed region, so the differences are the algorithms and round trips, not the drivers (backfilld
+opens a second one as well, for its lookahead: the next batch's range is read there while a batch is written). Runs are
 interleaved (repeat 1: single, loop, backfilld; repeat 2: loop, backfilld, single; ...; engines interleaved
 too) and the median of the repeats is reported. Every run is verified afterwards (every row filled, every
 value equal to the expression) outside the timed region.
@@ -33,8 +32,8 @@ Between runs the table is put back in the same physical state (outside the timed
   MariaDB     UPDATE ... SET email_domain = NULL; ALTER TABLE ... FORCE (rebuild: compact pages again);
               ANALYZE TABLE; then wait until InnoDB purge has caught up (history list length 0).
   SQLite      the file is in WAL mode (as for any database read while it is written); UPDATE ... SET
-              email_domain = NULL; VACUUM; PRAGMA wal_checkpoint(TRUNCATE). Connections use SQLite's
-              defaults (synchronous=FULL), backfilld's and the contenders' alike.
+              email_domain = NULL; VACUUM; PRAGMA wal_checkpoint(TRUNCATE). The contenders' connections use
+              SQLite's default synchronous=FULL; backfilld's uses NORMAL (fast_commit, as above).
 backfilld's state row is deleted before each of its runs (and it runs with restart=True).
 
 CPU: "CPU s/M" is this process's user+system CPU per million rows during the run (resource.getrusage).
@@ -100,10 +99,9 @@ LAG_HB_TABLE = "bench_backfill_lag_hb"
 TARGET = "email_domain"
 JOB = "bench_email_domain"
 
-CONTENDERS = ("single", "loop", "backfilld", "proposed")
-DEFAULT_CONTENDERS = CONTENDERS[:3]
-LABELS = {"single": "single UPDATE", "loop": f"loop of {LOOP_BATCH}", "backfilld": "backfilld",
-          "proposed": "backfilld+proposed"}
+CONTENDERS = ("single", "loop", "backfilld")
+DEFAULT_CONTENDERS = CONTENDERS
+LABELS = {"single": "single UPDATE", "loop": f"loop of {LOOP_BATCH}", "backfilld": "backfilld"}
 ENGINES = ("sqlite", "postgresql", "mysql")
 ENGINE_LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mysql": "MariaDB"}
 
@@ -533,6 +531,9 @@ class Breakdown:
         self._timed = timed
         self._patch(jobmod.JobRunner, "_batch", timed("batch total", jobmod.JobRunner._batch, mine=False))
         self._patch(Throttle, "wait", timed("throttle wait", Throttle.wait, mine=False))
+        if hasattr(jobmod.JobRunner, "_next_range"):  # with the lookahead: what the batch loop waited for a range
+            self._patch(jobmod.JobRunner, "_next_range",
+                        timed("next range, waited", jobmod.JobRunner._next_range, mine=False))
         if hasattr(jobmod.JobRunner, "_poll_requests"):
             self._patch(jobmod.JobRunner, "_poll_requests",
                         timed("operator request poll", jobmod.JobRunner._poll_requests, mine=False))
@@ -544,7 +545,7 @@ class Breakdown:
         from backfilld.engines.base import Engine
 
         bd, timed = self, self._timed
-        for name, key in (("next_range", "lookup (next_range)"), ("apply_range", "UPDATE (apply_range)"),
+        for name, key in (("next_range", "lookup on the job's connection"), ("apply_range", "UPDATE (apply_range)"),
                           ("advance_state", "state UPDATE (advance_state)")):
             self._patch(cls, name, timed(key, getattr(Engine, name)))
         orig_fetch, orig_exec = cls.fetch, cls.execute
@@ -778,7 +779,7 @@ class Run:
 
 async def run_one(target: Target, contender: str, args: argparse.Namespace, monitor: Monitor | None,
                   sink: Any) -> Run:
-    if contender in ("backfilld", "proposed"):
+    if contender == "backfilld":
         await target.clear_state()
     if monitor is not None:
         await asyncio.to_thread(target.sync_replica)
@@ -792,13 +793,8 @@ async def run_one(target: Target, contender: str, args: argparse.Namespace, moni
         rows = await target.single()
     elif contender == "loop":
         rows = await target.loop()
-    elif contender == "backfilld":
-        rows, daemon_stats = await run_backfilld(target, sink, args.breakdown)
     else:
-        import proposed  # benchmarks/proposed.py: a preview of the changes proposed for issue #6
-
-        with proposed.applied():
-            rows, daemon_stats = await run_backfilld(target, sink, args.breakdown)
+        rows, daemon_stats = await run_backfilld(target, sink, args.breakdown)
     seconds = time.perf_counter() - t0
     cpu = cpu_s() - c0
     lag = monitor.call("finish", args.replica_timeout, timeout=args.replica_timeout + 60) if monitor else None
@@ -835,7 +831,7 @@ def summarize(runs: list[Run], targets: list[Target]) -> list[dict[str, Any]]:
                 "rows_per_s": rate, "ratio": rate / base if base else None,
                 "cpu_s_per_mrows": med([r.cpu_s / (t.rows / 1e6) for r in rs]),
             }
-            if c in ("backfilld", "proposed"):
+            if c == "backfilld":
                 ds = [r.daemon for r in rs if r.daemon]
                 row["batches"] = med([d.batches for d in ds])
                 row["max_batch"] = max(d.max_size for d in ds)
@@ -914,15 +910,15 @@ def print_breakdown(runs: list[Run]) -> None:
         print(f"\nbreakdown, {LABELS[r.contender]} on {r.engine}, repeat {r.repeat + 1}: run {r.seconds:.2f} s, "
               f"{d.batches} batches, {d.passes} passes, {d.round_trips} statements/round trips on the job's "
               f"connection ({d.round_trips / max(1, d.batches):.1f} per batch)")
-        for key in ("batch total", "lookup (next_range)", "BEGIN", "UPDATE (apply_range)",
+        for key in ("batch total", "next range, waited", "lookup on the job's connection", "BEGIN", "UPDATE (apply_range)",
                     "state UPDATE (advance_state)", "COMMIT", "throttle wait", "operator request poll"):
             xs = d.breakdown.get(key, [])
             if xs:
-                print(f"  {key:30s} calls {len(xs):6d}  total {sum(xs):8.3f} s  ({100 * sum(xs) / r.seconds:5.1f}% of "
+                print(f"  {key:31s} calls {len(xs):6d}  total {sum(xs):8.3f} s  ({100 * sum(xs) / r.seconds:5.1f}% of "
                       f"the run)  median {1000 * statistics.median(xs):8.3f} ms  max {1000 * max(xs):8.1f} ms")
         other = (r.seconds - total - sum(d.breakdown.get("throttle wait", []))
                  - sum(d.breakdown.get("operator request poll", [])))
-        print(f"  {'rest (start-up, pass ends)':30s}              total {other:8.3f} s  ({100 * other / r.seconds:5.1f}% of "
+        print(f"  {'rest (start-up, pass ends)':31s}              total {other:8.3f} s  ({100 * other / r.seconds:5.1f}% of "
               f"the run)")
         print(f"  pass times {', '.join(f'{s:.2f}' for s in d.pass_s)} s; batch sizes {d.sizes[:14]}"
               f"{' ...' if len(d.sizes) > 14 else ''}")
@@ -935,8 +931,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "repeats. Full description at the top of this file.",
         epilog=f"Defaults: --rows {DEFAULT_ROWS:,}, --repeat 3. On a 2-core machine the default run (3 engines, "
                "3 contenders, 3 repeats, 1,000,000 rows) takes about 9-10 minutes, and so does --replicated (2 "
-               "pairs); each scales about linearly with --rows and --repeat. --proposed adds a fourth contender "
-               "(about a third more time).",
+               "pairs); each scales about linearly with --rows and --repeat.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=DEFAULT_ROWS, help=f"rows in the table (default {DEFAULT_ROWS:,})")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each contender; medians are reported (default 3)")
@@ -944,8 +939,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "postgresql,mysql with --replicated)")
     ap.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help="comma-separated subset of "
                     "single,loop,backfilld (default all three)")
-    ap.add_argument("--proposed", action="store_true", help="add a contender 'backfilld+proposed': backfilld with "
-                    "the speed-ups proposed for issue #6 patched in for the run (see benchmarks/proposed.py)")
     ap.add_argument("--replicated", action="store_true", help="run PostgreSQL and MariaDB on primary/replica pairs "
                     "started by tests/harness/replication.py and report replica lag and catch-up time")
     ap.add_argument("--readme", action="store_true", help="also print a markdown table for the README")
@@ -972,8 +965,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if bad:
         ap.error(f"unknown engine {bad[0]!r}; use {', '.join(ENGINES)}")
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
-    if args.proposed and "proposed" not in args.contenders:
-        args.contenders.append("proposed")
     if any(c not in CONTENDERS for c in args.contenders):
         ap.error(f"--contenders takes {', '.join(CONTENDERS)}")
     if args.rows < LOOP_BATCH or args.repeat < 1:

@@ -163,7 +163,6 @@ class BatchPlan:
     update_first: Stmt | None = None
     update_after: Stmt | None = None
     sample: Stmt | None = None
-    count_pending: Stmt | None = None
     any_pending: Stmt | None = None
     read_first: Stmt | None = None
     read_after: Stmt | None = None
@@ -232,13 +231,6 @@ def build_sample(d: Dialect, table: str, exprs: dict[str, str], where: str | Non
     return Stmt(d.finish(f"SELECT {cols} FROM {d.table(table)}{filt} LIMIT {p('n')}"), tuple(p.names))
 
 
-def build_count_pending(d: Dialect, table: str, exprs: dict[str, str], where: str | None,
-                        overwrite: bool, columns: dict[str, Column] | None = None) -> Stmt:
-    filt = f"({where}) AND " if where else ""
-    sql = f"SELECT count(*) FROM {d.table(table)} WHERE {filt}{needs_fill(d, exprs, overwrite, columns)}"
-    return Stmt(d.finish(sql))
-
-
 def build_any_pending(d: Dialect, table: str, exprs: dict[str, str], where: str | None, overwrite: bool,
                       columns: dict[str, Column] | None = None) -> Stmt:
     """Whether any row still needs a value: one read-only statement that stops at the first it finds."""
@@ -257,7 +249,6 @@ def build_plan(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str]
         update_first=build_update(d, table, key, exprs, where, overwrite, after=False, columns=columns),
         update_after=build_update(d, table, key, exprs, where, overwrite, after=True, columns=columns),
         sample=build_sample(d, table, exprs, where),
-        count_pending=build_count_pending(d, table, exprs, where, overwrite, columns),
         any_pending=build_any_pending(d, table, exprs, where, overwrite, columns),
         key=tuple(key), targets=tuple(exprs),
     )
@@ -445,6 +436,7 @@ class Engine(abc.ABC):
     """One connection to one database, and every job-level operation backfilld performs on it."""
 
     dialect: Dialect
+    role = ""   # what a second connection is for (see clone); "" for the job's own
 
     def __init__(self, url: DatabaseURL, *, lock_timeout_s: float = 1.0, connect_timeout_s: float = 10.0,
                  fast_commit: bool = False) -> None:
@@ -486,6 +478,18 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def transaction(self) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+    def clone(self, role: str) -> Engine:
+        """An unconnected engine for the same database and settings: a second connection, named for its role
+        where the server shows names (PostgreSQL's application_name "backfilld-<role>")."""
+        other = type(self)(self.url, lock_timeout_s=self.lock_timeout_s, connect_timeout_s=self.connect_timeout_s,
+                           fast_commit=self.fast_commit)
+        other.role = role
+        return other
+
+    async def concurrent_reads(self) -> bool:
+        """Whether a second connection may read the table while this one writes it, without blocking either."""
+        return True
 
     async def reconnect(self) -> None:
         with contextlib.suppress(Exception):
@@ -687,8 +691,4 @@ class Engine(abc.ABC):
             await self.fetch(plan.sample, {"n": 5})
         except EngineError as exc:
             raise SchemaError(f"an expression or the where filter fails on the table: {exc}") from None
-
-    async def count_pending(self, plan: BatchPlan) -> int:
-        rows = await self.fetch(plan.count_pending)
-        return int(rows[0][0])
 

@@ -53,7 +53,7 @@ class PostgresEngine(Engine):
             self._conn = await asyncpg.connect(
                 host=u.host, port=u.port or 5432, user=u.user, password=u.password, database=u.database,
                 timeout=self.connect_timeout_s,
-                server_settings={"application_name": "backfilld",
+                server_settings={"application_name": f"backfilld-{self.role}" if self.role else "backfilld",
                                  "lock_timeout": f"{int(self.lock_timeout_s * 1000)}ms",
                                  **({"synchronous_commit": "off"} if self.fast_commit else {})})
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours

@@ -92,6 +92,14 @@ class SQLiteEngine(Engine):
             async with self._c().execute(stmt.sql, stmt.args(values or {})) as cur:
                 return max(0, cur.rowcount)
 
+    async def concurrent_reads(self) -> bool:
+        # only WAL lets a reader and the writer run at once (a reader would hold up a rollback journal's commit),
+        # and an in-memory database is private to its connection
+        if self.url.database == ":memory:":
+            return False
+        rows = await self.fetch("PRAGMA journal_mode")
+        return bool(rows) and str(rows[0][0]).lower() == "wal"
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         # IMMEDIATE takes the write lock up front, so a batch never fails half-way on a lock upgrade

@@ -1,0 +1,120 @@
+"""The lookahead: the next batch's range read on a second connection while the current batch is written.
+
+Every other integration test runs with it (SQLite test databases are in WAL mode); these tests cover what is
+particular to it: a lost lookahead connection costs nothing, the connection does not outlive the run, a
+SQLite database in rollback-journal mode runs without one, and a lookahead is only used for the position and
+batch size it was read for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from backfilld import daemon
+from backfilld.lookahead import Lookahead
+from tests.dbutil import CONCAT, TestDb
+
+LOOKAHEAD_APP = "backfilld-lookahead"
+
+
+def job(db: TestDb, table: str) -> dict:
+    return {"name": "j", "table": table, "batch_size": 100, "set": {"label": {db.engine_name: CONCAT[db.engine_name]}}}
+
+
+async def lookahead_connections(db: TestDb) -> list[int]:
+    """Server ids of the lookahead connections open now (PostgreSQL: by application_name; MariaDB: the
+    connections to this database other than the test's own and the daemon's first, which is the job's)."""
+    if db.engine_name == "postgresql":
+        rows = await db.q("SELECT pid FROM pg_stat_activity WHERE application_name = ?", LOOKAHEAD_APP)
+    else:
+        rows = await db.q("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
+                          "AND ID <> CONNECTION_ID() ORDER BY ID")
+        rows = rows[1:]  # the daemon's job connection opened first
+    return [int(r[0]) for r in rows]
+
+
+async def kill(db: TestDb, conn_id: int) -> None:
+    if db.engine_name == "postgresql":
+        assert await db.q("SELECT pg_terminate_backend(?)", conn_id) == [(True,)]
+    else:
+        await db.x(f"KILL {int(conn_id)}")
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
+async def test_a_killed_lookahead_connection_costs_nothing(db: TestDb) -> None:
+    """Its connection killed mid-run, the job still fills every row once, and the lookahead comes back."""
+    table = await db.users_with(3000)
+    cfg = db.config([job(db, table)], throttle={"min_batch": 100, "max_batch": 100})
+
+    class KillLookahead:
+        def __init__(self) -> None:
+            self.calls = 0
+            self.killed: list[int] = []
+            self.seen_after: list[int] = []
+
+        async def wait(self, job: str, stop: asyncio.Event) -> None:
+            self.calls += 1
+            if self.calls == 5:
+                conns = await lookahead_connections(db)
+                assert len(conns) == 1, f"expected one lookahead connection, found {conns}"
+                await kill(db, conns[0])
+                self.killed.extend(conns)
+            elif self.calls == 15:
+                await asyncio.sleep(0.05)  # a lookahead reconnects in the background
+                self.seen_after.extend(await lookahead_connections(db))
+
+        def after_batch(self, job: str, rows: int, took_s: float) -> None:
+            pass
+
+    gate = KillLookahead()
+    [state] = await daemon.run(cfg, daemon.RunOptions(), gate=gate)
+    assert state.status == "completed" and state.rows_done == 3000
+    assert gate.killed and gate.seen_after and gate.seen_after[0] not in gate.killed
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL OR label <> {CONCAT[db.engine_name]}") \
+        == [(0,)]
+    assert await lookahead_connections(db) == [], "the lookahead connection outlived the run"
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+async def test_sqlite_in_rollback_journal_mode_runs_without_lookahead(db: TestDb, tmp_path) -> None:
+    """A reader would hold up the writer's commit outside WAL mode: the job reads its ranges itself."""
+    path = tmp_path / "journal.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=DELETE")
+    con.close()
+    other = TestDb(f"sqlite:///{path}", db.suffix)
+    await other.open()
+    try:
+        assert not await other.engine.concurrent_reads()
+        table = await other.users_with(1000)
+        [state] = await daemon.run(other.config([job(other, table)]), daemon.RunOptions())
+        assert state.status == "completed" and state.rows_done == 1000
+        assert await other.q(f"SELECT count(*) FROM {table} WHERE label = name || '#' || id") == [(1000,)]
+        assert (await other.q("PRAGMA journal_mode"))[0][0].lower() == "delete"
+    finally:
+        await other.cleanup()
+
+
+async def test_a_lookahead_is_used_only_where_it_was_read(db: TestDb) -> None:
+    """Same position and no more keys than the batch wants now: used. Otherwise the job looks itself."""
+    assert await db.engine.concurrent_reads()
+    table = await db.users_with(500)
+    plan = db.engine.plan(table, ("id",), {"label": CONCAT[db.engine_name]}, None, False)
+    ahead = Lookahead(db.engine, "j")
+    try:
+        ahead.start(plan, (10,), 100)
+        assert await ahead.take(plan, (10,), 200) == ((110,), 100)   # the batch may now be larger: still good
+        ahead.start(plan, (10,), 100)
+        assert await ahead.take(plan, (10,), 50) is None               # the batch must be smaller: look again
+        ahead.start(plan, (10,), 100)
+        assert await ahead.take(plan, (20,), 100) is None              # another position (a retry reloaded)
+        ahead.start(plan, (480,), 100)
+        assert await ahead.take(plan, (480,), 100) == ((500,), 20)     # the last, partial batch
+        ahead.start(plan, (500,), 100)
+        assert await ahead.take(plan, (500,), 100) is None             # end of table: the job makes sure itself
+        assert await db.engine.next_range(plan, (500,), 100) is None
+    finally:
+        await ahead.close()
