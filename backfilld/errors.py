@@ -50,5 +50,9 @@ class JobFailed(BackfilldError):
     """A job stopped with an error; it is recorded in the state table."""
 
 
+class LeaseHeld(JobFailed):
+    """Another backfilld is running this job (it holds the job's lease); nothing was written."""
+
+
 class TransformError(BackfilldError):
     """A transform raised on a row."""

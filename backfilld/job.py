@@ -22,7 +22,7 @@ from backfilld.chunker import BatchSizer
 from backfilld.config import JobConfig
 from backfilld.engines.base import (BatchPlan, Engine, JobState, TableInfo, WriteShape, build_lookup,
                                     build_transform_plan, encode_key, now_iso)
-from backfilld.errors import EngineError, JobFailed, RetryableError, SchemaError, SpecChangedError
+from backfilld.errors import EngineError, JobFailed, LeaseHeld, RetryableError, SchemaError, SpecChangedError
 from backfilld.lookahead import Lookahead
 from backfilld.metrics import Metrics, Progress
 from backfilld.transforms import Transform
@@ -33,6 +33,13 @@ log = structlog.get_logger("backfilld.job")
 # retrying against one recovering server do not retry in step.
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 30.0
+
+# A job's lease is tried this long before the job gives up: at start, a few seconds (a daemon killed just now
+# leaves a session the server drops a moment later); after a reconnect, a minute (the session that held it may
+# linger until the server notices it is gone: PostgreSQL's keepalives, set at connect, take about 30 s).
+LEASE_START_WAIT_S = 3.0
+LEASE_RETAKE_WAIT_S = 60.0
+LEASE_RETRY_S = 0.5
 
 # Operator requests (pause, resume, set) are read from the state table at most this often. Seconds:
 # a primary-key read, cheap, but not worth a round trip on every batch of a fast job.
@@ -202,6 +209,7 @@ class JobRunner:
 
     async def _start(self, restart: bool) -> JobState:
         self.prepared = p = await prepare(self.engine, self.job)
+        await self._take_lease(LEASE_START_WAIT_S)
         await self.engine.ensure_state_table(self.state_table)
         state = await self.engine.read_state(self.state_table, self.job.name)
         fresh = JobState(job=self.job.name, fingerprint=p.fingerprint, status=STATUS_RUNNING,
@@ -234,6 +242,24 @@ class JobRunner:
         self.metrics.batch_size.labels(self.job.name).set(self.sizer.size)
         self._set_status(state.status)
         return state
+
+    # ------------------------------------------------------------------ lease
+    @property
+    def lease_name(self) -> str:
+        return f"{self.state_table}/{self.job.name}"
+
+    async def _take_lease(self, wait_s: float) -> None:
+        """One daemon per job: the job's lease, held by the job's connection while it lives. Two daemons on
+        one job would each write correct values, but their checkpoints and counts would interleave."""
+        deadline = time.monotonic() + wait_s
+        while not await self.engine.try_lease(self.lease_name):
+            if time.monotonic() >= deadline or self.stop.is_set():
+                holder = await self.engine.lease_holder(self.lease_name)
+                self.log.error("lease_held", holder=holder)
+                raise LeaseHeld(f"job {self.job.name!r} is being run by another backfilld (its lease is held by "
+                                f"{holder or 'another session'}); nothing was written. Stop that one, or let it "
+                                "finish; `backfilld status` shows its progress")
+            await self._sleep(LEASE_RETRY_S)
 
     # ------------------------------------------------------------------ operator requests
     async def _poll_requests(self) -> None:
@@ -470,6 +496,8 @@ class JobRunner:
         try:
             if exc.reconnect:
                 await self.engine.reconnect()
+                if self.state is not None:   # the job had its lease before; the old session took it along
+                    await self._take_lease(LEASE_RETAKE_WAIT_S)
             if self.state is None:
                 return
             saved = await self.engine.read_state(self.state_table, self.job.name)

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import datetime as dt
 import decimal
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator, Sequence
@@ -425,6 +426,11 @@ class JobState:
         return cls(**d)
 
 
+def lease_key(name: str) -> str:
+    """A lease name as a short, fixed-size token (MySQL's lock names stop at 64 characters)."""
+    return "backfilld:" + hashlib.sha256(name.encode()).hexdigest()[:40]
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -513,6 +519,16 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def state_table_ddl(self, table: str) -> str: ...
+
+    # --- the job lease: one daemon per job at a time
+    @abc.abstractmethod
+    async def try_lease(self, name: str) -> bool:
+        """Take the named lease for as long as this connection lives; False if another session holds it.
+        Taking a lease this connection already holds succeeds."""
+
+    @abc.abstractmethod
+    async def lease_holder(self, name: str) -> str | None:
+        """Who holds the named lease, as an operator would find it (a backend pid, a connection id)."""
 
     # --- replication and load: optional abilities (SQLite has none; callers check `replication`)
     replication = False

@@ -14,7 +14,9 @@ import aiomysql
 import pymysql
 from pymysql.constants import CLIENT
 
-from backfilld.engines.base import Column, Dialect, Engine, Stmt, TableInfo, WriteShape, transform_update_parts
+from backfilld.aio import within
+from backfilld.engines.base import (Column, Dialect, Engine, Stmt, TableInfo, WriteShape, lease_key,
+                                    transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # Server error codes worth another try: lock wait timeout, deadlock, statement timeouts
@@ -91,6 +93,7 @@ class MySQLEngine(Engine):
     dialect = MySQLDialect()
 
     _conn: aiomysql.Connection | None = None
+    _leased = False
 
     def translate(self, exc: BaseException) -> EngineError:
         return translate_mysql(exc)
@@ -117,7 +120,14 @@ class MySQLEngine(Engine):
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            if self._leased and not conn.closed:
+                # the server drops a closed session's locks only once its thread notices; release them now, so
+                # that a daemon started right after this one finds the job's lease free
+                with contextlib.suppress(Exception):
+                    async with conn.cursor() as cur:
+                        await within(cur.execute("SELECT RELEASE_ALL_LOCKS()"), 2)
             conn.close()
+        self._leased = False
 
     def _c(self) -> aiomysql.Connection:
         if self._conn is None or self._conn.closed:
@@ -154,6 +164,20 @@ class MySQLEngine(Engine):
             raise
         with self.driver_errors():
             await self._c().commit()
+
+    # a named user lock: held while this connection lives; the name is server-wide, so it includes the database
+    async def try_lease(self, name: str) -> bool:
+        rows = await self.fetch(Stmt("SELECT GET_LOCK(%s, 0)", ("k",)), {"k": self._lease(name)})
+        self._leased = self._leased or rows[0][0] == 1
+        return rows[0][0] == 1
+
+    async def lease_holder(self, name: str) -> str | None:
+        rows = await self.fetch(Stmt("SELECT IS_USED_LOCK(%s)", ("k",)), {"k": self._lease(name)})
+        holder = rows[0][0] if rows else None
+        return None if holder is None else f"MySQL connection id {holder} (KILL {holder} if its daemon is gone)"
+
+    def _lease(self, name: str) -> str:
+        return lease_key(f"{self.url.database}/{name}")
 
     def _split(self, table: str) -> tuple[str | None, str]:
         schema, _, name = table.rpartition(".")

@@ -11,7 +11,8 @@ from typing import Any
 import asyncpg
 
 from backfilld.aio import within
-from backfilld.engines.base import Column, Dialect, Engine, Stmt, TableInfo, WriteShape, transform_update_parts
+from backfilld.engines.base import (Column, Dialect, Engine, Stmt, TableInfo, WriteShape, lease_key,
+                                    transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # SQLSTATEs worth another try: serialization_failure, deadlock_detected, lock_not_available, query_canceled
@@ -34,7 +35,10 @@ def translate_pg(exc: BaseException) -> EngineError:
         if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
             return ConnectError(msg)
         return EngineError(msg)
-    if isinstance(exc, (asyncpg.InterfaceError, OSError, asyncio.TimeoutError, ConnectionError)):
+    # InternalClientError: the connection's protocol is mid-way through closing (the server terminated the
+    # session while it was idle); like a lost connection, it is cured by a new one
+    if isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, asyncio.TimeoutError,
+                        ConnectionError)):
         return ConnectError(f"connection to PostgreSQL lost or refused: {exc}")
     return EngineError(f"{type(exc).__name__}: {exc}")
 
@@ -43,6 +47,7 @@ class PostgresEngine(Engine):
     dialect = PostgresDialect()
 
     _conn: asyncpg.Connection | None = None
+    _leased = False
 
     def translate(self, exc: BaseException) -> EngineError:
         return translate_pg(exc)
@@ -55,6 +60,10 @@ class PostgresEngine(Engine):
                 timeout=self.connect_timeout_s,
                 server_settings={"application_name": f"backfilld-{self.role}" if self.role else "backfilld",
                                  "lock_timeout": f"{int(self.lock_timeout_s * 1000)}ms",
+                                 # the server notices a vanished client within about 30 s, and with it
+                                 # releases the job's lease (an advisory lock) held by that session
+                                 "tcp_keepalives_idle": "15", "tcp_keepalives_interval": "5",
+                                 "tcp_keepalives_count": "3",
                                  **({"synchronous_commit": "off"} if self.fast_commit else {})})
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
             raise ConnectError(f"cannot connect to {u}: {translate_pg(exc)}") from None
@@ -63,7 +72,13 @@ class PostgresEngine(Engine):
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
+                if self._leased and not conn.is_closed():
+                    # the server drops a closed session's locks only once its backend has exited; release them
+                    # now, so that a daemon started right after this one finds the job's lease free
+                    await within(conn.execute("SELECT pg_advisory_unlock_all()"), 2)
+            with contextlib.suppress(Exception):
                 await within(conn.close(), 5)
+        self._leased = False
 
     def _c(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -98,6 +113,26 @@ class PostgresEngine(Engine):
             raise
         with self.driver_errors():
             await tx.commit()
+
+    # a session advisory lock: held while this connection lives, gone the moment its backend exits (kill -9 of
+    # the daemon closes the socket; a silent network drop is noticed through the keepalives set at connect)
+    async def try_lease(self, name: str) -> bool:
+        rows = await self.fetch(Stmt("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", ("k",)),
+                                {"k": lease_key(name)})
+        self._leased = self._leased or bool(rows[0][0])
+        return bool(rows[0][0])
+
+    async def lease_holder(self, name: str) -> str | None:
+        rows = await self.fetch(Stmt(
+            "SELECT l.pid, a.application_name, a.client_addr::text FROM pg_locks l "
+            "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0) "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())", ("k",)),
+            {"k": lease_key(name)})
+        if not rows:
+            return None
+        pid, app, addr = rows[0]
+        return f"PostgreSQL backend pid {pid} ({app or 'no application_name'}, from {addr or 'a local socket'})"
 
     def _regclass_arg(self, table: str) -> str:
         return self.dialect.table(table)

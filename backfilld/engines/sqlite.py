@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -10,7 +12,8 @@ from typing import Any
 
 import aiosqlite
 
-from backfilld.engines.base import Column, Dialect, Engine, Stmt, TableInfo, WriteShape, transform_update_parts
+from backfilld.engines.base import (Column, Dialect, Engine, Stmt, TableInfo, WriteShape, lease_key,
+                                    transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 
@@ -47,6 +50,10 @@ class SQLiteEngine(Engine):
 
     _conn: aiosqlite.Connection | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._leases: dict[str, int] = {}
+
     def translate(self, exc: BaseException) -> EngineError:
         return translate_sqlite(exc)
 
@@ -68,6 +75,7 @@ class SQLiteEngine(Engine):
             raise EngineError(f"cannot open SQLite database {path!r}: {exc}") from None
 
     async def close(self) -> None:
+        self._release_leases()
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -91,6 +99,43 @@ class SQLiteEngine(Engine):
         with self.driver_errors():
             async with self._c().execute(stmt.sql, stmt.args(values or {})) as cur:
                 return max(0, cur.rowcount)
+
+    # SQLite has no session locks: a lease is an exclusive flock() on a small file beside the database, one per
+    # job (released by the kernel when the process exits, however it exits). Not on the database file itself:
+    # SQLite's own POSIX locks live there, and any close() of that file by this process would drop them.
+    def _lease_path(self, name: str) -> Path:
+        return Path(f"{self.url.database}-{lease_key(name).replace(':', '-')}.lock")
+
+    async def try_lease(self, name: str) -> bool:
+        if self.url.database == ":memory:" or name in self._leases:
+            return True
+        try:
+            fd = os.open(self._lease_path(name), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise EngineError(f"cannot create the job's lease file beside the database: {exc.strerror}; the "
+                              "directory must be writable (SQLite needs that for its WAL files too)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._leases[name] = fd
+        return True
+
+    async def lease_holder(self, name: str) -> str | None:
+        try:
+            pid = self._lease_path(name).read_text().strip()
+        except OSError:
+            return None
+        return f"process {pid} (lock file {self._lease_path(name)})" if pid else None
+
+    def _release_leases(self) -> None:
+        leases, self._leases = self._leases, {}
+        for fd in leases.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     async def concurrent_reads(self) -> bool:
         # only WAL lets a reader and the writer run at once (a reader would hold up a rollback journal's commit),

@@ -25,6 +25,9 @@ pytestmark = pytest.mark.replication
 ROWS = 200_000
 HEARTBEAT_S = 0.1
 MAX_LAG_S = 1.0
+# Tests that stop a replica while the job runs pace it, so that it is still running when the lag crosses the
+# limit: unpaced, 200-key batches with the lookahead finish 200,000 rows in about a second here.
+PACED = {"min_batch": 200, "max_batch": 200, "max_rows_per_s": 40_000}
 
 
 class Pair:
@@ -126,7 +129,7 @@ async def check_replica_complete(p: Pair) -> None:
 
 async def test_paused_replay_pauses_the_job_and_resuming_lets_it_finish(pair: Pair) -> None:
     await asyncio.to_thread(pair.create_table, "items", ROWS)
-    cfg = config(pair, min_batch=200, max_batch=200)
+    cfg = config(pair, **PACED)
     rec = Recorder()
     with structlog.testing.capture_logs() as logs:
         run = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(restart=True), on_batch=rec))
@@ -155,7 +158,7 @@ async def test_paused_replay_pauses_the_job_and_resuming_lets_it_finish(pair: Pa
 
 async def test_killed_replica_fails_closed_and_restart_lets_it_finish(pair: Pair) -> None:
     await asyncio.to_thread(pair.create_table, "items", ROWS)
-    cfg = config(pair, min_batch=200, max_batch=200)
+    cfg = config(pair, **PACED)
     rec = Recorder()
     with structlog.testing.capture_logs() as logs:
         run = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(restart=True), on_batch=rec))
@@ -181,8 +184,10 @@ async def test_killed_replica_fails_closed_and_restart_lets_it_finish(pair: Pair
 
 
 async def test_max_lag_of_an_unpaused_run_stays_under_the_limit(pair: Pair) -> None:
-    """200,000 rows with default batch sizing; lag measured by the test itself on the replica."""
-    await asyncio.to_thread(pair.create_table, "items", ROWS)
+    """600,000 rows with default batch sizing (a few seconds of full-speed writes); lag measured by the test
+    itself on the replica."""
+    rows = 3 * ROWS
+    await asyncio.to_thread(pair.create_table, "items", rows)
     cfg = config(pair)
     rec = Recorder()
     writer = socket.gethostname()[:128]
@@ -212,7 +217,7 @@ async def test_max_lag_of_an_unpaused_run_stays_under_the_limit(pair: Pair) -> N
     finally:
         done.set()
         await observer
-    assert state.status == "completed" and state.rows_done == ROWS
+    assert state.status == "completed" and state.rows_done == rows
     assert len(seen) > 10
     bound = MAX_LAG_S + rec.longest_s + HEARTBEAT_S
     assert max(seen) < bound, f"max lag {max(seen):.3f} s over {bound:.3f} s"
@@ -222,7 +227,7 @@ async def test_max_lag_of_an_unpaused_run_stays_under_the_limit(pair: Pair) -> N
 async def test_postgres_replicas_are_found_without_config(pg_pair: Any) -> None:
     p = Pair("postgresql", pg_pair)
     await asyncio.to_thread(p.create_table, "items", ROWS)
-    cfg = config(p, replicas=False, min_batch=200, max_batch=200)
+    cfg = config(p, replicas=False, **PACED)
     rec = Recorder()
     with structlog.testing.capture_logs() as logs:
         run = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(restart=True), on_batch=rec))
@@ -239,7 +244,7 @@ async def test_postgres_replicas_are_found_without_config(pg_pair: Any) -> None:
 
 async def test_native_probe_sees_stopped_replication(pair: Pair) -> None:
     await asyncio.to_thread(pair.create_table, "items", ROWS)
-    cfg = config(pair, lag_probe="native", min_batch=200, max_batch=200)
+    cfg = config(pair, lag_probe="native", **PACED)
     rec = Recorder()
     with structlog.testing.capture_logs() as logs:
         run = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(restart=True), on_batch=rec))
