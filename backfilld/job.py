@@ -59,6 +59,10 @@ class Stopped(Exception):
     """A stop was requested while a batch waited to be retried."""
 
 
+class _NullWritten(Exception):
+    """A batch computing its expression once wrote NULL over NULL: roll it back, redo it guarded."""
+
+
 class Gate(Protocol):
     """What the job asks before each batch: wait until work may go on (or the stop event is set)."""
 
@@ -191,6 +195,8 @@ class JobRunner:
         self._requests_at = float("-inf")
         self._applied: dict[str, Any] = {}
         self.lookahead: Lookahead | None = None
+        # compute a fill job's expression once per row until a row shows that it can be NULL (see _fill)
+        self.single_eval = True
         self.log = log.bind(job=job.name)
 
     def _set_status(self, status: str) -> None:
@@ -375,7 +381,7 @@ class JobRunner:
         if st.pass_no > 1 and st.last_key is None and p.plan.any_pending is not None:
             # a sweep starts by asking whether any row needs a value at all: one read-only statement, which
             # on a table the fill left complete ends the pass at the cost of a scan, instead of a keyset walk
-            # of lookups and no-op UPDATEs over every key (the walk, guarded as ever, runs when it finds one)
+            # of lookups and no-op UPDATEs over every key (the walk runs when it finds one)
             if not await self.engine.fetch(p.plan.any_pending):
                 self.log.debug("sweep_found_nothing", pass_no=st.pass_no, took_s=round(time.monotonic() - t0, 4))
                 return None
@@ -387,9 +393,7 @@ class JobRunner:
             self.lookahead.start(p.plan, hi, size)
         pending = 0
         if p.transform is None:
-            async with self.engine.transaction():
-                rows = await self.engine.apply_range(p.plan, st.last_key, hi)
-                await self.engine.advance_state(self.state_table, st.job, hi, rows, scanned)
+            rows = await self._fill(p, st.last_key, hi, scanned)
         else:
             rows, pending = await self._transform_range(p, st.last_key, hi, scanned)
         took = time.monotonic() - t0
@@ -411,6 +415,32 @@ class JobRunner:
         self.log.debug("batch_applied", rows=rows, scanned=scanned, size=size, took_s=round(took, 4),
                        pass_no=st.pass_no, **({"pending": pending} if pending else {}))
         return BatchResult(rows, scanned, took, size, st.pass_no, hi)
+
+    async def _fill(self, p: Prepared, lo: tuple[Any, ...] | None, hi: tuple[Any, ...], scanned: int) -> int:
+        """Apply an SQL-expression batch and advance the checkpoint, in one transaction; rows written.
+
+        The guarded UPDATE computes the expression twice per row: once for `(expr) IS NOT NULL` (a row whose
+        expression is NULL is left alone) and once for the value. Until a row shows that the expression can be
+        NULL, a batch computes it once instead (fill jobs with one target). If such a row is in the batch, the
+        batch is rolled back (nothing of it is ever committed) and redone guarded, as is every later batch of
+        this run: what commits is exactly what the guarded form writes.
+        """
+        if self.single_eval and p.plan.fill_once_first is not None:
+            try:
+                async with self.engine.transaction():
+                    rows = await self.engine.apply_range_once(p.plan, lo, hi)
+                    if rows is None:
+                        raise _NullWritten
+                    await self.engine.advance_state(self.state_table, self.job.name, hi, rows, scanned)
+                return rows
+            except _NullWritten:
+                self.single_eval = False
+                self.log.info("single_evaluation_off", detail="the expression is NULL on some rows; batches now "
+                              "compute it twice to leave those rows untouched", last_key=list(lo) if lo else None)
+        async with self.engine.transaction():
+            rows = await self.engine.apply_range(p.plan, lo, hi)
+            await self.engine.advance_state(self.state_table, self.job.name, hi, rows, scanned)
+        return rows
 
     async def _next_range(self, plan: BatchPlan, after: tuple[Any, ...] | None, size: int
                           ) -> tuple[tuple[Any, ...], int] | None:

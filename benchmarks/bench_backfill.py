@@ -542,12 +542,12 @@ class Breakdown:
     def _wrap_engine_class(self, cls: type) -> None:
         if getattr(cls, "_bench_wrapped", False):
             return
-        from backfilld.engines.base import Engine
 
         bd, timed = self, self._timed
         for name, key in (("next_range", "lookup on the job's connection"), ("apply_range", "UPDATE (apply_range)"),
+                          ("apply_range_once", "UPDATE, expression once"),
                           ("advance_state", "state UPDATE (advance_state)")):
-            self._patch(cls, name, timed(key, getattr(Engine, name)))
+            self._patch(cls, name, timed(key, getattr(cls, name)))
         orig_fetch, orig_exec = cls.fetch, cls.execute
 
         async def fetch(self_: Any, *a: Any, **kw: Any) -> Any:
@@ -910,7 +910,8 @@ def print_breakdown(runs: list[Run]) -> None:
         print(f"\nbreakdown, {LABELS[r.contender]} on {r.engine}, repeat {r.repeat + 1}: run {r.seconds:.2f} s, "
               f"{d.batches} batches, {d.passes} passes, {d.round_trips} statements/round trips on the job's "
               f"connection ({d.round_trips / max(1, d.batches):.1f} per batch)")
-        for key in ("batch total", "next range, waited", "lookup on the job's connection", "BEGIN", "UPDATE (apply_range)",
+        for key in ("batch total", "next range, waited", "lookup on the job's connection", "BEGIN",
+                    "UPDATE, expression once", "UPDATE (apply_range)",
                     "state UPDATE (advance_state)", "COMMIT", "throttle wait", "operator request poll"):
             xs = d.breakdown.get(key, [])
             if xs:

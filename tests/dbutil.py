@@ -92,6 +92,25 @@ class TestDb:
                         [(i, f"n{i}") for i in range(1, n + 1)])
         return table
 
+    async def audit_updates(self, table: str) -> str:
+        """An audit table, and an AFTER UPDATE trigger on `table` recording the id of every row an UPDATE
+        touched (whether or not its values changed). Returns the audit table."""
+        audit = await self.create("audit", f"id {self.int_type()} NOT NULL")
+        trig = self.name("audit_trg")
+        if self.engine_name == "postgresql":
+            await self.engine.execute(f"CREATE FUNCTION {trig}() RETURNS trigger LANGUAGE plpgsql AS "
+                                      f"$$ BEGIN INSERT INTO {audit}(id) VALUES (NEW.id); RETURN NEW; END $$")
+            await self.engine.execute(f"CREATE TRIGGER {trig} AFTER UPDATE ON {table} FOR EACH ROW "
+                                      f"EXECUTE FUNCTION {trig}()")
+            self.functions.append(trig)
+        elif self.engine_name == "mysql":
+            await self.engine.execute(f"CREATE TRIGGER {trig} AFTER UPDATE ON {table} FOR EACH ROW "
+                                      f"INSERT INTO {audit}(id) VALUES (NEW.id)")
+        else:
+            await self.engine.execute(f"CREATE TRIGGER {trig} AFTER UPDATE ON {table} BEGIN "
+                                      f"INSERT INTO {audit}(id) VALUES (NEW.id); END")
+        return audit
+
     def config(self, jobs: list[dict[str, Any]], **extra: Any) -> Any:
         data: dict[str, Any] = {"database": {"url": self.url}, "state": {"table": self.state_table},
                                 "logging": {"level": "warning", "format": "json"}, "metrics": {"listen": ""},

@@ -165,6 +165,11 @@ class BatchPlan:
     update_after: Stmt | None = None
     sample: Stmt | None = None
     any_pending: Stmt | None = None
+    # single evaluation (fill jobs with one target): the expression computed once per row; see build_fill_once
+    fill_once_first: Stmt | None = None
+    fill_once_after: Stmt | None = None
+    nulls_left_first: Stmt | None = None
+    nulls_left_after: Stmt | None = None
     read_first: Stmt | None = None
     read_after: Stmt | None = None
 
@@ -225,6 +230,26 @@ def build_update(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, st
     return Stmt(d.finish(sql), tuple(p.names))
 
 
+def build_fill_once(d: Dialect, table: str, key: Sequence[str], target: str, expr: str, where: str | None,
+                    after: bool) -> Stmt:
+    """Fill one target computing the expression once per row: every row in (lo, hi] whose target is NULL gets
+    the expression's value. Exactly what build_update writes, unless the expression is NULL on some row: then
+    this writes that NULL over NULL, which the engine detects (apply_range_once) so that the job rolls the batch
+    back and redoes it with build_update's guard, which computes the expression a second time to skip the row."""
+    p = _Params(d)
+    conds = [*range_conds(d, key, p, where, after), f"{d.quote(target)} IS NULL"]
+    sql = f"UPDATE {d.table(table)} SET {d.quote(target)} = ({expr}) WHERE {' AND '.join(conds)}"
+    return Stmt(d.finish(sql), tuple(p.names))
+
+
+def build_nulls_left(d: Dialect, table: str, key: Sequence[str], target: str, where: str | None,
+                     after: bool) -> Stmt:
+    """After build_fill_once in the same transaction: a row in the range whose target is still NULL got NULL."""
+    p = _Params(d)
+    conds = [*range_conds(d, key, p, where, after), f"{d.quote(target)} IS NULL"]
+    return Stmt(d.finish(f"SELECT 1 FROM {d.table(table)} WHERE {' AND '.join(conds)} LIMIT 1"), tuple(p.names))
+
+
 def build_sample(d: Dialect, table: str, exprs: dict[str, str], where: str | None) -> Stmt:
     p = _Params(d)
     cols = ", ".join(f"({e})" for e in exprs.values())
@@ -244,7 +269,15 @@ def build_plan(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str]
                overwrite: bool, columns: dict[str, Column] | None = None) -> BatchPlan:
     if not exprs:
         raise ValueError("a plan needs at least one target expression")
+    once: dict[str, Stmt] = {}
+    if not overwrite and len(exprs) == 1:
+        [(target, expr)] = exprs.items()
+        once = {"fill_once_first": build_fill_once(d, table, key, target, expr, where, after=False),
+                "fill_once_after": build_fill_once(d, table, key, target, expr, where, after=True),
+                "nulls_left_first": build_nulls_left(d, table, key, target, where, after=False),
+                "nulls_left_after": build_nulls_left(d, table, key, target, where, after=True)}
     return BatchPlan(
+        **once,
         lookup_first=build_lookup(d, table, key, after=False),
         lookup_after=build_lookup(d, table, key, after=True),
         update_first=build_update(d, table, key, exprs, where, overwrite, after=False, columns=columns),
@@ -578,6 +611,24 @@ class Engine(abc.ABC):
         stmt = plan.update_first if lo is None else plan.update_after
         assert stmt is not None
         return await self.execute(stmt, {**key_args("lo", lo), **key_args("hi", hi)})
+
+    async def apply_range_once(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int | None:
+        """The batch with the expression computed once per row (plan.fill_once_*): rows written, or None when
+        some row's expression was NULL, in which case the caller must roll the transaction back.
+
+        Here: the UPDATE, then a look for a target still NULL in the range (the write lock is held, so no other
+        session can have added one). PostgreSQL and MySQL count the NULLs in the UPDATE's own result instead."""
+        stmt = plan.fill_once_first if lo is None else plan.fill_once_after
+        assert stmt is not None
+        rows = await self.execute(stmt, {**key_args("lo", lo), **key_args("hi", hi)})
+        return await self.apply_range_once_check(plan, lo, hi, rows)
+
+    async def apply_range_once_check(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any],
+                                     rows: int) -> int | None:
+        """rows, unless a target in the range is still NULL after apply_range_once's UPDATE (it got NULL)."""
+        check = plan.nulls_left_first if lo is None else plan.nulls_left_after
+        assert check is not None
+        return None if await self.fetch(check, {**key_args("lo", lo), **key_args("hi", hi)}) else rows
 
     async def read_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]
                          ) -> list[tuple[Any, ...]]:

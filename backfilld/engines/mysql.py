@@ -15,8 +15,8 @@ import pymysql
 from pymysql.constants import CLIENT
 
 from backfilld.aio import within
-from backfilld.engines.base import (Column, Dialect, Engine, Stmt, TableInfo, WriteShape, lease_key,
-                                    transform_update_parts)
+from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, Stmt, TableInfo, WriteShape, key_args,
+                                    lease_key, transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # Server error codes worth another try: lock wait timeout, deadlock, statement timeouts
@@ -24,6 +24,9 @@ from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaEr
 _RETRY = {1205: "lock_timeout", 1213: "deadlock", 3024: "canceled", 1969: "canceled"}
 # Client and server codes that mean the connection is gone: reconnect, then retry.
 _RECONNECT = {2002, 2003, 2006, 2013, 2055, 1053, 1927, 4031, 0}
+
+
+_MATCHED = re.compile(rb"Rows matched: (\d+)\s+Changed: (\d+)")
 
 
 class MySQLDialect(Dialect):
@@ -164,6 +167,23 @@ class MySQLEngine(Engine):
             raise
         with self.driver_errors():
             await self._c().commit()
+
+    async def apply_range_once(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int | None:
+        # the UPDATE's OK packet says "Rows matched: M  Changed: C": a row matched (its target NULL) but not
+        # changed was written NULL over NULL, its expression NULL; one statement, no second look at the range
+        stmt = plan.fill_once_first if lo is None else plan.fill_once_after
+        assert stmt is not None
+        values = {**key_args("lo", lo), **key_args("hi", hi)}
+        with self.driver_errors(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", pymysql.Warning)
+            async with self._c().cursor() as cur:
+                await cur.execute(stmt.sql, tuple(stmt.args(values)))
+                matched = max(0, cur.rowcount)
+                info = getattr(cur._result, "message", None) or b""  # the driver keeps the OK packet's text there
+        m = _MATCHED.search(info if isinstance(info, bytes) else str(info).encode())
+        if m is None:   # a server that words it otherwise: look at the range instead
+            return await super().apply_range_once_check(plan, lo, hi, matched)
+        return matched if int(m.group(1)) == int(m.group(2)) else None
 
     # a named user lock: held while this connection lives; the name is server-wide, so it includes the database
     async def try_lease(self, name: str) -> bool:

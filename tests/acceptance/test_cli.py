@@ -59,23 +59,9 @@ label = "{expr}"
 async def audited_users(db: TestDb) -> tuple[str, str]:
     """A users table whose every UPDATE is recorded by a trigger in an audit table."""
     table = await db.create_users()
-    audit = await db.create("audit", f"id {db.int_type()} NOT NULL")
     rows = [(i, f"nom {i} ü", 0) for i in range(1, ROWS + 1)]
     await db.many(f"INSERT INTO {table} (id, name, deleted) VALUES (?, ?, ?)", rows)
-    trig = db.name("audit_trg")
-    if db.engine_name == "postgresql":
-        await db.engine.execute(f"CREATE FUNCTION {trig}() RETURNS trigger LANGUAGE plpgsql AS "
-                                f"$$ BEGIN INSERT INTO {audit}(id) VALUES (NEW.id); RETURN NEW; END $$")
-        await db.engine.execute(f"CREATE TRIGGER {trig} AFTER UPDATE ON {table} FOR EACH ROW "
-                                f"EXECUTE FUNCTION {trig}()")
-        db.functions.append(trig)
-    elif db.engine_name == "mysql":
-        await db.engine.execute(f"CREATE TRIGGER {trig} AFTER UPDATE ON {table} FOR EACH ROW "
-                                f"INSERT INTO {audit}(id) VALUES (NEW.id)")
-    else:
-        await db.engine.execute(f"CREATE TRIGGER {trig} AFTER UPDATE ON {table} BEGIN "
-                                f"INSERT INTO {audit}(id) VALUES (NEW.id); END")
-    return table, audit
+    return table, await db.audit_updates(table)
 
 
 async def rows_done(db: TestDb) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import random
 
 import pytest
+import structlog
 
 from backfilld import daemon
 from backfilld.errors import JobFailed, SchemaError, SpecChangedError
@@ -215,3 +216,36 @@ async def test_lock_wait_is_retried_and_the_job_finishes(db: TestDb) -> None:
         await holder.engine.close()
     assert state.status == "completed"
     assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL AND name IS NOT NULL")) == [(0,)]
+
+
+async def test_rows_whose_expression_is_null_are_never_written(db: TestDb) -> None:
+    """Batches compute the expression once until a row shows it can be NULL; that batch is rolled back and
+    redone guarded. No row whose expression is NULL is ever updated (the audit trigger sees every UPDATE that
+    committed, a no-op one too), every other row exactly once."""
+    table = await db.create_users()
+    null_from = 2_450
+    rows = [(i, None if i >= null_from and i % 3 == 0 else f"n{i}", 0) for i in range(1, 3001)]
+    await db.many(f"INSERT INTO {table} (id, name, deleted) VALUES (?, ?, ?)", rows)
+    audit = await db.audit_updates(table)
+    cfg = db.config([job(table, db.engine_name)], throttle={"min_batch": 100, "max_batch": 100})
+    with structlog.testing.capture_logs() as logs:
+        [state] = await daemon.run(cfg, daemon.RunOptions())
+    valued = [i for i, name, _ in rows if name is not None]
+    assert state.status == "completed" and state.rows_done == len(valued)
+    off = [e for e in logs if e["event"] == "single_evaluation_off"]
+    assert len(off) == 1 and off[0]["last_key"] == [2400], off   # the batch (2400, 2500] held the first NULL
+    touched = dict(await db.q(f"SELECT id, count(*) FROM {audit} GROUP BY id"))
+    assert set(touched) == set(valued), "a row whose expression is NULL was updated"
+    assert set(touched.values()) == {1}
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL AND name IS NOT NULL") == [(0,)]
+
+
+async def test_an_expression_never_null_stays_single_evaluation_each_row_once(db: TestDb) -> None:
+    table = await db.users_with(1000)
+    audit = await db.audit_updates(table)
+    cfg = db.config([job(table, db.engine_name)], throttle={"min_batch": 100, "max_batch": 100})
+    with structlog.testing.capture_logs() as logs:
+        [state] = await daemon.run(cfg, daemon.RunOptions())
+    assert state.status == "completed" and state.rows_done == 1000
+    assert not [e for e in logs if e["event"] == "single_evaluation_off"]
+    assert await db.q(f"SELECT count(*), count(DISTINCT id) FROM {audit}") == [(1000, 1000)]
