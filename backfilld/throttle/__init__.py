@@ -73,11 +73,12 @@ class Throttle:
         for i, rc in enumerate(self.config.replicas):
             sig = self.replicas[rc.label] = Signal(f"replica {rc.label}", started_at=now)
             probe = ReplicaLag(self._engine(rc, f"replicas[{i}]"), sig, cfg.lag_probe, hb_table, self.writer_id)
-            self._loops.append(Loop(f"replica:{rc.label}", probe.engine, interval, probe.step, sig.fail))
+            self._loops.append(Loop(f"replica:{rc.label}", probe.engine, interval, probe.step, sig.fail,
+                                    ready=lambda sig=sig: sig.ok_at is not None))
         if engine_name == "postgresql" and self.heartbeat is not None:
             att = AttachedReplicas(self._engine(self.config.database, "database"), self.heartbeat, self.attached,
                                    fail_closed=not self.config.replicas)
-            self._loops.append(Loop("attached_replicas", att.engine, interval, att.step, att.on_error))
+            self._loops.append(Loop("attached_replicas", att.engine, interval, att.step, att.on_error, ready=att.ready))
         if cfg.max_load > 0 and engine_name != "sqlite":
             self.load_signal = Signal("primary load", started_at=now)
             lp = Load(self._engine(self.config.database, "database"), self.load_signal)

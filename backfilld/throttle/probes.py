@@ -27,12 +27,20 @@ log = structlog.get_logger("backfilld.throttle")
 SAMPLES = 6000
 
 
+# Until a probe has its first reading, it tries this often instead of every interval: the jobs wait for that
+# reading (they never write blind), and at start it only waits for the first heartbeat to replicate.
+FIRST_READING_RETRY_S = 0.02
+
+
 class Loop:
-    """Runs one probe step every interval; errors go to on_error, the loop goes on."""
+    """Runs one probe step every interval; errors go to on_error, the loop goes on.
+
+    `ready` says whether the probe has its first reading; until then a step is retried sooner."""
 
     def __init__(self, name: str, engine: Engine, interval_s: float, step: Callable[[], Awaitable[None]],
-                 on_error: Callable[[str], None]) -> None:
+                 on_error: Callable[[str], None], ready: Callable[[], bool] = lambda: True) -> None:
         self.name, self.engine, self.interval_s, self.step, self.on_error = name, engine, interval_s, step, on_error
+        self.ready = ready
         self._logged_error: str | None = None
 
     async def run(self) -> None:
@@ -54,7 +62,8 @@ class Loop:
                 if msg != self._logged_error:
                     log.warning("probe_failed", probe=self.name, error=msg)
                     self._logged_error = msg
-            await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - t0)))
+            interval = self.interval_s if self.ready() else min(self.interval_s, FIRST_READING_RETRY_S)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
 
     async def close(self) -> None:
         await self.engine.close()
@@ -146,6 +155,10 @@ class AttachedReplicas:
         for name, sig in self.signals.items():
             if name not in seen:  # it was streaming and is gone: fail closed until it is back
                 sig.fail("no longer streaming from the primary (pg_stat_replication)")
+
+    def ready(self) -> bool:
+        """Every replica found has had a lag reading."""
+        return all(sig.ok_at is not None for sig in self.signals.values())
 
     def on_error(self, msg: str) -> None:
         if not self.signals and self.fail_closed:
