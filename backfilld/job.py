@@ -170,7 +170,10 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
         shape = WriteShape(tuple(key), tuple(job.sources), tuple(job.targets), job.overwrite)
         return Prepared(job, info, key, {}, plan, fingerprint, transform, shape)
     exprs = job.expressions(engine.name)
-    plan = engine.plan(job.table, key, exprs, job.where, job.overwrite, info.columns)
+    once = None
+    if len(exprs) == 1 and not job.overwrite:
+        once = await engine.once_expression(job.table, key, next(iter(exprs.values())))
+    plan = engine.plan(job.table, key, exprs, job.where, job.overwrite, info.columns, once)
     await engine.check_expressions(plan)
     return Prepared(job, info, key, exprs, plan, fingerprint)
 
@@ -437,6 +440,12 @@ class JobRunner:
                 self.single_eval = False
                 self.log.info("single_evaluation_off", detail="the expression is NULL on some rows; batches now "
                               "compute it twice to leave those rows untouched", last_key=list(lo) if lo else None)
+            except RetryableError:
+                raise
+            except EngineError as exc:   # the guarded form tells whether the error is the expression's own
+                self.single_eval = False
+                self.log.info("single_evaluation_off", detail="its statement failed; batches now run guarded",
+                              error=str(exc), last_key=list(lo) if lo else None)
         async with self.engine.transaction():
             rows = await self.engine.apply_range(p.plan, lo, hi)
             await self.engine.advance_state(self.state_table, self.job.name, hi, rows, scanned)

@@ -266,14 +266,16 @@ def build_any_pending(d: Dialect, table: str, exprs: dict[str, str], where: str 
 
 
 def build_plan(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-               overwrite: bool, columns: dict[str, Column] | None = None) -> BatchPlan:
+               overwrite: bool, columns: dict[str, Column] | None = None, once_expr: str | None = None) -> BatchPlan:
+    """once_expr: what a single-evaluation batch writes (the job's one expression, or an engine's form of it,
+    see Engine.once_expression); None: no single evaluation."""
     if not exprs:
         raise ValueError("a plan needs at least one target expression")
     once: dict[str, Stmt] = {}
-    if not overwrite and len(exprs) == 1:
-        [(target, expr)] = exprs.items()
-        once = {"fill_once_first": build_fill_once(d, table, key, target, expr, where, after=False),
-                "fill_once_after": build_fill_once(d, table, key, target, expr, where, after=True),
+    if not overwrite and len(exprs) == 1 and once_expr is not None:
+        [target] = exprs
+        once = {"fill_once_first": build_fill_once(d, table, key, target, once_expr, where, after=False),
+                "fill_once_after": build_fill_once(d, table, key, target, once_expr, where, after=True),
                 "nulls_left_first": build_nulls_left(d, table, key, target, where, after=False),
                 "nulls_left_after": build_nulls_left(d, table, key, target, where, after=True)}
     return BatchPlan(
@@ -595,8 +597,13 @@ class Engine(abc.ABC):
 
     # --- shared operations
     def plan(self, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-             overwrite: bool, columns: dict[str, Column] | None = None) -> BatchPlan:
-        return build_plan(self.dialect, table, key, exprs, where, overwrite, columns)
+             overwrite: bool, columns: dict[str, Column] | None = None, once_expr: str | None = None) -> BatchPlan:
+        return build_plan(self.dialect, table, key, exprs, where, overwrite, columns, once_expr)
+
+    async def once_expression(self, table: str, key: Sequence[str], expr: str) -> str | None:
+        """What a batch computing the expression once per row writes (see apply_range_once); None when this
+        engine cannot do it for this expression. Here: the expression itself."""
+        return expr
 
     async def next_range(self, plan: BatchPlan, after: Sequence[Any] | None, n: int) -> tuple[tuple[Any, ...], int] | None:
         """The last key of the next n keys after `after` (start of table if None), and how many there are."""
