@@ -931,8 +931,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "keyset loop of 1000-row batches, on SQLite, PostgreSQL and MariaDB; medians of interleaved "
                     "repeats. Full description at the top of this file.",
         epilog=f"Defaults: --rows {DEFAULT_ROWS:,}, --repeat 3. On a 2-core machine the default run (3 engines, "
-               "3 contenders, 3 repeats, 1,000,000 rows) takes about 9-10 minutes, and so does --replicated (2 "
-               "pairs); each scales about linearly with --rows and --repeat.",
+               "3 contenders, 3 repeats, 1,000,000 rows) takes about 3 minutes, --replicated (2 pairs) about 4; "
+               "each scales about linearly with --rows and --repeat.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=DEFAULT_ROWS, help=f"rows in the table (default {DEFAULT_ROWS:,})")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each contender; medians are reported (default 3)")
