@@ -120,7 +120,8 @@ class DatabaseConfig(_Secret):
     # Commit without waiting for the local flush where the session can choose (PostgreSQL
     # synchronous_commit = off; SQLite synchronous = NORMAL in WAL mode). A crash can lose the last batches
     # with their checkpoint, atomically, and they are simply redone; nothing is torn. MySQL's equivalent is
-    # server-wide, so backfilld leaves it alone.
+    # server-wide, so backfilld leaves it alone. On SQLite in WAL mode it also moves WAL checkpoints off the
+    # job's commits to a second connection (engines/sqlite.py).
     fast_commit: bool = True
 
 
