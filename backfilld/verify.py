@@ -19,7 +19,7 @@ import structlog
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig
 from backfilld.engines.base import (Engine, WriteShape, build_fix_row, build_read, build_verify_read,
-                                    encode_key, key_args, now_iso)
+                                    encode_key, now_iso, range_call)
 from backfilld.job import Gate, OpenGate, Prepared, prepare
 
 log = structlog.get_logger("backfilld.verify")
@@ -90,7 +90,7 @@ class Verifier:
                 result.complete = True
                 break
             hi, scanned = found
-            rows = await self.engine.fetch(reads[last is not None], {**key_args("lo", last), **key_args("hi", hi)})
+            rows = await self.engine.fetch(*range_call(*reads, last, hi))
             if p.transform is None:
                 await self._check_sql(p, rows, result, fix_stmt)
             else:

@@ -407,6 +407,14 @@ def key_args(prefix: str, values: Sequence[Any] | None) -> dict[str, Any]:
     return {f"{prefix}{i}": v for i, v in enumerate(values or ())}
 
 
+def range_call(first: Stmt | None, after: Stmt | None, lo: Sequence[Any] | None,
+               hi: Sequence[Any]) -> tuple[Stmt, dict[str, Any]]:
+    """A batch statement for (lo, hi] and its values: the `first` form from the table's start (lo None)."""
+    stmt = first if lo is None else after
+    assert stmt is not None, "the plan has no such statement"
+    return stmt, {**key_args("lo", lo), **key_args("hi", hi)}
+
+
 # ------------------------------------------------------------------------------------------ catalog
 
 
@@ -615,9 +623,7 @@ class Engine(abc.ABC):
         return tuple(row[:-1]), int(row[-1])
 
     async def apply_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int:
-        stmt = plan.update_first if lo is None else plan.update_after
-        assert stmt is not None
-        return await self.execute(stmt, {**key_args("lo", lo), **key_args("hi", hi)})
+        return await self.execute(*range_call(plan.update_first, plan.update_after, lo, hi))
 
     async def apply_range_once(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int | None:
         """The batch with the expression computed once per row (plan.fill_once_*): rows written, or None when
@@ -625,23 +631,17 @@ class Engine(abc.ABC):
 
         Here: the UPDATE, then a look for a target still NULL in the range (the write lock is held, so no other
         session can have added one). PostgreSQL and MySQL count the NULLs in the UPDATE's own result instead."""
-        stmt = plan.fill_once_first if lo is None else plan.fill_once_after
-        assert stmt is not None
-        rows = await self.execute(stmt, {**key_args("lo", lo), **key_args("hi", hi)})
+        rows = await self.execute(*range_call(plan.fill_once_first, plan.fill_once_after, lo, hi))
         return await self.apply_range_once_check(plan, lo, hi, rows)
 
     async def apply_range_once_check(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any],
                                      rows: int) -> int | None:
         """rows, unless a target in the range is still NULL after apply_range_once's UPDATE (it got NULL)."""
-        check = plan.nulls_left_first if lo is None else plan.nulls_left_after
-        assert check is not None
-        return None if await self.fetch(check, {**key_args("lo", lo), **key_args("hi", hi)}) else rows
+        return None if await self.fetch(*range_call(plan.nulls_left_first, plan.nulls_left_after, lo, hi)) else rows
 
     async def read_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]
                          ) -> list[tuple[Any, ...]]:
-        stmt = plan.read_first if lo is None else plan.read_after
-        assert stmt is not None
-        return await self.fetch(stmt, {**key_args("lo", lo), **key_args("hi", hi)})
+        return await self.fetch(*range_call(plan.read_first, plan.read_after, lo, hi))
 
     async def ensure_state_table(self, table: str) -> None:
         await self.execute(self.state_table_ddl(table))

@@ -15,8 +15,8 @@ import pymysql
 from pymysql.constants import CLIENT
 
 from backfilld.aio import within
-from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, Stmt, TableInfo, WriteShape, key_args,
-                                    lease_key, transform_update_parts)
+from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, Stmt, TableInfo, WriteShape, lease_key,
+                                    range_call, transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # Server error codes worth another try: lock wait timeout, deadlock, statement timeouts
@@ -137,7 +137,9 @@ class MySQLEngine(Engine):
             raise ConnectError("not connected to MySQL")
         return self._conn
 
-    async def _run(self, stmt: Stmt | str, values: dict[str, Any] | None) -> tuple[list[tuple[Any, ...]], int]:
+    async def _run(self, stmt: Stmt | str, values: dict[str, Any] | None
+                   ) -> tuple[list[tuple[Any, ...]], int, bytes]:
+        """Rows, row count, and the OK packet's text (e.g. b"Rows matched: 5  Changed: 5  Warnings: 0")."""
         with self.driver_errors(), warnings.catch_warnings():
             # notes such as "table already exists" on IF NOT EXISTS are expected, not news
             warnings.simplefilter("ignore", pymysql.Warning)
@@ -147,7 +149,8 @@ class MySQLEngine(Engine):
                 else:
                     await cur.execute(stmt.sql, tuple(stmt.args(values or {})))
                 rows = await cur.fetchall() if cur.description else ()
-                return [tuple(r) for r in rows], cur.rowcount
+                info = getattr(cur._result, "message", None) or b""  # the driver keeps the OK packet's text there
+                return [tuple(r) for r in rows], cur.rowcount, info if isinstance(info, bytes) else str(info).encode()
 
     async def fetch(self, stmt: Stmt | str, values: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return (await self._run(stmt, values))[0]
@@ -171,19 +174,11 @@ class MySQLEngine(Engine):
     async def apply_range_once(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int | None:
         # the UPDATE's OK packet says "Rows matched: M  Changed: C": a row matched (its target NULL) but not
         # changed was written NULL over NULL, its expression NULL; one statement, no second look at the range
-        stmt = plan.fill_once_first if lo is None else plan.fill_once_after
-        assert stmt is not None
-        values = {**key_args("lo", lo), **key_args("hi", hi)}
-        with self.driver_errors(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", pymysql.Warning)
-            async with self._c().cursor() as cur:
-                await cur.execute(stmt.sql, tuple(stmt.args(values)))
-                matched = max(0, cur.rowcount)
-                info = getattr(cur._result, "message", None) or b""  # the driver keeps the OK packet's text there
-        m = _MATCHED.search(info if isinstance(info, bytes) else str(info).encode())
+        _, matched, info = await self._run(*range_call(plan.fill_once_first, plan.fill_once_after, lo, hi))
+        m = _MATCHED.search(info)
         if m is None:   # a server that words it otherwise: look at the range instead
-            return await super().apply_range_once_check(plan, lo, hi, matched)
-        return matched if int(m.group(1)) == int(m.group(2)) else None
+            return await self.apply_range_once_check(plan, lo, hi, max(0, matched))
+        return max(0, matched) if int(m.group(1)) == int(m.group(2)) else None
 
     # a named user lock: held while this connection lives; the name is server-wide, so it includes the database
     async def try_lease(self, name: str) -> bool:

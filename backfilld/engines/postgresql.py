@@ -11,8 +11,8 @@ from typing import Any
 import asyncpg
 
 from backfilld.aio import within
-from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, Stmt, TableInfo, WriteShape, key_args,
-                                    lease_key, transform_update_parts)
+from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, Stmt, TableInfo, WriteShape, lease_key,
+                                    range_call, transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # SQLSTATEs worth another try: serialization_failure, deadlock_detected, lock_not_available, query_canceled
@@ -137,10 +137,8 @@ class PostgresEngine(Engine):
         # the rows written, or an error at the first row whose expression is NULL. Measured here (10 batches
         # of 100,000 rows, medians of 5): 0.93 of the guarded UPDATE's time; returning a trap from the UPDATE
         # and counting the rows it returned gave 0.97, returning the target and counting its NULLs 0.99.
-        stmt = plan.fill_once_first if lo is None else plan.fill_once_after
-        assert stmt is not None
         try:
-            return await self.execute(stmt, {**key_args("lo", lo), **key_args("hi", hi)})
+            return await self.execute(*range_call(plan.fill_once_first, plan.fill_once_after, lo, hi))
         except EngineError as exc:
             if _NULL_WRITTEN in str(exc):
                 return None
