@@ -430,12 +430,7 @@ class JobRunner:
         """
         if self.single_eval and p.plan.fill_once_first is not None:
             try:
-                async with self.engine.transaction():
-                    rows = await self.engine.apply_range_once(p.plan, lo, hi)
-                    if rows is None:
-                        raise _NullWritten
-                    await self.engine.advance_state(self.state_table, self.job.name, hi, rows, scanned)
-                return rows
+                return await self._commit_batch(self.engine.apply_range_once, p, lo, hi, scanned)
             except _NullWritten:
                 self.single_eval = False
                 self.log.info("single_evaluation_off", detail="the expression is NULL on some rows; batches now "
@@ -446,10 +441,18 @@ class JobRunner:
                 self.single_eval = False
                 self.log.info("single_evaluation_off", detail="its statement failed; batches now run guarded",
                               error=str(exc), last_key=list(lo) if lo else None)
+        return await self._commit_batch(self.engine.apply_range, p, lo, hi, scanned)
+
+    async def _commit_batch(self, apply: Callable[..., Any], p: Prepared, lo: tuple[Any, ...] | None,
+                            hi: tuple[Any, ...], scanned: int) -> int:
+        """One transaction: the batch's UPDATE and the checkpoint. apply returning None (a NULL written by a
+        single-evaluation batch) raises _NullWritten inside it, so the batch rolls back."""
         async with self.engine.transaction():
-            rows = await self.engine.apply_range(p.plan, lo, hi)
+            rows = await apply(p.plan, lo, hi)
+            if rows is None:
+                raise _NullWritten
             await self.engine.advance_state(self.state_table, self.job.name, hi, rows, scanned)
-        return rows
+        return int(rows)
 
     async def _next_range(self, plan: BatchPlan, after: tuple[Any, ...] | None, size: int
                           ) -> tuple[tuple[Any, ...], int] | None:
