@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from backfilld import engines
@@ -9,6 +11,24 @@ from backfilld.config import from_dict, parse_url
 from backfilld.engines.base import Engine, Stmt
 
 CONCAT = {"postgresql": "name || '#' || id", "sqlite": "name || '#' || id", "mysql": "CONCAT(name, '#', id)"}
+
+
+class GateAt:
+    """A job gate that never throttles and, before the Nth batch (N from 1), awaits actions[N]: what a test
+    does to the database mid-run. `calls` counts the batches asked for."""
+
+    def __init__(self, actions: dict[int, Callable[[], Awaitable[None]]]) -> None:
+        self.actions = actions
+        self.calls = 0
+
+    async def wait(self, job: str, stop: asyncio.Event) -> None:
+        self.calls += 1
+        action = self.actions.get(self.calls)
+        if action is not None:
+            await action()
+
+    def after_batch(self, job: str, rows: int, took_s: float) -> None:
+        pass
 
 
 class TestDb:

@@ -10,7 +10,7 @@ import structlog
 
 from backfilld import daemon
 from backfilld.errors import JobFailed, SchemaError, SpecChangedError
-from tests.dbutil import CONCAT, TestDb
+from tests.dbutil import CONCAT, GateAt, TestDb
 
 NAMES = ["Ada", "Zoë", "José", "Ивана", "李小龍", "محمد", "Ngọc Ánh", "🦄 emoji", "O'Brien", "50% off", "a\\b",
          "tab\there", "%s literal", None]
@@ -90,24 +90,15 @@ async def test_rows_inserted_behind_the_cursor_are_caught(db: TestDb) -> None:
     await writer.open()
     inserted = []
 
-    class InsertMidPass:
-        """A gate that, before the 10th batch, plays old application code inserting unfilled rows."""
+    async def insert_mid_pass() -> None:
+        """Before the 10th batch, old application code inserts unfilled rows."""
+        for w in range(1, 40, 2):  # odd wikis sort between the even ones: many land behind the cursor
+            for i in range(1, 4):
+                await writer.x(f"INSERT INTO {table} (wiki, id, name, deleted) VALUES (?, ?, ?, 0)",
+                               f"wiki{w:02d}", i, f"late{i}")
+                inserted.append((f"wiki{w:02d}", i))
 
-        calls = 0
-
-        async def wait(self, job: str, stop: asyncio.Event) -> None:
-            self.calls += 1
-            if self.calls == 10:
-                for w in range(1, 40, 2):  # odd wikis sort between the even ones: many land behind the cursor
-                    for i in range(1, 4):
-                        await writer.x(f"INSERT INTO {table} (wiki, id, name, deleted) VALUES (?, ?, ?, 0)",
-                                       f"wiki{w:02d}", i, f"late{i}")
-                        inserted.append((f"wiki{w:02d}", i))
-
-        def after_batch(self, job: str, rows: int, took_s: float) -> None:
-            pass
-
-    gate = InsertMidPass()
+    gate = GateAt({10: insert_mid_pass})
     try:
         results = await daemon.run(cfg, daemon.RunOptions(), gate=gate)
     finally:

@@ -8,7 +8,7 @@ import pytest
 
 from backfilld import daemon
 from backfilld.errors import EngineError, JobFailed
-from tests.dbutil import CONCAT, TestDb
+from tests.dbutil import CONCAT, GateAt, TestDb
 
 HOLDER = {"postgresql": "PostgreSQL backend pid", "mysql": "MySQL connection id", "sqlite": "process"}
 
@@ -61,24 +61,14 @@ async def test_the_lease_is_taken_again_after_a_reconnect(db: TestDb) -> None:
     table = await db.users_with(3000)
     cfg = db.config([job(db, table)], throttle={"min_batch": 100, "max_batch": 100})
 
-    class KillJobConnection:
-        def __init__(self) -> None:
-            self.calls = 0
-            self.killed = False
+    killed: list[tuple] = []
 
-        async def wait(self, job: str, stop: asyncio.Event) -> None:
-            self.calls += 1
-            if self.calls == 5:
-                rows = await db.q("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
-                                  "'backfilld' AND pid <> pg_backend_pid() AND datname = current_database()")
-                self.killed = rows == [(True,)]
+    async def kill_job_connection() -> None:
+        killed.extend(await db.q("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+                                 "'backfilld' AND pid <> pg_backend_pid() AND datname = current_database()"))
 
-        def after_batch(self, job: str, rows: int, took_s: float) -> None:
-            pass
-
-    gate = KillJobConnection()
-    [state] = await daemon.run(cfg, daemon.RunOptions(), gate=gate)
-    assert gate.killed
+    [state] = await daemon.run(cfg, daemon.RunOptions(), gate=GateAt({5: kill_job_connection}))
+    assert killed == [(True,)]
     assert state.status == "completed" and state.rows_done == 3000
     holders = await db.q("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
     assert holders == [(0,)], "the lease outlived the daemon"

@@ -15,7 +15,7 @@ import pytest
 
 from backfilld import daemon
 from backfilld.lookahead import Lookahead
-from tests.dbutil import CONCAT, TestDb
+from tests.dbutil import CONCAT, GateAt, TestDb
 
 LOOKAHEAD_APP = "backfilld-lookahead"
 
@@ -49,30 +49,23 @@ async def test_a_killed_lookahead_connection_costs_nothing(db: TestDb) -> None:
     table = await db.users_with(3000)
     cfg = db.config([job(db, table)], throttle={"min_batch": 100, "max_batch": 100})
 
-    class KillLookahead:
-        def __init__(self) -> None:
-            self.calls = 0
-            self.killed: list[int] = []
-            self.seen_after: list[int] = []
+    killed: list[int] = []
+    seen_after: list[int] = []
 
-        async def wait(self, job: str, stop: asyncio.Event) -> None:
-            self.calls += 1
-            if self.calls == 5:
-                conns = await lookahead_connections(db)
-                assert len(conns) == 1, f"expected one lookahead connection, found {conns}"
-                await kill(db, conns[0])
-                self.killed.extend(conns)
-            elif self.calls == 15:
-                await asyncio.sleep(0.05)  # a lookahead reconnects in the background
-                self.seen_after.extend(await lookahead_connections(db))
+    async def kill_lookahead() -> None:
+        conns = await lookahead_connections(db)
+        assert len(conns) == 1, f"expected one lookahead connection, found {conns}"
+        await kill(db, conns[0])
+        killed.extend(conns)
 
-        def after_batch(self, job: str, rows: int, took_s: float) -> None:
-            pass
+    async def look_again() -> None:
+        await asyncio.sleep(0.05)  # a lookahead reconnects in the background
+        seen_after.extend(await lookahead_connections(db))
 
-    gate = KillLookahead()
+    gate = GateAt({5: kill_lookahead, 15: look_again})
     [state] = await daemon.run(cfg, daemon.RunOptions(), gate=gate)
     assert state.status == "completed" and state.rows_done == 3000
-    assert gate.killed and gate.seen_after and gate.seen_after[0] not in gate.killed
+    assert killed and seen_after and seen_after[0] not in killed
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL OR label <> {CONCAT[db.engine_name]}") \
         == [(0,)]
     assert await lookahead_connections(db) == [], "the lookahead connection outlived the run"

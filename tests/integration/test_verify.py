@@ -8,7 +8,7 @@ import pytest
 
 from backfilld import daemon
 from backfilld.verify import Verifier, record
-from tests.dbutil import TestDb
+from tests.dbutil import GateAt, TestDb
 
 LOWER = "lower(name)"
 
@@ -57,18 +57,10 @@ async def test_a_stopped_verify_never_counts_as_verified(db: TestDb) -> None:
     await daemon.run(cfg, daemon.RunOptions())
     stop = asyncio.Event()
 
-    class StopAfterFirst:
-        calls = 0
+    async def stop_after_first() -> None:
+        stop.set()
 
-        async def wait(self, job: str, s: asyncio.Event) -> None:
-            self.calls += 1
-            if self.calls == 2:
-                stop.set()
-
-        def after_batch(self, job: str, rows: int, took_s: float) -> None:
-            pass
-
-    result = await Verifier(db.engine, cfg, cfg.jobs[0], gate=StopAfterFirst(), stop=stop).run()
+    result = await Verifier(db.engine, cfg, cfg.jobs[0], gate=GateAt({2: stop_after_first}), stop=stop).run()
     assert not result.complete and not result.clean and result.rows_checked == 100
     await record(db.engine, db.state_table, result)
     [(verified_at,)] = await db.q(f"SELECT verified_at FROM {db.state_table}")
