@@ -102,8 +102,9 @@ async def run_demo(db: Path, rows: int) -> bool:
     took = time.monotonic() - started
     state = states[0]
     checked, wrong = check(db, prefilled)
+    passes = state.pass_no - 1
     console.print(f"\n[bold]summary[/]: status {state.status}, {state.rows_done:,} rows written in {took:.2f} s "
-                  f"({state.rows_done / took:,.0f} rows/s), {state.pass_no - 1} passes")
+                  f"({state.rows_done / took:,.0f} rows/s), {passes} pass{'' if passes == 1 else 'es'}")
     ok = wrong == 0 and state.status == "completed"
     console.print(f"check: {checked:,} rows compared with values computed in Python: {wrong} wrong, "
                   f"{len(prefilled):,} values written by 'new code' kept -> "

@@ -335,6 +335,7 @@ class JobRunner:
             self._set_status(STATUS_RUNNING)
             await self._save()
         pass_started = time.monotonic()
+        writes_seen = await self._writes_token()
         while not self.stop.is_set():
             try:
                 await self._with_retries(self._poll_requests)
@@ -354,6 +355,12 @@ class JobRunner:
             took = time.monotonic() - pass_started
             self.log.info("pass_finished", pass_no=st.pass_no, rows=st.pass_rows, scanned=st.pass_scanned,
                           took_s=round(took, 3))
+            if st.pass_rows > 0 and st.status != STATUS_COMPLETED and await self._nothing_else_wrote(writes_seen):
+                # the pass ran from the table's first key and no other session wrote to the database meanwhile:
+                # the sweep would find nothing (it is the pass that looks for rows others added or changed)
+                self.log.info("sweep_skipped", pass_no=st.pass_no,
+                              detail="no other connection wrote to the database during the pass")
+                st.pass_rows = 0
             if st.pass_rows == 0 and st.status != STATUS_COMPLETED:
                 st.finished_at = now_iso()
                 self._set_status(STATUS_COMPLETED)
@@ -371,10 +378,30 @@ class JobRunner:
                     return st
                 await self._sleep(self.job.follow_interval_s)
             pass_started = time.monotonic()
+            writes_seen = await self._writes_token()
         if st.status == STATUS_RUNNING:
             self.log.info("job_stopped", rows_done=st.rows_done, pass_no=st.pass_no,
                           last_key=list(st.last_key) if st.last_key else None)
         return st
+
+    async def _writes_token(self) -> object | None:
+        """At a pass's start: the engine's token of other sessions' writes, if the pass covers the whole table
+        (it starts at the first key) and is a fill (a transform may leave rows for a later pass)."""
+        p = self.prepared
+        if self.state is None or self.state.last_key is not None or p is None or p.transform is not None:
+            return None
+        try:
+            return await self.engine.writes_token()
+        except EngineError:
+            return None
+
+    async def _nothing_else_wrote(self, token: object | None) -> bool:
+        if token is None:
+            return False
+        try:
+            return await self.engine.writes_token() == token
+        except EngineError:
+            return False
 
     async def _batch(self) -> BatchResult | None:
         st, p = self.state, self.prepared

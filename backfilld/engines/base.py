@@ -613,6 +613,11 @@ class Engine(abc.ABC):
         engine cannot do it for this expression. Here: the expression itself."""
         return expr
 
+    async def writes_token(self) -> object | None:
+        """A value that stays the same, on this connection, until another session commits a write to the
+        database; None when the engine cannot tell (the job then always runs a sweep pass after a fill pass)."""
+        return None
+
     async def next_range(self, plan: BatchPlan, after: Sequence[Any] | None, n: int) -> tuple[tuple[Any, ...], int] | None:
         """The last key of the next n keys after `after` (start of table if None), and how many there are."""
         stmt = plan.lookup_first if after is None else plan.lookup_after

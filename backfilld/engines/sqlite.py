@@ -15,8 +15,8 @@ import aiosqlite
 import structlog
 
 from backfilld.aio import within
-from backfilld.engines.base import (Column, Dialect, Engine, Stmt, TableInfo, WriteShape, lease_key,
-                                    transform_update_parts)
+from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, Stmt, TableInfo, WriteShape, lease_key,
+                                    range_call, transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 
@@ -36,6 +36,9 @@ class SQLiteDialect(Dialect):
         # IS NOT compares with the column's collation (NOCASE would fold case): force BINARY
         return f"{stored} IS NOT {self.cast_to(expr, column)} COLLATE BINARY"
 
+
+# The function apply_range_once's trap calls when a batch would write NULL (registered on every connection).
+_NULL_TRAP = "backfilld_null_written"
 
 # SQLite binds at most 32766 parameters a statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32); a batch's
 # transform write is split into statements under that, all in the batch's one transaction.
@@ -62,6 +65,8 @@ class SQLiteEngine(Engine):
         self._ckpt: aiosqlite.Connection | None = None
         self._ckpt_task: asyncio.Task[None] | None = None
         self._ckpt_again = False
+        self._generation = 0   # connections opened so far (writes_token)
+        self._null_trapped = False   # the trap fired in the last apply_range_once
 
     def translate(self, exc: BaseException) -> EngineError:
         return translate_sqlite(exc)
@@ -73,7 +78,9 @@ class SQLiteEngine(Engine):
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves
             self._conn = await aiosqlite.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+            self._generation += 1
             await self._conn.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout_s * 1000)}")
+            await self._conn.create_function(_NULL_TRAP, 1, self._null_trap)
             if self.fast_commit:
                 async with self._conn.execute("PRAGMA journal_mode") as cur:
                     mode = (await cur.fetchone() or ("",))[0]
@@ -195,6 +202,35 @@ class SQLiteEngine(Engine):
         for fd in leases.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+    def _null_trap(self, key: object) -> None:
+        # runs in the driver's thread, inside the UPDATE, only for a row whose expression is NULL (COALESCE
+        # evaluates its second argument only then); the exception aborts the statement
+        self._null_trapped = True
+        raise ValueError(f"backfilld: NULL written at key {key!r}")
+
+    async def once_expression(self, table: str, key: Sequence[str], expr: str) -> str | None:
+        # COALESCE(expr, trap): a value is written as it is (COALESCE returns it unchanged, affinity included);
+        # a NULL one calls the trap, which aborts the statement (apply_range_once recognises it)
+        return f"COALESCE(({expr}), {_NULL_TRAP}({self.dialect.quote(key[0])}))"
+
+    async def apply_range_once(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int | None:
+        # the trap of once_expression instead of a second look at the range for a NULL written: that look took
+        # 0.07 s per million rows here, 7% of a one-statement UPDATE's time; the trap costs nothing measurable
+        self._null_trapped = False
+        try:
+            return await self.execute(*range_call(plan.fill_once_first, plan.fill_once_after, lo, hi))
+        except EngineError:
+            if self._null_trapped:
+                return None
+            raise
+
+    async def writes_token(self) -> object | None:
+        # PRAGMA data_version changes when another connection (of any process) commits, never for this
+        # connection's own commits, nor for checkpoints; the connection is part of the token, as a reconnect
+        # starts a new count
+        rows = await self.fetch("PRAGMA data_version")
+        return (self._generation, rows[0][0]) if rows else None
 
     async def concurrent_reads(self) -> bool:
         # only WAL lets a reader and the writer run at once (a reader would hold up a rollback journal's commit),
