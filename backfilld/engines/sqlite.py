@@ -283,7 +283,15 @@ class SQLiteEngine(Engine):
         return TableInfo(table, columns, pk, tuple(uniques))
 
     async def estimate_rows(self, table: str) -> int:
-        return int((await self.fetch(f"SELECT count(*) FROM {self.dialect.table(table)}"))[0][0])
+        # an estimate for progress and ETA, as PostgreSQL's and MySQL's statistics are: the span of rowids, two
+        # b-tree descents (exact on a table without gaps). count(*) reads every page of the table: 30 ms a
+        # million rows here, 3% of that table's backfill. A WITHOUT ROWID table is counted.
+        t = self.dialect.table(table)
+        try:
+            [(lo, hi)] = await self.fetch(f"SELECT (SELECT min(rowid) FROM {t}), (SELECT max(rowid) FROM {t})")
+        except EngineError:   # no rowid
+            return int((await self.fetch(f"SELECT count(*) FROM {t}"))[0][0])
+        return hi - lo + 1 if isinstance(lo, int) and isinstance(hi, int) else 0
 
     async def explain(self, stmt: Stmt, values: dict[str, Any]) -> list[str]:
         rows = await self.fetch(Stmt("EXPLAIN QUERY PLAN " + stmt.sql, stmt.names), values)

@@ -15,6 +15,13 @@ def test_grows_by_a_bounded_step_when_fast() -> None:
     assert s.observe(1500, 0.075) == 2250
 
 
+def test_grows_faster_while_far_under_target() -> None:
+    s = sizer()
+    assert s.observe(1000, 0.01) == 4000   # a fiftieth of the target: x4
+    assert s.observe(4000, 0.025) == 16_000   # a twentieth: still x4
+    assert s.observe(16_000, 0.1) == 20_000   # a fifth: x1.5, then max_size
+
+
 def test_converges_on_the_target() -> None:
     s = sizer()
     per_row = 0.5 / 4000  # the table takes 4000 rows per target batch
