@@ -98,8 +98,15 @@ def plan(config: ConfigArg, job: JobOpt = None,
             typer.echo(f"  set {target} = {expr}" + ("" if p["overwrite"] else "   (only where still NULL)"))
         typer.echo(f"  rows (estimate): {p['estimated_rows']}  starting batch size: {p['batch_size']}  "
                    f"batches expected: {p['batches_expected']}")
-        typer.echo("  per batch, range lookup:\n    " + p["sql"]["lookup"])
-        typer.echo("  per batch, update (one transaction with the checkpoint):\n    " + p["sql"]["update"])
+        typer.echo("  per batch, range lookup (the batch's last key):\n    " + p["sql"]["lookup"])
+        typer.echo("  at the end of the table (fewer keys left than a batch):\n    " + p["sql"]["lookup_tail"])
+        if "update_once" in p["sql"]:
+            typer.echo("  per batch, update computing the expression once a row (one transaction with the "
+                       "checkpoint):\n    " + p["sql"]["update_once"])
+            typer.echo("  from the first batch with a row whose expression is NULL on, the guarded update:\n    "
+                       + p["sql"]["update"])
+        else:
+            typer.echo("  per batch, update (one transaction with the checkpoint):\n    " + p["sql"]["update"])
         for label, lines in p["explain"].items():
             typer.echo(f"  EXPLAIN {label}:")
             for line in lines:

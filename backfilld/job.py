@@ -391,7 +391,7 @@ class JobRunner:
         if self.state is None or self.state.last_key is not None or p is None or p.transform is not None:
             return None
         try:
-            return await self.engine.writes_token()
+            return await self.engine.writes_token(self.job.table)
         except EngineError:
             return None
 
@@ -399,7 +399,7 @@ class JobRunner:
         if token is None:
             return False
         try:
-            return await self.engine.writes_token() == token
+            return await self.engine.writes_token(self.job.table) == token
         except EngineError:
             return False
 

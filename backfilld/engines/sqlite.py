@@ -225,11 +225,11 @@ class SQLiteEngine(Engine):
                 return None
             raise
 
-    async def writes_token(self) -> object | None:
+    async def writes_token(self, table: str) -> object | None:
         # PRAGMA data_version changes when another connection (of any process) commits, never for this
         # connection's own commits, nor for checkpoints; the connection is part of the token, as a reconnect
         # starts a new count
-        rows = await self.fetch("PRAGMA data_version")
+        rows = await self.fetch(f"PRAGMA {self._split(table)[0]}data_version")
         return (self._generation, rows[0][0]) if rows else None
 
     async def concurrent_reads(self) -> bool:

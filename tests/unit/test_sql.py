@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from backfilld.engines.base import build_lookup, build_update, decode_key, encode_key
+from backfilld.engines.base import build_lookup, build_skip, build_update, decode_key, encode_key
 from backfilld.engines.mysql import MySQLDialect
 from backfilld.engines.postgresql import PostgresDialect
 from backfilld.engines.sqlite import SQLiteDialect
@@ -22,6 +22,16 @@ def test_postgres_lookup_is_a_bounded_keyset_read() -> None:
                      'ORDER BY "id" LIMIT $2) AS bf_r HAVING count(*) > 0')
     assert s.names == ("lo0", "n")
     assert "OFFSET" not in s.sql
+
+
+def test_skip_steps_n_keys_past_the_checkpoint_never_from_the_start() -> None:
+    s = build_skip(PG, "app.users", ["id"], after=True)
+    assert s.sql == 'SELECT "id" FROM "app"."users" WHERE "id" > $1 ORDER BY "id" LIMIT 1 OFFSET $2'
+    assert s.names == ("lo0", "skip")
+    s = build_skip(MY, "t", ["wiki", "id"], after=True)
+    assert s.sql == ("SELECT `wiki`, `id` FROM `t` WHERE ((`wiki` > %s) OR (`wiki` = %s AND `id` > %s)) "
+                     "ORDER BY `wiki`, `id` LIMIT 1 OFFSET %s")
+    assert build_skip(LITE, "t", ["a"], after=False).names == ("skip",)
 
 
 def test_composite_lookup_takes_the_last_key_of_the_range() -> None:
