@@ -26,6 +26,18 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
     return True
 
 
+async def wait_any(seconds: float, *events: asyncio.Event) -> None:
+    """Wait until one of the events is set or the time is up."""
+    if any(e.is_set() for e in events):
+        return
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
 async def within(awaitable: Awaitable[T], seconds: float) -> T:
     """Await with a time limit (TimeoutError when it runs out)."""
     async with asyncio.timeout(seconds):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import structlog
 
 from backfilld import engines
-from backfilld.aio import wait_event
+from backfilld.aio import wait_any
 from backfilld.config import Config, ThrottleConfig, database_url
 from backfilld.engines.base import Engine
 from backfilld.errors import BackfilldError
@@ -50,6 +50,9 @@ class Throttle:
         self.current = Decision()
         self.max_lag_seen_s = 0.0
         self._shown: dict[str, tuple[str, ...]] = {}
+        # set after every probe step: a paused job decides again at once on a new reading (its first one at
+        # start, or the one that shows the replica caught up) instead of at its next poll
+        self._readings = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
     def _engine(self, section, where: str) -> Engine:  # noqa: ANN001
@@ -83,6 +86,8 @@ class Throttle:
             self.load_signal = Signal("primary load", started_at=now)
             lp = Load(self._engine(self.config.database, "database"), self.load_signal)
             self._loops.append(Loop("load", lp.engine, interval, lp.step, self.load_signal.fail))
+        for loop in self._loops:
+            loop.after_step = self._readings.set
         self._tasks = [asyncio.create_task(loop.run(), name=f"probe:{loop.name}") for loop in self._loops]
         self.metrics.max_lag.set(cfg.max_lag_s)
         log.info("throttle_started", probes=[loop.name for loop in self._loops], max_lag_s=cfg.max_lag_s,
@@ -129,6 +134,7 @@ class Throttle:
         last = self.clock()
         poll = min(POLL_MAX_S, self.cfg.heartbeat_interval_s)
         while not stop.is_set():
+            self._readings.clear()
             d = self.decide()
             now = self.clock()
             pace = self._next_at - now
@@ -146,8 +152,10 @@ class Throttle:
             elif pace <= 0:
                 break
             last = now
-            delay = poll if d.throttled else min(poll, pace)
-            await wait_event(stop, delay)
+            if d.throttled:   # until the next poll, or a new reading
+                await wait_any(poll, stop, self._readings)
+            else:             # pacing to max_rows_per_s: until the next batch is paid for
+                await wait_any(min(poll, pace), stop)
         self._show(job, ())
         if paused_at is not None:
             log.info("throttle_resumed", job=job, paused_s=round(self.clock() - paused_at, 3), reason=reason)

@@ -41,6 +41,7 @@ class Loop:
                  on_error: Callable[[str], None], ready: Callable[[], bool] = lambda: True) -> None:
         self.name, self.engine, self.interval_s, self.step, self.on_error = name, engine, interval_s, step, on_error
         self.ready = ready
+        self.after_step: Callable[[], None] = lambda: None   # told after every step, read or failed
         self._logged_error: str | None = None
 
     async def run(self) -> None:
@@ -62,6 +63,7 @@ class Loop:
                 if msg != self._logged_error:
                     log.warning("probe_failed", probe=self.name, error=msg)
                     self._logged_error = msg
+            self.after_step()
             interval = self.interval_s if self.ready() else min(self.interval_s, FIRST_READING_RETRY_S)
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
 
