@@ -47,6 +47,7 @@ class Throttle:
         self._loops: list[Loop] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._next_at = 0.0
+        self._last_batch_s = 0.0   # the last batch's time on the primary: what the next one adds to lag
         self.current = Decision()
         self.max_lag_seen_s = 0.0
         self._shown: dict[str, tuple[str, ...]] = {}
@@ -123,7 +124,8 @@ class Throttle:
         for s in signals:
             if s.value is not None and s.error is None and s.value != float("inf"):
                 self.max_lag_seen_s = max(self.max_lag_seen_s, s.value)
-        self.current = self.decider.decide(signals, self.load_signal, self.clock(), self.wall())
+        self.current = self.decider.decide(signals, self.load_signal, self.clock(), self.wall(),
+                                           next_batch_s=self._last_batch_s)
         return self.current
 
     async def wait(self, job: str, stop: asyncio.Event) -> None:
@@ -167,5 +169,6 @@ class Throttle:
 
     def after_batch(self, job: str, rows: int, took_s: float) -> None:
         """Pace to max_rows_per_s: the next batch may start once the rows written so far are paid for."""
+        self._last_batch_s = took_s if rows > 0 else 0.0
         if self.cfg.max_rows_per_s > 0 and rows > 0:
             self._next_at = max(self._next_at, self.clock()) + rows / self.cfg.max_rows_per_s

@@ -62,10 +62,17 @@ class Decider:
     cfg: ThrottleConfig
     lag_throttled: bool = field(default=False)
 
-    def lag_reasons(self, replicas: list[Signal], now: float) -> list[tuple[str, str]]:
-        """(kind, reason) for each replica that holds work back, with hysteresis across calls."""
+    def lag_reasons(self, replicas: list[Signal], now: float, next_batch_s: float = 0.0) -> list[tuple[str, str]]:
+        """(kind, reason) for each replica that holds work back, with hysteresis across calls.
+
+        next_batch_s: what the next batch will likely add to a replica's lag (the last batch's time on the
+        primary: a replica applies it in about as long). A batch starts only while lag + that stays within
+        max_lag_s, so the lag a batch leaves behind stays within it too; never stricter than resume_lag_s, so
+        a replica that caught up always lets a batch through."""
         out: list[tuple[str, str]] = []
-        limit = self.cfg.resume_lag_s if self.lag_throttled else self.cfg.max_lag_s
+        cfg = self.cfg
+        start_below = max(cfg.resume_lag_s, cfg.max_lag_s - max(0.0, next_batch_s))
+        limit = cfg.resume_lag_s if self.lag_throttled else start_below
         for r in replicas:
             down = r.unreadable_for(now)
             why = f": {r.error}" if r.error else ""
@@ -81,8 +88,12 @@ class Decider:
             assert r.value is not None
             if r.value > limit or math.isinf(r.value):
                 detail = f" ({r.detail})" if math.isinf(r.value) and r.detail else ""
-                cmp = f"> {self.cfg.max_lag_s:g} s" if r.value > self.cfg.max_lag_s else \
-                    f"not yet under the resume level {self.cfg.resume_lag_s:g} s"
+                if r.value > cfg.max_lag_s:
+                    cmp = f"> {cfg.max_lag_s:g} s"
+                elif self.lag_throttled:
+                    cmp = f"not yet under the resume level {cfg.resume_lag_s:g} s"
+                else:
+                    cmp = f"+ the next batch (~{next_batch_s:.2f} s) would pass {cfg.max_lag_s:g} s"
                 out.append(("lag", f"{r.name} lag {_fmt(r.value)}{detail} {cmp}"))
         self.lag_throttled = bool(out)
         return out
@@ -110,8 +121,10 @@ class Decider:
                                   f"(local time {wall:%H:%M})"))
         return out
 
-    def decide(self, replicas: list[Signal], load: Signal | None, now: float, wall: dt.datetime) -> Decision:
-        pairs = self.lag_reasons(replicas, now) + self.load_reason(load, now) + self.local_reasons(wall)
+    def decide(self, replicas: list[Signal], load: Signal | None, now: float, wall: dt.datetime,
+               next_batch_s: float = 0.0) -> Decision:
+        pairs = (self.lag_reasons(replicas, now, next_batch_s) + self.load_reason(load, now)
+                 + self.local_reasons(wall))
         return Decision(tuple(r for _, r in pairs), tuple(dict.fromkeys(k for k, _ in pairs)))
 
 

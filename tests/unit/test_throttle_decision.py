@@ -43,6 +43,17 @@ def test_hysteresis_resumes_only_under_resume_level() -> None:
     assert not dec.decide([replica("db2", 0.8)], None, 1.3, NOON).throttled  # back under max: goes on
 
 
+def test_a_batch_starts_only_if_the_lag_it_adds_stays_within_the_limit() -> None:
+    dec = decider()
+    assert not dec.decide([replica("db2", 0.5)], None, 1.0, NOON, next_batch_s=0.4).throttled   # 0.9 <= 1
+    d = dec.decide([replica("db2", 0.7)], None, 1.1, NOON, next_batch_s=0.4)                       # 1.1 > 1
+    assert d.throttled and d.reason == "replica db2 lag 0.70 s + the next batch (~0.40 s) would pass 1 s"
+    assert not dec.decide([replica("db2", 0.45)], None, 1.2, NOON, next_batch_s=0.4).throttled  # resumed
+    # a batch as long as the limit: never stricter than the resume level, so a caught-up replica lets it run
+    assert not dec.decide([replica("db2", 0.45)], None, 1.3, NOON, next_batch_s=5.0).throttled
+    assert dec.decide([replica("db2", 0.55)], None, 1.4, NOON, next_batch_s=5.0).throttled
+
+
 def test_stopped_replication_is_not_lag_zero() -> None:
     s = replica("db2", None)
     s.ok(math.inf, 0.0, "replication SQL thread is not running (SQL_Running=No)")
