@@ -877,7 +877,8 @@ def print_table(rows: list[dict[str, Any]], replicated: bool) -> None:
         for r in notes:
             extra = (f", throttle pauses {r['paused']:.0f} ({r['paused_s']:.2f} s paused)" if replicated else "")
             print(f"{r['contender']} on {r['engine']}: {r['batches']:.0f} batches (largest {r['max_batch']:,} keys), "
-                  f"{r['passes']:.0f} passes, last (sweep) pass {r['last_pass_s']:.2f} s{extra}")
+                  + (f"{r['passes']:.0f} passes, last (sweep) pass {r['last_pass_s']:.2f} s" if r["passes"] > 1 else
+                     "1 pass (no sweep: no other connection wrote during the fill)") + extra)
 
 
 def print_readme(rows: list[dict[str, Any]], replicated: bool, meta: str) -> None:
@@ -908,7 +909,7 @@ def print_breakdown(runs: list[Run]) -> None:
             continue
         total = sum(d.breakdown.get("batch total", []))
         print(f"\nbreakdown, {LABELS[r.contender]} on {r.engine}, repeat {r.repeat + 1}: run {r.seconds:.2f} s, "
-              f"{d.batches} batches, {d.passes} passes, {d.round_trips} statements/round trips on the job's "
+              f"{d.batches} batches, {d.passes} pass{'' if d.passes == 1 else 'es'}, {d.round_trips} statements/round trips on the job's "
               f"connection ({d.round_trips / max(1, d.batches):.1f} per batch)")
         for key in ("batch total", "next range, waited", "lookup on the job's connection", "BEGIN",
                     "UPDATE, expression once", "UPDATE (apply_range)",
@@ -1072,7 +1073,7 @@ async def amain(args: argparse.Namespace) -> int:
                     runs.append(r)
                     extra = ""
                     if r.daemon:
-                        extra += f", {r.daemon.batches} batches up to {r.daemon.max_size}, {r.daemon.passes} passes"
+                        extra += f", {r.daemon.batches} batches up to {r.daemon.max_size}, {r.daemon.passes} pass{'' if r.daemon.passes == 1 else 'es'}"
                         if r.daemon.paused:
                             extra += f", paused {r.daemon.paused}x {r.daemon.paused_s:.1f} s"
                     if r.lag:
