@@ -198,6 +198,7 @@ class JobRunner:
         self._requests_at = float("-inf")
         self._applied: dict[str, Any] = {}
         self.lookahead: Lookahead | None = None
+        self._pass_txns = [0, 0]   # this pass's batch transactions: begun, committed (see _nothing_else_wrote)
         # compute a fill job's expression once per row until a row shows that it can be NULL (see _fill)
         self.single_eval = True
         self.log = log.bind(job=job.name)
@@ -387,6 +388,7 @@ class JobRunner:
     async def _writes_token(self) -> object | None:
         """At a pass's start: the engine's token of other sessions' writes, if the pass covers the whole table
         (it starts at the first key) and is a fill (a transform may leave rows for a later pass)."""
+        self._pass_txns = [0, 0]   # the pass's batch transactions: begun, committed
         p = self.prepared
         if self.state is None or self.state.last_key is not None or p is None or p.transform is not None:
             return None
@@ -396,10 +398,11 @@ class JobRunner:
             return None
 
     async def _nothing_else_wrote(self, token: object | None) -> bool:
-        if token is None:
+        begun, committed = self._pass_txns
+        if token is None or begun != committed:   # a rolled-back batch: the engine cannot account for it
             return False
         try:
-            return await self.engine.writes_token(self.job.table) == token
+            return await self.engine.nothing_else_wrote(self.job.table, token, committed)
         except EngineError:
             return False
 
@@ -474,11 +477,13 @@ class JobRunner:
                             hi: tuple[Any, ...], scanned: int) -> int:
         """One transaction: the batch's UPDATE and the checkpoint. apply returning None (a NULL written by a
         single-evaluation batch) raises _NullWritten inside it, so the batch rolls back."""
+        self._pass_txns[0] += 1
         async with self.engine.transaction():
             rows = await apply(p.plan, lo, hi)
             if rows is None:
                 raise _NullWritten
             await self.engine.advance_state(self.state_table, self.job.name, hi, rows, scanned)
+        self._pass_txns[1] += 1
         return int(rows)
 
     async def _next_range(self, plan: BatchPlan, after: tuple[Any, ...] | None, size: int

@@ -633,9 +633,15 @@ class Engine(abc.ABC):
         return expr
 
     async def writes_token(self, table: str) -> object | None:
-        """A value that stays the same, on this connection, until another session commits a write to the
-        database holding the table; None when the engine cannot tell (the job then always runs a sweep pass after a fill pass)."""
+        """At a pass's start: a token nothing_else_wrote compares with at its end; None when this engine cannot
+        tell (the job then always runs a sweep pass after a fill pass)."""
         return None
+
+    async def nothing_else_wrote(self, table: str, token: object, own_commits: int) -> bool:
+        """Whether, since writes_token gave `token` and on this connection throughout, no session but this
+        one (which committed `own_commits` write transactions meanwhile, none rolled back) wrote to the
+        database holding the table. False whenever unsure."""
+        return False
 
     async def next_range(self, plan: BatchPlan, after: Sequence[Any] | None, n: int) -> tuple[tuple[Any, ...], int] | None:
         """The last key of the next n keys after `after` (start of table if None), and how many there are.

@@ -52,6 +52,7 @@ class PostgresEngine(Engine):
 
     _conn: asyncpg.Connection | None = None
     _leased = False
+    _generation = 0   # connections opened so far (writes_token)
 
     def translate(self, exc: BaseException) -> EngineError:
         return translate_pg(exc)
@@ -59,6 +60,7 @@ class PostgresEngine(Engine):
     async def connect(self) -> None:
         u = self.url
         try:
+            self._generation += 1
             self._conn = await asyncpg.connect(
                 host=u.host, port=u.port or 5432, user=u.user, password=u.password, database=u.database,
                 timeout=self.connect_timeout_s,
@@ -131,6 +133,27 @@ class PostgresEngine(Engine):
         if typ is None or typ == "unknown":
             return None
         return (f"COALESCE(({expr}), ('{_NULL_WRITTEN}' || {self.dialect.quote(key[0])}::text)::int::text::{typ})")
+
+    # Did anyone else write? Every transaction that writes anything, in any database of the cluster, takes a
+    # transaction id. A snapshot with no transaction in progress (xmin = xmax) has xmax = the next id to be
+    # given out; if the ids given out between two such snapshots are exactly this connection's commits,
+    # nobody else wrote in between. Any other activity (another writer, a heartbeat, another database's
+    # traffic, a transaction left open) makes the job sweep: this only ever spares a quiet cluster the sweep.
+    async def writes_token(self, table: str) -> object | None:
+        return await self._xid_snapshot()
+
+    async def nothing_else_wrote(self, table: str, token: object, own_commits: int) -> bool:
+        now = await self._xid_snapshot()
+        if not isinstance(token, tuple) or now is None or now[0] != token[0]:
+            return False
+        return now[1] - token[1] == own_commits
+
+    async def _xid_snapshot(self) -> tuple[int, int] | None:
+        """(this connection, the next transaction id) when no transaction holding an id is in progress."""
+        rows = await self.fetch("SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint "
+                                "FROM pg_current_snapshot() AS s")
+        xmin, xmax = rows[0]
+        return (self._generation, int(xmax)) if xmin == xmax else None
 
     async def apply_range_once(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int | None:
         # the plan's statement writes COALESCE(expr, trap) (once_expression): a plain UPDATE whose row count is

@@ -232,6 +232,9 @@ class SQLiteEngine(Engine):
         rows = await self.fetch(f"PRAGMA {self._split(table)[0]}data_version")
         return (self._generation, rows[0][0]) if rows else None
 
+    async def nothing_else_wrote(self, table: str, token: object, own_commits: int) -> bool:
+        return await self.writes_token(table) == token
+
     async def concurrent_reads(self) -> bool:
         # only WAL lets a reader and the writer run at once (a reader would hold up a rollback journal's commit),
         # and an in-memory database is private to its connection

@@ -133,10 +133,10 @@ async def test_a_row_inserted_behind_the_cursor_by_another_connection_is_filled_
         await writer.engine.close()
     assert state.status == "completed" and state.rows_done == 1000
     assert await db.q(f"SELECT label FROM {table} WHERE id = 5") == [("late#5",)]
-    # the fill pass, a sweep that found the late row, and a sweep that found none, which SQLite skips: no other
-    # connection wrote during the pass before it
+    # the fill pass, a sweep that found the late row, and a sweep that found none, which SQLite and PostgreSQL
+    # may skip (no other session wrote during the pass before it; on PostgreSQL, none in the whole cluster)
     skipped = [e["pass_no"] for e in logs if e["event"] == "sweep_skipped"]
-    assert (skipped, state.pass_no) == (([2], 3) if db.engine_name == "sqlite" else ([], 4))
+    assert (skipped, state.pass_no) in ((([2], 3), ([], 4)) if db.engine_name != "mysql" else (([], 4),))
 
 
 async def test_changed_spec_refuses_to_resume_unless_restart(db: TestDb) -> None:
