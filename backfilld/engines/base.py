@@ -663,18 +663,17 @@ class Engine(abc.ABC):
     async def apply_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int:
         return await self.execute(*range_call(plan.update_first, plan.update_after, lo, hi))
 
+    @abc.abstractmethod
     async def apply_range_once(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int | None:
         """The batch with the expression computed once per row (plan.fill_once_*): rows written, or None when
-        some row's expression was NULL, in which case the caller must roll the transaction back.
-
-        Here: the UPDATE, then a look for a target still NULL in the range (the write lock is held, so no other
-        session can have added one). PostgreSQL and MySQL count the NULLs in the UPDATE's own result instead."""
-        rows = await self.execute(*range_call(plan.fill_once_first, plan.fill_once_after, lo, hi))
-        return await self.apply_range_once_check(plan, lo, hi, rows)
+        some row's expression was NULL, in which case the caller must roll the transaction back. PostgreSQL
+        and SQLite trap the NULL inside the UPDATE (once_expression), MySQL reads it off the UPDATE's result."""
 
     async def apply_range_once_check(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any],
                                      rows: int) -> int | None:
-        """rows, unless a target in the range is still NULL after apply_range_once's UPDATE (it got NULL)."""
+        """After apply_range_once's UPDATE, for an engine that cannot tell from the UPDATE itself: rows, unless
+        a target in the range is still NULL (it got NULL; the write lock is held, so no other session can have
+        added one)."""
         return None if await self.fetch(*range_call(plan.nulls_left_first, plan.nulls_left_after, lo, hi)) else rows
 
     async def read_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]
