@@ -283,7 +283,7 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
             values = {"n": job.batch_size, "skip": job.batch_size - 1, **key_args("lo", lo), **key_args("hi", lo)}
             explains = {}
             warnings = []
-            for label, stmt in (("lookup", p.plan.skip_after or p.plan.lookup_after),
+            for label, stmt in (("lookup", p.plan.skip_after),
                                 ("update", p.plan.update_after or p.plan.read_after)):
                 try:
                     lines = await engine.explain(stmt, values)
@@ -309,7 +309,7 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
                 "estimated_rows": estimate, "batch_size": job.batch_size,
                 "batches_expected": -(-estimate // job.batch_size) if estimate else 0,
                 "fingerprint": p.fingerprint,
-                "sql": {"lookup": (p.plan.skip_after or p.plan.lookup_after).sql,
+                "sql": {"lookup": p.plan.skip_after.sql,
                         "lookup_tail": p.plan.lookup_after.sql,
                         "update": (p.plan.update_after or p.plan.read_after).sql,
                         **({"update_once": p.plan.fill_once_after.sql} if p.plan.fill_once_after else {})},

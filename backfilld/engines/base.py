@@ -159,6 +159,8 @@ class BatchPlan:
 
     lookup_first: Stmt
     lookup_after: Stmt
+    skip_first: Stmt   # the n-th key alone (next_range)
+    skip_after: Stmt
     key: tuple[str, ...]
     targets: tuple[str, ...]
     update_first: Stmt | None = None
@@ -172,9 +174,6 @@ class BatchPlan:
     nulls_left_after: Stmt | None = None
     read_first: Stmt | None = None
     read_after: Stmt | None = None
-    # the n-th key alone (next_range); None: only the lookup
-    skip_first: Stmt | None = None
-    skip_after: Stmt | None = None
 
 
 def lookups(d: Dialect, table: str, key: Sequence[str]) -> dict[str, Stmt]:
@@ -649,10 +648,9 @@ class Engine(abc.ABC):
         First the n-th key alone (plan.skip_*), the answer for every batch but a pass's last; when fewer than n
         keys are left, the last key and count of those (plan.lookup_*)."""
         skip = plan.skip_first if after is None else plan.skip_after
-        if skip is not None:
-            rows = await self.fetch(skip, {"skip": n - 1, **key_args("lo", after)})
-            if rows:
-                return tuple(rows[0]), n
+        rows = await self.fetch(skip, {"skip": n - 1, **key_args("lo", after)})
+        if rows:
+            return tuple(rows[0]), n
         stmt = plan.lookup_first if after is None else plan.lookup_after
         rows = await self.fetch(stmt, {"n": n, **key_args("lo", after)})
         if not rows:
