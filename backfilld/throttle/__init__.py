@@ -16,7 +16,7 @@ from collections.abc import Callable
 import structlog
 
 from backfilld import engines
-from backfilld.aio import wait_any
+from backfilld.aio import wait_any, wait_event
 from backfilld.config import Config, ThrottleConfig, database_url
 from backfilld.engines.base import Engine
 from backfilld.errors import BackfilldError
@@ -157,7 +157,7 @@ class Throttle:
             if d.throttled:   # until the next poll, or a new reading
                 await wait_any(poll, stop, self._readings)
             else:             # pacing to max_rows_per_s: until the next batch is paid for
-                await wait_any(min(poll, pace), stop)
+                await wait_event(stop, min(poll, pace))
         self._show(job, ())
         if paused_at is not None:
             log.info("throttle_resumed", job=job, paused_s=round(self.clock() - paused_at, 3), reason=reason)
