@@ -386,11 +386,13 @@ class JobRunner:
         return st
 
     async def _writes_token(self) -> object | None:
-        """At a pass's start: the engine's token of other sessions' writes, if the pass covers the whole table
-        (it starts at the first key) and is a fill (a transform may leave rows for a later pass)."""
+        """At a pass's start: the engine's token of other sessions' writes, if the pass may end the job without
+        a sweep: it covers the whole table (starts at the first key), is a fill (a transform may leave rows
+        for a later pass), and the job is not completed yet (a completed job's passes are its sweeps)."""
         self._pass_txns = [0, 0]   # the pass's batch transactions: begun, committed
-        p = self.prepared
-        if self.state is None or self.state.last_key is not None or p is None or p.transform is not None:
+        st, p = self.state, self.prepared
+        if st is None or st.last_key is not None or st.status == STATUS_COMPLETED or p is None \
+                or p.transform is not None:
             return None
         try:
             return await self.engine.writes_token(self.job.table)
