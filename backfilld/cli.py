@@ -66,7 +66,7 @@ def run(config: ConfigArg, job: JobOpt = None,
         restart: Annotated[bool, typer.Option(help="Start the jobs over, discarding their checkpoints.")] = False,
         follow: Annotated[bool, typer.Option(help="After completing, keep sweeping for rows old code left "
                                                   "unfilled, until stopped.")] = False) -> None:
-    """Run every job (or those named) to completion. SIGTERM/SIGINT stop after the batch in flight."""
+    """Run every job (or those named) to completion. SIGTERM/SIGINT stop after the batches in flight."""
     from backfilld import daemon
 
     cfg = _load(config)

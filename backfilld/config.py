@@ -316,6 +316,11 @@ class ThrottleConfig(_Model):
     # Bounds on keys per batch, whatever the sizer computes.
     min_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 50
     max_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
+    # Batches of one job in flight at once, each its own transaction on its own connection, over consecutive
+    # key ranges; they commit in key order, so the checkpoint is always a key below which every batch
+    # committed. 1 writes one batch at a time. SQLite (one writer) and Python-transform jobs always use 1;
+    # so does MySQL/MariaDB with binlog_format = STATEMENT (see README).
+    workers: Annotated[int, Field(ge=1, le=16)] = 2
     # Rows written per second, across the daemon; 0 means unlimited.
     max_rows_per_s: Annotated[float, Field(ge=0)] = 0
     # Pause while the primary's load is above this (MySQL Threads_running, PostgreSQL active backends);

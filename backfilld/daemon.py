@@ -1,6 +1,6 @@
 """Lifecycle: open the engine, run the jobs, stop cleanly on a signal; and the read-only reports (plan, status).
 
-Owns: signal handling (first SIGTERM/SIGINT finishes the batch in flight and keeps the checkpoint; a second
+Owns: signal handling (first SIGTERM/SIGINT finishes the batches in flight and keeps the checkpoint; a second
 exits at once), the order jobs run in (one after another, so load on the primary stays that of one job),
 and the exit code. Delegates the batch loop to job.JobRunner.
 """
@@ -77,7 +77,7 @@ class SignalStop:
     def _on_signal(self, sig: signal.Signals) -> None:
         self.count += 1
         if self.count == 1:
-            log.info("stop_requested", signal=sig.name, detail="finishing the batch in flight; signal again to "
+            log.info("stop_requested", signal=sig.name, detail="finishing the batches in flight; signal again to "
                      "exit at once")
             self.stop.set()
         else:
@@ -141,7 +141,7 @@ class Daemon:
                     break
                 runner = self.current = JobRunner(
                     engine, job, state_table=self.config.state.table, sizer=make_sizer(self.config, job),
-                    gate=self.gate, stop=self.stop, metrics=self.metrics,
+                    gate=self.gate, stop=self.stop, metrics=self.metrics, workers=self.config.throttle.workers,
                     on_batch=(lambda r, j=job: self.on_batch(j, r)) if self.on_batch else None)
                 self.runners[job.name] = runner
                 try:

@@ -1,18 +1,21 @@
-"""One job's batch loop: next range -> wait for the throttle -> apply -> checkpoint, pass after pass.
+"""One job's batch loop: wait for the throttle -> next range -> apply -> checkpoint, pass after pass.
 
 Owns: preflight checks against the live catalog, the checkpoint protocol (advanced in the same transaction
 as the batch, so a crash at any moment resumes exactly), passes and sweeps, retries with backoff and
-reconnect. Delegates SQL to the engine, sizing to chunker, pausing to the throttle.
+reconnect, and the batches in flight (throttle.workers of them, on their own connections, committing in key
+order). Delegates SQL to the engine, sizing to chunker, pausing to the throttle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import structlog
@@ -63,16 +66,29 @@ class _NullWritten(Exception):
     """A batch computing its expression once wrote NULL over NULL: roll it back, redo it guarded."""
 
 
-class Gate(Protocol):
-    """What the job asks before each batch: wait until work may go on (or the stop event is set)."""
+class _Superseded(Exception):
+    """The batch before this one in key order failed: roll this one back too (the job resumes from the
+    checkpoint, which is below both)."""
 
-    async def wait(self, job: str, stop: asyncio.Event) -> None: ...
+
+class _Dispatched:
+    """What a loop step returns when it started a batch and no batch finished yet."""
+
+
+DISPATCHED = _Dispatched()
+
+
+class Gate(Protocol):
+    """What the job asks before each batch: wait until work may go on (or the stop event is set).
+    in_flight: the job's batches being written at that moment (see Throttle.wait)."""
+
+    async def wait(self, job: str, stop: asyncio.Event, in_flight: int = 0) -> None: ...
 
     def after_batch(self, job: str, rows: int, took_s: float) -> None: ...
 
 
 class OpenGate:
-    async def wait(self, job: str, stop: asyncio.Event) -> None:
+    async def wait(self, job: str, stop: asyncio.Event, in_flight: int = 0) -> None:
         return None
 
     def after_batch(self, job: str, rows: int, took_s: float) -> None:
@@ -94,6 +110,22 @@ class BatchResult:
     size: int
     pass_no: int
     last_key: tuple[Any, ...]
+
+
+@dataclass(eq=False)
+class _Flight:
+    """A batch being written: its range, its connection, and its task (rows written, once committed)."""
+
+    lo: tuple[Any, ...] | None
+    hi: tuple[Any, ...]
+    scanned: int
+    size: int
+    writer: Engine
+    started: float
+    took: float = 0.0
+    task: asyncio.Task[tuple[int, int]] | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)   # committed or rolled back
+    committed: bool = False
 
 
 @dataclass
@@ -181,7 +213,8 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
 class JobRunner:
     def __init__(self, engine: Engine, job: JobConfig, *, state_table: str, sizer: BatchSizer,
                  gate: Gate | None = None, stop: asyncio.Event | None = None,
-                 on_batch: Callable[[BatchResult], None] | None = None, metrics: Metrics | None = None) -> None:
+                 on_batch: Callable[[BatchResult], None] | None = None, metrics: Metrics | None = None,
+                 workers: int = 1) -> None:
         self.engine = engine
         self.job = job
         self.state_table = state_table
@@ -198,6 +231,11 @@ class JobRunner:
         self._requests_at = float("-inf")
         self._applied: dict[str, Any] = {}
         self.lookahead: Lookahead | None = None
+        self.workers_wanted = workers
+        self.workers = 1            # decided at start: 1 where the engine or the job cannot write concurrently
+        self._writers: list[Engine] = []   # the workers' connections (with more than one), opened when needed
+        self._flights: deque[_Flight] = deque()  # batches in flight, in key order
+        self._ranges_done = False   # this pass's last range is dispatched: land the flights, then end the pass
         self._pass_txns = [0, 0]   # this pass's batch transactions: begun, committed (see _nothing_else_wrote)
         # compute a fill job's expression once per row until a row shows that it can be NULL (see _fill)
         self.single_eval = True
@@ -243,7 +281,8 @@ class JobRunner:
             self.log.info("job_resumed", status=state.status, pass_no=state.pass_no, rows_done=state.rows_done,
                           last_key=list(state.last_key) if state.last_key else None)
         self.state = state
-        if self.lookahead is None and await self.engine.concurrent_reads():
+        self.workers = await self._decide_workers(p)
+        if self.workers == 1 and self.lookahead is None and await self.engine.concurrent_reads():
             self.lookahead = Lookahead(self.engine, self.job.name)
         if self.job.on_error == "skip" and p.transform is not None:
             await self.engine.ensure_skipped_table(self.state_table)
@@ -252,6 +291,21 @@ class JobRunner:
         self.metrics.batch_size.labels(self.job.name).set(self.sizer.size)
         self._set_status(state.status)
         return state
+
+    async def _decide_workers(self, p: Prepared) -> int:
+        """How many batches may be in flight: throttle.workers, or 1 where they cannot run side by side."""
+        if self.workers_wanted <= 1:
+            return 1
+        if p.transform is not None:
+            why = "a Python transform job writes one batch at a time"
+        elif not await self.engine.enable_concurrent_writes():
+            why = ("SQLite has one writer at a time" if self.engine.name == "sqlite" else
+                   "the server logs statements (binlog_format = STATEMENT), which READ COMMITTED writes need")
+        else:
+            return self.workers_wanted
+        (self.log.debug if self.engine.name == "sqlite" else self.log.info)(
+            "workers_limited", workers=1, configured=self.workers_wanted, detail=why)
+        return 1
 
     # ------------------------------------------------------------------ lease
     @property
@@ -322,7 +376,9 @@ class JobRunner:
         try:
             return await self._run(follow, once)
         finally:
-            if self.lookahead is not None:   # its connection is opened again when a later run needs it
+            await self._drop_flights()
+            await self._close_writers()      # connections are opened again when a later run needs them
+            if self.lookahead is not None:
                 await self.lookahead.close()
 
     async def _run(self, follow: bool, once: bool) -> JobState:
@@ -342,13 +398,16 @@ class JobRunner:
                 await self._with_retries(self._poll_requests)
                 if self.stop.is_set():
                     break
-                await self.gate.wait(self.job.name, self.stop)
-                if self.stop.is_set():
-                    break
-                result = await self._with_retries(self._batch)
+                if self._may_dispatch():
+                    await self.gate.wait(self.job.name, self.stop, len(self._flights))
+                    if self.stop.is_set():
+                        break
+                result = await self._with_retries(self._step)
             except Stopped:
                 break
-            if result is not None:
+            if result is DISPATCHED:
+                continue
+            if isinstance(result, BatchResult):
                 if self.on_batch:
                     self.on_batch(result)
                 continue
@@ -380,6 +439,7 @@ class JobRunner:
                 await self._sleep(self.job.follow_interval_s)
             pass_started = time.monotonic()
             writes_seen = await self._writes_token()
+        await self._land_all()
         if st.status == STATUS_RUNNING:
             self.log.info("job_stopped", rows_done=st.rows_done, pass_no=st.pass_no,
                           last_key=list(st.last_key) if st.last_key else None)
@@ -408,50 +468,169 @@ class JobRunner:
         except EngineError:
             return False
 
-    async def _batch(self) -> BatchResult | None:
+    # ------------------------------------------------------------------ batches in flight
+    def _may_dispatch(self) -> bool:
+        return not self._ranges_done and len(self._flights) < self.workers
+
+    async def _step(self) -> BatchResult | _Dispatched | None:
+        """Start the next batch if a worker is free; when all are busy (or the pass has no range left), wait
+        for the oldest batch and return its result. None: the pass is over (nothing in flight any more).
+
+        With one worker this is: look up a range, write it, return it. With more, the next range is looked up
+        and started while the earlier batches are written, each on its own connection; they commit in key
+        order (see _commit_batch), so what has committed is always every range up to some key, and the
+        checkpoint each commit writes is that key."""
+        try:
+            if self._may_dispatch():
+                if await self._dispatch():
+                    if len(self._flights) < self.workers:
+                        return DISPATCHED
+                else:
+                    self._ranges_done = True
+            if self._flights:
+                return await self._land()
+        except Exception:
+            await self._settle()
+            raise
+        self._ranges_done = False
+        return None
+
+    async def _dispatch(self) -> bool:
+        """Look up the range after the last one dispatched and start writing it; False if there is none."""
         st, p = self.state, self.prepared
         assert st is not None and p is not None
+        after = self._flights[-1].hi if self._flights else st.last_key
         size = self.sizer.size
         t0 = time.monotonic()
-        if st.pass_no > 1 and st.last_key is None and p.plan.any_pending is not None:
+        if st.pass_no > 1 and after is None and p.plan.any_pending is not None:
             # a sweep starts by asking whether any row needs a value at all: one read-only statement, which
             # on a table the fill left complete ends the pass at the cost of a scan, instead of a keyset walk
             # of lookups and no-op UPDATEs over every key (the walk runs when it finds one)
             if not await self.engine.fetch(p.plan.any_pending):
                 self.log.debug("sweep_found_nothing", pass_no=st.pass_no, took_s=round(time.monotonic() - t0, 4))
-                return None
-        found = await self._next_range(p.plan, st.last_key, size)
+                return False
+        found = await self._next_range(p.plan, after, size)
         if found is None:
-            return None
+            return False
         hi, scanned = found
         if self.lookahead is not None:  # the next range is read on a second connection while this batch runs
             self.lookahead.start(p.plan, hi, size)
-        pending = 0
-        if p.transform is None:
-            rows = await self._fill(p, st.last_key, hi, scanned)
-        else:
-            rows, pending = await self._transform_range(p, st.last_key, hi, scanned)
-        took = time.monotonic() - t0
-        st.last_key = hi
+        writer = await self._free_writer()
+        prev = self._flights[-1] if self._flights else None
+        f = _Flight(after, hi, scanned, size, writer, t0)
+        f.task = asyncio.create_task(self._fly(p, f, prev), name=f"batch:{self.job.name}")
+        self._flights.append(f)
+        return True
+
+    async def _free_writer(self) -> Engine:
+        """The connection for the next batch: the job's own with one worker; else one of the workers' own
+        (the job's connection meanwhile looks up ranges and reads operator requests)."""
+        if self.workers == 1:
+            return self.engine
+        busy = {id(f.writer) for f in self._flights}
+        for w in self._writers:
+            if id(w) not in busy:
+                return w
+        w = self.engine.clone("writer")
+        try:
+            await w.connect()
+            if not await w.enable_concurrent_writes():
+                raise EngineError("a worker connection cannot write concurrently; set throttle.workers = 1")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await w.close()
+            raise
+        self._writers.append(w)
+        return w
+
+    async def _fly(self, p: Prepared, f: _Flight, prev: _Flight | None) -> tuple[int, int]:
+        """A batch's task: write its range and checkpoint in one transaction; (rows written, rows pending)."""
+        try:
+            if p.transform is None:
+                rows, pending = await self._fill(p, f, prev), 0
+            else:
+                rows, pending = await self._transform_range(p, f.lo, f.hi, f.scanned)
+            f.committed = True
+            f.took = time.monotonic() - f.started
+            return rows, pending
+        finally:
+            f.ended.set()
+
+    async def _land(self) -> BatchResult:
+        """Wait for the oldest batch in flight; account for it (it committed) and return it."""
+        f = self._flights[0]
+        assert f.task is not None
+        rows, pending = await f.task
+        self._flights.popleft()
+        return self._landed(f, rows, pending)
+
+    def _landed(self, f: _Flight, rows: int, pending: int) -> BatchResult:
+        st = self.state
+        assert st is not None
+        took = f.took
+        st.last_key = f.hi
         st.rows_done += rows
         st.pass_rows += rows
-        st.pass_scanned += scanned
-        self.sizer.observe(scanned, took)
+        st.pass_scanned += f.scanned
+        self.sizer.observe(f.scanned, took)
         self.gate.after_batch(st.job, rows, took)
-        self.progress.add(scanned)
+        self.progress.add(f.scanned)
         m, j = self.metrics, self.job.name
         m.rows.labels(j).inc(rows)
-        m.rows_scanned.labels(j).inc(scanned)
+        m.rows_scanned.labels(j).inc(f.scanned)
         m.batches.labels(j, "applied").inc()
         m.batch_duration.labels(j).observe(took)
         m.batch_size.labels(j).set(self.sizer.size)
         m.last_progress.labels(j).set(time.time())
         self.connected = True
-        self.log.debug("batch_applied", rows=rows, scanned=scanned, size=size, took_s=round(took, 4),
+        self.log.debug("batch_applied", rows=rows, scanned=f.scanned, size=f.size, took_s=round(took, 4),
                        pass_no=st.pass_no, **({"pending": pending} if pending else {}))
-        return BatchResult(rows, scanned, took, size, st.pass_no, hi)
+        return BatchResult(rows, f.scanned, took, f.size, st.pass_no, f.hi)
 
-    async def _fill(self, p: Prepared, lo: tuple[Any, ...] | None, hi: tuple[Any, ...], scanned: int) -> int:
+    async def _settle(self) -> None:
+        """After a failure: wait until every batch in flight has ended. Those before the failed one committed
+        and are accounted for; the failed one and those after it rolled back (each waits for the one before
+        it to commit), so the checkpoint in the database is the last committed batch's last key."""
+        flights, self._flights = list(self._flights), deque()
+        self._ranges_done = False
+        await asyncio.gather(*(f.task for f in flights if f.task is not None), return_exceptions=True)
+        for f in flights:
+            if not f.committed:
+                break
+            assert f.task is not None
+            rows, pending = f.task.result()
+            result = self._landed(f, rows, pending)
+            if self.on_batch:
+                self.on_batch(result)
+
+    async def _land_all(self) -> None:
+        """At a stop: let the batches in flight finish (each commits with its checkpoint) and account for them."""
+        while self._flights:
+            try:
+                result = await self._land()
+            except Exception as exc:  # noqa: BLE001 - stopping anyway; the checkpoint says what committed
+                await self._settle()
+                self.log.warning("batch_rolled_back_at_stop", error=str(exc) or type(exc).__name__)
+                return
+            if self.on_batch:
+                self.on_batch(result)
+
+    async def _drop_flights(self) -> None:
+        """Leaving run() with batches still in flight (cancelled, or an error outside _step): end them."""
+        flights, self._flights = list(self._flights), deque()
+        self._ranges_done = False
+        for f in flights:
+            if f.task is not None and not f.task.done():
+                f.task.cancel()
+        await asyncio.gather(*(f.task for f in flights if f.task is not None), return_exceptions=True)
+
+    async def _close_writers(self) -> None:
+        writers, self._writers = self._writers, []
+        for w in writers:
+            with contextlib.suppress(Exception):
+                await w.close()
+
+    async def _fill(self, p: Prepared, f: _Flight, prev: _Flight | None) -> int:
         """Apply an SQL-expression batch and advance the checkpoint, in one transaction; rows written.
 
         The guarded UPDATE computes the expression twice per row: once for `(expr) IS NOT NULL` (a row whose
@@ -462,29 +641,38 @@ class JobRunner:
         """
         if self.single_eval and p.plan.fill_once_first is not None:
             try:
-                return await self._commit_batch(self.engine.apply_range_once, p, lo, hi, scanned)
+                return await self._commit_batch(True, p, f, prev)
             except _NullWritten:
-                self.single_eval = False
-                self.log.info("single_evaluation_off", detail="the expression is NULL on some rows; batches now "
-                              "compute it twice to leave those rows untouched", last_key=list(lo) if lo else None)
+                if self.single_eval:   # said once, by whichever batch in flight noticed first
+                    self.single_eval = False
+                    self.log.info("single_evaluation_off", detail="the expression is NULL on some rows; batches "
+                                  "now compute it twice to leave those rows untouched",
+                                  last_key=list(f.lo) if f.lo else None)
             except RetryableError:
                 raise
             except EngineError as exc:   # the guarded form tells whether the error is the expression's own
-                self.single_eval = False
-                self.log.info("single_evaluation_off", detail="its statement failed; batches now run guarded",
-                              error=str(exc), last_key=list(lo) if lo else None)
-        return await self._commit_batch(self.engine.apply_range, p, lo, hi, scanned)
+                if self.single_eval:
+                    self.single_eval = False
+                    self.log.info("single_evaluation_off", detail="its statement failed; batches now run guarded",
+                                  error=str(exc), last_key=list(f.lo) if f.lo else None)
+        return await self._commit_batch(False, p, f, prev)
 
-    async def _commit_batch(self, apply: Callable[..., Any], p: Prepared, lo: tuple[Any, ...] | None,
-                            hi: tuple[Any, ...], scanned: int) -> int:
-        """One transaction: the batch's UPDATE and the checkpoint. apply returning None (a NULL written by a
-        single-evaluation batch) raises _NullWritten inside it, so the batch rolls back."""
+    async def _commit_batch(self, once: bool, p: Prepared, f: _Flight, prev: _Flight | None) -> int:
+        """One transaction on the batch's connection: its UPDATE, then (once the batch before it in key order
+        has committed) the checkpoint. A NULL written by a single-evaluation batch raises _NullWritten inside
+        it, and a batch before it that failed raises _Superseded: either way it rolls back."""
+        w = f.writer
+        apply = w.apply_range_once if once else w.apply_range
         self._pass_txns[0] += 1
-        async with self.engine.transaction():
-            rows = await apply(p.plan, lo, hi)
+        async with w.transaction():
+            rows = await apply(p.plan, f.lo, f.hi)
             if rows is None:
                 raise _NullWritten
-            await self.engine.advance_state(self.state_table, self.job.name, hi, rows, scanned)
+            if prev is not None:
+                await prev.ended.wait()
+                if not prev.committed:
+                    raise _Superseded
+            await w.advance_state(self.state_table, self.job.name, f.hi, rows, f.scanned)
         self._pass_txns[1] += 1
         return int(rows)
 
@@ -571,6 +759,7 @@ class JobRunner:
         """Reconnect if needed and reload the checkpoint: the database, not memory, says what committed."""
         try:
             if exc.reconnect:
+                await self._close_writers()   # opened again for the next batches
                 await self.engine.reconnect()
                 if self.state is not None:   # the job had its lease before; the old session took it along
                     await self._take_lease(LEASE_RETAKE_WAIT_S)
@@ -587,6 +776,7 @@ class JobRunner:
 
     async def fail(self, exc: Exception, attempts: int = 1) -> None:
         """Record the error in the state table (best effort) and stop the job."""
+        await self._settle()   # batches still in flight end first: the state saved below counts them
         st = self.state
         message = str(exc)
         self.log.error("job_failed", error=message, attempts=attempts)

@@ -21,7 +21,7 @@ class GateAt:
         self.actions = actions
         self.calls = 0
 
-    async def wait(self, job: str, stop: asyncio.Event) -> None:
+    async def wait(self, job: str, stop: asyncio.Event, in_flight: int = 0) -> None:
         self.calls += 1
         action = self.actions.get(self.calls)
         if action is not None:

@@ -558,6 +558,11 @@ class Engine(abc.ABC):
         """Whether a second connection may read the table while this one writes it, without blocking either."""
         return True
 
+    async def enable_concurrent_writes(self) -> bool:
+        """Make this session fit to write one key range while another session writes the next one (without
+        waiting on its locks); False if the engine cannot (the job then writes one batch at a time)."""
+        return True
+
     async def reconnect(self) -> None:
         with contextlib.suppress(Exception):
             await self.close()

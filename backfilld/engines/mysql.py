@@ -97,6 +97,7 @@ class MySQLEngine(Engine):
 
     _conn: aiomysql.Connection | None = None
     _leased = False
+    _read_committed = False   # set by enable_concurrent_writes, kept across reconnects
 
     def translate(self, exc: BaseException) -> EngineError:
         return translate_mysql(exc)
@@ -116,6 +117,8 @@ class MySQLEngine(Engine):
                 # metadata locks too (default: a year): a batch queued behind an ALTER gives up and retries
                 await cur.execute(f"SET SESSION lock_wait_timeout = {wait_s}")
                 await cur.execute("SET NAMES utf8mb4")
+                if self._read_committed:
+                    await cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
             await self.close()
             raise ConnectError(f"cannot connect to {u}: {translate_mysql(exc)}") from None
@@ -131,6 +134,21 @@ class MySQLEngine(Engine):
                         await within(cur.execute("SELECT RELEASE_ALL_LOCKS()"), 2)
             conn.close()
         self._leased = False
+
+    async def enable_concurrent_writes(self) -> bool:
+        """READ COMMITTED for this session's batches. Under REPEATABLE READ, InnoDB's UPDATE of `key > lo AND
+        key <= hi` also locks the first row past hi (a next-key lock): the first row of the next batch, which
+        the other session holds until it commits. READ COMMITTED takes no gap or next-key locks (it also stops
+        a batch from blocking the application's inserts next to its range). A server that logs statements
+        (binlog_format = STATEMENT) refuses InnoDB writes under READ COMMITTED: one batch at a time there."""
+        rows = await self.fetch("SELECT @@log_bin, @@session.binlog_format")
+        log_bin, fmt = rows[0] if rows else (0, "")
+        if int(log_bin or 0) and str(fmt).upper() == "STATEMENT":
+            return False
+        if not self._read_committed:
+            await self.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            self._read_committed = True
+        return True
 
     def _c(self) -> aiomysql.Connection:
         if self._conn is None or self._conn.closed:

@@ -235,6 +235,9 @@ class SQLiteEngine(Engine):
     async def nothing_else_wrote(self, table: str, token: object, own_commits: int) -> bool:
         return await self.writes_token(table) == token
 
+    async def enable_concurrent_writes(self) -> bool:
+        return False   # one writer per database: a second batch would only wait for the first one's lock
+
     async def concurrent_reads(self) -> bool:
         # only WAL lets a reader and the writer run at once (a reader would hold up a rollback journal's commit),
         # and an in-memory database is private to its connection

@@ -116,7 +116,9 @@ class Throttle:
     def lag_signals(self) -> list[Signal]:
         return [*self.replicas.values(), *self.attached.values()]
 
-    def decide(self) -> Decision:
+    def decide(self, in_flight: int = 0) -> Decision:
+        """The decision for the next batch; in_flight: the job's batches written now, which a replica has yet
+        to apply as well (each about as long as the last batch took on the primary)."""
         for t in self._tasks:
             if t.done() and not t.cancelled() and t.exception() is not None:
                 raise BackfilldError(f"throttle probe {t.get_name()} died: {t.exception()!r}")
@@ -125,11 +127,12 @@ class Throttle:
             if s.value is not None and s.error is None and s.value != float("inf"):
                 self.max_lag_seen_s = max(self.max_lag_seen_s, s.value)
         self.current = self.decider.decide(signals, self.load_signal, self.clock(), self.wall(),
-                                           next_batch_s=self._last_batch_s)
+                                           next_batch_s=self._last_batch_s * (1 + max(0, in_flight)))
         return self.current
 
-    async def wait(self, job: str, stop: asyncio.Event) -> None:
-        """Return when work may go on, or when stop is set. Pauses are logged with reason and duration."""
+    async def wait(self, job: str, stop: asyncio.Event, in_flight: int = 0) -> None:
+        """Return when the job's next batch may start (in_flight of its batches are being written now), or
+        when stop is set. Pauses are logged with reason and duration."""
         paused_at: float | None = None
         reason = ""
         kinds: tuple[str, ...] = ()
@@ -137,7 +140,7 @@ class Throttle:
         poll = min(POLL_MAX_S, self.cfg.heartbeat_interval_s)
         while not stop.is_set():
             self._readings.clear()
-            d = self.decide()
+            d = self.decide(in_flight)
             now = self.clock()
             pace = self._next_at - now
             shown = d.kinds if d.throttled else (("rate",) if pace > 0 else ())

@@ -65,10 +65,11 @@ class Decider:
     def lag_reasons(self, replicas: list[Signal], now: float, next_batch_s: float = 0.0) -> list[tuple[str, str]]:
         """(kind, reason) for each replica that holds work back, with hysteresis across calls.
 
-        next_batch_s: what the next batch will likely add to a replica's lag (the last batch's time on the
-        primary: a replica applies it in about as long). A batch starts only while lag + that stays within
-        max_lag_s, so the lag a batch leaves behind stays within it too; never stricter than resume_lag_s, so
-        a replica that caught up always lets a batch through."""
+        next_batch_s: what the next batch, and the job's batches still in flight, will likely add to a
+        replica's lag (the last batch's time on the primary for each: a replica applies one in about as
+        long). A batch starts only while lag + that stays within max_lag_s, so the lag a batch leaves behind
+        stays within it too; never stricter than resume_lag_s, so a replica that caught up always lets a
+        batch through."""
         out: list[tuple[str, str]] = []
         cfg = self.cfg
         start_below = max(cfg.resume_lag_s, cfg.max_lag_s - max(0.0, next_batch_s))

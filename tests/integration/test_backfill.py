@@ -249,7 +249,9 @@ async def test_rows_whose_expression_is_null_are_never_written(db: TestDb) -> No
     valued = [i for i, name, _ in rows if name is not None]
     assert state.status == "completed" and state.rows_done == len(valued)
     off = [e for e in logs if e["event"] == "single_evaluation_off"]
-    assert len(off) == 1 and off[0]["last_key"] == [2400], off   # the batch (2400, 2500] held the first NULL
+    # the batch (2400, 2500] holds the first NULL; with two workers (2500, 2600], which holds NULLs too, is
+    # written at the same time and may notice first; either way it is said once
+    assert len(off) == 1 and off[0]["last_key"] in ([2400], [2500]), off
     touched = dict(await db.q(f"SELECT id, count(*) FROM {audit} GROUP BY id"))
     assert set(touched) == set(valued), "a row whose expression is NULL was updated"
     assert set(touched.values()) == {1}

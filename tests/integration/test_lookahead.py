@@ -1,9 +1,11 @@
 """The lookahead: the next batch's range read on a second connection while the current batch is written.
 
-Every other integration test runs with it (SQLite test databases are in WAL mode); these tests cover what is
-particular to it: a lost lookahead connection costs nothing, the connection does not outlive the run, a
-SQLite database in rollback-journal mode runs without one, and a lookahead is only used for the position and
-batch size it was read for.
+A job runs with it when it writes one batch at a time (throttle.workers = 1, and always on SQLite, whose test
+databases are in WAL mode: every SQLite integration test runs with it); with more workers the job's own
+connection looks up ranges while the workers write. These tests cover what is particular to it: a lost
+lookahead connection costs nothing, the connection does not outlive the run, a SQLite database in
+rollback-journal mode runs without one, and a lookahead is only used for the position and batch size it
+was read for.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ async def kill(db: TestDb, conn_id: int) -> None:
 async def test_a_killed_lookahead_connection_costs_nothing(db: TestDb) -> None:
     """Its connection killed mid-run, the job still fills every row once, and the lookahead comes back."""
     table = await db.users_with(3000)
-    cfg = db.config([job(db, table)], throttle={"min_batch": 100, "max_batch": 100})
+    cfg = db.config([job(db, table)], throttle={"min_batch": 100, "max_batch": 100, "workers": 1})
 
     killed: list[int] = []
     seen_after: list[int] = []

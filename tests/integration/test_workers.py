@@ -1,0 +1,118 @@
+"""Several batches in flight (throttle.workers): each on its own connection, committing in key order.
+
+What a user relies on: every row is written once whatever happens to one worker's connection, the checkpoint
+never claims a range whose batch has not committed (nor one before it), and no worker connection outlives
+the run. Every other PostgreSQL and MariaDB integration test runs with the default of two workers as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from backfilld import daemon
+from backfilld.engines.base import decode_key
+from tests.dbutil import CONCAT, GateAt, TestDb
+
+WRITER_APP = "backfilld-writer"
+
+
+def job(db: TestDb, table: str) -> dict:
+    return {"name": "j", "table": table, "set": {"label": {db.engine_name: CONCAT[db.engine_name]}}}
+
+
+async def writer_connections(db: TestDb) -> list[int]:
+    """Server ids of the workers' connections open now (PostgreSQL: by application_name; MariaDB: the
+    connections to this database other than the test's own and the daemon's first, which is the job's)."""
+    if db.engine_name == "postgresql":
+        rows = await db.q("SELECT pid FROM pg_stat_activity WHERE application_name = ? ORDER BY pid", WRITER_APP)
+        return [int(r[0]) for r in rows]
+    rows = await db.q("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
+                      "AND ID <> CONNECTION_ID() ORDER BY ID")
+    return [int(r[0]) for r in rows[1:]]
+
+
+async def kill(db: TestDb, conn_id: int) -> None:
+    if db.engine_name == "postgresql":
+        assert await db.q("SELECT pg_terminate_backend(?)", conn_id) == [(True,)]
+    else:
+        await db.x(f"KILL {int(conn_id)}")
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
+async def test_a_killed_worker_connection_loses_no_row_and_writes_none_twice(db: TestDb) -> None:
+    """A worker's connection is killed while batches are in flight: the batch on it and any after it roll
+    back, the job resumes from its checkpoint, and every row is updated exactly once (an audit trigger sees
+    every UPDATE that committed)."""
+    table = await db.users_with(3000)
+    audit = await db.audit_updates(table)
+    cfg = db.config([job(db, table)], throttle={"min_batch": 100, "max_batch": 100, "workers": 2})
+    killed: list[int] = []
+
+    async def kill_a_worker() -> None:
+        conns = await writer_connections(db)
+        assert len(conns) == 2, f"expected two worker connections, found {conns}"
+        await kill(db, conns[-1])
+        killed.append(conns[-1])
+
+    [state] = await daemon.run(cfg, daemon.RunOptions(), gate=GateAt({8: kill_a_worker}))
+    assert killed
+    assert state.status == "completed" and state.rows_done == 3000
+    touched = dict(await db.q(f"SELECT id, count(*) FROM {audit} GROUP BY id"))
+    assert len(touched) == 3000 and set(touched.values()) == {1}, "a row was updated twice, or not at all"
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT[db.engine_name]}") == [(3000,)]
+    assert await writer_connections(db) == [], "a worker connection outlived the run"
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
+async def test_a_batch_waits_for_the_one_before_it_to_commit(db: TestDb) -> None:
+    """Another transaction holds a row of one batch: the batch after it writes its range meanwhile, on the
+    other worker's connection, but commits neither its rows nor the checkpoint before the held batch does."""
+    table = await db.users_with(1000)
+    cfg = db.config([job(db, table)], throttle={"min_batch": 100, "max_batch": 100, "workers": 2},
+                    database={"url": db.url, "lock_timeout_s": 5})
+    holder = TestDb(db.url, db.suffix)
+    await holder.open()
+    seen: dict[str, object] = {}
+    released = asyncio.Event()
+
+    async def hold_row_450() -> None:   # before the 5th batch, (400, 500]: that batch waits for the row
+        tx = holder.engine.transaction()
+        await tx.__aenter__()
+        await holder.x(f"UPDATE {table} SET deleted = 1 WHERE id = 450")
+
+        async def release() -> None:
+            await asyncio.sleep(1.0)
+            seen["label_550"] = (await db.q(f"SELECT label FROM {table} WHERE id = 550"))[0][0]
+            seen["checkpoint"] = (await db.q(f"SELECT last_key FROM {db.state_table} WHERE job = 'j'"))[0][0]
+            if db.engine_name == "postgresql":   # the other worker: in its transaction, waiting on ours
+                seen["waiting"] = (await db.q("SELECT count(*) FROM pg_stat_activity WHERE application_name = ? "
+                                              "AND state = 'idle in transaction'", WRITER_APP))[0][0]
+            await tx.__aexit__(None, None, None)
+            released.set()
+
+        seen["task"] = asyncio.create_task(release())
+
+    try:
+        [state] = await daemon.run(cfg, daemon.RunOptions(), gate=GateAt({5: hold_row_450}))
+        await asyncio.wait_for(released.wait(), 10)
+    finally:
+        await holder.engine.close()
+    assert state.status == "completed" and state.rows_done == 1000
+    assert seen["label_550"] is None, "the batch after the held one committed first"
+    assert decode_key(str(seen["checkpoint"])) == (400,), seen["checkpoint"]
+    if db.engine_name == "postgresql":
+        assert seen["waiting"] == 1
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT[db.engine_name]}") == [(1000,)]
+    assert await db.q(f"SELECT deleted FROM {table} WHERE id = 450") == [(1,)]
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+async def test_sqlite_writes_one_batch_at_a_time(db: TestDb) -> None:
+    """One writer per SQLite database: workers = 4 runs as one, on the job's own connection, and finishes."""
+    table = await db.users_with(2000)
+    cfg = db.config([job(db, table)], throttle={"min_batch": 100, "max_batch": 100, "workers": 4})
+    [state] = await daemon.run(cfg, daemon.RunOptions())
+    assert state.status == "completed" and state.rows_done == 2000
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT[db.engine_name]}") == [(2000,)]
