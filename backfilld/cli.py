@@ -97,7 +97,7 @@ def plan(config: ConfigArg, job: JobOpt = None,
         for target, expr in p["targets"].items():
             typer.echo(f"  set {target} = {expr}" + ("" if p["overwrite"] else "   (only where still NULL)"))
         typer.echo(f"  rows (estimate): {p['estimated_rows']}  starting batch size: {p['batch_size']}  "
-                   f"batches expected: {p['batches_expected']}")
+                   f"batches expected: {p['batches_expected']}  batches in flight: {p['workers']}")
         typer.echo("  per batch, range lookup (the batch's last key):\n    " + p["sql"]["lookup"])
         typer.echo("  at the end of the table (fewer keys left than a batch):\n    " + p["sql"]["lookup_tail"])
         if "update_once" in p["sql"]:

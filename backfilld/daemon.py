@@ -307,6 +307,8 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
                 "targets": p.exprs or {t: f"python transform {job.transform}" for t in job.targets},
                 "where": job.where, "overwrite": job.overwrite, "triggers": trig_info,
                 "estimated_rows": estimate, "batch_size": job.batch_size,
+                "workers": (config.throttle.workers if p.transform is None and await engine.concurrent_writes()
+                            else 1),
                 "batches_expected": -(-estimate // job.batch_size) if estimate else 0,
                 "fingerprint": p.fingerprint,
                 "sql": {"lookup": p.plan.skip_after.sql,

@@ -71,6 +71,11 @@ class _Superseded(Exception):
     checkpoint, which is below both)."""
 
 
+def _on_writer(exc: BaseException) -> bool:
+    """Whether an error came from a worker's connection rather than the job's own (see _fly)."""
+    return bool(getattr(exc, "on_writer", False))
+
+
 class _Dispatched:
     """What a loop step returns when it started a batch and no batch finished yet."""
 
@@ -122,7 +127,8 @@ class _Flight:
     size: int
     writer: Engine
     started: float
-    took: float = 0.0
+    took: float = 0.0      # range lookup to commit, less the wait for the batch before it
+    waited: float = 0.0
     task: asyncio.Task[tuple[int, int]] | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)   # committed or rolled back
     committed: bool = False
@@ -232,6 +238,7 @@ class JobRunner:
         self._applied: dict[str, Any] = {}
         self.lookahead: Lookahead | None = None
         self.workers_wanted = workers
+        self._failures = 0          # retryable failures since a batch last committed (see _with_retries)
         self.workers = 1            # decided at start: 1 where the engine or the job cannot write concurrently
         self._writers: list[Engine] = []   # the workers' connections (with more than one), opened when needed
         self._flights: deque[_Flight] = deque()  # batches in flight, in key order
@@ -489,10 +496,17 @@ class JobRunner:
                     self._ranges_done = True
             if self._flights:
                 return await self._land()
-        except Exception:
+        except Exception as exc:
+            overlapped = len(self._flights) > 1
             await self._settle()
+            if overlapped and isinstance(exc, RetryableError) and exc.kind in ("lock_timeout", "deadlock"):
+                # batches in flight hold their rows until the one before them commits: a lock one needs from
+                # the other (a trigger writing a shared row, say) is a wait no database can see, broken only by
+                # the lock timeout. Do not risk it twice
+                self._one_worker(f"batches in flight waited on each other's or the application's locks ({exc.kind})")
             raise
         self._ranges_done = False
+        self._failures = 0
         return None
 
     async def _dispatch(self) -> bool:
@@ -534,14 +548,25 @@ class JobRunner:
         w = self.engine.clone("writer")
         try:
             await w.connect()
-            if not await w.enable_concurrent_writes():
-                raise EngineError("a worker connection cannot write concurrently; set throttle.workers = 1")
-        except BaseException:
+            concurrent = await w.enable_concurrent_writes()
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 await w.close()
+            if isinstance(exc, RetryableError):
+                exc.on_writer = True   # type: ignore[attr-defined]
             raise
+        if not concurrent:   # the server changed under the job (binlog_format = STATEMENT now)
+            await w.close()
+            self._one_worker("the server logs statements now (binlog_format = STATEMENT)")
+            raise RetryableError("workers cannot write concurrently any more; going on with one")
         self._writers.append(w)
         return w
+
+    def _one_worker(self, why: str) -> None:
+        """From now on in this run, one batch at a time (on the job's own connection)."""
+        if self.workers > 1:
+            self.workers = 1
+            self.log.info("workers_limited", workers=1, configured=self.workers_wanted, detail=why)
 
     async def _fly(self, p: Prepared, f: _Flight, prev: _Flight | None) -> tuple[int, int]:
         """A batch's task: write its range and checkpoint in one transaction; (rows written, rows pending)."""
@@ -551,8 +576,12 @@ class JobRunner:
             else:
                 rows, pending = await self._transform_range(p, f.lo, f.hi, f.scanned)
             f.committed = True
-            f.took = time.monotonic() - f.started
+            f.took = time.monotonic() - f.started - f.waited
             return rows, pending
+        except RetryableError as exc:
+            if f.writer is not self.engine:
+                exc.on_writer = True   # type: ignore[attr-defined]
+            raise
         finally:
             f.ended.set()
 
@@ -567,6 +596,7 @@ class JobRunner:
     def _landed(self, f: _Flight, rows: int, pending: int) -> BatchResult:
         st = self.state
         assert st is not None
+        self._failures = 0
         took = f.took
         st.last_key = f.hi
         st.rows_done += rows
@@ -608,10 +638,13 @@ class JobRunner:
         while self._flights:
             try:
                 result = await self._land()
-            except Exception as exc:  # noqa: BLE001 - stopping anyway; the checkpoint says what committed
+            except RetryableError as exc:   # stopping anyway; the checkpoint says what committed
                 await self._settle()
-                self.log.warning("batch_rolled_back_at_stop", error=str(exc) or type(exc).__name__)
+                self.log.warning("batch_rolled_back_at_stop", error=str(exc))
                 return
+            except (EngineError, SchemaError) as exc:
+                self.metrics.errors.labels(self.job.name, "fatal").inc()
+                await self.fail(exc)
             if self.on_batch:
                 self.on_batch(result)
 
@@ -669,7 +702,9 @@ class JobRunner:
             if rows is None:
                 raise _NullWritten
             if prev is not None:
+                t0 = time.monotonic()
                 await prev.ended.wait()
+                f.waited += time.monotonic() - t0
                 if not prev.committed:
                     raise _Superseded
             await w.advance_state(self.state_table, self.job.name, f.hi, rows, f.scanned)
@@ -731,14 +766,17 @@ class JobRunner:
         await wait_event(self.stop, seconds)
 
     async def _with_retries(self, op: Callable[[], Any]) -> Any:
+        """Run op, retrying retryable errors with backoff. Attempts count failures in a row across calls too,
+        until a batch commits: a loop step that only starts a batch succeeds before that batch has."""
         attempt = 0
         while True:
             try:
                 return await op()
             except RetryableError as exc:
-                attempt += 1
+                self._failures += 1
+                attempt = max(attempt + 1, self._failures)
                 self.metrics.errors.labels(self.job.name, exc.kind).inc()
-                if exc.reconnect:
+                if exc.reconnect and not _on_writer(exc):
                     self.connected = False
                 if attempt > self.job.max_retries:
                     await self.fail(exc, attempts=attempt)
@@ -757,12 +795,14 @@ class JobRunner:
 
     async def _recover(self, exc: RetryableError) -> None:
         """Reconnect if needed and reload the checkpoint: the database, not memory, says what committed."""
+        await self._settle()   # batches still in flight end (and are counted) before the checkpoint is read
         try:
             if exc.reconnect:
                 await self._close_writers()   # opened again for the next batches
-                await self.engine.reconnect()
-                if self.state is not None:   # the job had its lease before; the old session took it along
-                    await self._take_lease(LEASE_RETAKE_WAIT_S)
+                if not _on_writer(exc):       # a worker's connection failed: the job's own (and lease) is fine
+                    await self.engine.reconnect()
+                    if self.state is not None:   # the job had its lease before; the old session took it along
+                        await self._take_lease(LEASE_RETAKE_WAIT_S)
             if self.state is None:
                 return
             saved = await self.engine.read_state(self.state_table, self.job.name)

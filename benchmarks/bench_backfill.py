@@ -486,7 +486,8 @@ def setup_daemon_logging(capture: LogCapture, sink: Any) -> None:
 class Breakdown:
     """--breakdown: time spent in each step of backfilld's batch loop, by wrapping its methods for one run.
 
-    Only the job's own engine (the one daemon.run opens) is counted, not the throttle probes' connections."""
+    Only the job's own connections are counted (the one daemon.run opens and the workers'), not the throttle
+    probes'. With more than one worker, batches overlap: their times add up to more than the run."""
 
     def __init__(self) -> None:
         self.t: dict[str, list[float]] = defaultdict(list)
@@ -529,7 +530,17 @@ class Breakdown:
             return wrapper
 
         self._timed = timed
-        self._patch(jobmod.JobRunner, "_batch", timed("batch total", jobmod.JobRunner._batch, mine=False))
+        self._patch(jobmod.JobRunner, "_step", timed("loop steps", jobmod.JobRunner._step, mine=False))
+        self._patch(jobmod.JobRunner, "_fly", timed("batch, start to commit", jobmod.JobRunner._fly, mine=False))
+        orig_free = jobmod.JobRunner._free_writer
+
+        async def free_writer(self_: Any) -> Any:   # the workers' connections count as the job's own
+            w = await orig_free(self_)
+            w._bench_job_engine = True
+            bd._wrap_engine_class(type(w))
+            return w
+
+        self._patch(jobmod.JobRunner, "_free_writer", free_writer)
         self._patch(Throttle, "wait", timed("throttle wait", Throttle.wait, mine=False))
         if hasattr(jobmod.JobRunner, "_next_range"):  # with the lookahead: what the batch loop waited for a range
             self._patch(jobmod.JobRunner, "_next_range",
@@ -907,11 +918,11 @@ def print_breakdown(runs: list[Run]) -> None:
         d = r.daemon
         if not d or not d.breakdown:
             continue
-        total = sum(d.breakdown.get("batch total", []))
+        total = sum(d.breakdown.get("loop steps", []))
         print(f"\nbreakdown, {LABELS[r.contender]} on {r.engine}, repeat {r.repeat + 1}: run {r.seconds:.2f} s, "
-              f"{d.batches} batches, {d.passes} pass{'' if d.passes == 1 else 'es'}, {d.round_trips} statements/round trips on the job's "
-              f"connection ({d.round_trips / max(1, d.batches):.1f} per batch)")
-        for key in ("batch total", "next range, waited", "lookup on the job's connection", "BEGIN",
+              f"{d.batches} batches, {d.passes} pass{'' if d.passes == 1 else 'es'}, {d.round_trips} statements/round "
+              f"trips on the job's connections ({d.round_trips / max(1, d.batches):.1f} per batch)")
+        for key in ("loop steps", "batch, start to commit", "next range, waited", "lookup on the job's connection", "BEGIN",
                     "UPDATE, expression once", "UPDATE (apply_range)",
                     "state UPDATE (advance_state)", "COMMIT", "throttle wait", "operator request poll"):
             xs = d.breakdown.get(key, [])

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import structlog
 
 from backfilld import daemon
-from backfilld.engines.base import decode_key
+from backfilld.engines.base import decode_key, lease_key
+from backfilld.errors import JobFailed
 from tests.dbutil import CONCAT, GateAt, TestDb
 
 WRITER_APP = "backfilld-writer"
@@ -33,6 +35,17 @@ async def writer_connections(db: TestDb) -> list[int]:
     return [int(r[0]) for r in rows[1:]]
 
 
+async def job_connection(db: TestDb) -> int:
+    """Server id of the job's own connection: the one holding the job's lease."""
+    if db.engine_name == "postgresql":
+        rows = await db.q("SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                          "WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()")
+    else:
+        rows = await db.q("SELECT IS_USED_LOCK(?)", lease_key(f"{db.parsed.database}/{db.state_table}/j"))
+    assert len(rows) == 1 and rows[0][0] is not None, rows
+    return int(rows[0][0])
+
+
 async def kill(db: TestDb, conn_id: int) -> None:
     if db.engine_name == "postgresql":
         assert await db.q("SELECT pg_terminate_backend(?)", conn_id) == [(True,)]
@@ -49,15 +62,21 @@ async def test_a_killed_worker_connection_loses_no_row_and_writes_none_twice(db:
     audit = await db.audit_updates(table)
     cfg = db.config([job(db, table)], throttle={"min_batch": 100, "max_batch": 100, "workers": 2})
     killed: list[int] = []
+    own: list[int] = []
 
     async def kill_a_worker() -> None:
+        own.append(await job_connection(db))
         conns = await writer_connections(db)
         assert len(conns) == 2, f"expected two worker connections, found {conns}"
         await kill(db, conns[-1])
         killed.append(conns[-1])
 
-    [state] = await daemon.run(cfg, daemon.RunOptions(), gate=GateAt({8: kill_a_worker}))
+    async def look_again() -> None:
+        own.append(await job_connection(db))
+
+    [state] = await daemon.run(cfg, daemon.RunOptions(), gate=GateAt({8: kill_a_worker, 20: look_again}))
     assert killed
+    assert own[0] == own[1], "the job's own connection (and its lease) was given up for a worker's failure"
     assert state.status == "completed" and state.rows_done == 3000
     touched = dict(await db.q(f"SELECT id, count(*) FROM {audit} GROUP BY id"))
     assert len(touched) == 3000 and set(touched.values()) == {1}, "a row was updated twice, or not at all"
@@ -116,3 +135,51 @@ async def test_sqlite_writes_one_batch_at_a_time(db: TestDb) -> None:
     [state] = await daemon.run(cfg, daemon.RunOptions())
     assert state.status == "completed" and state.rows_done == 2000
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT[db.engine_name]}") == [(2000,)]
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
+async def test_the_job_connection_killed_with_batches_in_flight_counts_every_row_once(db: TestDb) -> None:
+    """The job's own connection (lookups, lease, operator requests) dies while a worker's batch is in flight:
+    that batch still commits, the job reconnects, and the counts in the state table match the rows."""
+    table = await db.users_with(3000)
+    audit = await db.audit_updates(table)
+    cfg = db.config([job(db, table)], throttle={"min_batch": 100, "max_batch": 100, "workers": 2})
+    killed: list[int] = []
+
+    async def kill_the_job_connection() -> None:
+        conn = await job_connection(db)
+        await kill(db, conn)
+        killed.append(conn)
+
+    [state] = await daemon.run(cfg, daemon.RunOptions(), gate=GateAt({8: kill_the_job_connection}))
+    assert killed
+    assert state.status == "completed" and state.rows_done == 3000
+    saved = await db.q(f"SELECT rows_done FROM {db.state_table} WHERE job = 'j'")
+    assert saved == [(3000,)]
+    touched = dict(await db.q(f"SELECT id, count(*) FROM {audit} GROUP BY id"))
+    assert len(touched) == 3000 and set(touched.values()) == {1}
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
+async def test_a_row_locked_for_good_fails_the_job_after_max_retries(db: TestDb) -> None:
+    """An application transaction holds a row of the table for longer than the job will wait: after a lock
+    timeout with batches overlapping the job goes on with one worker, and max_retries failures in a row stop
+    it as failed, with everything before the locked batch written and checkpointed."""
+    table = await db.users_with(1000)
+    cfg = db.config([{**job(db, table), "max_retries": 2}],
+                    throttle={"min_batch": 100, "max_batch": 100, "workers": 2},
+                    database={"url": db.url, "lock_timeout_s": 0.2})
+    holder = TestDb(db.url, db.suffix)
+    await holder.open()
+    try:
+        async with holder.engine.transaction():
+            await holder.x(f"UPDATE {table} SET deleted = 1 WHERE id = 450")
+            with structlog.testing.capture_logs() as logs:
+                with pytest.raises(JobFailed, match="after 3 attempt"):
+                    await asyncio.wait_for(daemon.run(cfg, daemon.RunOptions()), 60)
+    finally:
+        await holder.engine.close()
+    assert [e["workers"] for e in logs if e["event"] == "workers_limited"] == [1]
+    [(status, last_key)] = await db.q(f"SELECT status, last_key FROM {db.state_table} WHERE job = 'j'")
+    assert status == "failed" and decode_key(last_key) == (400,)
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NOT NULL") == [(400,)]
