@@ -18,9 +18,11 @@ email_domain) is loaded once, then three contenders fill email_domain = lower(su
 
 Contenders use the drivers backfilld uses (asyncpg, aiomysql, aiosqlite), each opening its own connection
 inside the timed region, so the differences are the algorithms and round trips, not the drivers (backfilld
-opens a second one as well, for its lookahead: the next batch's range is read there while a batch is written). Runs are
-interleaved (repeat 1: single, loop, backfilld; repeat 2: loop, backfilld, single; ...; engines interleaved
-too) and the median of the repeats is reported. Every run is verified afterwards (every row filled, every
+opens more: on PostgreSQL and MariaDB two workers' connections, throttle.workers = 2 by default, writing two
+ranges at once while its own looks up the next; on SQLite, one writer, a lookahead connection that reads the
+next range while a batch is written). The optional contender backfilld1 is backfilld with throttle.workers = 1.
+Runs are interleaved (repeat 1: single, loop, backfilld; repeat 2: loop, backfilld, single; ...; engines
+interleaved too) and the median of the repeats is reported. Every run is verified afterwards (every row filled, every
 value equal to the expression) outside the timed region.
 
 Between runs the table is put back in the same physical state (outside the timed region):
@@ -99,9 +101,10 @@ LAG_HB_TABLE = "bench_backfill_lag_hb"
 TARGET = "email_domain"
 JOB = "bench_email_domain"
 
-CONTENDERS = ("single", "loop", "backfilld")
-DEFAULT_CONTENDERS = CONTENDERS
-LABELS = {"single": "single UPDATE", "loop": f"loop of {LOOP_BATCH}", "backfilld": "backfilld"}
+CONTENDERS = ("single", "loop", "backfilld", "backfilld1")
+DEFAULT_CONTENDERS = ("single", "loop", "backfilld")
+LABELS = {"single": "single UPDATE", "loop": f"loop of {LOOP_BATCH}", "backfilld": "backfilld",
+          "backfilld1": "backfilld, 1 worker"}
 ENGINES = ("sqlite", "postgresql", "mysql")
 ENGINE_LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mysql": "MariaDB"}
 
@@ -609,7 +612,8 @@ class Breakdown:
         self._undo.clear()
 
 
-async def run_backfilld(target: Target, sink: Any, breakdown: bool) -> tuple[int, DaemonStats]:
+async def run_backfilld(target: Target, sink: Any, breakdown: bool, workers: int | None = None
+                        ) -> tuple[int, DaemonStats]:
     from backfilld import daemon
     from backfilld.config import Config, from_dict
 
@@ -624,6 +628,8 @@ async def run_backfilld(target: Target, sink: Any, breakdown: bool) -> tuple[int
     if target.pair is not None:
         data["replicas"] = [{"url": target.pair.replica_url, "name": "replica"}]
         data["throttle"] = {"max_lag_s": 1.0}  # the default, spelled out
+    if workers is not None:   # the backfilld1 contender: one batch at a time
+        data.setdefault("throttle", {})["workers"] = workers
     cfg = from_dict(data, "bench")
     stats = DaemonStats()
     capture = LogCapture()
@@ -790,7 +796,7 @@ class Run:
 
 async def run_one(target: Target, contender: str, args: argparse.Namespace, monitor: Monitor | None,
                   sink: Any) -> Run:
-    if contender == "backfilld":
+    if contender.startswith("backfilld"):
         await target.clear_state()
     if monitor is not None:
         await asyncio.to_thread(target.sync_replica)
@@ -805,7 +811,8 @@ async def run_one(target: Target, contender: str, args: argparse.Namespace, moni
     elif contender == "loop":
         rows = await target.loop()
     else:
-        rows, daemon_stats = await run_backfilld(target, sink, args.breakdown)
+        rows, daemon_stats = await run_backfilld(target, sink, args.breakdown,
+                                                 workers=1 if contender == "backfilld1" else None)
     seconds = time.perf_counter() - t0
     cpu = cpu_s() - c0
     lag = monitor.call("finish", args.replica_timeout, timeout=args.replica_timeout + 60) if monitor else None
@@ -842,7 +849,7 @@ def summarize(runs: list[Run], targets: list[Target]) -> list[dict[str, Any]]:
                 "rows_per_s": rate, "ratio": rate / base if base else None,
                 "cpu_s_per_mrows": med([r.cpu_s / (t.rows / 1e6) for r in rs]),
             }
-            if c == "backfilld":
+            if c.startswith("backfilld"):
                 ds = [r.daemon for r in rs if r.daemon]
                 row["batches"] = med([d.batches for d in ds])
                 row["max_batch"] = max(d.max_size for d in ds)
@@ -951,7 +958,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--engines", default=None, help="comma-separated: sqlite,postgresql,mysql (default all three; "
                     "postgresql,mysql with --replicated)")
     ap.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help="comma-separated subset of "
-                    "single,loop,backfilld (default all three)")
+                    "single,loop,backfilld,backfilld1 (default single,loop,backfilld; backfilld1 is backfilld with "
+                    "throttle.workers = 1)")
     ap.add_argument("--replicated", action="store_true", help="run PostgreSQL and MariaDB on primary/replica pairs "
                     "started by tests/harness/replication.py and report replica lag and catch-up time")
     ap.add_argument("--readme", action="store_true", help="also print a markdown table for the README")

@@ -30,6 +30,7 @@ def test_minimal_config_has_documented_defaults() -> None:
     assert job.batch_size == 1000 and job.key is None and job.where is None and job.overwrite is False
     assert c.state.table == "backfilld_state"
     assert c.database.lock_timeout_s == 1.0
+    assert c.throttle.workers == 2
 
 
 @pytest.mark.parametrize("url,engine", [("postgresql://app@db:5432/app", "postgresql"),
@@ -83,6 +84,11 @@ def test_missing_database_section() -> None:
 def test_throttle_bounds() -> None:
     assert "min_batch (500) is above max_batch (100)" in err({**BASE, "throttle": {"min_batch": 500,
                                                                                   "max_batch": 100}})
+
+
+@pytest.mark.parametrize("workers", [0, 17])
+def test_workers_bounds_name_the_setting(workers: int) -> None:
+    assert "throttle.workers" in err({**BASE, "throttle": {"workers": workers}})
 
 
 def test_engine_specific_expression_needs_this_engine() -> None:
