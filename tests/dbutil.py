@@ -131,6 +131,23 @@ class TestDb:
                                       f"INSERT INTO {audit}(id) VALUES (NEW.id); END")
         return audit
 
+    async def daemon_connections(self, app: str) -> list[int]:
+        """Server ids of the daemon's second connections of one role, open now: PostgreSQL by application_name
+        (`backfilld-<role>`); MariaDB, which shows no names, the connections to this database other than this
+        test's own and the daemon's first (the job's own, opened before any other)."""
+        if self.engine_name == "postgresql":
+            rows = await self.q("SELECT pid FROM pg_stat_activity WHERE application_name = ? ORDER BY pid", app)
+            return [int(r[0]) for r in rows]
+        rows = await self.q("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
+                            "AND ID <> CONNECTION_ID() ORDER BY ID")
+        return [int(r[0]) for r in rows[1:]]
+
+    async def kill_connection(self, conn_id: int) -> None:
+        if self.engine_name == "postgresql":
+            assert await self.q("SELECT pg_terminate_backend(?)", conn_id) == [(True,)]
+        else:
+            await self.x(f"KILL {int(conn_id)}")
+
     def config(self, jobs: list[dict[str, Any]], **extra: Any) -> Any:
         data: dict[str, Any] = {"database": {"url": self.url}, "state": {"table": self.state_table},
                                 "logging": {"level": "warning", "format": "json"}, "metrics": {"listen": ""},

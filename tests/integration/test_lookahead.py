@@ -26,25 +26,6 @@ def job(db: TestDb, table: str) -> dict:
     return {"name": "j", "table": table, "batch_size": 100, "set": {"label": {db.engine_name: CONCAT[db.engine_name]}}}
 
 
-async def lookahead_connections(db: TestDb) -> list[int]:
-    """Server ids of the lookahead connections open now (PostgreSQL: by application_name; MariaDB: the
-    connections to this database other than the test's own and the daemon's first, which is the job's)."""
-    if db.engine_name == "postgresql":
-        rows = await db.q("SELECT pid FROM pg_stat_activity WHERE application_name = ?", LOOKAHEAD_APP)
-    else:
-        rows = await db.q("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
-                          "AND ID <> CONNECTION_ID() ORDER BY ID")
-        rows = rows[1:]  # the daemon's job connection opened first
-    return [int(r[0]) for r in rows]
-
-
-async def kill(db: TestDb, conn_id: int) -> None:
-    if db.engine_name == "postgresql":
-        assert await db.q("SELECT pg_terminate_backend(?)", conn_id) == [(True,)]
-    else:
-        await db.x(f"KILL {int(conn_id)}")
-
-
 @pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
 async def test_a_killed_lookahead_connection_costs_nothing(db: TestDb) -> None:
     """Its connection killed mid-run, the job still fills every row once, and the lookahead comes back."""
@@ -55,14 +36,14 @@ async def test_a_killed_lookahead_connection_costs_nothing(db: TestDb) -> None:
     seen_after: list[int] = []
 
     async def kill_lookahead() -> None:
-        conns = await lookahead_connections(db)
+        conns = await db.daemon_connections(LOOKAHEAD_APP)
         assert len(conns) == 1, f"expected one lookahead connection, found {conns}"
-        await kill(db, conns[0])
+        await db.kill_connection(conns[0])
         killed.extend(conns)
 
     async def look_again() -> None:
         await asyncio.sleep(0.05)  # a lookahead reconnects in the background
-        seen_after.extend(await lookahead_connections(db))
+        seen_after.extend(await db.daemon_connections(LOOKAHEAD_APP))
 
     gate = GateAt({5: kill_lookahead, 15: look_again})
     [state] = await daemon.run(cfg, daemon.RunOptions(), gate=gate)
@@ -70,7 +51,7 @@ async def test_a_killed_lookahead_connection_costs_nothing(db: TestDb) -> None:
     assert killed and seen_after and seen_after[0] not in killed
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL OR label <> {CONCAT[db.engine_name]}") \
         == [(0,)]
-    assert await lookahead_connections(db) == [], "the lookahead connection outlived the run"
+    assert await db.daemon_connections(LOOKAHEAD_APP) == [], "the lookahead connection outlived the run"
 
 
 @pytest.mark.parametrize("engine_name", ["sqlite"])

@@ -24,17 +24,6 @@ def job(db: TestDb, table: str) -> dict:
     return {"name": "j", "table": table, "set": {"label": {db.engine_name: CONCAT[db.engine_name]}}}
 
 
-async def writer_connections(db: TestDb) -> list[int]:
-    """Server ids of the workers' connections open now (PostgreSQL: by application_name; MariaDB: the
-    connections to this database other than the test's own and the daemon's first, which is the job's)."""
-    if db.engine_name == "postgresql":
-        rows = await db.q("SELECT pid FROM pg_stat_activity WHERE application_name = ? ORDER BY pid", WRITER_APP)
-        return [int(r[0]) for r in rows]
-    rows = await db.q("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
-                      "AND ID <> CONNECTION_ID() ORDER BY ID")
-    return [int(r[0]) for r in rows[1:]]
-
-
 async def job_connection(db: TestDb) -> int:
     """Server id of the job's own connection: the one holding the job's lease."""
     if db.engine_name == "postgresql":
@@ -44,13 +33,6 @@ async def job_connection(db: TestDb) -> int:
         rows = await db.q("SELECT IS_USED_LOCK(?)", lease_key(f"{db.parsed.database}/{db.state_table}/j"))
     assert len(rows) == 1 and rows[0][0] is not None, rows
     return int(rows[0][0])
-
-
-async def kill(db: TestDb, conn_id: int) -> None:
-    if db.engine_name == "postgresql":
-        assert await db.q("SELECT pg_terminate_backend(?)", conn_id) == [(True,)]
-    else:
-        await db.x(f"KILL {int(conn_id)}")
 
 
 @pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
@@ -66,9 +48,9 @@ async def test_a_killed_worker_connection_loses_no_row_and_writes_none_twice(db:
 
     async def kill_a_worker() -> None:
         own.append(await job_connection(db))
-        conns = await writer_connections(db)
+        conns = await db.daemon_connections(WRITER_APP)
         assert len(conns) == 2, f"expected two worker connections, found {conns}"
-        await kill(db, conns[-1])
+        await db.kill_connection(conns[-1])
         killed.append(conns[-1])
 
     async def look_again() -> None:
@@ -81,7 +63,7 @@ async def test_a_killed_worker_connection_loses_no_row_and_writes_none_twice(db:
     touched = dict(await db.q(f"SELECT id, count(*) FROM {audit} GROUP BY id"))
     assert len(touched) == 3000 and set(touched.values()) == {1}, "a row was updated twice, or not at all"
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT[db.engine_name]}") == [(3000,)]
-    assert await writer_connections(db) == [], "a worker connection outlived the run"
+    assert await db.daemon_connections(WRITER_APP) == [], "a worker connection outlived the run"
 
 
 @pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
@@ -148,7 +130,7 @@ async def test_the_job_connection_killed_with_batches_in_flight_counts_every_row
 
     async def kill_the_job_connection() -> None:
         conn = await job_connection(db)
-        await kill(db, conn)
+        await db.kill_connection(conn)
         killed.append(conn)
 
     [state] = await daemon.run(cfg, daemon.RunOptions(), gate=GateAt({8: kill_the_job_connection}))
