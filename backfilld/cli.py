@@ -214,7 +214,8 @@ def resume(config: ConfigArg, job: JobArg) -> None:
 @app.command("set")
 def set_(config: ConfigArg, job: JobArg,
          settings: Annotated[list[str], typer.Argument(help="key=value: batch_size, target_batch_time_s, "
-                                                            "max_lag_s, max_rows_per_s.", show_default=False)]
+                                                            "max_lag_s, max_rows_per_s, workers.",
+                                                       show_default=False)]
          ) -> None:
     """Change JOB's tuning while it runs; kept in the state table until set again (survives restarts)."""
     from backfilld import control

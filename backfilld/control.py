@@ -12,11 +12,12 @@ from typing import Any
 
 from backfilld.config import Config
 from backfilld.daemon import open_engine
-from backfilld.job import LIVE_SETTINGS, parse_requests
+from backfilld.job import LIVE_SETTINGS, WORKERS_MAX, parse_requests
 
 # Bounds for live settings: (lowest, highest), the same as the config file allows.
 _BOUNDS: dict[str, tuple[float, float]] = {"batch_size": (1, 1_000_000), "target_batch_time_s": (0.01, 60),
-                                           "max_lag_s": (0.001, 3600), "max_rows_per_s": (0, math.inf)}
+                                           "max_lag_s": (0.001, 3600), "max_rows_per_s": (0, math.inf),
+                                           "workers": (1, WORKERS_MAX)}
 
 
 def parse_settings(items: list[str]) -> dict[str, Any]:
@@ -31,7 +32,8 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
         try:
             value = LIVE_SETTINGS[key](raw.strip())
         except ValueError:
-            raise ValueError(f"{key}: {raw!r} is not a {LIVE_SETTINGS[key].__name__}") from None
+            kind = "a whole number" if LIVE_SETTINGS[key] is int else "a number"
+            raise ValueError(f"{key}: {raw!r} is not {kind}") from None
         lo, hi = _BOUNDS[key]
         if not lo <= value <= hi or (isinstance(value, float) and math.isnan(value)):
             raise ValueError(f"{key}: {value} is out of range ({lo:g} to {hi:g})")

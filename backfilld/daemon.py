@@ -249,6 +249,7 @@ class Daemon:
             self.throttle.retune(t)
         for r in self.runners.values():
             r.sizer.retune(target_s=t.target_batch_time_s, min_size=t.min_batch, max_size=t.max_batch)
+            r.retune_workers(t.workers)
         log.info("config_reloaded", **t.model_dump(exclude={"windows"}), windows=t.windows)
 
 

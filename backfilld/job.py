@@ -44,6 +44,9 @@ LEASE_START_WAIT_S = 3.0
 LEASE_RETAKE_WAIT_S = 60.0
 LEASE_RETRY_S = 0.5
 
+# throttle.workers' upper bound (the config file's and `backfilld set`'s)
+WORKERS_MAX = 16
+
 # Operator requests (pause, resume, set) are read from the state table at most this often. Seconds:
 # a primary-key read, cheap, but not worth a round trip on every batch of a fast job.
 REQUEST_POLL_S = 0.5
@@ -55,7 +58,7 @@ STATUS_FAILED = "failed"
 
 # What `backfilld set` may change on a running job, and the type of each value.
 LIVE_SETTINGS: dict[str, type] = {"batch_size": int, "target_batch_time_s": float, "max_lag_s": float,
-                                  "max_rows_per_s": float}
+                                  "max_rows_per_s": float, "workers": int}
 
 
 class Stopped(Exception):
@@ -238,6 +241,7 @@ class JobRunner:
         self._applied: dict[str, Any] = {}
         self.lookahead: Lookahead | None = None
         self.workers_wanted = workers
+        self.workers_cap = 1        # decided at start: more only where batches can run side by side
         self._failures = 0          # retryable failures since a batch last committed (see _with_retries)
         self.workers = 1            # decided at start: 1 where the engine or the job cannot write concurrently
         self._writers: list[Engine] = []   # the workers' connections (with more than one), opened when needed
@@ -288,7 +292,8 @@ class JobRunner:
             self.log.info("job_resumed", status=state.status, pass_no=state.pass_no, rows_done=state.rows_done,
                           last_key=list(state.last_key) if state.last_key else None)
         self.state = state
-        self.workers = await self._decide_workers(p)
+        self.workers_cap = await self._decide_workers(p)
+        self.workers = min(self.workers_wanted, self.workers_cap)
         if self.workers == 1 and self.lookahead is None and await self.engine.concurrent_reads():
             self.lookahead = Lookahead(self.engine, self.job.name)
         if self.job.on_error == "skip" and p.transform is not None:
@@ -300,19 +305,24 @@ class JobRunner:
         return state
 
     async def _decide_workers(self, p: Prepared) -> int:
-        """How many batches may be in flight: throttle.workers, or 1 where they cannot run side by side."""
-        if self.workers_wanted <= 1:
-            return 1
+        """The most batches that may be in flight: WORKERS_MAX, or 1 where they cannot run side by side."""
         if p.transform is not None:
             why = "a Python transform job writes one batch at a time"
         elif not await self.engine.enable_concurrent_writes():
             why = ("SQLite has one writer at a time" if self.engine.name == "sqlite" else
                    "the server logs statements (binlog_format = STATEMENT), which READ COMMITTED writes need")
         else:
-            return self.workers_wanted
-        (self.log.debug if self.engine.name == "sqlite" else self.log.info)(
-            "workers_limited", workers=1, configured=self.workers_wanted, detail=why)
+            return WORKERS_MAX
+        if self.workers_wanted > 1:
+            (self.log.debug if self.engine.name == "sqlite" else self.log.info)(
+                "workers_limited", workers=1, configured=self.workers_wanted, detail=why)
         return 1
+
+    def retune_workers(self, wanted: int) -> None:
+        """A new throttle.workers (operator `set`, SIGHUP): batches start up to it from the next one on; a
+        smaller number lets the batches in flight finish, and idle workers' connections are closed."""
+        self.workers_wanted = wanted
+        self.workers = min(wanted, self.workers_cap)
 
     # ------------------------------------------------------------------ lease
     @property
@@ -368,6 +378,8 @@ class JobRunner:
             self.sizer.retune(size=int(changed["batch_size"]))
         if "target_batch_time_s" in changed:
             self.sizer.retune(target_s=float(changed["target_batch_time_s"]))
+        if "workers" in changed:
+            self.retune_workers(int(changed["workers"]))
         gate_settings = {k: float(v) for k, v in changed.items() if k in ("max_lag_s", "max_rows_per_s")}
         if gate_settings and isinstance(self.gate, Retunable):
             self.gate.retune_live(**gate_settings)
@@ -539,9 +551,16 @@ class JobRunner:
     async def _free_writer(self) -> Engine:
         """The connection for the next batch: the job's own with one worker; else one of the workers' own
         (the job's connection meanwhile looks up ranges and reads operator requests)."""
+        busy = {id(f.writer) for f in self._flights}
+        keep = self.workers if self.workers > 1 else 0   # one worker writes on the job's own connection
+        if len(self._writers) > keep:   # fewer workers now: close the idle ones
+            idle = [w for w in self._writers if id(w) not in busy]
+            for w in idle[:len(self._writers) - keep]:
+                self._writers.remove(w)
+                with contextlib.suppress(Exception):
+                    await w.close()
         if self.workers == 1:
             return self.engine
-        busy = {id(f.writer) for f in self._flights}
         for w in self._writers:
             if id(w) not in busy:
                 return w
@@ -564,6 +583,7 @@ class JobRunner:
 
     def _one_worker(self, why: str) -> None:
         """From now on in this run, one batch at a time (on the job's own connection)."""
+        self.workers_cap = 1
         if self.workers > 1:
             self.workers = 1
             self.log.info("workers_limited", workers=1, configured=self.workers_wanted, detail=why)

@@ -67,7 +67,8 @@ def test_set_rejects_bad_input(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[database]\nurl = "sqlite:///x.db"\n[[jobs]]\nname = "j"\ntable = "t"\n[jobs.set]\nc = "1"\n')
     for args, msg in ((["j", "batch_size=0"], "out of range"), (["j", "colour=red"], "cannot be set live"),
-                      (["j", "max_lag_s=soon"], "is not a float"), (["nope", "batch_size=5"], "no job named")):
+                      (["j", "max_lag_s=soon"], "is not a number"), (["nope", "batch_size=5"], "no job named"),
+                      (["j", "workers=17"], "out of range (1 to 16)"), (["j", "workers=1.5"], "is not a whole number")):
         r = subprocess.run([sys.executable, "-m", "backfilld", "set", str(cfg), *args], capture_output=True, text=True)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
 

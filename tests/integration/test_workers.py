@@ -8,6 +8,7 @@ the run. Every other PostgreSQL and MariaDB integration test runs with the defau
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 import structlog
@@ -165,3 +166,39 @@ async def test_a_row_locked_for_good_fails_the_job_after_max_retries(db: TestDb)
     [(status, last_key)] = await db.q(f"SELECT status, last_key FROM {db.state_table} WHERE job = 'j'")
     assert status == "failed" and decode_key(last_key) == (400,)
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NOT NULL") == [(400,)]
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
+async def test_workers_set_live_by_the_operator(db: TestDb) -> None:
+    """`backfilld set ... workers=N` on a running job: down to one, the workers' connections close and the
+    job writes on its own; back up to two, they open again. Every row is written once throughout."""
+    from backfilld import control
+
+    table = await db.users_with(3000)
+    audit = await db.audit_updates(table)
+    cfg = db.config([job(db, table)], throttle={"min_batch": 100, "max_batch": 100, "workers": 2})
+    seen: dict[str, list[int]] = {}
+
+    def set_workers(n: int, label: str) -> Callable[[], Awaitable[None]]:
+        async def action() -> None:
+            seen[label] = await db.daemon_connections(WRITER_APP)
+            await control.request(cfg, "j", settings={"workers": n})
+            await asyncio.sleep(0.6)   # the job reads requests at most every 0.5 s
+        return action
+
+    async def look() -> None:
+        seen["after one"] = await db.daemon_connections(WRITER_APP)
+
+    async def look_again() -> None:
+        seen["after two"] = await db.daemon_connections(WRITER_APP)
+
+    gate = GateAt({4: set_workers(1, "two"), 8: look, 12: set_workers(2, "one"), 16: look_again})
+    with structlog.testing.capture_logs() as logs:
+        [state] = await daemon.run(cfg, daemon.RunOptions(), gate=gate)
+    assert state.status == "completed" and state.rows_done == 3000
+    assert len(seen["two"]) == 2 and seen["after one"] == [] and seen["one"] == []
+    assert len(seen["after two"]) == 2
+    assert [e["workers"] for e in logs if e["event"] == "settings_changed"] == [1, 2]
+    touched = dict(await db.q(f"SELECT id, count(*) FROM {audit} GROUP BY id"))
+    assert len(touched) == 3000 and set(touched.values()) == {1}
+
