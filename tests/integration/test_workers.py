@@ -157,9 +157,8 @@ async def test_a_row_locked_for_good_fails_the_job_after_max_retries(db: TestDb)
     try:
         async with holder.engine.transaction():
             await holder.x(f"UPDATE {table} SET deleted = 1 WHERE id = 450")
-            with structlog.testing.capture_logs() as logs:
-                with pytest.raises(JobFailed, match="after 3 attempt"):
-                    await asyncio.wait_for(daemon.run(cfg, daemon.RunOptions()), 60)
+            with structlog.testing.capture_logs() as logs, pytest.raises(JobFailed, match="after 3 attempt"):
+                await asyncio.wait_for(daemon.run(cfg, daemon.RunOptions()), 60)
     finally:
         await holder.engine.close()
     assert [e["workers"] for e in logs if e["event"] == "workers_limited"] == [1]
