@@ -23,7 +23,7 @@ from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig, database_url
 from backfilld.engines.base import Engine, JobState, key_args
 from backfilld.errors import BackfilldError, ConfigError, JobFailed
-from backfilld.job import BatchResult, Gate, JobRunner, parse_requests, prepare
+from backfilld.job import BatchResult, Gate, JobRunner, concurrency_limit, parse_requests, prepare
 from backfilld.metrics import Metrics, Server
 from backfilld.throttle import Throttle
 
@@ -308,8 +308,7 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
                 "targets": p.exprs or {t: f"python transform {job.transform}" for t in job.targets},
                 "where": job.where, "overwrite": job.overwrite, "triggers": trig_info,
                 "estimated_rows": estimate, "batch_size": job.batch_size,
-                "workers": (config.throttle.workers if p.transform is None and await engine.concurrent_writes()
-                            else 1),
+                "workers": min(config.throttle.workers, (await concurrency_limit(engine, p))[0]),
                 "batches_expected": -(-estimate // job.batch_size) if estimate else 0,
                 "fingerprint": p.fingerprint,
                 "sql": {"lookup": p.plan.skip_after.sql,

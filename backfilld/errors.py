@@ -37,6 +37,7 @@ class RetryableError(EngineError):
         super().__init__(message)
         self.kind = kind
         self.reconnect = reconnect
+        self.on_writer = False   # raised on a worker's connection, not the job's own (job.JobRunner)
 
 
 class ConnectError(RetryableError):

@@ -74,18 +74,6 @@ class _Superseded(Exception):
     checkpoint, which is below both)."""
 
 
-def _on_writer(exc: BaseException) -> bool:
-    """Whether an error came from a worker's connection rather than the job's own (see _fly)."""
-    return bool(getattr(exc, "on_writer", False))
-
-
-class _Dispatched:
-    """What a loop step returns when it started a batch and no batch finished yet."""
-
-
-DISPATCHED = _Dispatched()
-
-
 class Gate(Protocol):
     """What the job asks before each batch: wait until work may go on (or the stop event is set).
     in_flight: the job's batches being written at that moment (see Throttle.wait)."""
@@ -219,6 +207,17 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
     return Prepared(job, info, key, exprs, plan, fingerprint)
 
 
+async def concurrency_limit(engine: Engine, p: Prepared) -> tuple[int, str | None]:
+    """The most batches of the job that may be in flight (WORKERS_MAX, or 1), and why 1 where it is. Where
+    more may, the engine's session is made fit to write beside others (Engine.enable_concurrent_writes)."""
+    if p.transform is not None:
+        return 1, "a Python transform job writes one batch at a time"
+    if not await engine.enable_concurrent_writes():
+        return 1, ("SQLite has one writer at a time" if engine.name == "sqlite" else
+                   "the server logs statements (binlog_format = STATEMENT), which READ COMMITTED writes need")
+    return WORKERS_MAX, None
+
+
 class JobRunner:
     def __init__(self, engine: Engine, job: JobConfig, *, state_table: str, sizer: BatchSizer,
                  gate: Gate | None = None, stop: asyncio.Event | None = None,
@@ -243,7 +242,6 @@ class JobRunner:
         self.workers_wanted = workers
         self.workers_cap = 1        # decided at start: more only where batches can run side by side
         self._failures = 0          # retryable failures since a batch last committed (see _with_retries)
-        self.workers = 1            # decided at start: 1 where the engine or the job cannot write concurrently
         self._writers: list[Engine] = []   # the workers' connections (with more than one), opened when needed
         self._flights: deque[_Flight] = deque()  # batches in flight, in key order
         self._ranges_done = False   # this pass's last range is dispatched: land the flights, then end the pass
@@ -293,7 +291,6 @@ class JobRunner:
                           last_key=list(state.last_key) if state.last_key else None)
         self.state = state
         self.workers_cap = await self._decide_workers(p)
-        self.workers = min(self.workers_wanted, self.workers_cap)
         if self.workers == 1 and self.lookahead is None and await self.engine.concurrent_reads():
             self.lookahead = Lookahead(self.engine, self.job.name)
         if self.job.on_error == "skip" and p.transform is not None:
@@ -306,23 +303,23 @@ class JobRunner:
 
     async def _decide_workers(self, p: Prepared) -> int:
         """The most batches that may be in flight: WORKERS_MAX, or 1 where they cannot run side by side."""
-        if p.transform is not None:
-            why = "a Python transform job writes one batch at a time"
-        elif not await self.engine.enable_concurrent_writes():
-            why = ("SQLite has one writer at a time" if self.engine.name == "sqlite" else
-                   "the server logs statements (binlog_format = STATEMENT), which READ COMMITTED writes need")
-        else:
-            return WORKERS_MAX
+        cap, why = await concurrency_limit(self.engine, p)
+        if cap > 1:
+            return cap
         if self.workers_wanted > 1:
             (self.log.debug if self.engine.name == "sqlite" else self.log.info)(
                 "workers_limited", workers=1, configured=self.workers_wanted, detail=why)
         return 1
 
+    @property
+    def workers(self) -> int:
+        """Batches that may be in flight now."""
+        return min(self.workers_wanted, self.workers_cap)
+
     def retune_workers(self, wanted: int) -> None:
         """A new throttle.workers (operator `set`, SIGHUP): batches start up to it from the next one on; a
         smaller number lets the batches in flight finish, and idle workers' connections are closed."""
         self.workers_wanted = wanted
-        self.workers = min(wanted, self.workers_cap)
 
     # ------------------------------------------------------------------ lease
     @property
@@ -421,14 +418,10 @@ class JobRunner:
                     await self.gate.wait(self.job.name, self.stop, len(self._flights))
                     if self.stop.is_set():
                         break
-                result = await self._with_retries(self._step)
+                going_on = await self._with_retries(self._step)
             except Stopped:
                 break
-            if result is DISPATCHED:
-                continue
-            if isinstance(result, BatchResult):
-                if self.on_batch:
-                    self.on_batch(result)
+            if going_on:
                 continue
             # end of a pass
             took = time.monotonic() - pass_started
@@ -491,9 +484,9 @@ class JobRunner:
     def _may_dispatch(self) -> bool:
         return not self._ranges_done and len(self._flights) < self.workers
 
-    async def _step(self) -> BatchResult | _Dispatched | None:
+    async def _step(self) -> bool:
         """Start the next batch if a worker is free; when all are busy (or the pass has no range left), wait
-        for the oldest batch and return its result. None: the pass is over (nothing in flight any more).
+        for the oldest batch and account for it. False: the pass is over (nothing in flight any more).
 
         With one worker this is: look up a range, write it, return it. With more, the next range is looked up
         and started while the earlier batches are written, each on its own connection; they commit in key
@@ -503,11 +496,12 @@ class JobRunner:
             if self._may_dispatch():
                 if await self._dispatch():
                     if len(self._flights) < self.workers:
-                        return DISPATCHED
+                        return True
                 else:
                     self._ranges_done = True
             if self._flights:
-                return await self._land()
+                await self._land()
+                return True
         except Exception as exc:
             overlapped = len(self._flights) > 1
             await self._settle()
@@ -519,7 +513,7 @@ class JobRunner:
             raise
         self._ranges_done = False
         self._failures = 0
-        return None
+        return False
 
     async def _dispatch(self) -> bool:
         """Look up the range after the last one dispatched and start writing it; False if there is none."""
@@ -572,7 +566,7 @@ class JobRunner:
             with contextlib.suppress(Exception):
                 await w.close()
             if isinstance(exc, RetryableError):
-                exc.on_writer = True   # type: ignore[attr-defined]
+                exc.on_writer = True
             raise
         if not concurrent:   # the server changed under the job (binlog_format = STATEMENT now)
             await w.close()
@@ -583,10 +577,9 @@ class JobRunner:
 
     def _one_worker(self, why: str) -> None:
         """From now on in this run, one batch at a time (on the job's own connection)."""
-        self.workers_cap = 1
         if self.workers > 1:
-            self.workers = 1
             self.log.info("workers_limited", workers=1, configured=self.workers_wanted, detail=why)
+        self.workers_cap = 1
 
     async def _fly(self, p: Prepared, f: _Flight, prev: _Flight | None) -> tuple[int, int]:
         """A batch's task: write its range and checkpoint in one transaction; (rows written, rows pending)."""
@@ -600,20 +593,21 @@ class JobRunner:
             return rows, pending
         except RetryableError as exc:
             if f.writer is not self.engine:
-                exc.on_writer = True   # type: ignore[attr-defined]
+                exc.on_writer = True
             raise
         finally:
             f.ended.set()
 
-    async def _land(self) -> BatchResult:
-        """Wait for the oldest batch in flight; account for it (it committed) and return it."""
+    async def _land(self) -> None:
+        """Wait for the oldest batch in flight and account for it (it committed)."""
         f = self._flights[0]
         assert f.task is not None
         rows, pending = await f.task
         self._flights.popleft()
-        return self._landed(f, rows, pending)
+        self._landed(f, rows, pending)
 
-    def _landed(self, f: _Flight, rows: int, pending: int) -> BatchResult:
+    def _landed(self, f: _Flight, rows: int, pending: int) -> None:
+        """A batch committed: move the state in memory, the sizer, the throttle, metrics, the log, on_batch."""
         st = self.state
         assert st is not None
         self._failures = 0
@@ -635,7 +629,8 @@ class JobRunner:
         self.connected = True
         self.log.debug("batch_applied", rows=rows, scanned=f.scanned, size=f.size, took_s=round(took, 4),
                        pass_no=st.pass_no, **({"pending": pending} if pending else {}))
-        return BatchResult(rows, f.scanned, took, f.size, st.pass_no, f.hi)
+        if self.on_batch:
+            self.on_batch(BatchResult(rows, f.scanned, took, f.size, st.pass_no, f.hi))
 
     async def _settle(self) -> None:
         """After a failure: wait until every batch in flight has ended. Those before the failed one committed
@@ -648,16 +643,13 @@ class JobRunner:
             if not f.committed:
                 break
             assert f.task is not None
-            rows, pending = f.task.result()
-            result = self._landed(f, rows, pending)
-            if self.on_batch:
-                self.on_batch(result)
+            self._landed(f, *f.task.result())
 
     async def _land_all(self) -> None:
         """At a stop: let the batches in flight finish (each commits with its checkpoint) and account for them."""
         while self._flights:
             try:
-                result = await self._land()
+                await self._land()
             except RetryableError as exc:   # stopping anyway; the checkpoint says what committed
                 await self._settle()
                 self.log.warning("batch_rolled_back_at_stop", error=str(exc))
@@ -665,8 +657,6 @@ class JobRunner:
             except (EngineError, SchemaError) as exc:
                 self.metrics.errors.labels(self.job.name, "fatal").inc()
                 await self.fail(exc)
-            if self.on_batch:
-                self.on_batch(result)
 
     async def _drop_flights(self) -> None:
         """Leaving run() with batches still in flight (cancelled, or an error outside _step): end them."""
@@ -796,7 +786,7 @@ class JobRunner:
                 self._failures += 1
                 attempt = max(attempt + 1, self._failures)
                 self.metrics.errors.labels(self.job.name, exc.kind).inc()
-                if exc.reconnect and not _on_writer(exc):
+                if exc.reconnect and not exc.on_writer:
                     self.connected = False
                 if attempt > self.job.max_retries:
                     await self.fail(exc, attempts=attempt)
@@ -819,7 +809,7 @@ class JobRunner:
         try:
             if exc.reconnect:
                 await self._close_writers()   # opened again for the next batches
-                if not _on_writer(exc):       # a worker's connection failed: the job's own (and lease) is fine
+                if not exc.on_writer:         # a worker's connection failed: the job's own (and lease) is fine
                     await self.engine.reconnect()
                     if self.state is not None:   # the job had its lease before; the old session took it along
                         await self._take_lease(LEASE_RETAKE_WAIT_S)

@@ -558,14 +558,10 @@ class Engine(abc.ABC):
         """Whether a second connection may read the table while this one writes it, without blocking either."""
         return True
 
-    async def concurrent_writes(self) -> bool:
-        """Whether sessions may write neighbouring key ranges of a table at once (see enable_concurrent_writes)."""
-        return True
-
     async def enable_concurrent_writes(self) -> bool:
         """Make this session fit to write one key range while another session writes the next one (without
         waiting on its locks); False if the engine cannot (the job then writes one batch at a time)."""
-        return await self.concurrent_writes()
+        return True
 
     async def reconnect(self) -> None:
         with contextlib.suppress(Exception):

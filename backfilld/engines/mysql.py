@@ -135,18 +135,15 @@ class MySQLEngine(Engine):
             conn.close()
         self._leased = False
 
-    async def concurrent_writes(self) -> bool:
-        rows = await self.fetch("SELECT @@log_bin, @@session.binlog_format")
-        log_bin, fmt = rows[0] if rows else (0, "")
-        return not (int(log_bin or 0) and str(fmt).upper() == "STATEMENT")
-
     async def enable_concurrent_writes(self) -> bool:
         """READ COMMITTED for this session's batches. Under REPEATABLE READ, InnoDB's UPDATE of `key > lo AND
         key <= hi` also locks the first row past hi (a next-key lock): the first row of the next batch, which
         the other session holds until it commits. READ COMMITTED takes no gap or next-key locks (it also stops
         a batch from blocking the application's inserts next to its range). A server that logs statements
         (binlog_format = STATEMENT) refuses InnoDB writes under READ COMMITTED: one batch at a time there."""
-        if not await self.concurrent_writes():
+        rows = await self.fetch("SELECT @@log_bin, @@session.binlog_format")
+        log_bin, fmt = rows[0] if rows else (0, "")
+        if int(log_bin or 0) and str(fmt).upper() == "STATEMENT":
             return False
         if not self._read_committed:
             await self.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")

@@ -235,7 +235,7 @@ class SQLiteEngine(Engine):
     async def nothing_else_wrote(self, table: str, token: object, own_commits: int) -> bool:
         return await self.writes_token(table) == token
 
-    async def concurrent_writes(self) -> bool:
+    async def enable_concurrent_writes(self) -> bool:
         return False   # one writer per database: a second batch would only wait for the first one's lock
 
     async def concurrent_reads(self) -> bool:
