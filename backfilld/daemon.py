@@ -296,8 +296,15 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
                                     f"check that {list(p.key)} is indexed (on a tiny table the planner may "
                                     "prefer a scan anyway)")
             trig_info: dict[str, Any] = {"supported": p.transform is None}
+            from backfilld.engines import triggers as trig
+
+            own = trig.trigger_names(job.table, job.name)
+            fired = [t for t in p.table.update_triggers if t not in (own.insert, own.update)]
+            if fired:
+                warnings.append(f"UPDATE triggers on {job.table} fire for every row the job writes: "
+                                f"{', '.join(fired)}; whatever they change besides the targets changes too "
+                                "(backfilld itself writes only the targets)")
             if p.transform is None:
-                from backfilld.engines import triggers as trig
 
                 trig_info["installed"] = await trig.installed(engine, job.table, job.name)
                 trig_info["install_sql"] = trig.build_install_sql(

@@ -23,8 +23,8 @@ import structlog
 from backfilld.aio import wait_event
 from backfilld.chunker import BatchSizer
 from backfilld.config import JobConfig
-from backfilld.engines.base import (BatchPlan, Engine, JobState, TableInfo, WriteShape, build_lookup,
-                                    build_transform_plan, encode_key, now_iso)
+from backfilld.engines.base import (BatchPlan, Engine, JobState, TableInfo, WriteShape, build_count_upto,
+                                    build_transform_plan, encode_key, key_args, lookups, now_iso)
 from backfilld.errors import EngineError, JobFailed, LeaseHeld, RetryableError, SchemaError, SpecChangedError
 from backfilld.lookahead import Lookahead
 from backfilld.metrics import Metrics, Progress
@@ -166,24 +166,61 @@ def resolve_key(job: JobConfig, info: TableInfo) -> tuple[str, ...]:
     return key
 
 
+def spelled_as_catalog(engine: Engine, job: JobConfig, info: TableInfo) -> JobConfig:
+    """The job with its key, target and source columns named as the catalog names them, on an engine whose
+    column names ignore case (MySQL, SQLite): there `ID` is the column `id`, in the job's SQL as in its key."""
+    if not engine.dialect.fold_case:
+        return job
+    by_lower = {c.lower(): c for c in info.columns}
+
+    def canon(names: list[str], what: str) -> list[str]:
+        out = [by_lower.get(c.lower(), c) for c in names]
+        if len(set(out)) != len(out):
+            twice = next(c for c in out if out.count(c) > 1)
+            raise SchemaError(f"job {job.name!r}: {what} name column {twice!r} twice (column names ignore case on "
+                              f"{engine.name})")
+        return out
+
+    update: dict[str, Any] = {}
+    if job.key is not None:
+        update["key"] = canon(job.key, "key columns")
+    if job.set:
+        update["set"] = dict(zip(canon(list(job.set), "targets"), job.set.values(), strict=True))
+    if job.transform:
+        update["sources"], update["targets"] = canon(job.sources, "sources"), canon(job.targets, "targets")
+        canon([*update["sources"], *update["targets"]], "sources and targets")
+    if all(getattr(job, k) == v for k, v in update.items()):
+        return job
+    return job.model_copy(update=update)
+
+
 async def prepare(engine: Engine, job: JobConfig) -> Prepared:
-    """Check table, key and targets against the catalog and every expression on sample rows. Writes nothing."""
+    """Check table, key and targets against the catalog and every expression on sample rows. Writes nothing.
+    Prepared.job is the job as the catalog spells its columns (spelled_as_catalog): use it, not the config's."""
     info = await engine.table_info(job.table)
+    job = spelled_as_catalog(engine, job, info)
     key = resolve_key(job, info)
     for target in job.target_columns:
         col = info.columns.get(target)
         if col is None:
             raise SchemaError(f"job {job.name!r}: target column {target!r} does not exist in table {job.table!r}; "
                               "add it (the expand step) before the backfill")
+        if col.generated:
+            raise SchemaError(f"job {job.name!r}: target column {target!r} of {job.table!r} is generated (the "
+                              "database computes its value and refuses writes to it); a backfill fills a stored, "
+                              "nullable column")
         if not col.nullable and not job.overwrite:
             raise SchemaError(f"job {job.name!r}: target column {target!r} is NOT NULL; backfilld fills NULL "
                               "targets; make it nullable until the backfill is verified")
         if target in key:
             raise SchemaError(f"job {job.name!r}: target {target!r} is part of the key")
+    for col in key:
+        why = engine.unpageable_key(info.columns[col])
+        if why:
+            raise SchemaError(f"job {job.name!r}: key column {col!r} ({info.columns[col].type}) cannot be paged: "
+                              f"{why}; set key = [...] to another unique, NOT NULL index")
     fingerprint = job.fingerprint(engine.name, list(key))
-    first = await engine.fetch(build_lookup(engine.dialect, job.table, key, after=False), {"n": 1})
-    if first:
-        encode_key(first[0][:-1])  # a key type the checkpoint cannot store fails here, before anything is written
+    await check_key_round_trip(engine, job, info, key)
     if job.transform:
         for source in job.sources:
             if source not in info.columns:
@@ -191,7 +228,7 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
                                   f"{job.table!r}")
         transform = Transform(job.transform, job.sources, job.targets)
         plan = build_transform_plan(engine.dialect, job.table, key, job.sources, job.targets, job.where,
-                                    job.overwrite)
+                                    job.overwrite, info.columns)
         try:
             await engine.fetch(plan.read_first, {f"hi{i}": None for i in range(len(key))})
         except EngineError as exc:
@@ -205,6 +242,36 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
     plan = engine.plan(job.table, key, exprs, job.where, job.overwrite, info.columns, once)
     await engine.check_expressions(plan)
     return Prepared(job, info, key, exprs, plan, fingerprint)
+
+
+async def check_key_round_trip(engine: Engine, job: JobConfig, info: TableInfo, key: tuple[str, ...]) -> None:
+    """Before anything is written: the first keys, as read, must be storable in the checkpoint, and bound
+    back they must find exactly their own rows in the key's order. A key type the driver or server converts on
+    the way (rounded floats, bit strings, a charset that does not round-trip) would otherwise make batches skip
+    rows or read the same range forever."""
+    plan = lookups(engine.dialect, job.table, key, info.columns)
+    first = await engine.fetch(plan["lookup_first"], {"n": 1})
+    if not first:
+        return   # an empty table: nothing to page (rows inserted later are checked when the job runs again)
+    k1 = tuple(first[0][:-1])
+    encode_key(k1)   # a key type the checkpoint cannot store fails here, with the type named
+    try:
+        [(n,)] = await engine.fetch(build_count_upto(engine.dialect, job.table, key), key_args("hi", k1))
+        following = await engine.fetch(plan["skip_after"], {"skip": 0, **key_args("lo", k1)})
+    except RetryableError:
+        raise
+    except EngineError as exc:
+        raise SchemaError(f"job {job.name!r}: the key {list(key)} of {job.table!r} cannot be bound back as it is "
+                          f"read: {exc}") from None
+    if int(n) != 1:
+        problem = f"bound back it matches {n} rows up to itself, where it must match its own row alone"
+    elif following and tuple(following[0]) == k1:
+        problem = "bound back the next range starts at it again"
+    else:
+        return
+    raise SchemaError(f"job {job.name!r}: key {list(key)} of {job.table!r} does not round-trip: its first value "
+                      f"{encode_key(k1)} is read as the driver converts it, and {problem}; set key = [...] to "
+                      "another unique, NOT NULL index")
 
 
 async def concurrency_limit(engine: Engine, p: Prepared) -> tuple[int, str | None]:

@@ -20,11 +20,22 @@ from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig
 from backfilld.engines.base import (Engine, WriteShape, build_fix_row, build_read, build_verify_read,
                                     encode_key, now_iso, range_call)
+from backfilld.errors import EngineError
 from backfilld.job import Gate, OpenGate, Prepared, prepare
 
 log = structlog.get_logger("backfilld.verify")
 
 SAMPLES = 10   # sample keys kept per kind of problem
+
+# verify's walk gives up past this many times the estimated rows, plus WALK_MIN_KEYS: estimates (MySQL's
+# TABLE_ROWS, PostgreSQL's reltuples) can be off by half, and the table may grow while verify runs
+WALK_SLACK = 4
+WALK_MIN_KEYS = 100_000
+
+
+def max_keys(estimate: int) -> int:
+    """The most keys one verify walk may check (see WALK_SLACK)."""
+    return WALK_SLACK * max(0, estimate) + WALK_MIN_KEYS
 
 
 @dataclass
@@ -69,16 +80,24 @@ class Verifier:
 
     async def run(self) -> VerifyResult:
         p = await prepare(self.engine, self.job)
-        result = VerifyResult(self.job.name)
+        job = p.job
+        result = VerifyResult(job.name)
         t0 = time.monotonic()
         d = self.engine.dialect
+        columns = p.table.columns
         if p.transform is None:
-            reads = [build_verify_read(d, self.job.table, p.key, p.exprs, self.job.where, after=a,
-                                       columns=p.table.columns) for a in (False, True)]
-            fix_stmt = build_fix_row(d, self.job.table, p.key, p.exprs)
+            reads = [build_verify_read(d, job.table, p.key, p.exprs, job.where, after=a, columns=columns)
+                     for a in (False, True)]
+            fix_stmt = build_fix_row(d, job.table, p.key, p.exprs, columns)
         else:
-            cols = (*self.job.sources, *self.job.targets)
-            reads = [build_read(d, self.job.table, p.key, cols, self.job.where, None, after=a) for a in (False, True)]
+            cols = (*job.sources, *job.targets)
+            reads = [build_read(d, job.table, p.key, cols, job.where, None, after=a, columns=columns)
+                     for a in (False, True)]
+        # The walk ends: each range starts past the last (Engine.next_range fails when one does not), and it
+        # may not check more keys than the table could hold, as a bound on a walk whose key compares
+        # otherwise than it sorts (it would go round in circles, or check rows again)
+        estimate = await self.engine.estimate_rows(job.table)
+        most = max_keys(estimate)
         last: tuple[Any, ...] | None = None
         while not self.stop.is_set():
             await self.gate.wait(self.job.name, self.stop)
@@ -96,6 +115,11 @@ class Verifier:
             else:
                 await self._check_transform(p, rows, result)
             result.rows_checked += scanned
+            if result.rows_checked > most:
+                raise EngineError(f"verify of job {job.name!r} checked {result.rows_checked} keys of a table estimated "
+                                  f"at {estimate} rows without reaching its end: its key does not page "
+                                  "(values that compare otherwise than they sort), or the table grew that much "
+                                  "meanwhile; run verify again, or set key = [...] to another unique index")
             self.gate.after_batch(self.job.name, 0, time.monotonic() - b0)
             self.sizer.observe(scanned, time.monotonic() - b0)
             last = hi
@@ -122,7 +146,7 @@ class Verifier:
 
     async def _check_transform(self, p: Prepared, rows: list[tuple[Any, ...]], result: VerifyResult) -> None:
         assert p.transform is not None
-        nk, ns, nt = len(p.key), len(self.job.sources), len(self.job.targets)
+        nk, ns, nt = len(p.key), len(p.job.sources), len(p.job.targets)
         outcomes = await p.transform.apply([r[nk:nk + ns] for r in rows])
         writes = []
         for row, out in zip(rows, outcomes, strict=True):
@@ -140,7 +164,7 @@ class Verifier:
                 continue
             writes.append((*row, *out.values))
         if self.fix and writes:
-            shape = WriteShape(p.key, tuple(self.job.sources), tuple(self.job.targets), overwrite=True)
+            shape = WriteShape(p.key, tuple(p.job.sources), tuple(p.job.targets), overwrite=True)
             async with self.engine.transaction():
                 n = await self.engine.write_rows(p.table, shape, writes)
             result.fixed += n

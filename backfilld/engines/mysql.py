@@ -12,11 +12,12 @@ from typing import Any
 
 import aiomysql
 import pymysql
+import pymysql.converters
 from pymysql.constants import CLIENT
 
 from backfilld.aio import within
-from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, Stmt, TableInfo, WriteShape, lease_key,
-                                    range_call, transform_update_parts)
+from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, Stmt, TableInfo, WriteShape, kept_sets,
+                                    lease_key, range_call, transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # Server error codes worth another try: lock wait timeout, deadlock, statement timeouts
@@ -29,10 +30,31 @@ _RECONNECT = {2002, 2003, 2006, 2013, 2055, 1053, 1927, 4031, 0}
 _MATCHED = re.compile(rb"Rows matched: (\d+)\s+Changed: (\d+)")
 
 
+def driver_problem() -> str | None:
+    """What makes the installed driver unfit, or None. aiomysql binds bytes through PyMySQL's
+    escape_bytes_prefixed, which PyMySQL 1.2 removed (1.2.3 left a placeholder string in its place): every
+    binary key or value would fail with "'str' object is not callable". pyproject.toml bounds PyMySQL below 1.2."""
+    if not callable(getattr(pymysql.converters, "escape_bytes_prefixed", None)):
+        return (f"PyMySQL {pymysql.__version__} cannot bind binary values for aiomysql (it lacks "
+                "escape_bytes_prefixed); install a PyMySQL below 1.2: pip install 'PyMySQL>=1.0.2,<1.2'")
+    return None
+
+
+# Column types that sort (and compare with a number) by a number the server shows otherwise: BIT as a bit
+# string, ENUM by its members' index (not alphabetically), SET by its bits. A key of these types is read as
+# that number (key_value), so that `key > value read` compares as ORDER BY key sorts.
+_NUMBERED = ("bit", "enum", "set")
+
+
+def base_type(column: Column) -> str:
+    return re.split(r"[\s(]", column.type.lower(), maxsplit=1)[0]
+
+
 class MySQLDialect(Dialect):
     name = "mysql"
     quote_char = "`"
     row_values = False
+    fold_case = True
 
     # placeholders are a marker until finish(), so that a literal %s inside an expression stays literal
     _MARK = "\x00p\x00"
@@ -46,10 +68,17 @@ class MySQLDialect(Dialect):
     def same(self, a: str, b: str) -> str:
         return f"{a} <=> {b}"
 
+    def key_value(self, col: str, column: Column | None) -> str:
+        if column is not None and base_type(column) in _NUMBERED:
+            return f"({self.quote(col)} + 0)"
+        return self.quote(col)
+
     def cast_to(self, expr: str, column: Column | None) -> str:
         # MySQL's CAST takes a few type names only; map the column's type onto the nearest
         if column is None:
             return expr
+        if base_type(column) == "json":   # MySQL's JSON type (MariaDB's JSON is LONGTEXT, a text column)
+            return f"CAST({expr} AS JSON)"
         t = column.type.lower()
         m = re.match(r"(decimal|numeric)\((\d+),\s*(\d+)\)", t)
         if m:
@@ -103,6 +132,9 @@ class MySQLEngine(Engine):
         return translate_mysql(exc)
 
     async def connect(self) -> None:
+        problem = driver_problem()
+        if problem:
+            raise EngineError(problem)
         u = self.url
         try:
             self._conn = await aiomysql.connect(
@@ -212,6 +244,14 @@ class MySQLEngine(Engine):
     def _lease(self, name: str) -> str:
         return lease_key(f"{self.url.database}/{name}")
 
+    def unpageable_key(self, column: Column) -> str | None:
+        t = column.type.lower()
+        m = re.match(r"float(?:\((\d+)\))?", t)
+        if m and (m.group(1) is None or int(m.group(1)) <= 24):
+            return "the server sends FLOAT values rounded to 6 digits, so a value read does not bind back as the " \
+                   "stored one"
+        return None
+
     def _split(self, table: str) -> tuple[str | None, str]:
         schema, _, name = table.rpartition(".")
         return schema or None, name
@@ -221,7 +261,7 @@ class MySQLEngine(Engine):
         where = "TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s"
         args = {"s": schema, "t": name}
         cols = await self.fetch(Stmt(
-            f"SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME FROM information_schema.COLUMNS "
+            f"SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME, EXTRA FROM information_schema.COLUMNS "
             f"WHERE {where} ORDER BY ORDINAL_POSITION", ("s", "t")), args)
         if not cols:
             raise SchemaError(f"table {table!r} does not exist in database {self.url.database!r}")
@@ -231,8 +271,11 @@ class MySQLEngine(Engine):
         keys: dict[str, list[str]] = {}
         for index, col in idx:
             keys.setdefault(index, []).append(col)
-        return TableInfo(table, {c[0]: Column(c[0], c[1], c[2] == "YES", c[3]) for c in cols},
-                         tuple(keys.get("PRIMARY", ())), tuple(tuple(v) for v in keys.values()))
+        triggers = await self.fetch(Stmt(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = COALESCE(%s, DATABASE()) "
+            "AND EVENT_OBJECT_TABLE = %s AND EVENT_MANIPULATION = 'UPDATE' ORDER BY ACTION_ORDER", ("s", "t")), args)
+        return TableInfo(table, {c[0]: column(*c) for c in cols}, tuple(keys.get("PRIMARY", ())),
+                         tuple(tuple(v) for v in keys.values()), tuple(r[0] for r in triggers))
 
     async def estimate_rows(self, table: str) -> int:
         schema, name = self._split(table)
@@ -320,6 +363,16 @@ class MySQLEngine(Engine):
         return max(0.0, float(rows[0][1]) - 1)  # not counting our own statement
 
 
+def column(name: str, typ: str, nullable: str, collation: str | None, extra: str | None) -> Column:
+    """A column from information_schema.COLUMNS. EXTRA says "VIRTUAL GENERATED" / "STORED GENERATED" (MariaDB
+    also "PERSISTENT GENERATED") for a generated column, MySQL's "DEFAULT_GENERATED" for an expression default
+    (an ordinary column), and "on update current_timestamp(...)" for a column the server sets on UPDATE."""
+    extra = (extra or "").lower()
+    return Column(name, typ, nullable == "YES", collation,
+                  generated=re.search(r"\b(virtual|stored|persistent) generated\b", extra) is not None,
+                  on_update="on update" in extra)
+
+
 def build_write(d: MySQLDialect, info: TableInfo, shape: WriteShape, n_rows: int) -> Stmt:
     """UPDATE joined to a derived table of the batch's computed rows (MariaDB has no VALUES ROW()).
 
@@ -330,14 +383,16 @@ def build_write(d: MySQLDialect, info: TableInfo, shape: WriteShape, n_rows: int
     text = {c for c, col in info.columns.items() if col.collation}
     compare = {c: _bytes("{}") for c in (*shape.sources, *shape.targets) if c in text}
     join_value = {k: f"CONVERT({{}} USING {info.columns[k].collation.split('_')[0]}) COLLATE "
-                     f"{info.columns[k].collation}" for k in shape.key if k in text}
+                     f"{info.columns[k].collation}" for k in shape.key
+                  if k in text and base_type(info.columns[k]) not in _NUMBERED}   # those are read as numbers
     sets, joins, guards = transform_update_parts(d, shape, compare, join_value)
     ph = d.placeholder(0)
     first = "SELECT " + ", ".join(f"{ph} AS c{j}" for j in range(shape.width))
     rest = "SELECT " + ", ".join(ph for _ in range(shape.width))
     src = " UNION ALL ".join([first] + [rest] * (n_rows - 1))
+    assigns = [f"bf_t.{d.quote(t)} = {v}" for t, v in sets] + kept_sets(d, info.columns, shape.targets, "bf_t")
     sql = (f"UPDATE {d.table(info.name)} AS bf_t JOIN ({src}) AS bf_v ON {' AND '.join(joins)} SET "
-           + ", ".join(f"bf_t.{d.quote(t)} = {v}" for t, v in sets) + " WHERE " + " AND ".join(guards))
+           + ", ".join(assigns) + " WHERE " + " AND ".join(guards))
     return Stmt(d.finish(sql), tuple(f"r{i}c{j}" for i in range(n_rows) for j in range(shape.width)))
 
 

@@ -23,11 +23,21 @@ _RETRY = {"40001": "serialization", "40P01": "deadlock", "55P03": "lock_timeout"
 _NULL_WRITTEN = "backfilld: NULL written at key "
 
 
+# Types without an equality operator (IS DISTINCT FROM fails on them): compared as their text, which for
+# json is the text as stored, for the geometric types and xml their canonical output.
+_NO_EQUALITY = {"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"}
+
+
 class PostgresDialect(Dialect):
     name = "postgresql"
 
     def placeholder(self, n: int) -> str:
         return f"${n}"
+
+    def differs(self, stored: str, expr: str, column: Column | None) -> str:
+        if column is not None and column.type.removesuffix("[]") in _NO_EQUALITY:
+            return self.distinct(f"({stored})::text", f"({self.cast_to(expr, column)})::text")
+        return super().differs(stored, expr, column)
 
 
 def translate_pg(exc: BaseException) -> EngineError:
@@ -195,8 +205,10 @@ class PostgresEngine(Engine):
         oid = rows[0][0] if rows else None
         if oid is None:
             raise SchemaError(f"table {table!r} does not exist in database {self.url.database!r}")
+        # attgenerated 's': GENERATED ALWAYS AS (...) STORED; attidentity 'a': GENERATED ALWAYS AS IDENTITY
         cols = await self.fetch(Stmt(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull FROM pg_attribute a "
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull, "
+            "a.attgenerated <> '' OR a.attidentity = 'a' FROM pg_attribute a "
             "WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", ("oid",)),
             {"oid": oid})
         idx = await self.fetch(Stmt(
@@ -205,7 +217,11 @@ class PostgresEngine(Engine):
             "FROM pg_index i WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL "
             "AND i.indexprs IS NULL", ("oid",)), {"oid": oid})
         pk = next((tuple(r[1]) for r in idx if r[0]), ())
-        return TableInfo(table, {c[0]: Column(c[0], c[1], c[2]) for c in cols}, pk, tuple(tuple(r[1]) for r in idx))
+        # user triggers that fire on UPDATE (tgtype bit 16), row or statement level
+        triggers = await self.fetch(Stmt("SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal "
+                                         "AND tgtype & 16 <> 0 ORDER BY tgname", ("oid",)), {"oid": oid})
+        return TableInfo(table, {c[0]: Column(c[0], c[1], c[2], generated=c[3]) for c in cols}, pk,
+                         tuple(tuple(r[1]) for r in idx), tuple(r[0] for r in triggers))
 
     async def estimate_rows(self, table: str) -> int:
         rows = await self.fetch(Stmt("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)", ("t",)),

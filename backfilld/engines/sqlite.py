@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ log = structlog.get_logger("backfilld.sqlite")
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
+    fold_case = True
 
     def distinct(self, a: str, b: str) -> str:
         return f"{a} IS NOT {b}"
@@ -32,21 +34,45 @@ class SQLiteDialect(Dialect):
     def same(self, a: str, b: str) -> str:
         return f"{a} IS {b}"
 
+    def cast_to(self, expr: str, column: Column | None) -> str:
+        # What storing expr in the column stores is expr converted by the column's affinity (a TEXT column
+        # holds 10 as '10', an INTEGER one '10' as 10, a BLOB one anything as it is), which no CAST does: CAST
+        # to BLOB turns text into bytes, CAST to TEXT turns bytes into text, CAST to INTEGER 'abc' into 0. A
+        # comparison with a column applies the column's affinity to an operand that has none, exactly as
+        # storing does; unary + strips the expression's own affinity (a column it names, a CAST in it).
+        return expr if column is None else f"(+{expr})"
+
     def differs(self, stored: str, expr: str, column: Column | None) -> str:
-        # IS NOT compares with the column's collation (NOCASE would fold case): force BINARY
+        # stored must stay a bare column (its affinity applies to the other side); IS NOT compares with the
+        # column's collation (NOCASE would fold case): force BINARY
         return f"{stored} IS NOT {self.cast_to(expr, column)} COLLATE BINARY"
 
 
 # The function apply_range_once's trap calls when a batch would write NULL (registered on every connection).
 _NULL_TRAP = "backfilld_null_written"
 
+# A trigger's header names its event before its table: CREATE TRIGGER name [BEFORE|AFTER] UPDATE [OF cols] ON t
+_UPDATE_EVENT = re.compile(r"^CREATE\s+(?:TEMP\w*\s+)?TRIGGER\s+.*?\bUPDATE\b(?:\s+OF\s+[^;]*?)?\s+ON\s",
+                           re.IGNORECASE | re.DOTALL)
+
 # SQLite binds at most 32766 parameters a statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32); a batch's
 # transform write is split into statements under that, all in the batch's one transaction.
 MAX_PARAMS = 32_766
 
 
+def read_text(raw: bytes) -> str:
+    """A TEXT value as str. SQLite stores whatever bytes it was given as text (lower() of a BLOB title, say),
+    not always UTF-8; such a value reads with its bad bytes kept as surrogates (a strict decode would fail the
+    whole statement), and binding it back fails with a clear error instead of binding other text."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def translate_sqlite(exc: BaseException) -> EngineError:
     text = str(exc)
+    if isinstance(exc, UnicodeEncodeError):
+        return EngineError("SQLite: a text value read from the table is not valid UTF-8, so it cannot be bound "
+                           "back as the same text (a key, or a value verify --fix compares); store such values "
+                           "as BLOB, or page by another key")
     if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
         return RetryableError(f"SQLite: {text}", kind="lock_timeout")
     if isinstance(exc, (sqlite3.ProgrammingError, ValueError)) and "closed" in text:
@@ -78,6 +104,7 @@ class SQLiteEngine(Engine):
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves
             self._conn = await aiosqlite.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+            self._conn.text_factory = read_text
             self._generation += 1
             await self._conn.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout_s * 1000)}")
             await self._conn.create_function(_NULL_TRAP, 1, self._null_trap)
@@ -275,18 +302,24 @@ class SQLiteEngine(Engine):
 
     async def table_info(self, table: str) -> TableInfo:
         schema, name = self._split(table)
-        cols = await self.fetch(f"PRAGMA {schema}table_info({name})")
+        # table_xinfo lists generated columns too (hidden 2: VIRTUAL, 3: STORED; 1 is a virtual table's hidden one)
+        cols = [c for c in await self.fetch(f"PRAGMA {schema}table_xinfo({name})") if c[6] != 1]
         if not cols:
             raise SchemaError(f"table {table!r} does not exist in {self.url.database!r}")
         pk = tuple(c[1] for c in sorted((c for c in cols if c[5]), key=lambda c: c[5]))
         rowid_alias = len(pk) == 1 and next(c for c in cols if c[1] == pk[0])[2].upper() == "INTEGER"
-        columns = {c[1]: Column(c[1], c[2], not c[3] and not (rowid_alias and c[1] == pk[0])) for c in cols}
+        columns = {c[1]: Column(c[1], c[2], not c[3] and not (rowid_alias and c[1] == pk[0]), generated=c[6] in (2, 3))
+                   for c in cols}
         uniques = [pk] if pk else []
         for idx in await self.fetch(f"PRAGMA {schema}index_list({name})"):
             if idx[2] and not (len(idx) > 4 and idx[4]):  # unique and not partial
                 info = await self.fetch(f"PRAGMA {schema}index_info({self.dialect.quote(idx[1])})")
                 uniques.append(tuple(r[2] for r in sorted(info)))
-        return TableInfo(table, columns, pk, tuple(uniques))
+        triggers = [n for n, sql in await self.fetch(Stmt(f"SELECT name, sql FROM {schema}sqlite_master WHERE type = "
+                                                          "'trigger' AND tbl_name = ? ORDER BY name", ("t",)),
+                                                     {"t": table.rpartition(".")[2]})
+                    if _UPDATE_EVENT.search(sql or "")]
+        return TableInfo(table, columns, pk, tuple(uniques), tuple(triggers))
 
     async def estimate_rows(self, table: str) -> int:
         # an estimate for progress and ETA, as PostgreSQL's and MySQL's statistics are: the span of rowids, two
