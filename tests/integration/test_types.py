@@ -12,23 +12,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+import aiosqlite
 import pytest
 
 from backfilld import daemon
 from backfilld.errors import SchemaError
 from backfilld.verify import Verifier
 from tests.dbutil import TestDb
-from tests.integration.typecases import FILLS, INT, KEY_EXPR, KEYS, SHOW, TEXT, FillCase, KeyCase, Lit
+from tests.integration.typecases import (DIFFS, FILLS, INT, KEY_EXPR, KEYS, SHOW, TEXT, DiffCase, FillCase, KeyCase,
+                                        Lit)
 
 # a case is a few rows: a run or a verify takes well under a second; one that takes this long (s) hangs
 HANG_S = 10
 pytestmark = pytest.mark.timeout(60)
 
-ENUM_MEMBERS = "('m', 'b', 'z', 'a')"   # out of alphabetical order: an enum sorts by declaration
+@pytest.fixture(autouse=True)
+def no_sqlite_connection_left_open(engine_name: str) -> Any:
+    """After the test and its database's cleanup: every SQLite connection is closed. One left open keeps its
+    worker thread (not a daemon thread) waiting forever, so the test process could never exit: such a
+    connection is stopped here, and the test fails instead."""
+    yield
+    if engine_name != "sqlite":
+        return
+    deadline = time.monotonic() + 2   # closed connections' threads take a moment to end
+    while (open_ := [c for c in gc.get_objects() if isinstance(c, aiosqlite.Connection) and c._thread.is_alive()]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for conn in open_:
+        conn.stop()
+    assert not open_, f"{len(open_)} SQLite connection(s) left open after the run (and its lookahead) ended"
 
 
 def cases(table: dict[str, list[Any]], *, composite: bool | None = None) -> list[Any]:
@@ -49,18 +67,33 @@ async def within(coro: Coroutine[Any, Any, Any], what: str) -> Any:
         pytest.fail(f"{what} did not finish within {HANG_S} s: it hangs")
 
 
+# What a case's "{enum}" or "{ci}" stands for (PostgreSQL): created for the test under a name of its own
+MADE_TYPES = {
+    "enum": ("CREATE TYPE {name} AS ENUM ('m', 'b', 'z', 'a')", "DROP TYPE IF EXISTS {name} CASCADE"),
+    "ci": ("CREATE COLLATION {name} (provider = icu, locale = 'und-u-ks-level2', deterministic = false)",
+           "DROP COLLATION IF EXISTS {name} CASCADE"),
+}
+
+
 @contextlib.asynccontextmanager
 async def types_for(db: TestDb, *texts: str) -> AsyncIterator[Callable[[str], str]]:
-    """A substitution for "{enum}" in a case's types and expressions, creating the enum type it names."""
-    if not any("{enum}" in t for t in texts):
-        yield lambda s: s
-        return
-    name = db.name("mood")
-    await db.engine.execute(f"CREATE TYPE {name} AS ENUM {ENUM_MEMBERS}")
+    """A substitution for "{enum}" and "{ci}" in a case's types and expressions, creating what they name."""
+    made: dict[str, str] = {}
+
+    def sub(text: str) -> str:
+        for placeholder, name in made.items():
+            text = text.replace("{" + placeholder + "}", name)
+        return text
+
     try:
-        yield lambda s: s.replace("{enum}", name)
+        for placeholder, (create_sql, _) in MADE_TYPES.items():
+            if any("{" + placeholder + "}" in t for t in texts):
+                made[placeholder] = db.name(placeholder)
+                await db.engine.execute(create_sql.format(name=made[placeholder]))
+        yield sub
     finally:
-        await db.engine.execute(f"DROP TYPE IF EXISTS {name} CASCADE")
+        for placeholder, name in made.items():
+            await db.engine.execute(MADE_TYPES[placeholder][1].format(name=name))
 
 
 async def create(db: TestDb, base: str, columns: str, options: str = "") -> str:
@@ -129,6 +162,7 @@ async def run_and_check(db: TestDb, table: str, job: dict[str, Any], batch: int,
     wrong = [(values[i], dst, want) for i, dst, want in rows if not same(dst, want)]
     assert not wrong, f"(value, written, expected) where the job wrote something else: {wrong}"
     valued = sorted(i for i, _, want in rows if want is not None)
+    assert valued, "the case's expression is NULL on every row: it tests nothing"
     touched = dict(await db.q(f"SELECT id, count(*) FROM {audit} GROUP BY id"))
     assert {values[i]: n for i, n in touched.items() if n != 1} == {}, "rows updated more than once"
     assert sorted(touched) == valued, f"rows never updated: {[values[i] for i in set(valued) - set(touched)]}"
@@ -208,3 +242,18 @@ async def test_source_and_target(db: TestDb, case: FillCase) -> None:
         await db.engine.execute(f"UPDATE {table} SET want = ({expr})")
         await run_and_check(db, table, {"name": "types", "table": table, "set": {"dst": expr}}, 2, values,
                             key_is_id=True)
+
+
+@pytest.mark.parametrize(("engine_name", "case"), cases(DIFFS), indirect=["engine_name"])
+async def test_verify_sees_what_the_column_comparison_hides(db: TestDb, case: DiffCase) -> None:
+    """A target holding a value its own collation calls equal to the right one is still wrong."""
+    e = db.engine_name
+    async with types_for(db, case.dst) as sub:
+        table = await create(db, "td", f"id {INT[e]} NOT NULL PRIMARY KEY, src {TEXT[e]}, dst {sub(case.dst)}")
+        await db.x(f"INSERT INTO {table} (id, src) VALUES (1, ?), (2, ?)", case.value, case.value)
+        cfg = db.config([{"name": "types", "table": table, "set": {"dst": "src"}}])
+        [state] = await within(daemon.run(cfg, daemon.RunOptions()), "the job")
+        assert state.status == "completed" and state.rows_done == 2
+        await db.x(f"UPDATE {table} SET dst = ? WHERE id = 2", case.other)
+        result = await within(Verifier(db.engine, cfg, cfg.jobs[0]).run(), "verify")
+        assert (result.wrong, result.sample_wrong) == (1, [[2]]), f"{result.as_dict()}"

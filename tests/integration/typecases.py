@@ -46,6 +46,17 @@ class FillCase:
     expr: str
 
 
+@dataclass(frozen=True)
+class DiffCase:
+    """A target type, the value the job writes into it, and another value the column's own comparison may
+    hold equal to it (case, accents, trailing spaces): verify must still count that row wrong."""
+
+    name: str
+    dst: str
+    value: str
+    other: str
+
+
 # Per engine: the job's expression over a key, k as text by default, and the text column types
 KEY_EXPR = {"mysql": "CONCAT({show}, ':', src)", "postgresql": "{show} || ':' || src",
             "sqlite": "{show} || ':' || src"}
@@ -218,6 +229,8 @@ PG_KEYS = [
     KeyCase("text_default", "text", ("", " ", "A", "a", "a ", "a\t", "ä", "🦄", "李小龍")),
     KeyCase("text_C", 'text COLLATE "C"', ("", " ", "A", "a", "a ", "ä", "🦄", "z")),
     KeyCase("text_en_icu", 'text COLLATE "en-x-icu"', ("", "a", "A", "ä", "b", "B", "ss", "ß")),
+    # nondeterministic: case-insensitive, so 'a' and 'A' cannot both be keys
+    KeyCase("text_nondeterministic_ci", 'text COLLATE "{ci}"', ("", "a", "B", "c ", "ä", "🦄")),
     KeyCase("varchar_und_icu", 'varchar(20) COLLATE "und-x-icu"', ("", "a", "A", "a-b", "ab", "Ω", "🦄")),
     KeyCase("varchar_POSIX", 'varchar(20) COLLATE "POSIX"', ("", "A", "a", "é", "\x7f")),
     KeyCase("char_4", "char(4)", ("", " x", "a", "a b", "abcd", "é")),
@@ -333,6 +346,28 @@ SQLITE_FILLS = [
     FillCase("dst_numeric", "TEXT", "NUMERIC", ("1.0", "1e3", "abc", "9223372036854775808", None), "src"),
     FillCase("dst_untyped", "TEXT", "", ("1", "a", None), "src"),
 ]
+
+# ---------------------------------------------------------------------------------- verify's exactness
+
+DIFFS = {
+    "mysql": [
+        DiffCase("utf8mb4_general_ci_case", f"VARCHAR(20) {U} utf8mb4_general_ci", "abc", "ABC"),
+        DiffCase("utf8mb4_general_ci_accent", f"VARCHAR(20) {U} utf8mb4_general_ci", "abc", "äbc"),
+        DiffCase("utf8mb4_general_ci_trailing_space", f"VARCHAR(20) {U} utf8mb4_general_ci", "abc", "abc "),
+        DiffCase("utf8mb4_bin_trailing_space", f"VARCHAR(20) {U} utf8mb4_bin", "abc", "abc "),
+        DiffCase("latin1_swedish_ci_case", "VARCHAR(20) CHARACTER SET latin1 COLLATE latin1_swedish_ci", "abc", "ABC"),
+        DiffCase("gbk_chinese_ci_case", "VARCHAR(20) CHARACTER SET gbk COLLATE gbk_chinese_ci", "abc", "ABC"),
+        DiffCase("text_general_ci_case", f"TEXT {U} utf8mb4_general_ci", "abc", "ABC"),
+    ],
+    "postgresql": [
+        DiffCase("text_nondeterministic_ci_case", 'text COLLATE "{ci}"', "abc", "ABC"),
+        DiffCase("text_icu_case", 'text COLLATE "en-x-icu"', "abc", "ABC"),
+    ],
+    "sqlite": [
+        DiffCase("text_nocase_case", "TEXT COLLATE NOCASE", "abc", "ABC"),
+        DiffCase("text_rtrim_trailing_space", "TEXT COLLATE RTRIM", "abc", "abc "),
+    ],
+}
 
 KEYS = {"mysql": MYSQL_KEYS, "postgresql": PG_KEYS, "sqlite": SQLITE_KEYS}
 FILLS = {"mysql": MYSQL_FILLS, "postgresql": PG_FILLS, "sqlite": SQLITE_FILLS}
