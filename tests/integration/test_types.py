@@ -25,12 +25,16 @@ from backfilld import daemon
 from backfilld.errors import SchemaError
 from backfilld.verify import Verifier
 from tests.dbutil import TestDb
-from tests.integration.typecases import (DIFFS, FILLS, INT, KEY_EXPR, KEYS, SHOW, TEXT, DiffCase, FillCase, KeyCase,
-                                        Lit)
+from tests.integration.typecases import DIFFS, FILLS, INT, KEY_EXPR, KEYS, SHOW, TEXT, DiffCase, FillCase, KeyCase, Lit
 
 # a case is a few rows: a run or a verify takes well under a second; one that takes this long (s) hangs
 HANG_S = 10
 pytestmark = pytest.mark.timeout(60)
+
+
+def open_sqlite_connections() -> list[aiosqlite.Connection]:
+    return [c for c in gc.get_objects() if isinstance(c, aiosqlite.Connection) and c._thread.is_alive()]
+
 
 @pytest.fixture(autouse=True)
 def no_sqlite_connection_left_open(engine_name: str) -> Any:
@@ -40,13 +44,12 @@ def no_sqlite_connection_left_open(engine_name: str) -> Any:
     yield
     if engine_name != "sqlite":
         return
-    deadline = time.monotonic() + 2   # closed connections' threads take a moment to end
-    while (open_ := [c for c in gc.get_objects() if isinstance(c, aiosqlite.Connection) and c._thread.is_alive()]) \
-            and time.monotonic() < deadline:
+    deadline = time.monotonic() + 2   # a closed connection's thread takes a moment to end (s)
+    while (left := open_sqlite_connections()) and time.monotonic() < deadline:
         time.sleep(0.02)
-    for conn in open_:
+    for conn in left:
         conn.stop()
-    assert not open_, f"{len(open_)} SQLite connection(s) left open after the run (and its lookahead) ended"
+    assert not left, f"{len(left)} SQLite connection(s) left open after the run (and its lookahead) ended"
 
 
 def cases(table: dict[str, list[Any]], *, composite: bool | None = None) -> list[Any]:
@@ -63,7 +66,7 @@ def cases(table: dict[str, list[Any]], *, composite: bool | None = None) -> list
 async def within(coro: Coroutine[Any, Any, Any], what: str) -> Any:
     try:
         return await asyncio.wait_for(coro, HANG_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pytest.fail(f"{what} did not finish within {HANG_S} s: it hangs")
 
 
@@ -168,7 +171,7 @@ async def run_and_check(db: TestDb, table: str, job: dict[str, Any], batch: int,
     assert sorted(touched) == valued, f"rows never updated: {[values[i] for i in set(valued) - set(touched)]}"
     assert state.rows_done == len(valued)
     # a batch writes the keys its range lookup counted, no more (its size is what keeps it short)
-    assert all(rows <= scanned for rows, scanned in batches), f"(rows written, keys counted): {batches}"
+    assert all(written <= scanned for written, scanned in batches), f"(rows written, keys counted): {batches}"
 
     # verify with other batch boundaries than the job's (3 keys: the last range is a partial one)
     vcfg = db.config([{**job, "batch_size": 3}], throttle={"min_batch": 3, "max_batch": 3})

@@ -121,7 +121,8 @@ MYSQL_KEYS = [
     KeyCase("datetime_6", "DATETIME(6)",
             (dt.datetime(1000, 1, 1), dt.datetime(2020, 1, 1), dt.datetime(2020, 1, 1, 0, 0, 0, 1),
              dt.datetime(2020, 1, 1, 0, 0, 0, 999999), dt.datetime(9999, 12, 31, 23, 59, 59, 999999))),
-    KeyCase("datetime_zero", "DATETIME", (Lit("'0000-00-00 00:00:00'"), dt.datetime(1000, 1, 1), dt.datetime(2024, 2, 29))),
+    KeyCase("datetime_zero", "DATETIME",
+            (Lit("'0000-00-00 00:00:00'"), dt.datetime(1000, 1, 1), dt.datetime(2024, 2, 29))),
     # an explicit default: no server may give the key column ON UPDATE CURRENT_TIMESTAMP
     KeyCase("timestamp_3", "TIMESTAMP(3) DEFAULT '1970-01-01 00:00:01'",
             (Lit("'0000-00-00 00:00:00.000'"), dt.datetime(1970, 1, 1, 0, 0, 1), dt.datetime(2000, 1, 1, 0, 0, 0, 1000),
@@ -165,7 +166,8 @@ MYSQL_FILLS = [
     FillCase("src_geometry", "GEOMETRY", TEXT["mysql"],
              (Lit("ST_GeomFromText('POINT(1 2)')"), Lit("ST_GeomFromText('LINESTRING(0 0,1 1)')"), None),
              "ST_AsText(src)"),
-    FillCase("src_point", "POINT", TEXT["mysql"], (Lit("POINT(-1.5, 2e10)"), None), "CONCAT(ST_X(src), ' ', ST_Y(src))"),
+    FillCase("src_point", "POINT", TEXT["mysql"], (Lit("POINT(-1.5, 2e10)"), None),
+             "CONCAT(ST_X(src), ' ', ST_Y(src))"),
     # targets: text on src, the type on dst
     FillCase("dst_tinyint", TEXT["mysql"], "TINYINT", ("-128", "127", "0", None), "CAST(src AS SIGNED)"),
     FillCase("dst_bigint_unsigned", TEXT["mysql"], "BIGINT UNSIGNED", ("0", "18446744073709551615", None),
