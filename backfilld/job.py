@@ -250,11 +250,21 @@ async def check_key_round_trip(engine: Engine, job: JobConfig, info: TableInfo, 
     the way (rounded floats, bit strings, a charset that does not round-trip) would otherwise make batches skip
     rows or read the same range forever."""
     plan = lookups(engine.dialect, job.table, key, info.columns)
-    first = await engine.fetch(plan["lookup_first"], {"n": 1})
+    try:
+        first = await engine.fetch(plan["lookup_first"], {"n": 1})
+    except RetryableError:
+        raise
+    except EngineError as exc:
+        raise SchemaError(f"job {job.name!r}: the key {list(key)} of {job.table!r} cannot be read: {exc}") from None
     if not first:
         return   # an empty table: nothing to page (rows inserted later are checked when the job runs again)
     k1 = tuple(first[0][:-1])
-    encode_key(k1)   # a key type the checkpoint cannot store fails here, with the type named
+    for col, value in zip(key, k1, strict=True):   # a type the checkpoint cannot store fails here
+        try:
+            encode_key([value])
+        except SchemaError as exc:
+            raise SchemaError(f"job {job.name!r}: key column {col!r} ({info.columns[col].type}) of {job.table!r}: "
+                              f"{exc}; set key = [...] to another unique, NOT NULL index") from None
     try:
         [(n,)] = await engine.fetch(build_count_upto(engine.dialect, job.table, key), key_args("hi", k1))
         following = await engine.fetch(plan["skip_after"], {"skip": 0, **key_args("lo", k1)})

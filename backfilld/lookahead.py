@@ -48,9 +48,14 @@ class Lookahead:
 
     async def _lookup(self, plan: BatchPlan, after: tuple[Any, ...], n: int) -> Range | None:
         if self._reader is None:
-            reader = self._engine.clone("lookahead")
-            await reader.connect()
-            self._reader = reader
+            # owned from before it connects: a lookahead dropped (cancelled) mid-connect is still closed by
+            # close(); a leaked SQLite connection's worker thread would keep the process from exiting
+            self._reader = reader = self._engine.clone("lookahead")
+            try:
+                await reader.connect()
+            except BaseException:
+                await self._close_reader()
+                raise
         return await self._reader.next_range(plan, after, n)
 
     async def take(self, plan: BatchPlan, after: Sequence[Any] | None, n: int) -> Range | None:

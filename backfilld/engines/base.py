@@ -136,6 +136,15 @@ class Dialect:
         """Last touch on a statement's text before it is sent (MySQL escapes % for its driver)."""
         return sql
 
+    def as_read(self, expr: str, column: Column | None) -> str:
+        """How verify reads a target's value and the value it should hold, to compare and bind back (a
+        PostgreSQL value as its text: every value has one, where the driver cannot hold a BC date or 24:00)."""
+        return expr
+
+    def has_max(self, column: Column | None) -> bool:
+        """Whether max() takes the column's type (a pass's last range is then found without a sort)."""
+        return True
+
     def key_value(self, col: str, column: Column | None) -> str:
         """How a key column is read, so that the value read binds back as one that compares equal and in the
         key's order (MySQL reads BIT, ENUM and SET keys as numbers)."""
@@ -240,7 +249,7 @@ def build_lookup(d: Dialect, table: str, key: Sequence[str], after: bool, column
     names = [v if v == d.quote(c) else f"bf_k{i}" for i, (c, v) in enumerate(zip(key, values, strict=True))]
     sel = ", ".join(v if v == n else f"{v} AS {n}" for v, n in zip(values, names, strict=True))
     inner = f"(SELECT {sel} FROM {d.table(table)}{where} ORDER BY {asc} LIMIT {p('n')}) AS bf_r"
-    if len(key) == 1:
+    if len(key) == 1 and d.has_max((columns or {}).get(key[0])):
         sql = f"SELECT max({names[0]}), count(*) AS bf_n FROM {inner} HAVING count(*) > 0"
     else:
         desc = ", ".join(f"{n} DESC" for n in names)
@@ -316,8 +325,10 @@ def build_count_upto(d: Dialect, table: str, key: Sequence[str]) -> Stmt:
 
 
 def build_sample(d: Dialect, table: str, exprs: dict[str, str], where: str | None) -> Stmt:
+    """Every expression evaluated on n rows; only whether each is NULL comes back, so that a value the driver
+    cannot represent (a BC date, 24:00) does not fail the check of an expression the server computes fine."""
     p = _Params(d)
-    cols = ", ".join(f"({e})" for e in exprs.values())
+    cols = ", ".join(f"({e}) IS NULL" for e in exprs.values())
     filt = f" WHERE ({where})" if where else ""
     return Stmt(d.finish(f"SELECT {cols} FROM {d.table(table)}{filt} LIMIT {p('n')}"), tuple(p.names))
 
@@ -385,7 +396,8 @@ def build_verify_read(d: Dialect, table: str, key: Sequence[str], exprs: dict[st
                 f"{d.differs(d.quote(t), f'({e})', columns.get(t))})" for t, e in exprs.items()]
     conds.append("(" + " OR ".join(problems) + ")")
     sel = ", ".join([*key_values(d, key, columns),
-                     *(f"{d.quote(t)}, {d.cast_to(f'({e})', columns.get(t))}" for t, e in exprs.items())])
+                     *(f"{d.as_read(d.quote(t), columns.get(t))}, "
+                       f"{d.as_read(d.cast_to(f'({e})', columns.get(t)), columns.get(t))}" for t, e in exprs.items())])
     return Stmt(d.finish(f"SELECT {sel} FROM {d.table(table)} WHERE {' AND '.join(conds)}"), tuple(p.names))
 
 
@@ -395,7 +407,7 @@ def build_fix_row(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, s
     p = _Params(d)
     sets = ", ".join([*(f"{d.quote(t)} = ({e})" for t, e in exprs.items()), *kept_sets(d, columns, list(exprs))])
     conds = [f"{d.quote(k)} = {p(f'k{i}')}" for i, k in enumerate(key)]
-    conds += [d.same(d.quote(t), p(f"old{i}")) for i, t in enumerate(exprs)]
+    conds += [d.same(d.as_read(d.quote(t), (columns or {}).get(t)), p(f"old{i}")) for i, t in enumerate(exprs)]
     return Stmt(d.finish(f"UPDATE {d.table(table)} SET {sets} WHERE {' AND '.join(conds)}"), tuple(p.names))
 
 
@@ -473,13 +485,29 @@ def build_transform_plan(d: Dialect, table: str, key: Sequence[str], sources: Se
     )
 
 
+# Key values whose Python order is the order every engine sorts them in (bytes: byte by byte, as bytea, BINARY
+# and BLOB sort); text is left out (collations), and so are floats (NaN) and times with a zone.
+_PYTHON_ORDERED = (int, decimal.Decimal, dt.date, dt.timedelta, bytes)
+
+
 def advanced(after: Sequence[Any] | None, hi: tuple[Any, ...]) -> tuple[Any, ...]:
-    """hi, the last key of the range after `after`; an error if it is `after` itself: the walk would read the same
-    range forever (a key the server compares otherwise than it sorts; preflight's round trip catches most)."""
-    if after is not None and hi == tuple(after):
-        raise EngineError(f"the key walk stopped advancing: the range after key {encode_key(hi)} ends at that key "
-                          "again, so this key cannot be paged (its values do not compare as they sort); set key = "
-                          "[...] to another unique, NOT NULL index")
+    """hi, the last key of the range after `after`; an error if it is not past `after`: the walk would read the
+    same ranges forever (a key the server compares otherwise than it sorts, or a driver that reads two values
+    as one; preflight's round trip catches most). Past is checked where Python orders the values as the
+    servers do (_PYTHON_ORDERED), equality everywhere."""
+    if after is None:
+        return hi
+    after = tuple(after)
+    back = hi == after
+    if not back and all(isinstance(v, _PYTHON_ORDERED) and not (isinstance(v, decimal.Decimal) and v.is_nan())
+                        for v in (*hi, *after)):
+        with contextlib.suppress(TypeError):   # two types in one column (SQLite): no order to check
+            back = hi < after
+    if back:
+        raise EngineError(f"the key walk stopped advancing: the range after key {encode_key(after)} ends at "
+                          f"{encode_key(hi)}, so this key cannot be paged (its values do not compare as they sort, "
+                          "or the driver reads two of them as one); set key = [...] to another unique, NOT NULL "
+                          "index")
     return hi
 
 

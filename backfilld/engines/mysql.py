@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import math
 import re
 import warnings
@@ -86,17 +87,28 @@ class MySQLDialect(Dialect):
         base = t.split("(")[0].split()[0]
         if base in ("tinyint", "smallint", "mediumint", "int", "integer", "bigint"):
             return f"CAST({expr} AS {'UNSIGNED' if 'unsigned' in t else 'SIGNED'})"
+        if base == "float" and not re.match(r"float\((2[5-9]|[3-5]\d)\)", t):   # single precision
+            return f"CAST({expr} AS FLOAT)"
         if base in ("float", "double", "real"):
             return f"CAST({expr} AS DOUBLE)"
-        if base in ("date", "time"):
-            return f"CAST({expr} AS {base.upper()})"
-        if base in ("datetime", "timestamp"):
+        if base in ("date", "time", "datetime", "timestamp"):
             fsp = re.search(r"\((\d)\)", t)
-            return f"CAST({expr} AS DATETIME{f'({fsp.group(1)})' if fsp else ''})"
+            return f"CAST({expr} AS {'TIME' if base == 'time' else base.upper().replace('TIMESTAMP', 'DATETIME')}" \
+                   f"{f'({fsp.group(1)})' if fsp else ''})"
+        if base == "binary":   # BINARY(n) pads with zero bytes, as CAST to it does
+            return f"CAST({expr} AS {t.upper()})"
+        if base == "set":
+            return set_mask(expr, column)
+        if base == "year":
+            return year_value(expr)
         return expr
 
     def differs(self, stored: str, expr: str, column: Column | None) -> str:
+        if column is not None and base_type(column) == "set":   # members in any order, each once: compare bits
+            return f"NOT (({stored} + 0) <=> {self.cast_to(expr, column)})"
         if column is not None and column.collation:  # text: byte-exact, whatever the column's collation
+            if base_type(column) == "char":   # CHAR drops trailing spaces (it is read without them)
+                expr = f"TRIM(TRAILING ' ' FROM {expr})"
             # bytes, not a collation: even utf8mb4_bin pads trailing spaces on MariaDB
             return f"NOT ({_bytes(stored)} <=> {_bytes(expr)})"
         return self.distinct(stored, self.cast_to(expr, column))
@@ -197,7 +209,7 @@ class MySQLEngine(Engine):
                 if isinstance(stmt, str):
                     await cur.execute(stmt)
                 else:
-                    await cur.execute(stmt.sql, tuple(stmt.args(values or {})))
+                    await cur.execute(stmt.sql, tuple(bindable(v) for v in stmt.args(values or {})))
                 rows = await cur.fetchall() if cur.description else ()
                 info = getattr(cur._result, "message", None) or b""  # the driver keeps the OK packet's text there
                 return [tuple(r) for r in rows], cur.rowcount, info if isinstance(info, bytes) else str(info).encode()
@@ -363,6 +375,16 @@ class MySQLEngine(Engine):
         return max(0.0, float(rows[0][1]) - 1)  # not counting our own statement
 
 
+def bindable(value: Any) -> Any:
+    """A parameter as the driver binds it right. PyMySQL writes a negative timedelta (a TIME value read back)
+    wrongly: -838:59:59 as '-839:00:01'; written here as the TIME literal it is."""
+    if isinstance(value, dt.timedelta):
+        us = abs(value) // dt.timedelta(microseconds=1)
+        sign = "-" if value < dt.timedelta(0) else ""
+        return f"{sign}{us // 3_600_000_000}:{us // 60_000_000 % 60:02}:{us // 1_000_000 % 60:02}.{us % 1_000_000:06}"
+    return value
+
+
 def column(name: str, typ: str, nullable: str, collation: str | None, extra: str | None) -> Column:
     """A column from information_schema.COLUMNS. EXTRA says "VIRTUAL GENERATED" / "STORED GENERATED" (MariaDB
     also "PERSISTENT GENERATED") for a generated column, MySQL's "DEFAULT_GENERATED" for an expression default
@@ -394,6 +416,24 @@ def build_write(d: MySQLDialect, info: TableInfo, shape: WriteShape, n_rows: int
     sql = (f"UPDATE {d.table(info.name)} AS bf_t JOIN ({src}) AS bf_v ON {' AND '.join(joins)} SET "
            + ", ".join(assigns) + " WHERE " + " AND ".join(guards))
     return Stmt(d.finish(sql), tuple(f"r{i}c{j}" for i in range(n_rows) for j in range(shape.width)))
+
+
+def year_value(expr: str) -> str:
+    """The year a YEAR column stores for expr: a 1- or 2-digit string '0'..'69' is 2000..2069 and '70'..'99'
+    1970..1999; a number 1..69 or 70..99 likewise, but the number 0 is 0 (CHARSET() of a number is 'binary')."""
+    return (f"(CASE WHEN {expr} IS NULL THEN NULL "
+            f"WHEN CHARSET({expr}) <> 'binary' AND TRIM({expr}) REGEXP '^[0-9]{{1,2}}$' "
+            f"THEN IF({expr} + 0 < 70, 2000, 1900) + {expr} "
+            f"WHEN CHARSET({expr}) = 'binary' AND {expr} BETWEEN 1 AND 99 THEN IF({expr} < 70, 2000, 1900) + {expr} "
+            f"ELSE {expr} + 0 END)")
+
+
+def set_mask(expr: str, column: Column) -> str:
+    """The number a SET column stores for expr (a comma-separated list of members): bit i for member i."""
+    members = [m.replace("''", "'") for m in re.findall(r"'((?:[^']|'')*)'", column.type)]
+    bits = " + ".join(f"(FIND_IN_SET('{m.replace(chr(39), chr(39) * 2)}', {expr}) > 0) * {1 << i}"
+                      for i, m in enumerate(members))
+    return f"(CASE WHEN {expr} IS NULL THEN NULL ELSE {bits or '0'} END)"
 
 
 def _bytes(expr: str) -> str:

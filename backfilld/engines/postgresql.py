@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -28,15 +29,29 @@ _NULL_WRITTEN = "backfilld: NULL written at key "
 _NO_EQUALITY = {"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"}
 
 
+# Key types max() does not take (its arguments: numbers, text, dates and times, inet, arrays, enums...).
+_NO_MAX = {"bytea", "uuid", "jsonb", "boolean", "bit", "bit varying", "tsvector", "macaddr", "macaddr8"}
+# Text types compared byte for byte where it matters (verify): a nondeterministic collation calls 'a' = 'A'.
+_TEXT = re.compile(r"^(text|character varying|character|varchar|char|name)\b")
+
+
 class PostgresDialect(Dialect):
     name = "postgresql"
 
     def placeholder(self, n: int) -> str:
         return f"${n}"
 
+    def as_read(self, expr: str, column: Column | None) -> str:
+        return expr if column is None else f"({expr})::text"
+
+    def has_max(self, column: Column | None) -> bool:
+        return column is None or re.sub(r"\(.*", "", column.type) not in _NO_MAX
+
     def differs(self, stored: str, expr: str, column: Column | None) -> str:
         if column is not None and column.type.removesuffix("[]") in _NO_EQUALITY:
             return self.distinct(f"({stored})::text", f"({self.cast_to(expr, column)})::text")
+        if column is not None and _TEXT.match(column.type):
+            return self.distinct(stored, f"{self.cast_to(expr, column)} COLLATE \"C\"")
         return super().differs(stored, expr, column)
 
 

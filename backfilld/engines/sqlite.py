@@ -115,8 +115,10 @@ class SQLiteEngine(Engine):
                     await self._conn.execute("PRAGMA synchronous = NORMAL")
                     if not self.role:
                         await self._start_background_checkpoints(path)
-        except Exception as exc:  # noqa: BLE001
-            await self.close()
+        except BaseException as exc:  # cancelled too: an open connection's thread would outlive the process
+            await asyncio.shield(self.close())
+            if not isinstance(exc, Exception):
+                raise
             raise EngineError(f"cannot open SQLite database {path!r}: {exc}") from None
 
     # WAL checkpoints off the batch loop's path. By default the connection that commits past 1000 WAL pages

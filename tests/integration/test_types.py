@@ -22,7 +22,7 @@ import aiosqlite
 import pytest
 
 from backfilld import daemon
-from backfilld.errors import SchemaError
+from backfilld.errors import JobFailed, SchemaError
 from backfilld.verify import Verifier
 from tests.dbutil import TestDb
 from tests.integration.typecases import DIFFS, FILLS, INT, KEY_EXPR, KEYS, SHOW, TEXT, DiffCase, FillCase, KeyCase, Lit
@@ -208,8 +208,20 @@ async def check_key(db: TestDb, case: KeyCase, *, composite: bool) -> None:
         job = {"name": "types", "table": table, "key": pk.split(", "), "set": {"dst": expr}}
         if case.refuse:
             await check_refused(db, table, job)
+        elif case.fails:
+            await check_fails(db, table, job)
         else:
             await run_and_check(db, table, job, 3 if composite else 1, values)
+
+
+async def check_fails(db: TestDb, table: str, job: dict[str, Any]) -> None:
+    cfg = db.config([job], throttle={"min_batch": 1, "max_batch": 1})
+    with pytest.raises((SchemaError, JobFailed)) as err:
+        await within(daemon.run(cfg, daemon.RunOptions()), "the job")
+    assert re.search(r"cannot be paged|does not round-trip|cannot be read", str(err.value)), str(err.value)
+    assert re.search(r"[`'\"]k[`'\"]|key walk", str(err.value)), f"the error names neither k nor the walk: {err.value}"
+    wrong = await db.q(f"SELECT count(*) FROM {table} WHERE dst IS NOT NULL AND dst <> want")
+    assert wrong == [(0,)], "a failed job wrote a wrong value"
 
 
 async def check_refused(db: TestDb, table: str, job: dict[str, Any]) -> None:

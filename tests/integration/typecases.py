@@ -30,6 +30,9 @@ class KeyCase:
     values: tuple[Any, ...]
     show: str | None = None      # SQL rendering k as text in the job's expression; None: the engine's default
     refuse: bool = False         # backfilld must refuse it at preflight (SchemaError naming the column)
+    # backfilld cannot page it exactly and must say so: refused at preflight, or the run fails with its key
+    # walk's error (never completed); whatever it wrote before is right
+    fails: bool = False
     options: str = ""            # after the table's closing parenthesis (SQLite: WITHOUT ROWID)
     composite_only: bool = False
 
@@ -241,9 +244,11 @@ PG_KEYS = [
     KeyCase("date", "date", ("0001-01-02", "1970-01-01", "2000-02-29", "9999-12-30", "infinity")),
     # asyncpg reads 0001-01-01 and -infinity both as date.min, 9999-12-31 and infinity both as date.max (and
     # binds date.min as -infinity, date.max as infinity)
-    KeyCase("date_python_limits", "date", ("-infinity", "0001-01-01", "2024-01-01", "9999-12-31", "infinity")),
+    KeyCase("date_python_limits", "date", ("-infinity", "0001-01-01", "2024-01-01", "9999-12-31", "infinity"),
+            fails=True),
     # dates Python's date cannot hold (asyncpg raises ValueError reading them)
-    KeyCase("date_bc_and_year_10000", "date", ("4713-01-01 BC", "0044-03-15 BC", "2024-01-01", "10000-01-01")),
+    KeyCase("date_bc_and_year_10000", "date", ("4713-01-01 BC", "0044-03-15 BC", "2024-01-01", "10000-01-01"),
+            fails=True),
     KeyCase("timestamp_3", "timestamp(3)",
             ("-infinity", "1970-01-01 00:00:00", "2000-01-01 00:00:00.001", "2000-01-01 00:00:00.002",
              "9999-12-31 23:59:59.999", "infinity")),
