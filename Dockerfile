@@ -14,11 +14,12 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# Only what `pip install .` needs (.dockerignore keeps everything else out of the context).
-COPY pyproject.toml README.md ./
+# Only what `pip install .` needs (.dockerignore keeps everything else out of the context), and constraints.txt:
+# the image gets the versions CI tested, not whatever is newest on the day it is built.
+COPY pyproject.toml README.md constraints.txt ./
 COPY backfilld ./backfilld
 RUN python -m venv /opt/backfilld \
- && /opt/backfilld/bin/pip install --no-cache-dir . \
+ && /opt/backfilld/bin/pip install --no-cache-dir -c constraints.txt . \
  && /opt/backfilld/bin/backfilld --version
 
 FROM python:3.11-slim

@@ -425,6 +425,8 @@ def test_dockerfile() -> None:
     assert get["EXPOSE"].split() == [str(METRICS_PORT)]
     assert "pip install" in " ".join(a for i, a in ins if i == "RUN") and any(
         re.search(r"pip install[^&]* \.(\s|$)", a) for i, a in ins if i == "RUN")
+    # the versions CI tested (constraints.txt), not the newest on the day of the build
+    assert any(re.search(r"pip install[^&]* -c constraints\.txt[^&]* \.(\s|$)", a) for i, a in ins if i == "RUN")
     assert "HEALTHCHECK" in get and "/healthz" in get["HEALTHCHECK"]
     # every COPY source from the context exists and is not excluded by .dockerignore
     patterns = [ln.strip() for ln in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
@@ -436,6 +438,7 @@ def test_dockerfile() -> None:
                 assert not dockerignored(src, patterns), f"{src} is excluded by .dockerignore"
     for src in ("backfilld/__init__.py", "backfilld/engines/base.py"):
         assert not dockerignored(src, patterns), src
-    for junk in (".venv", ".venv/bin/python", ".git", ".git/HEAD", "tests", ".pytest_cache", "backfilld.egg-info",
-                 "backfilld/__pycache__/cli.cpython-311.pyc", "demo.sqlite", "deploy/systemd/backfilld.env"):
+    for junk in (".venv", ".venv/bin/python", ".venv-latest", ".git", ".git/HEAD", "tests", ".pytest_cache",
+                 "backfilld.egg-info", "backfilld/__pycache__/cli.cpython-311.pyc", "demo.sqlite",
+                 "deploy/systemd/backfilld.env"):
         assert dockerignored(junk, patterns), f"{junk} would be sent to the build"
