@@ -183,3 +183,18 @@ async def test_double_key_walks_exactly(db: TestDb) -> None:
     assert state.status == "completed" and state.rows_done == len(keys)
     assert (await verified(db, cfg)).clean
 
+
+
+async def test_plan_names_the_update_triggers_a_job_fires(db: TestDb) -> None:
+    table = await db.users_with(5)
+    await db.audit_updates(table)
+    cfg = db.config([{"name": "trig", "table": table, "set": {"label": "name"}}])
+    [report] = await daemon.plan(cfg)
+    [warning] = [w for w in report["warnings"] if "trigger" in w]
+    assert db.name("audit_trg") in warning
+    # the job's own sync triggers are not among them
+    await daemon.triggers(cfg, "trig", "install")
+    [report] = await daemon.plan(cfg)
+    [warning] = [w for w in report["warnings"] if "trigger" in w]
+    assert f"writes: {db.name('audit_trg')}; whatever" in warning, warning
+    await daemon.triggers(cfg, "trig", "remove")
