@@ -54,7 +54,10 @@ class Lookahead:
             try:
                 await reader.connect()
             except BaseException:
-                await self._close_reader()
+                if self._reader is reader:
+                    self._reader = None
+                with contextlib.suppress(Exception):
+                    await reader.close()
                 raise
         return await self._reader.next_range(plan, after, n)
 

@@ -95,9 +95,10 @@ class Verifier:
                      for a in (False, True)]
         # The walk ends: each range starts past the last (Engine.next_range fails when one does not), and it
         # may not check more keys than the table could hold, as a bound on a walk whose key compares
-        # otherwise than it sorts (it would go round in circles, or check rows again)
-        estimate = await self.engine.estimate_rows(job.table)
-        most = max_keys(estimate)
+        # otherwise than it sorts (it would go round in circles, or check rows again). The bound starts from
+        # the estimate and, once crossed, is set again from an exact count (statistics can be a day old)
+        rows, counted = await self.engine.estimate_rows(job.table), False
+        most = max_keys(rows)
         last: tuple[Any, ...] | None = None
         while not self.stop.is_set():
             await self.gate.wait(self.job.name, self.stop)
@@ -115,11 +116,14 @@ class Verifier:
             else:
                 await self._check_transform(p, rows, result)
             result.rows_checked += scanned
+            if result.rows_checked > most and not counted:
+                rows, counted = await self.engine.count_rows(job.table), True
+                most = max_keys(rows)
             if result.rows_checked > most:
-                raise EngineError(f"verify of job {job.name!r} checked {result.rows_checked} keys of a table estimated "
-                                  f"at {estimate} rows without reaching its end: its key does not page "
-                                  "(values that compare otherwise than they sort), or the table grew that much "
-                                  "meanwhile; run verify again, or set key = [...] to another unique index")
+                raise EngineError(f"verify of job {job.name!r} checked {result.rows_checked} keys of a table of "
+                                  f"{rows} rows without reaching its end: its key does not page (values that "
+                                  "compare otherwise than they sort), or the table grew that much meanwhile; run "
+                                  "verify again, or set key = [...] to another unique index")
             self.gate.after_batch(self.job.name, 0, time.monotonic() - b0)
             self.sizer.observe(scanned, time.monotonic() - b0)
             last = hi

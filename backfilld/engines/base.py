@@ -673,6 +673,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def estimate_rows(self, table: str) -> int: ...
 
+    async def count_rows(self, table: str) -> int:
+        """The exact row count: a scan of the table (or of its smallest index)."""
+        return int((await self.fetch(f"SELECT count(*) FROM {self.dialect.table(table)}"))[0][0])
+
     @abc.abstractmethod
     async def explain(self, stmt: Stmt, values: dict[str, Any]) -> list[str]: ...
 

@@ -31,7 +31,8 @@ _NO_EQUALITY = {"json", "xml", "point", "line", "lseg", "box", "path", "polygon"
 
 # Key types max() does not take (its arguments: numbers, text, dates and times, inet, arrays, enums...).
 _NO_MAX = {"bytea", "uuid", "jsonb", "boolean", "bit", "bit varying", "tsvector", "macaddr", "macaddr8"}
-# Text types compared byte for byte where it matters (verify): a nondeterministic collation calls 'a' = 'A'.
+# Text types compared byte for byte (verify, overwrite, transform guards): a nondeterministic collation calls
+# 'a' = 'A'; citext's equality folds case whatever the collation, so it is compared as text.
 _TEXT = re.compile(r"^(text|character varying|character|varchar|char|name)\b")
 
 
@@ -47,12 +48,20 @@ class PostgresDialect(Dialect):
     def has_max(self, column: Column | None) -> bool:
         return column is None or re.sub(r"\(.*", "", column.type) not in _NO_MAX
 
+    def exact(self, expr: str, column: Column | None) -> str:
+        """expr as compared where equal must mean identical (see _NO_EQUALITY, _TEXT)."""
+        if column is None:
+            return expr
+        if column.type.removesuffix("[]") in _NO_EQUALITY:
+            return f"({expr})::text"
+        if column.type == "citext":
+            return f"({expr})::text COLLATE \"C\""
+        if _TEXT.match(column.type):
+            return f"{expr} COLLATE \"C\""
+        return expr
+
     def differs(self, stored: str, expr: str, column: Column | None) -> str:
-        if column is not None and column.type.removesuffix("[]") in _NO_EQUALITY:
-            return self.distinct(f"({stored})::text", f"({self.cast_to(expr, column)})::text")
-        if column is not None and _TEXT.match(column.type):
-            return self.distinct(stored, f"{self.cast_to(expr, column)} COLLATE \"C\"")
-        return super().differs(stored, expr, column)
+        return self.distinct(self.exact(stored, column), self.exact(self.cast_to(expr, column), column))
 
 
 def translate_pg(exc: BaseException) -> EngineError:
@@ -243,7 +252,7 @@ class PostgresEngine(Engine):
                                 {"t": self._regclass_arg(table)})
         n = int(rows[0][0]) if rows and rows[0][0] is not None else -1
         if n < 0:  # never analyzed: count once
-            n = int((await self.fetch(f"SELECT count(*) FROM {self.dialect.table(table)}"))[0][0])
+            n = await self.count_rows(table)
         return n
 
     async def explain(self, stmt: Stmt, values: dict[str, Any]) -> list[str]:
@@ -331,10 +340,10 @@ class PostgresEngine(Engine):
         return float(rows[0][0])
 
 
-def build_write(d: Dialect, info: TableInfo, shape: WriteShape) -> Stmt:
+def build_write(d: PostgresDialect, info: TableInfo, shape: WriteShape) -> Stmt:
     """One UPDATE joined to unnest() of one array per column: one statement and one round trip per batch."""
     types = shape.column_types(info)
-    compare = {c: "{}::text" for c in (*shape.sources, *shape.targets) if info.columns[c].type == "json"}
+    compare = {c: d.exact("{}", info.columns[c]) for c in (*shape.sources, *shape.targets)}
     sets, joins, guards = transform_update_parts(d, shape, compare)
     names = tuple(f"c{i}" for i in range(shape.width))
     src = ("unnest(" + ", ".join(f"${i + 1}::{typ}[]" for i, typ in enumerate(types)) + ") AS bf_v("

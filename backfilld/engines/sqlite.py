@@ -331,7 +331,7 @@ class SQLiteEngine(Engine):
         try:
             [(lo, hi)] = await self.fetch(f"SELECT (SELECT min(rowid) FROM {t}), (SELECT max(rowid) FROM {t})")
         except EngineError:   # no rowid
-            return int((await self.fetch(f"SELECT count(*) FROM {t}"))[0][0])
+            return await self.count_rows(table)
         return hi - lo + 1 if isinstance(lo, int) and isinstance(hi, int) else 0
 
     async def explain(self, stmt: Stmt, values: dict[str, Any]) -> list[str]:
