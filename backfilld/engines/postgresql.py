@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import math
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -12,8 +13,8 @@ from typing import Any
 import asyncpg
 
 from backfilld.aio import within
-from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, Stmt, TableInfo, WriteShape, lease_key,
-                                    range_call, transform_update_parts)
+from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, Stmt, TableInfo, Unrepresentable, WriteShape,
+                                    lease_key, range_call, transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # SQLSTATEs worth another try: serialization_failure, deadlock_detected, lock_not_available, query_canceled
@@ -64,6 +65,145 @@ class PostgresDialect(Dialect):
         return self.distinct(self.exact(stored, column), self.exact(self.cast_to(expr, column), column))
 
 
+# --- date and time codecs
+# asyncpg's own codecs read -infinity and 0001-01-01 both as date.min (infinity and 9999-12-31 as date.max, the
+# same for timestamps), bind date.min back as -infinity, and raise on a date BC, past 9999 or time 24:00. These
+# work on the wire numbers instead (asyncpg's format="tuple": a date is (days since 2000-01-01,), a timestamp
+# (microseconds since 2000-01-01 00:00, UTC for timestamptz,), a time (microseconds since midnight,)): a value
+# Python holds is read as asyncpg reads it, any other as an Unrepresentable that binds back to the same number.
+# They run for every value read or bound: the usual case is one comparison and one constructor call.
+
+_EPOCH_ORD = dt.date(2000, 1, 1).toordinal()
+_EPOCH = dt.datetime(2000, 1, 1)
+_EPOCH_UTC = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+_DAY_US = 86_400_000_000
+_CYCLE_DAYS = 146_097            # the Gregorian calendar repeats every 400 years, of this many days
+_DAYS_MIN = 1 - _EPOCH_ORD       # 0001-01-01
+_MAX_ORD = dt.date.max.toordinal()
+_DAYS_MAX = _MAX_ORD - _EPOCH_ORD   # 9999-12-31
+_US_MIN = _DAYS_MIN * _DAY_US    # 0001-01-01 00:00:00
+_US_MAX = (_DAYS_MAX + 1) * _DAY_US - 1            # 9999-12-31 23:59:59.999999
+# the server's infinities: int32 / int64 extremes
+_DATE_INFINITY, _DATE_NEG_INFINITY = 2**31 - 1, -2**31
+_TS_INFINITY, _TS_NEG_INFINITY = 2**63 - 1, -2**63
+_fromordinal = dt.date.fromordinal
+_timedelta = dt.timedelta
+
+
+def _date_text(days: int) -> str:
+    """The server's text for a date outside Python's range (the same calendar, shifted by whole 400-year cycles)."""
+    ordinal = days + _EPOCH_ORD
+    cycles = (-((-ordinal) // _CYCLE_DAYS + 1) if ordinal < 1
+              else (ordinal - _MAX_ORD) // _CYCLE_DAYS + 1 if ordinal > _MAX_ORD else 0)
+    d = _fromordinal(ordinal - cycles * _CYCLE_DAYS)
+    year = d.year + 400 * cycles
+    return f"{1 - year:04d}-{d.month:02d}-{d.day:02d} BC" if year < 1 else f"{year:04d}-{d.month:02d}-{d.day:02d}"
+
+
+def _time_text(us: int) -> str:
+    s, frac = divmod(us, 1_000_000)
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" + (f".{frac:06d}".rstrip("0") if frac else "")
+
+
+def _unrepresentable(typ: str, raw: int) -> Unrepresentable:
+    if raw in (_DATE_INFINITY, _TS_INFINITY):
+        return Unrepresentable(typ, raw, "infinity")
+    if raw in (_DATE_NEG_INFINITY, _TS_NEG_INFINITY):
+        return Unrepresentable(typ, raw, "-infinity")
+    if typ == "date":
+        return Unrepresentable(typ, raw, _date_text(raw))
+    if typ == "time":
+        return Unrepresentable(typ, raw, _time_text(raw))
+    days, us = divmod(raw, _DAY_US)
+    text = _date_text(days)
+    bc = text.endswith(" BC")
+    text = text.removesuffix(" BC") + " " + _time_text(us) + ("+00" if typ == "timestamptz" else "")
+    return Unrepresentable(typ, raw, text + " BC" if bc else text)
+
+
+def _raw(value: Any, typ: str) -> tuple[int]:
+    if isinstance(value, Unrepresentable) and value.type == typ:
+        return (value.raw,)
+    raise TypeError(f"expected a datetime.date or datetime.datetime instance, got {type(value).__name__!r}"
+                    if typ != "time" else f"expected a datetime.time instance, got {type(value).__name__!r}")
+
+
+def decode_date(t: tuple[int]) -> dt.date | Unrepresentable:
+    days = t[0]
+    if _DAYS_MIN <= days <= _DAYS_MAX:
+        return _fromordinal(days + _EPOCH_ORD)
+    return _unrepresentable("date", days)
+
+
+def encode_date(value: Any) -> tuple[int]:
+    try:   # a date, or a datetime (its date), as asyncpg binds them
+        return (value.toordinal() - _EPOCH_ORD,)
+    except AttributeError:
+        return _raw(value, "date")
+
+
+def decode_timestamp(t: tuple[int]) -> dt.datetime | Unrepresentable:
+    us = t[0]
+    if _US_MIN <= us <= _US_MAX:
+        return _EPOCH + _timedelta(0, 0, us)
+    return _unrepresentable("timestamp", us)
+
+
+def decode_timestamptz(t: tuple[int]) -> dt.datetime | Unrepresentable:
+    us = t[0]
+    if _US_MIN <= us <= _US_MAX:
+        return _EPOCH_UTC + _timedelta(0, 0, us)
+    return _unrepresentable("timestamptz", us)
+
+
+def _us(delta: dt.timedelta) -> tuple[int]:
+    return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,)
+
+
+def encode_timestamp(value: Any) -> tuple[int]:
+    if isinstance(value, dt.datetime):
+        return _us(value - _EPOCH)   # an aware datetime fails here, as with asyncpg's codec
+    if isinstance(value, dt.date):
+        return ((value.toordinal() - _EPOCH_ORD) * _DAY_US,)
+    return _raw(value, "timestamp")
+
+
+def encode_timestamptz(value: Any) -> tuple[int]:
+    if isinstance(value, dt.datetime):
+        if value.utcoffset() is None:   # naive: this process's local time, as asyncpg takes it
+            value = value.astimezone()
+        return _us(value - _EPOCH_UTC)
+    if isinstance(value, dt.date):      # its midnight at the local zone's current offset, as asyncpg takes it
+        local = dt.datetime.now(dt.timezone.utc).astimezone().utcoffset()
+        return _us(dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone(local or _timedelta(0)))
+                   - _EPOCH_UTC)
+    return _raw(value, "timestamptz")
+
+
+def decode_time(t: tuple[int]) -> dt.time | Unrepresentable:
+    us = t[0]
+    if 0 <= us < _DAY_US:
+        s, frac = divmod(us, 1_000_000)
+        return dt.time(s // 3600, s // 60 % 60, s % 60, frac)
+    return _unrepresentable("time", us)   # 24:00:00
+
+
+def encode_time(value: Any) -> tuple[int]:
+    if isinstance(value, dt.time):   # its zone, if any, ignored, as asyncpg's codec does
+        return (((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000 + value.microsecond,)
+    return _raw(value, "time")
+
+
+# (type, encoder, decoder), registered on every connection
+CODECS = (("date", encode_date, decode_date), ("timestamp", encode_timestamp, decode_timestamp),
+          ("timestamptz", encode_timestamptz, decode_timestamptz), ("time", encode_time, decode_time))
+
+
+async def set_codecs(conn: asyncpg.Connection) -> None:
+    for typ, encoder, decoder in CODECS:
+        await conn.set_type_codec(typ, schema="pg_catalog", encoder=encoder, decoder=decoder, format="tuple")
+
+
 def translate_pg(exc: BaseException) -> EngineError:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
@@ -105,6 +245,7 @@ class PostgresEngine(Engine):
                                  "tcp_keepalives_idle": "15", "tcp_keepalives_interval": "5",
                                  "tcp_keepalives_count": "3",
                                  **({"synchronous_commit": "off"} if self.fast_commit else {})})
+            await set_codecs(self._conn)
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
             raise ConnectError(f"cannot connect to {u}: {translate_pg(exc)}") from None
 

@@ -135,3 +135,28 @@ async def test_unknown_transform_is_a_config_error(db: TestDb) -> None:
         await daemon.run(db.config([job(table) | {"transform": "no_such_module:fn"}]), daemon.RunOptions())
     with pytest.raises(ConfigError, match="entry-point group 'backfilld.transforms'"):
         await daemon.run(db.config([job(table) | {"transform": "not_registered"}]), daemon.RunOptions())
+
+
+PG_DATES = {"date": ("-infinity", "4713-01-01 BC", "0001-01-01", "2024-02-29", "9999-12-31", "10000-01-01",
+                     "infinity"),
+            "timestamp": ("-infinity", "0044-03-15 12:00:00 BC", "0001-01-01 00:00:00", "9999-12-31 23:59:59.999999",
+                          "10000-01-01 00:00:00", "infinity"),
+            "time": ("00:00:00", "12:34:56", "24:00:00")}   # str(time) shows a fraction as 6 digits, the server not
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("typ", sorted(PG_DATES))
+async def test_python_transform_reads_dates_python_cannot_hold(db: TestDb, typ: str) -> None:
+    """A source holding infinity, a date BC, past 9999 or 24:00 reaches the transform as itself (not as
+    date.min / date.max, not an error), and the write's guard, which binds it back, finds it unchanged."""
+    table = await db.create("pgdates", f"id {db.int_type()} NOT NULL PRIMARY KEY, src {typ}, dst text")
+    values = (*PG_DATES[typ], None)
+    for i, value in enumerate(values, start=1):
+        await db.x(f"INSERT INTO {table} (id, src) VALUES (?, CAST(CAST(? AS text) AS {typ}))", i, value)
+    cfg = db.config([{"name": "dates", "table": table, "transform": "tests.fixtures.transforms:as_text",
+                      "sources": ["src"], "targets": ["dst"], "batch_size": 2}])
+    [state] = await daemon.run(cfg, daemon.RunOptions())
+    assert state.status == "completed", state.error
+    rows = await db.q(f"SELECT src::text, dst FROM {table} ORDER BY id")
+    assert [src for src, dst in rows if src != dst] == [], f"(server text, written) {rows}"
+    assert state.rows_done == len(values) - 1

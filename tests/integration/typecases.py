@@ -242,13 +242,19 @@ PG_KEYS = [
     KeyCase("bytea", "bytea", ("\\x", "\\x00", "\\x0000", "\\x00ff", "\\xff", "\\xff00", "\\x61")),
     KeyCase("bool", "boolean", ("false", "true"), composite_only=True),
     KeyCase("date", "date", ("0001-01-02", "1970-01-01", "2000-02-29", "9999-12-30", "infinity")),
-    # asyncpg reads 0001-01-01 and -infinity both as date.min, 9999-12-31 and infinity both as date.max (and
-    # binds date.min as -infinity, date.max as infinity)
-    KeyCase("date_python_limits", "date", ("-infinity", "0001-01-01", "2024-01-01", "9999-12-31", "infinity"),
-            fails=True),
-    # dates Python's date cannot hold (asyncpg raises ValueError reading them)
-    KeyCase("date_bc_and_year_10000", "date", ("4713-01-01 BC", "0044-03-15 BC", "2024-01-01", "10000-01-01"),
-            fails=True),
+    # asyncpg's own codecs read 0001-01-01 and -infinity both as date.min, 9999-12-31 and infinity both as
+    # date.max (and bind date.min as -infinity): backfilld's read each exactly
+    KeyCase("date_python_limits", "date", ("-infinity", "0001-01-01", "2024-01-01", "9999-12-31", "infinity")),
+    # dates Python's date cannot hold (asyncpg's own codec raises ValueError reading them)
+    KeyCase("date_bc_and_year_10000", "date", ("4713-01-01 BC", "0044-03-15 BC", "0001-12-31 BC", "2024-01-01",
+                                               "10000-01-01")),
+    KeyCase("timestamp_python_limits", "timestamp",
+            ("-infinity", "4713-01-01 00:00:00 BC", "0001-12-31 23:59:59.999999 BC", "0001-01-01 00:00:00",
+             "0001-01-01 00:00:00.000001", "2024-01-01 00:00:00", "9999-12-31 23:59:59.999999",
+             "10000-01-01 00:00:00", "infinity")),
+    KeyCase("timestamptz_python_limits", "timestamptz",
+            ("-infinity", "0044-03-15 12:00:00+00 BC", "0001-01-01 00:00:00+00", "9999-12-31 23:59:59.999999+00",
+             "10000-01-01 00:00:00+00", "infinity")),
     KeyCase("timestamp_3", "timestamp(3)",
             ("-infinity", "1970-01-01 00:00:00", "2000-01-01 00:00:00.001", "2000-01-01 00:00:00.002",
              "9999-12-31 23:59:59.999", "infinity")),
@@ -256,6 +262,8 @@ PG_KEYS = [
             ("1970-01-01 00:00:00+00", "2000-01-01 12:00:00.000001+05:30", "2000-01-01 12:00:00.000002+00",
              "2038-01-19 03:14:08+00", "infinity")),
     KeyCase("time", "time", ("00:00:00", "00:00:00.000001", "12:34:56.789", "23:59:59.999999")),
+    # 24:00:00, which Python's time cannot hold
+    KeyCase("time_24", "time", ("00:00:00", "23:59:59.999999", "24:00:00")),
     KeyCase("uuid", "uuid", ("00000000-0000-0000-0000-000000000000", "6ccd780c-baba-1026-9564-5b8c656024db",
                              "7fffffff-ffff-ffff-ffff-ffffffffffff", "ffffffff-ffff-ffff-ffff-ffffffffffff")),
     # enum types sort by declaration order
@@ -277,6 +285,11 @@ PG_FILLS = [
     FillCase("src_bytea", "bytea", "text", ("\\x00", "\\xff00", "\\x", None), "encode(src, 'hex')"),
     FillCase("src_bool", "boolean", "text", ("true", "false", None), "src::text"),
     FillCase("src_date", "date", "text", ("infinity", "-infinity", "0044-03-15 BC", None), "src::text"),
+    FillCase("src_date_python_limits", "date", "text",
+             ("-infinity", "4713-01-01 BC", "0001-01-01", "9999-12-31", "10000-01-01", "infinity", None), "src::text"),
+    FillCase("src_timestamp_python_limits", "timestamp", "text",
+             ("-infinity", "0044-03-15 12:00:00 BC", "0001-01-01 00:00:00", "9999-12-31 23:59:59.999999",
+              "10000-01-01 00:00:00", "infinity", None), "src::text"),
     FillCase("src_timestamp_3", "timestamp(3)", "text", ("2000-01-01 00:00:00.001", "infinity", None), "src::text"),
     FillCase("src_timestamptz", "timestamptz", "text", ("2000-01-01 12:00:00.000001+05:30", None), "src::text"),
     FillCase("src_time", "time", "text", ("24:00:00", "00:00:00.000001", None), "src::text"),
