@@ -247,6 +247,7 @@ class PostgresEngine(Engine):
                                  **({"synchronous_commit": "off"} if self.fast_commit else {})})
             await set_codecs(self._conn)
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
+            await self.close()
             raise ConnectError(f"cannot connect to {u}: {translate_pg(exc)}") from None
 
     async def close(self) -> None:
