@@ -23,7 +23,7 @@ import structlog
 from backfilld.aio import wait_event
 from backfilld.chunker import BatchSizer
 from backfilld.config import JobConfig
-from backfilld.engines.base import (BatchPlan, Engine, JobState, TableInfo, WriteShape, build_count_upto,
+from backfilld.engines.base import (BatchPlan, Engine, JobState, TableInfo, WriteShape, advanced, build_count_upto,
                                     build_transform_plan, encode_key, key_args, lookups, now_iso)
 from backfilld.errors import EngineError, JobFailed, LeaseHeld, RetryableError, SchemaError, SpecChangedError
 from backfilld.lookahead import Lookahead
@@ -273,15 +273,17 @@ async def check_key_round_trip(engine: Engine, job: JobConfig, info: TableInfo, 
     except EngineError as exc:
         raise SchemaError(f"job {job.name!r}: the key {list(key)} of {job.table!r} cannot be bound back as it is "
                           f"read: {exc}") from None
-    if int(n) != 1:
-        problem = f"bound back it matches {n} rows up to itself, where it must match its own row alone"
-    elif following and tuple(following[0]) == k1:
-        problem = "bound back the next range starts at it again"
-    else:
+    if following:
+        try:
+            advanced(k1, tuple(following[0]))
+        except EngineError as exc:
+            raise SchemaError(f"job {job.name!r}: key {list(key)} of {job.table!r}: {exc}") from None
+    if int(n) == 1:
         return
     raise SchemaError(f"job {job.name!r}: key {list(key)} of {job.table!r} does not round-trip: its first value "
-                      f"{encode_key(k1)} is read as the driver converts it, and {problem}; set key = [...] to "
-                      "another unique, NOT NULL index")
+                      f"{encode_key(k1)}, read as the driver converts it and bound back, matches {n} rows up to "
+                      "itself where it must match its own row alone; set key = [...] to another unique, NOT NULL "
+                      "index")
 
 
 async def concurrency_limit(engine: Engine, p: Prepared) -> tuple[int, str | None]:
