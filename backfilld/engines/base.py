@@ -40,7 +40,6 @@ class Unrepresentable:
         return self.text
 
 
-
 def encode_key(values: Sequence[Any] | None) -> str | None:
     """A key tuple as JSON text for the state table; exact for ints, text, bytes, decimals and times."""
     if values is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import importlib.metadata
 import math
 import re
 import warnings
@@ -36,7 +37,7 @@ def driver_problem() -> str | None:
     escape_bytes_prefixed, which PyMySQL 1.2 removed (1.2.3 left a placeholder string in its place): every
     binary key or value would fail with "'str' object is not callable". pyproject.toml bounds PyMySQL below 1.2."""
     if not callable(getattr(pymysql.converters, "escape_bytes_prefixed", None)):
-        return (f"PyMySQL {pymysql.__version__} cannot bind binary values for aiomysql (it lacks "
+        return (f"PyMySQL {importlib.metadata.version('PyMySQL')} cannot bind binary values for aiomysql (it lacks "
                 "escape_bytes_prefixed); install a PyMySQL below 1.2: pip install 'PyMySQL>=1.0.2,<1.2'")
     return None
 
@@ -49,6 +50,12 @@ _NUMBERED = ("bit", "enum", "set")
 
 def base_type(column: Column) -> str:
     return re.split(r"[\s(]", column.type.lower(), maxsplit=1)[0]
+
+
+def single_precision(column: Column) -> bool:
+    """FLOAT or FLOAT(p) with p up to 24: a 4-byte float (FLOAT(25..53) is a DOUBLE)."""
+    m = re.match(r"float(?:\((\d+)\))?", column.type.lower())
+    return m is not None and (m.group(1) is None or int(m.group(1)) <= 24)
 
 
 class MySQLDialect(Dialect):
@@ -87,16 +94,15 @@ class MySQLDialect(Dialect):
         # MySQL's CAST takes a few type names only; map the column's type onto the nearest
         if column is None:
             return expr
-        if base_type(column) == "json":   # MySQL's JSON type (MariaDB's JSON is LONGTEXT, a text column)
+        t, base = column.type.lower(), base_type(column)
+        if base == "json":   # MySQL's JSON type (MariaDB's JSON is LONGTEXT, a text column)
             return f"CAST({expr} AS JSON)"
-        t = column.type.lower()
         m = re.match(r"(decimal|numeric)\((\d+),\s*(\d+)\)", t)
         if m:
             return f"CAST({expr} AS DECIMAL({m.group(2)},{m.group(3)}))"
-        base = t.split("(")[0].split()[0]
         if base in ("tinyint", "smallint", "mediumint", "int", "integer", "bigint"):
             return f"CAST({expr} AS {'UNSIGNED' if 'unsigned' in t else 'SIGNED'})"
-        if base == "float" and not re.match(r"float\((2[5-9]|[3-5]\d)\)", t):   # single precision
+        if single_precision(column):
             return f"CAST({expr} AS FLOAT)"
         if base in ("float", "double", "real"):
             return f"CAST({expr} AS DOUBLE)"
@@ -266,9 +272,7 @@ class MySQLEngine(Engine):
         return lease_key(f"{self.url.database}/{name}")
 
     def unpageable_key(self, column: Column) -> str | None:
-        t = column.type.lower()
-        m = re.match(r"float(?:\((\d+)\))?", t)
-        if m and (m.group(1) is None or int(m.group(1)) <= 24):
+        if single_precision(column):
             return "the server sends FLOAT values rounded to 6 digits, so a value read does not bind back as the " \
                    "stored one"
         return None
