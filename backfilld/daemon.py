@@ -34,7 +34,7 @@ log = structlog.get_logger("backfilld.daemon")
 async def open_engine(config: Config) -> AsyncIterator[Engine]:
     db = config.database
     engine = engines.create(database_url(db), lock_timeout_s=db.lock_timeout_s, connect_timeout_s=db.connect_timeout_s,
-                            fast_commit=db.fast_commit)
+                            fast_commit=db.fast_commit, skip_locked=db.skip_locked)
     await engine.connect()
     try:
         yield engine
@@ -304,6 +304,13 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
                 warnings.append(f"UPDATE triggers on {job.table} fire for every row the job writes: "
                                 f"{', '.join(fired)}; whatever they change besides the targets changes too "
                                 "(backfilld itself writes only the targets)")
+            locking = await engine.lock_support() if engine.skip_locked else "[database] skip_locked = false"
+            if locking is not None and engine.dialect.skip_locked_clause is not None:
+                warnings.append(f"batches wait for rows the application holds ({locking}): a batch can then "
+                                "make the application wait behind its own lock waits, or be in a deadlock with it")
+            problem = await engine.lock_timeout_problem()
+            if problem:
+                warnings.append(problem)
             if p.transform is None:
 
                 trig_info["installed"] = await trig.installed(engine, job.table, job.name)
@@ -318,7 +325,9 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
                 "workers": min(config.throttle.workers, (await concurrency_limit(engine, p))[0]),
                 "batches_expected": -(-estimate // job.batch_size) if estimate else 0,
                 "fingerprint": p.fingerprint,
+                "locking": "SKIP LOCKED" if locking is None else f"waits ({locking})",
                 "sql": {"lookup": p.plan.skip_after.sql,
+                        **({"lock": p.plan.lock_after.sql} if p.plan.lock_after else {}),
                         "lookup_tail": p.plan.lookup_after.sql,
                         "update": (p.plan.update_after or p.plan.read_after).sql,
                         **({"update_once": p.plan.fill_once_after.sql} if p.plan.fill_once_after else {})},

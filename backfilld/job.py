@@ -61,6 +61,11 @@ LIVE_SETTINGS: dict[str, type] = {"batch_size": int, "target_batch_time_s": floa
                                   "max_rows_per_s": float, "workers": int}
 
 
+# Between two sweeps that both found rows: a pause as long as the last sweep took, within these bounds (seconds).
+SWEEP_PAUSE_MIN_S = 0.2
+SWEEP_PAUSE_MAX_S = 30.0
+
+
 class Stopped(Exception):
     """A stop was requested while a batch waited to be retried."""
 
@@ -123,6 +128,7 @@ class _Flight:
     task: asyncio.Task[tuple[int, int]] | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)   # committed or rolled back
     committed: bool = False
+    passed_over: list[tuple[Any, ...]] = field(default_factory=list)   # keys of rows SKIP LOCKED left (a sample)
 
 
 @dataclass
@@ -239,7 +245,8 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
     once = None
     if len(exprs) == 1 and not job.overwrite:
         once = await engine.once_expression(job.table, key, next(iter(exprs.values())))
-    plan = engine.plan(job.table, key, exprs, job.where, job.overwrite, info.columns, once)
+    lock = engine.skip_locked and await engine.lock_support() is None
+    plan = engine.plan(job.table, key, exprs, job.where, job.overwrite, info.columns, once, lock)
     await engine.check_expressions(plan)
     return Prepared(job, info, key, exprs, plan, fingerprint)
 
@@ -345,6 +352,14 @@ class JobRunner:
 
     async def _start(self, restart: bool) -> JobState:
         self.prepared = p = await prepare(self.engine, self.job)
+        problem = await self.engine.lock_timeout_problem()
+        if problem:
+            self.log.warning("lock_timeout_too_long", detail=problem)
+        if self.engine.skip_locked and self.engine.dialect.skip_locked_clause is not None:
+            why = await self.engine.lock_support()
+            if why:
+                self.log.warning("skip_locked_unavailable", detail=f"{why}: batches wait for rows the application "
+                                 "holds, up to lock_timeout_s")
         await self._take_lease(LEASE_START_WAIT_S)
         await self.engine.ensure_state_table(self.state_table)
         state = await self.engine.read_state(self.state_table, self.job.name)
@@ -528,6 +543,13 @@ class JobRunner:
                 if not follow or once:
                     return st
                 await self._sleep(self.job.follow_interval_s)
+            elif st.pass_no > 2:
+                # a sweep found rows again (the application keeps writing rows without the targets, or holds
+                # some locked): the next one waits as long as this one took (at least SWEEP_PAUSE_MIN_S), so
+                # that sweeps take at most half of the time, however long the application goes on
+                pause = min(SWEEP_PAUSE_MAX_S, max(SWEEP_PAUSE_MIN_S, took))
+                self.log.info("sweep_paused", seconds=round(pause, 2), detail="the last sweep found rows to write")
+                await self._sleep(pause)
             pass_started = time.monotonic()
             writes_seen = await self._writes_token()
         await self._land_all()
@@ -664,7 +686,7 @@ class JobRunner:
         """A batch's task: write its range and checkpoint in one transaction; (rows written, rows pending)."""
         try:
             if p.transform is None:
-                rows, pending = await self._fill(p, f, prev), 0
+                rows, pending = await self._fill(p, f, prev)
             else:
                 rows, pending = await self._transform_range(p, f.lo, f.hi, f.scanned)
             f.committed = True
@@ -706,6 +728,12 @@ class JobRunner:
         m.batch_size.labels(j).set(self.sizer.size)
         m.last_progress.labels(j).set(time.time())
         self.connected = True
+        if pending:
+            st.pass_rows += pending   # another pass follows: it writes the rows passed over or changed meanwhile
+        if f.passed_over:
+            m.rows_skipped_locked.labels(j).inc(pending)
+            self.log.info("rows_skipped_locked", rows=pending, keys=[encode_key(k) for k in f.passed_over[:5]],
+                          detail="the application held these rows locked; a later pass writes them")
         self.log.debug("batch_applied", rows=rows, scanned=f.scanned, size=f.size, took_s=round(took, 4),
                        pass_no=st.pass_no, **({"pending": pending} if pending else {}))
         if self.on_batch:
@@ -752,8 +780,9 @@ class JobRunner:
             with contextlib.suppress(Exception):
                 await w.close()
 
-    async def _fill(self, p: Prepared, f: _Flight, prev: _Flight | None) -> int:
-        """Apply an SQL-expression batch and advance the checkpoint, in one transaction; rows written.
+    async def _fill(self, p: Prepared, f: _Flight, prev: _Flight | None) -> tuple[int, int]:
+        """Apply an SQL-expression batch and advance the checkpoint, in one transaction; rows written, and rows
+        passed over because the application held them locked (left for a later pass).
 
         The guarded UPDATE computes the expression twice per row: once for `(expr) IS NOT NULL` (a row whose
         expression is NULL is left alone) and once for the value. Until a row shows that the expression can be
@@ -779,10 +808,14 @@ class JobRunner:
                                   error=str(exc), last_key=list(f.lo) if f.lo else None)
         return await self._commit_batch(False, p, f, prev)
 
-    async def _commit_batch(self, once: bool, p: Prepared, f: _Flight, prev: _Flight | None) -> int:
+    async def _commit_batch(self, once: bool, p: Prepared, f: _Flight, prev: _Flight | None) -> tuple[int, int]:
         """One transaction on the batch's connection: its UPDATE, then (once the batch before it in key order
         has committed) the checkpoint. A NULL written by a single-evaluation batch raises _NullWritten inside
-        it, and a batch before it that failed raises _Superseded: either way it rolls back."""
+        it, and a batch before it that failed raises _Superseded: either way it rolls back.
+
+        With SKIP LOCKED (plan.left_*), a batch that wrote fewer rows than its range has keys looks for rows of
+        the range still needing a value: the application held them, and they count as pending, so that the
+        pass is followed by another (the job completes only after a pass that passed over nothing)."""
         w = f.writer
         apply = w.apply_range_once if once else w.apply_range
         self._pass_txns[0] += 1
@@ -790,15 +823,17 @@ class JobRunner:
             rows = await apply(p.plan, f.lo, f.hi)
             if rows is None:
                 raise _NullWritten
+            left = await w.leftover(p.plan, f.lo, f.hi) if rows < f.scanned else []
+            f.passed_over = left
             if prev is not None:
                 t0 = time.monotonic()
                 await prev.ended.wait()
                 f.waited += time.monotonic() - t0
                 if not prev.committed:
                     raise _Superseded
-            await w.advance_state(self.state_table, self.job.name, f.hi, rows, f.scanned)
+            await w.advance_state(self.state_table, self.job.name, f.hi, rows, f.scanned, len(left))
         self._pass_txns[1] += 1
-        return int(rows)
+        return int(rows), len(left)
 
     async def _next_range(self, plan: BatchPlan, after: tuple[Any, ...] | None, size: int
                           ) -> tuple[tuple[Any, ...], int] | None:
@@ -843,7 +878,6 @@ class JobRunner:
             await self.engine.advance_state(self.state_table, self.job.name, hi, written, scanned, pending)
         if pending:
             self.log.info("rows_changed_meanwhile", rows=pending, detail="read again in a later pass")
-        self.state.pass_rows += pending
         return written, pending
 
     async def _save(self) -> None:

@@ -61,6 +61,18 @@ class Metrics:
                                registry=r)
         self.throttled_seconds = Counter("backfilld_throttled_seconds", "Seconds the job waited, by reason.",
                                          ["job", "reason"], registry=r)
+        # what backfilld costs the application on the primary
+        self.rows_skipped_locked = Counter(
+            "backfilld_rows_skipped_locked", "Rows a batch passed over because the application held them locked "
+            "(SKIP LOCKED); a later pass writes them.", ["job"], registry=r)
+        self.app_lock_waits = Counter(
+            "backfilld_app_lock_waits", "Application sessions seen waiting for a lock a backfilld session holds "
+            "(sampled by the application probe every heartbeat interval).", ["job"], registry=r)
+        self.app_lock_wait_seconds = Gauge(
+            "backfilld_app_lock_wait_seconds", "The longest wait of an application session behind a backfilld "
+            "session at the latest sample; 0 when none waits.", registry=r)
+        self.app_active = Gauge("backfilld_app_active_sessions", "Application sessions active on the primary at "
+                                "the latest sample (backfilld's own excluded).", registry=r)
         self.up = Gauge("backfilld_up", "1 while the daemon runs.", registry=r)
         self.up.set(1)
 

@@ -121,6 +121,12 @@ class Dialect:
     row_values = True
     # Column names that differ only in case name the same column (MySQL, SQLite; PostgreSQL's quoted names do not).
     fold_case = False
+    # How a batch locks its rows without waiting for any the application holds (None: the engine has no row
+    # locks, SQLite), and whether that locking read can sit inside the batch's UPDATE as a subquery (PostgreSQL)
+    # or must run as a statement of its own before it (MySQL/MariaDB: an IN (subquery) on the table being
+    # updated is turned into a join that locks, and waits for, every row of the range).
+    skip_locked_clause: str | None = None
+    lock_inline = True
 
     def placeholder(self, n: int) -> str:
         return "?"
@@ -212,6 +218,37 @@ class BatchPlan:
     nulls_left_after: Stmt | None = None
     read_first: Stmt | None = None
     read_after: Stmt | None = None
+    # SKIP LOCKED (see build_plan's lock): the rows of a range still needing a value after its batch, which the
+    # application held locked; and, where the lock is its own statement (lock_inline False), the locking read of
+    # a range's keys and the UPDATEs of locked keys (KeyedUpdate)
+    left_first: Stmt | None = None
+    left_after: Stmt | None = None
+    lock_first: Stmt | None = None
+    lock_after: Stmt | None = None
+    keyed_update: KeyedUpdate | None = None
+    keyed_fill_once: KeyedUpdate | None = None
+
+
+@dataclass(frozen=True)
+class KeyedUpdate:
+    """An UPDATE of the rows a locking read returned, by their keys: `head WHERE (key) IN (...) AND cond`."""
+
+    head: str
+    cond: str
+    key: tuple[str, ...]
+
+    def stmt(self, d: Dialect, n: int) -> Stmt:
+        p = _Params(d)
+        if len(self.key) == 1:
+            keys = f"{d.quote(self.key[0])} IN ({', '.join(p(f'k{i}_0') for i in range(n))})"
+        else:
+            tuples = ", ".join("(" + ", ".join(p(f"k{i}_{j}") for j in range(len(self.key))) + ")" for i in range(n))
+            keys = f"({', '.join(d.quote(c) for c in self.key)}) IN ({tuples})"
+        return Stmt(d.finish(f"{self.head} WHERE {keys} AND {self.cond}"), tuple(p.names))
+
+    @staticmethod
+    def values(keys: Sequence[Sequence[Any]]) -> dict[str, Any]:
+        return {f"k{i}_{j}": v for i, row in enumerate(keys) for j, v in enumerate(row)}
 
 
 Columns = Mapping[str, "Column"]
@@ -294,10 +331,39 @@ def needs_fill(d: Dialect, exprs: dict[str, str], overwrite: bool, columns: dict
     return "(" + " OR ".join(conds) + ")"
 
 
+def lock_cond(d: Dialect, targets: Sequence[str], exprs: dict[str, str], overwrite: bool,
+              columns: Columns | None = None) -> str:
+    """Which rows of a range a batch locks: those that may need a value (the UPDATE's own guard decides)."""
+    if overwrite:
+        return needs_fill(d, exprs, overwrite, dict(columns or {}))
+    return "(" + " OR ".join(f"{d.quote(t)} IS NULL" for t in targets) + ")"
+
+
+def locked_rows(d: Dialect, table: str, key: Sequence[str], p: _Params, where: str | None, after: bool,
+                cond: str) -> str:
+    """`AND (key) IN (...)`: the rows of the range that the batch locked without waiting (SKIP LOCKED), in key
+    order; a row the application holds is passed over, and left for a later pass (see build_leftover)."""
+    cols = ", ".join(d.quote(c) for c in key)
+    conds = [*range_conds(d, key, p, where, after), cond]
+    inner = (f"SELECT {cols} FROM {d.table(table)} WHERE {' AND '.join(conds)} ORDER BY {cols} "
+             f"{d.skip_locked_clause}")
+    return f"({cols}) IN ({inner})" if len(key) > 1 else f"{cols} IN ({inner})"
+
+
 def build_update(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-                 overwrite: bool, after: bool, columns: Columns | None = None) -> Stmt:
-    """Fill the targets of the rows in (lo, hi] that need it; a filled target is never overwritten."""
+                 overwrite: bool, after: bool, columns: Columns | None = None, lock: bool = False) -> Stmt:
+    """Fill the targets of the rows in (lo, hi] that need it; a filled target is never overwritten. With lock
+    (an engine whose lock_inline), only the rows it could lock without waiting."""
     p = _Params(d)
+    conds = range_conds(d, key, p, where, after)
+    conds.append(needs_fill(d, exprs, overwrite, columns))
+    if lock:
+        conds.append(locked_rows(d, table, key, p, where, after, lock_cond(d, list(exprs), exprs, overwrite, columns)))
+    sql = f"{update_head(d, table, exprs, overwrite, columns)} WHERE {' AND '.join(conds)}"
+    return Stmt(d.finish(sql), tuple(p.names))
+
+
+def update_head(d: Dialect, table: str, exprs: dict[str, str], overwrite: bool, columns: Columns | None) -> str:
     sets = []
     for target, expr in exprs.items():
         t = d.quote(target)
@@ -306,22 +372,54 @@ def build_update(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, st
         else:
             sets.append(f"{t} = COALESCE({t}, ({expr}))")
     sets += kept_sets(d, columns, list(exprs))
-    conds = range_conds(d, key, p, where, after)
-    conds.append(needs_fill(d, exprs, overwrite, columns))
-    sql = f"UPDATE {d.table(table)} SET {', '.join(sets)} WHERE {' AND '.join(conds)}"
-    return Stmt(d.finish(sql), tuple(p.names))
+    return f"UPDATE {d.table(table)} SET {', '.join(sets)}"
 
 
 def build_fill_once(d: Dialect, table: str, key: Sequence[str], target: str, expr: str, where: str | None,
-                    after: bool, columns: Columns | None = None) -> Stmt:
+                    after: bool, columns: Columns | None = None, lock: bool = False) -> Stmt:
     """Fill one target computing the expression once per row: every row in (lo, hi] whose target is NULL gets
     the expression's value. Exactly what build_update writes, unless the expression is NULL on some row: then
     this writes that NULL over NULL, which the engine detects (apply_range_once) so that the job rolls the batch
     back and redoes it with build_update's guard, which computes the expression a second time to skip the row."""
     p = _Params(d)
-    conds = [*range_conds(d, key, p, where, after), f"{d.quote(target)} IS NULL"]
+    null = f"{d.quote(target)} IS NULL"
+    conds = [*range_conds(d, key, p, where, after), null]
+    if lock:
+        conds.append(locked_rows(d, table, key, p, where, after, null))
+    sql = f"{fill_once_head(d, table, target, expr, columns)} WHERE {' AND '.join(conds)}"
+    return Stmt(d.finish(sql), tuple(p.names))
+
+
+def fill_once_head(d: Dialect, table: str, target: str, expr: str, columns: Columns | None) -> str:
     sets = ", ".join([f"{d.quote(target)} = ({expr})", *kept_sets(d, columns, [target])])
-    sql = f"UPDATE {d.table(table)} SET {sets} WHERE {' AND '.join(conds)}"
+    return f"UPDATE {d.table(table)} SET {sets}"
+
+
+# Keys of rows passed over by a batch (locked by the application) read back to log; the count is at least this.
+LEFTOVER_SAMPLE = 100
+
+
+def build_leftover(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
+                   overwrite: bool, after: bool, columns: Columns | None = None) -> Stmt:
+    """In a batch's transaction, after its UPDATE: keys of rows in the range that still need a value (the
+    application held them locked, so SKIP LOCKED passed them over; or it wrote them since), in key order."""
+    p = _Params(d)
+    conds = [*range_conds(d, key, p, where, after), needs_fill(d, exprs, overwrite, dict(columns or {}))]
+    cols = ", ".join(d.quote(c) for c in key)
+    sql = (f"SELECT {', '.join(key_values(d, key, columns))} FROM {d.table(table)} WHERE {' AND '.join(conds)} "
+           f"ORDER BY {cols} LIMIT {LEFTOVER_SAMPLE}")
+    return Stmt(d.finish(sql), tuple(p.names))
+
+
+def build_lock(d: Dialect, table: str, key: Sequence[str], where: str | None, after: bool, cond: str,
+               columns: Columns | None = None) -> Stmt:
+    """Engines whose lock is a statement of its own: lock the rows of (lo, hi] that may need a value, without
+    waiting for any another session holds, and return their keys (in key order)."""
+    p = _Params(d)
+    conds = [*range_conds(d, key, p, where, after), cond]
+    cols = ", ".join(d.quote(c) for c in key)
+    sql = (f"SELECT {', '.join(key_values(d, key, columns))} FROM {d.table(table)} WHERE {' AND '.join(conds)} "
+           f"ORDER BY {cols} {d.skip_locked_clause}")
     return Stmt(d.finish(sql), tuple(p.names))
 
 
@@ -359,25 +457,43 @@ def build_any_pending(d: Dialect, table: str, exprs: dict[str, str], where: str 
 
 
 def build_plan(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-               overwrite: bool, columns: dict[str, Column] | None = None, once_expr: str | None = None) -> BatchPlan:
+               overwrite: bool, columns: dict[str, Column] | None = None, once_expr: str | None = None,
+               lock: bool = False) -> BatchPlan:
     """once_expr: what a single-evaluation batch writes (the job's one expression, or an engine's form of it,
-    see Engine.once_expression); None: no single evaluation."""
+    see Engine.once_expression); None: no single evaluation. lock: batches lock their rows with the dialect's
+    skip_locked_clause, never waiting for one the application holds (inline, or as lock_* before keyed_*)."""
     if not exprs:
         raise ValueError("a plan needs at least one target expression")
-    once: dict[str, Stmt] = {}
+    inline = lock and d.lock_inline
+    once: dict[str, Any] = {}
     if not overwrite and len(exprs) == 1 and once_expr is not None:
         [target] = exprs
         once = {"fill_once_first": build_fill_once(d, table, key, target, once_expr, where, after=False,
-                                                   columns=columns),
+                                                   columns=columns, lock=inline),
                 "fill_once_after": build_fill_once(d, table, key, target, once_expr, where, after=True,
-                                                   columns=columns),
+                                                   columns=columns, lock=inline),
                 "nulls_left_first": build_nulls_left(d, table, key, target, where, after=False),
                 "nulls_left_after": build_nulls_left(d, table, key, target, where, after=True)}
+        if lock and not inline:
+            once["keyed_fill_once"] = KeyedUpdate(fill_once_head(d, table, target, once_expr, columns),
+                                                  f"{d.quote(target)} IS NULL", tuple(key))
+    locking: dict[str, Any] = {}
+    if lock:
+        locking = {"left_first": build_leftover(d, table, key, exprs, where, overwrite, after=False, columns=columns),
+                   "left_after": build_leftover(d, table, key, exprs, where, overwrite, after=True, columns=columns)}
+        if not inline:
+            cond = lock_cond(d, list(exprs), exprs, overwrite, columns)
+            locking.update(
+                lock_first=build_lock(d, table, key, where, after=False, cond=cond, columns=columns),
+                lock_after=build_lock(d, table, key, where, after=True, cond=cond, columns=columns),
+                keyed_update=KeyedUpdate(update_head(d, table, exprs, overwrite, columns),
+                                         needs_fill(d, exprs, overwrite, columns), tuple(key)))
     return BatchPlan(
         **once,
+        **locking,
         **lookups(d, table, key, columns),
-        update_first=build_update(d, table, key, exprs, where, overwrite, after=False, columns=columns),
-        update_after=build_update(d, table, key, exprs, where, overwrite, after=True, columns=columns),
+        update_first=build_update(d, table, key, exprs, where, overwrite, after=False, columns=columns, lock=inline),
+        update_after=build_update(d, table, key, exprs, where, overwrite, after=True, columns=columns, lock=inline),
         sample=build_sample(d, table, exprs, where),
         any_pending=build_any_pending(d, table, exprs, where, overwrite, columns),
         key=tuple(key), targets=tuple(exprs),
@@ -616,9 +732,11 @@ class Engine(abc.ABC):
     role = ""   # what a second connection is for (see clone); "" for the job's own
 
     def __init__(self, url: DatabaseURL, *, lock_timeout_s: float = 1.0, connect_timeout_s: float = 10.0,
-                 fast_commit: bool = False) -> None:
+                 fast_commit: bool = False, skip_locked: bool = True) -> None:
         self.url = url
         self.fast_commit = fast_commit
+        # batches lock their rows without waiting for one the application holds ([database] skip_locked)
+        self.skip_locked = skip_locked
         self.lock_timeout_s = lock_timeout_s
         self.connect_timeout_s = connect_timeout_s
 
@@ -660,7 +778,7 @@ class Engine(abc.ABC):
         """An unconnected engine for the same database and settings: a second connection, named for its role
         where the server shows names (PostgreSQL's application_name "backfilld-<role>")."""
         other = type(self)(self.url, lock_timeout_s=self.lock_timeout_s, connect_timeout_s=self.connect_timeout_s,
-                           fast_commit=self.fast_commit)
+                           fast_commit=self.fast_commit, skip_locked=self.skip_locked)
         other.role = role
         return other
 
@@ -746,8 +864,31 @@ class Engine(abc.ABC):
 
     # --- shared operations
     def plan(self, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-             overwrite: bool, columns: dict[str, Column] | None = None, once_expr: str | None = None) -> BatchPlan:
-        return build_plan(self.dialect, table, key, exprs, where, overwrite, columns, once_expr)
+             overwrite: bool, columns: dict[str, Column] | None = None, once_expr: str | None = None,
+             lock: bool = False) -> BatchPlan:
+        return build_plan(self.dialect, table, key, exprs, where, overwrite, columns, once_expr, lock)
+
+    async def lock_support(self) -> str | None:
+        """Why batches on this server cannot lock rows with SKIP LOCKED (None: they can). SQLite has no row
+        locks: a batch is the database's one write transaction, which the application waits for."""
+        if self.dialect.skip_locked_clause is None:
+            return "SQLite has no row locks"
+        return None
+
+    async def lock_timeout_problem(self) -> str | None:
+        """Why lock_timeout_s may let the server pick the application, not backfilld, as a deadlock's victim."""
+        return None
+
+    async def locked_keys(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Lock the rows of (lo, hi] that may need a value, passing over those another session holds; their keys."""
+        return await self.fetch(*range_call(plan.lock_first, plan.lock_after, lo, hi))
+
+    async def leftover(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """In a batch's transaction, after its UPDATE: keys (up to LEFTOVER_SAMPLE) of the range's rows still
+        needing a value, which SKIP LOCKED passed over; [] when the plan does not lock."""
+        if plan.left_first is None:
+            return []
+        return await self.fetch(*range_call(plan.left_first, plan.left_after, lo, hi))
 
     async def once_expression(self, table: str, key: Sequence[str], expr: str) -> str | None:
         """What a batch computing the expression once per row writes (see apply_range_once); None when this
@@ -782,6 +923,11 @@ class Engine(abc.ABC):
         return advanced(after, tuple(row[:-1])), int(row[-1])
 
     async def apply_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int:
+        if plan.keyed_update is not None:   # lock first, then write the rows locked
+            keys = await self.locked_keys(plan, lo, hi)
+            if not keys:
+                return 0
+            return await self.execute(plan.keyed_update.stmt(self.dialect, len(keys)), KeyedUpdate.values(keys))
         return await self.execute(*range_call(plan.update_first, plan.update_after, lo, hi))
 
     @abc.abstractmethod

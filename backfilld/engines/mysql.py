@@ -18,8 +18,8 @@ import pymysql.converters
 from pymysql.constants import CLIENT
 
 from backfilld.aio import within
-from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, Stmt, TableInfo, WriteShape, kept_sets,
-                                    lease_key, range_call, transform_update_parts)
+from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, KeyedUpdate, Stmt, TableInfo, WriteShape,
+                                    kept_sets, lease_key, range_call, transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # Server error codes worth another try: lock wait timeout, deadlock, statement timeouts
@@ -63,6 +63,8 @@ class MySQLDialect(Dialect):
     quote_char = "`"
     row_values = False
     fold_case = True
+    skip_locked_clause = "FOR UPDATE SKIP LOCKED"
+    lock_inline = False   # UPDATE ... WHERE key IN (SELECT ... SKIP LOCKED) locks (and waits for) the whole range
 
     # placeholders are a marker until finish(), so that a literal %s inside an expression stays literal
     _MARK = "\x00p\x00"
@@ -154,6 +156,7 @@ class MySQLEngine(Engine):
     _conn: aiomysql.Connection | None = None
     _leased = False
     _read_committed = False   # set by enable_concurrent_writes, kept across reconnects
+    _server: tuple[str, bool] | None = None   # VERSION(), binlog_format = STATEMENT; read at the first connect
 
     def translate(self, exc: BaseException) -> EngineError:
         return translate_mysql(exc)
@@ -176,7 +179,14 @@ class MySQLEngine(Engine):
                 # metadata locks too (default: a year): a batch queued behind an ALTER gives up and retries
                 await cur.execute(f"SET SESSION lock_wait_timeout = {wait_s}")
                 await cur.execute("SET NAMES utf8mb4")
-                if self._read_committed:
+                if self._server is None:
+                    await cur.execute("SELECT VERSION(), @@log_bin, @@session.binlog_format")
+                    version, log_bin, fmt = await cur.fetchone()
+                    self._server = (str(version), bool(int(log_bin or 0)) and str(fmt).upper() == "STATEMENT")
+                # READ COMMITTED wherever the server allows it (not with binlog_format = STATEMENT): a batch's
+                # locking read then takes no gap locks, which would make the application's inserts next to
+                # its range wait (see enable_concurrent_writes)
+                if self._read_committed or not self._server[1]:
                     await cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
             await self.close()
@@ -248,9 +258,29 @@ class MySQLEngine(Engine):
         with self.driver_errors():
             await self._c().commit()
 
+    async def lock_support(self) -> str | None:
+        version = self._server[0] if self._server else ""   # read at connect
+        m = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+        if m is None:
+            return f"the server's version {version!r} is unknown"
+        v = tuple(int(x) for x in m.groups())
+        if "mariadb" in version.lower():
+            return None if v >= (10, 6, 0) else f"MariaDB {version} has no SKIP LOCKED (10.6 and later have)"
+        return None if v >= (8, 0, 1) else f"MySQL {version} has no SKIP LOCKED (8.0.1 and later have)"
+
     async def apply_range_once(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int | None:
         # the UPDATE's OK packet says "Rows matched: M  Changed: C": a row matched (its target NULL) but not
         # changed was written NULL over NULL, its expression NULL; one statement, no second look at the range
+        if plan.keyed_fill_once is not None:   # lock first (SKIP LOCKED), then write the rows locked
+            keys = await self.locked_keys(plan, lo, hi)
+            if not keys:
+                return 0
+            _, matched, info = await self._run(plan.keyed_fill_once.stmt(self.dialect, len(keys)),
+                                               KeyedUpdate.values(keys))
+            m = _MATCHED.search(info)
+            if m is None:
+                return await self.apply_range_once_check(plan, lo, hi, max(0, matched))
+            return max(0, matched) if int(m.group(1)) == int(m.group(2)) else None
         _, matched, info = await self._run(*range_call(plan.fill_once_first, plan.fill_once_after, lo, hi))
         m = _MATCHED.search(info)
         if m is None:   # a server that words it otherwise: look at the range instead
@@ -336,6 +366,18 @@ class MySQLEngine(Engine):
     async def write_rows(self, info: TableInfo, shape: WriteShape, rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
             return 0
+        if self.skip_locked and await self.lock_support() is None:
+            # lock the rows first, passing over those the application holds (left for a later pass): the
+            # UPDATE's join would wait for them, holding the rows it already wrote
+            nk = len(shape.key)
+            keyed = KeyedUpdate(f"SELECT {', '.join(self.dialect.key_value(k, info.columns[k]) for k in shape.key)} "
+                                f"FROM {self.dialect.table(info.name)}", "TRUE", shape.key)
+            lock = keyed.stmt(self.dialect, len(rows))
+            lock = Stmt(f"{lock.sql} {self.dialect.skip_locked_clause}", lock.names)
+            held = {tuple(k) for k in await self.fetch(lock, KeyedUpdate.values([row[:nk] for row in rows]))}
+            rows = [row for row in rows if tuple(row[:nk]) in held]
+            if not rows:
+                return 0
         stmt = build_write(self.dialect, info, shape, len(rows))
         return await self.execute(stmt, dict(zip(stmt.names, (v for row in rows for v in row), strict=True)))
 

@@ -39,6 +39,8 @@ _TEXT = re.compile(r"^(text|character varying|character|varchar|char|name)\b")
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    # the lock an UPDATE of non-key columns takes anyway: foreign-key checks (KEY SHARE) do not wait for it
+    skip_locked_clause = "FOR NO KEY UPDATE SKIP LOCKED"
 
     def placeholder(self, n: int) -> str:
         return f"${n}"
@@ -315,6 +317,15 @@ class PostgresEngine(Engine):
     # given out; if the ids given out between two such snapshots are exactly this connection's commits,
     # nobody else wrote in between. Any other activity (another writer, a heartbeat, another database's
     # traffic, a transaction left open) makes the job sweep: this only ever spares a quiet cluster the sweep.
+    async def lock_timeout_problem(self) -> str | None:
+        deadlock_s = (await self.fetch("SELECT setting::float8 / 1000 FROM pg_settings WHERE name = 'deadlock_timeout'"
+                                       ))[0][0]
+        if deadlock_s and self.lock_timeout_s >= deadlock_s:
+            return (f"lock_timeout_s = {self.lock_timeout_s:g} is not below the server's deadlock_timeout "
+                    f"({deadlock_s:g} s): a batch waiting for a lock could let the server's deadlock check pick an "
+                    "application transaction as the victim; set [database] lock_timeout_s below it")
+        return None
+
     async def writes_token(self, table: str) -> object | None:
         return await self._xid_snapshot()
 
@@ -417,7 +428,7 @@ class PostgresEngine(Engine):
     async def write_rows(self, info: TableInfo, shape: WriteShape, rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
             return 0
-        stmt = build_write(self.dialect, info, shape)
+        stmt = build_write(self.dialect, info, shape, lock=self.skip_locked)
         columns = [list(col) for col in zip(*rows, strict=True)]
         return await self.execute(stmt, dict(zip(stmt.names, columns, strict=True)))
 
@@ -482,16 +493,25 @@ class PostgresEngine(Engine):
         return float(rows[0][0])
 
 
-def build_write(d: PostgresDialect, info: TableInfo, shape: WriteShape) -> Stmt:
-    """One UPDATE joined to unnest() of one array per column: one statement and one round trip per batch."""
+def build_write(d: PostgresDialect, info: TableInfo, shape: WriteShape, lock: bool = False) -> Stmt:
+    """One UPDATE joined to unnest() of one array per column: one statement and one round trip per batch. With
+    lock, only the rows it could lock without waiting (SKIP LOCKED); the others are left for a later pass."""
     types = shape.column_types(info)
     compare = {c: d.exact("{}", info.columns[c]) for c in (*shape.sources, *shape.targets)}
     sets, joins, guards = transform_update_parts(d, shape, compare)
     names = tuple(f"c{i}" for i in range(shape.width))
     src = ("unnest(" + ", ".join(f"${i + 1}::{typ}[]" for i, typ in enumerate(types)) + ") AS bf_v("
            + ", ".join(names) + ")")
+    conds = joins + guards
+    if lock:
+        keys = ", ".join(d.quote(k) for k in shape.key)
+        mine = ", ".join(f"bf_t.{d.quote(k)}" for k in shape.key)
+        given = ", ".join(f"bf_u.{shape.col('k', i)}" for i in range(len(shape.key)))
+        again = src.replace(" AS bf_v(", " AS bf_u(")
+        conds.append(f"({mine}) IN (SELECT {keys} FROM {d.table(info.name)} WHERE ({keys}) IN (SELECT {given} FROM "
+                     f"{again}) {d.skip_locked_clause})")
     sql = (f"UPDATE {d.table(info.name)} AS bf_t SET " + ", ".join(f"{d.quote(t)} = {v}" for t, v in sets)
-           + f" FROM {src} WHERE " + " AND ".join(joins + guards))
+           + f" FROM {src} WHERE " + " AND ".join(conds))
     return Stmt(sql, names)
 
 

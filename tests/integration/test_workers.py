@@ -70,10 +70,12 @@ async def test_a_killed_worker_connection_loses_no_row_and_writes_none_twice(db:
 @pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
 async def test_a_batch_waits_for_the_one_before_it_to_commit(db: TestDb) -> None:
     """Another transaction holds a row of one batch: the batch after it writes its range meanwhile, on the
-    other worker's connection, but commits neither its rows nor the checkpoint before the held batch does."""
+    other worker's connection, but commits neither its rows nor the checkpoint before the held batch does.
+    (With skip_locked = false, so that the held batch waits for the row: by default it passes over it, see
+    test_app_locks.py.)"""
     table = await db.users_with(1000)
     cfg = db.config([job(db, table)], throttle={"min_batch": 100, "max_batch": 100, "workers": 2},
-                    database={"url": db.url, "lock_timeout_s": 5})
+                    database={"url": db.url, "lock_timeout_s": 5, "skip_locked": False})
     holder = TestDb(db.url, db.suffix)
     await holder.open()
     seen: dict[str, object] = {}
@@ -147,11 +149,12 @@ async def test_the_job_connection_killed_with_batches_in_flight_counts_every_row
 async def test_a_row_locked_for_good_fails_the_job_after_max_retries(db: TestDb) -> None:
     """An application transaction holds a row of the table for longer than the job will wait: after a lock
     timeout with batches overlapping the job goes on with one worker, and max_retries failures in a row stop
-    it as failed, with everything before the locked batch written and checkpointed."""
+    it as failed, with everything before the locked batch written and checkpointed. (With skip_locked = false:
+    by default a batch passes over the row instead, see test_app_locks.py.)"""
     table = await db.users_with(1000)
     cfg = db.config([{**job(db, table), "max_retries": 2}],
                     throttle={"min_batch": 100, "max_batch": 100, "workers": 2},
-                    database={"url": db.url, "lock_timeout_s": 0.2})
+                    database={"url": db.url, "lock_timeout_s": 0.2, "skip_locked": False})
     holder = TestDb(db.url, db.suffix)
     await holder.open()
     try:

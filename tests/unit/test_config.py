@@ -29,7 +29,7 @@ def test_minimal_config_has_documented_defaults() -> None:
     assert c.engine == "sqlite"
     assert job.batch_size == 1000 and job.key is None and job.where is None and job.overwrite is False
     assert c.state.table == "backfilld_state"
-    assert c.database.lock_timeout_s == 1.0
+    assert c.database.lock_timeout_s == 0.5 and c.database.skip_locked is True
     assert c.throttle.workers == 2
 
 
