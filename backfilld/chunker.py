@@ -32,6 +32,29 @@ class BatchSizer:
     max_size: int
     size: int
 
+    # while the application is busy (set by the job before each batch), batches aim at min(target, busy_target_s)
+    busy_target_s: float | None = None
+    busy: bool = False
+
+    @property
+    def target(self) -> float:
+        if self.busy and self.busy_target_s is not None:
+            return min(self.target_s, self.busy_target_s)
+        return self.target_s
+
+    def set_busy(self, busy: bool) -> None:
+        """The application became busy (or idle): from the next batch on, the size for the new target, at once
+        rather than after a batch of the old size."""
+        if busy == self.busy:
+            return
+        self.busy = busy
+        if self._per_row_s:
+            ordered = sorted(self._per_row_s)
+            p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+            if p90 > 0:
+                ideal = self.target / p90
+                self.size = self.clamp(min(ideal, self.size) if busy else min(ideal, self.size * MAX_GROWTH))
+
     def __post_init__(self) -> None:
         self.size = self.clamp(self.size)
         self._per_row_s: deque[float] = deque(maxlen=WINDOW)
@@ -56,14 +79,15 @@ class BatchSizer:
         """Record one batch (keys visited, seconds it took); the size for the next batch."""
         if rows <= 0 or took_s <= 0:
             return self.size
-        if took_s > PANIC_FACTOR * self.target_s:
+        target = self.target
+        if took_s > PANIC_FACTOR * target:
             self._per_row_s.clear()
             self.size = self.clamp(self.size * PANIC_CUT)
             return self.size
         self._per_row_s.append(took_s / rows)
         ordered = sorted(self._per_row_s)
         p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-        ideal = self.target_s / p90
-        growth = FAST_GROWTH if took_s <= FAST_BELOW * self.target_s else MAX_GROWTH
+        ideal = target / p90
+        growth = FAST_GROWTH if took_s <= FAST_BELOW * target else MAX_GROWTH
         self.size = self.clamp(min(ideal, self.size * growth))
         return self.size

@@ -336,6 +336,23 @@ class ThrottleConfig(_Model):
     # Pause while the primary's load is above this (MySQL Threads_running, PostgreSQL active backends);
     # 0 turns the probe off. Not available on SQLite.
     max_load: Annotated[float, Field(ge=0)] = 0
+    # The application on the primary (PostgreSQL, MySQL/MariaDB; SQLite has no sessions to watch), looked at
+    # every APP_PROBE_INTERVAL_S (0.25 s) on a connection of its own: its sessions running a statement, and
+    # those waiting for a lock a backfilld session holds. false turns the probe, and what follows, off.
+    app_probe: bool = True
+    # The application is busy while, on average over the last 2 s, at least this many of its sessions run a
+    # statement on the primary (backfilld's own never count; an unreadable probe counts as busy).
+    busy_sessions: Annotated[float, Field(gt=0, le=100_000)] = 1.0
+    # While the application is busy, backfilld takes at most this share of the time: after each batch it
+    # waits (1 - busy_share) / busy_share times as long as the batch took (0.25: 3x, gh-ost's nice ratio),
+    # runs one batch at a time (whatever workers says), and steers batches toward busy_batch_time_s, so rows
+    # stay locked only that long. The slowest it then goes is about busy_share of its idle rate (less the
+    # smaller batches' overhead); 1 turns the pacing off (still one batch at a time, short batches).
+    busy_share: Annotated[float, Field(gt=0, le=1)] = 0.25
+    busy_batch_time_s: Annotated[float, Field(gt=0.005, le=60)] = 0.1
+    # Pause while an application session has waited longer than this for a lock a backfilld session holds
+    # (with SKIP LOCKED only a row of a batch in flight can make it wait, and never for longer than the batch).
+    max_app_wait_s: Annotated[float, Field(gt=0, le=60)] = 0.2
     # Pause while this file exists ("" is off).
     flag_file: str = ""
     # Run only inside these local-time windows, "HH:MM-HH:MM" (may cross midnight); empty: always.

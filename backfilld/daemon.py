@@ -53,7 +53,7 @@ def select_jobs(config: Config, names: list[str] | None) -> list[JobConfig]:
 def make_sizer(config: Config, job: JobConfig) -> BatchSizer:
     t = config.throttle
     return BatchSizer(target_s=t.target_batch_time_s, min_size=t.min_batch, max_size=t.max_batch,
-                      size=job.batch_size)
+                      size=job.batch_size, busy_target_s=t.busy_batch_time_s if t.app_probe else None)
 
 
 class SignalStop:
@@ -249,6 +249,7 @@ class Daemon:
             self.throttle.retune(t)
         for r in self.runners.values():
             r.sizer.retune(target_s=t.target_batch_time_s, min_size=t.min_batch, max_size=t.max_batch)
+            r.sizer.busy_target_s = t.busy_batch_time_s if t.app_probe else None
             r.retune_workers(t.workers)
         log.info("config_reloaded", **t.model_dump(exclude={"windows"}), windows=t.windows)
 

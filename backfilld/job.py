@@ -385,7 +385,7 @@ class JobRunner:
                           last_key=list(state.last_key) if state.last_key else None)
         self.state = state
         self.workers_cap = await self._decide_workers(p)
-        if self.workers == 1 and self.lookahead is None and await self.engine.concurrent_reads():
+        if self.configured_workers == 1 and self.lookahead is None and await self.engine.concurrent_reads():
             self.lookahead = Lookahead(self.engine, self.job.name)
         if self.job.on_error == "skip" and p.transform is not None:
             await self.engine.ensure_skipped_table(self.state_table)
@@ -407,8 +407,16 @@ class JobRunner:
 
     @property
     def workers(self) -> int:
-        """Batches that may be in flight now."""
+        """Batches that may be in flight now: one while the application is busy (see Throttle.busy)."""
+        return 1 if self._app_busy() else self.configured_workers
+
+    @property
+    def configured_workers(self) -> int:
         return min(self.workers_wanted, self.workers_cap)
+
+    def _app_busy(self) -> bool:
+        busy = getattr(self.gate, "busy", None)
+        return bool(busy()) if callable(busy) else False
 
     def retune_workers(self, wanted: int) -> None:
         """A new throttle.workers (operator `set`, SIGHUP): batches start up to it from the next one on; a
@@ -621,6 +629,7 @@ class JobRunner:
         st, p = self.state, self.prepared
         assert st is not None and p is not None
         after = self._flights[-1].hi if self._flights else st.last_key
+        self.sizer.set_busy(self._app_busy())
         size = self.sizer.size
         t0 = time.monotonic()
         if st.pass_no > 1 and after is None and p.plan.any_pending is not None:
@@ -647,14 +656,17 @@ class JobRunner:
         """The connection for the next batch: the job's own with one worker; else one of the workers' own
         (the job's connection meanwhile looks up ranges and reads operator requests)."""
         busy = {id(f.writer) for f in self._flights}
-        keep = self.workers if self.workers > 1 else 0   # one worker writes on the job's own connection
+        # the configured workers, not the one batch at a time of a busy application (workers): the workers'
+        # connections stay open while the application is busy, for when it is not any more
+        configured = self.configured_workers
+        keep = configured if configured > 1 else 0   # one worker writes on the job's own connection
         if len(self._writers) > keep:   # fewer workers now: close the idle ones
             idle = [w for w in self._writers if id(w) not in busy]
             for w in idle[:len(self._writers) - keep]:
                 self._writers.remove(w)
                 with contextlib.suppress(Exception):
                     await w.close()
-        if self.workers == 1:
+        if configured == 1:
             return self.engine
         for w in self._writers:
             if id(w) not in busy:
@@ -678,7 +690,7 @@ class JobRunner:
 
     def _one_worker(self, why: str) -> None:
         """From now on in this run, one batch at a time (on the job's own connection)."""
-        if self.workers > 1:
+        if self.configured_workers > 1:
             self.log.info("workers_limited", workers=1, configured=self.workers_wanted, detail=why)
         self.workers_cap = 1
 

@@ -17,7 +17,8 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                generate_latest)
 
 JOB_STATES = ("pending", "running", "paused", "completed", "failed", "stopped")
-THROTTLE_REASONS = ("lag", "lag_unknown", "load", "load_unknown", "flag_file", "window", "rate", "operator")
+THROTTLE_REASONS = ("lag", "lag_unknown", "load", "load_unknown", "app_wait", "busy", "flag_file", "window", "rate",
+                    "operator")
 # Window of wall time the ETA's rate is measured over, throttled time included. Seconds; long enough to
 # smooth batch-to-batch noise, short enough to follow a change of throttle.
 RATE_WINDOW_S = 60.0
@@ -66,13 +67,15 @@ class Metrics:
             "backfilld_rows_skipped_locked", "Rows a batch passed over because the application held them locked "
             "(SKIP LOCKED); a later pass writes them.", ["job"], registry=r)
         self.app_lock_waits = Counter(
-            "backfilld_app_lock_waits", "Application sessions seen waiting for a lock a backfilld session holds "
-            "(sampled by the application probe every heartbeat interval).", ["job"], registry=r)
+            "backfilld_app_lock_waits", "Application sessions seen waiting for a lock a backfilld session holds, "
+            "summed over the application probe's looks (every 0.25 s).", registry=r)
         self.app_lock_wait_seconds = Gauge(
             "backfilld_app_lock_wait_seconds", "The longest wait of an application session behind a backfilld "
             "session at the latest sample; 0 when none waits.", registry=r)
-        self.app_active = Gauge("backfilld_app_active_sessions", "Application sessions active on the primary at "
-                                "the latest sample (backfilld's own excluded).", registry=r)
+        self.app_active = Gauge("backfilld_app_active_sessions", "Application sessions running a statement on the "
+                                "primary, mean of the last 2 s (backfilld's own excluded).", registry=r)
+        self.app_busy = Gauge("backfilld_app_busy", "1 while the application counts as busy (throttle.busy_sessions): "
+                              "batches are paced to throttle.busy_share of the time.", registry=r)
         self.up = Gauge("backfilld_up", "1 while the daemon runs.", registry=r)
         self.up.set(1)
 

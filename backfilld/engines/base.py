@@ -230,6 +230,15 @@ class BatchPlan:
 
 
 @dataclass(frozen=True)
+class AppActivity:
+    """One look at the application on the primary (backfilld's own sessions are never counted in it)."""
+
+    active: int            # sessions running a statement now
+    waiting: int           # of them, those waiting for a lock that a backfilld session holds
+    longest_wait_s: float  # the longest of those waits so far; 0 when none waits
+
+
+@dataclass(frozen=True)
 class KeyedUpdate:
     """An UPDATE of the rows a locking read returned, by their keys: `head WHERE (key) IN (...) AND cond`."""
 
@@ -874,6 +883,11 @@ class Engine(abc.ABC):
         if self.dialect.skip_locked_clause is None:
             return "SQLite has no row locks"
         return None
+
+    async def app_activity(self) -> AppActivity:
+        """The application on the primary, from this connection: its active sessions, and those waiting for a
+        lock a backfilld session holds (see AppActivity). NotImplementedError where the engine cannot tell."""
+        raise NotImplementedError
 
     async def lock_timeout_problem(self) -> str | None:
         """Why lock_timeout_s may let the server pick the application, not backfilld, as a deadlock's victim."""

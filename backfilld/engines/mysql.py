@@ -10,7 +10,7 @@ import math
 import re
 import warnings
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import aiomysql
 import pymysql
@@ -18,8 +18,8 @@ import pymysql.converters
 from pymysql.constants import CLIENT
 
 from backfilld.aio import within
-from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, KeyedUpdate, Stmt, TableInfo, WriteShape,
-                                    kept_sets, lease_key, range_call, transform_update_parts)
+from backfilld.engines.base import (AppActivity, BatchPlan, Column, Dialect, Engine, KeyedUpdate, Stmt, TableInfo,
+                                    WriteShape, kept_sets, lease_key, range_call, transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # Server error codes worth another try: lock wait timeout, deadlock, statement timeouts
@@ -157,6 +157,9 @@ class MySQLEngine(Engine):
     _leased = False
     _read_committed = False   # set by enable_concurrent_writes, kept across reconnects
     _server: tuple[str, bool] | None = None   # VERSION(), binlog_format = STATEMENT; read at the first connect
+    _id: int | None = None
+    # connection ids of every MySQL session this process has open: backfilld's own, which app_activity leaves out
+    own_ids: ClassVar[set[int]] = set()
 
     def translate(self, exc: BaseException) -> EngineError:
         return translate_mysql(exc)
@@ -179,9 +182,10 @@ class MySQLEngine(Engine):
                 # metadata locks too (default: a year): a batch queued behind an ALTER gives up and retries
                 await cur.execute(f"SET SESSION lock_wait_timeout = {wait_s}")
                 await cur.execute("SET NAMES utf8mb4")
+                await cur.execute("SELECT VERSION(), @@log_bin, @@session.binlog_format, CONNECTION_ID()")
+                version, log_bin, fmt, self._id = await cur.fetchone()
+                MySQLEngine.own_ids.add(self._id)
                 if self._server is None:
-                    await cur.execute("SELECT VERSION(), @@log_bin, @@session.binlog_format")
-                    version, log_bin, fmt = await cur.fetchone()
                     self._server = (str(version), bool(int(log_bin or 0)) and str(fmt).upper() == "STATEMENT")
                 # READ COMMITTED wherever the server allows it (not with binlog_format = STATEMENT): a batch's
                 # locking read then takes no gap locks, which would make the application's inserts next to
@@ -194,6 +198,7 @@ class MySQLEngine(Engine):
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
+        MySQLEngine.own_ids.discard(self._id or 0)
         if conn is not None:
             if self._leased and not conn.closed:
                 # the server drops a closed session's locks only once its thread notices; release them now, so
@@ -427,9 +432,34 @@ class MySQLEngine(Engine):
             return math.inf, "Seconds_Behind_Master is NULL"
         return float(lag), "Seconds_Behind_Master"
 
+    async def app_activity(self) -> AppActivity:
+        own = ", ".join(str(int(i)) for i in sorted(MySQLEngine.own_ids | {self._id or 0}))
+        [(active,)] = await self.fetch(
+            f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND IN ('Query', 'Execute') "
+            f"AND ID NOT IN ({own})")
+        try:   # MariaDB (and MySQL 5.7)
+            rows = await self.fetch(_LOCK_WAITS.format(
+                waits="information_schema.INNODB_LOCK_WAITS", req="requesting_trx_id", blk="blocking_trx_id", own=own))
+        except EngineError:   # MySQL 8.0
+            rows = await self.fetch(_LOCK_WAITS.format(
+                waits="performance_schema.data_lock_waits", req="REQUESTING_ENGINE_TRANSACTION_ID",
+                blk="BLOCKING_ENGINE_TRANSACTION_ID", own=own))
+        waiting, longest = rows[0]
+        return AppActivity(int(active), int(waiting or 0), float(longest or 0.0))
+
     async def load(self) -> float:
         rows = await self.fetch("SHOW GLOBAL STATUS LIKE 'Threads_running'")
         return max(0.0, float(rows[0][1]) - 1)  # not counting our own statement
+
+
+# application transactions waiting for a lock held by one of backfilld's sessions (own: their connection ids)
+_LOCK_WAITS = """
+SELECT COUNT(DISTINCT r.trx_id), COALESCE(MAX(TIMESTAMPDIFF(MICROSECOND, r.trx_wait_started, NOW(6))), 0) / 1e6
+FROM {waits} AS w
+JOIN information_schema.INNODB_TRX AS r ON r.trx_id = w.{req}
+JOIN information_schema.INNODB_TRX AS b ON b.trx_id = w.{blk}
+WHERE b.trx_mysql_thread_id IN ({own}) AND r.trx_mysql_thread_id NOT IN ({own})
+"""
 
 
 def bindable(value: Any) -> Any:

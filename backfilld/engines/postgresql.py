@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 
 from backfilld.aio import within
-from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, Stmt, TableInfo, Unrepresentable, WriteShape,
-                                    lease_key, range_call, transform_update_parts)
+from backfilld.engines.base import (AppActivity, BatchPlan, Column, Dialect, Engine, Stmt, TableInfo,
+                                    Unrepresentable, WriteShape, lease_key, range_call, transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # SQLSTATEs worth another try: serialization_failure, deadlock_detected, lock_not_available, query_canceled
@@ -487,10 +487,32 @@ class PostgresEngine(Engine):
             out.append((name if seen[name] == 1 else f"{name}#{seen[name]}", parse_lsn(lsn)))
         return out
 
+    async def app_activity(self) -> AppActivity:
+        # every client session of the cluster but backfilld's (application_name backfilld, backfilld-<role>):
+        # all of them share the server's CPU and disks; pg_blocking_pids only for sessions waiting for a lock
+        rows = await self.fetch(_APP_ACTIVITY)
+        active, waiting, longest = rows[0]
+        return AppActivity(int(active), int(waiting), float(longest or 0.0))
+
     async def load(self) -> float:
         rows = await self.fetch("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
                                 "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
         return float(rows[0][0])
+
+
+_APP_ACTIVITY = """
+WITH app AS (
+    SELECT pid, state, wait_event_type, state_change FROM pg_stat_activity
+    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name NOT LIKE 'backfilld%'
+), behind AS (
+    SELECT a.state_change FROM app AS a
+    WHERE a.wait_event_type = 'Lock' AND EXISTS (
+        SELECT 1 FROM pg_stat_activity AS b
+        WHERE b.pid = ANY (pg_blocking_pids(a.pid)) AND b.application_name LIKE 'backfilld%')
+)
+SELECT (SELECT count(*) FROM app WHERE state = 'active'), (SELECT count(*) FROM behind),
+       (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - state_change)), 0)::float8 FROM behind)
+"""
 
 
 def build_write(d: PostgresDialect, info: TableInfo, shape: WriteShape, lock: bool = False) -> Stmt:

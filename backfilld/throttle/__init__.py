@@ -18,11 +18,12 @@ import structlog
 from backfilld import engines
 from backfilld.aio import wait_any, wait_event
 from backfilld.config import Config, ThrottleConfig, database_url
-from backfilld.engines.base import Engine
+from backfilld.engines.base import AppActivity, Engine
 from backfilld.errors import BackfilldError
 from backfilld.metrics import Metrics
 from backfilld.throttle.decision import Decider, Decision, Signal
-from backfilld.throttle.probes import AttachedReplicas, HeartbeatWriter, Load, Loop, ReplicaLag, cancel_all
+from backfilld.throttle.probes import (APP_PROBE_INTERVAL_S, AppLoad, AttachedReplicas, HeartbeatWriter, Load, Loop,
+                                       ReplicaLag, cancel_all)
 
 log = structlog.get_logger("backfilld.throttle")
 
@@ -43,6 +44,8 @@ class Throttle:
         self.replicas: dict[str, Signal] = {}       # configured, by label
         self.attached: dict[str, Signal] = {}       # found through pg_stat_replication
         self.load_signal: Signal | None = None
+        self.app: AppLoad | None = None
+        self._busy_next_at = 0.0   # pacing while the application is busy (busy_share)
         self.heartbeat: HeartbeatWriter | None = None
         self._loops: list[Loop] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -87,6 +90,11 @@ class Throttle:
             self.load_signal = Signal("primary load", started_at=now)
             lp = Load(self._engine(self.config.database, "database"), self.load_signal)
             self._loops.append(Loop("load", lp.engine, interval, lp.step, self.load_signal.fail))
+        if cfg.app_probe and engine_name != "sqlite":
+            self.app = AppLoad(self._engine(self.config.database, "database"),
+                               Signal("application", started_at=now), self._on_app_reading)
+            self._loops.append(Loop("application", self.app.engine, max(interval, APP_PROBE_INTERVAL_S),
+                                    self.app.step, self.app.signal.fail))
         for loop in self._loops:
             loop.after_step = self._readings.set
         self._tasks = [asyncio.create_task(loop.run(), name=f"probe:{loop.name}") for loop in self._loops]
@@ -112,6 +120,24 @@ class Throttle:
             update["resume_lag_s"] = min(self.cfg.resume_lag_s, update["max_lag_s"])
         self.retune(self.cfg.model_copy(update=update))
 
+    def _on_app_reading(self, a: AppActivity) -> None:
+        if a.waiting:
+            self.metrics.app_lock_waits.inc(a.waiting)
+        self.metrics.app_lock_wait_seconds.set(a.longest_wait_s)
+        mean = self.app.mean_active() if self.app is not None else None
+        self.metrics.app_active.set(mean or 0.0)
+        self.metrics.app_busy.set(1 if self.busy() else 0)
+
+    def busy(self) -> bool:
+        """Whether the application on the primary is busy (throttle.busy_sessions), or cannot be seen: batches
+        are then paced to busy_share of the time, one at a time, each aiming at busy_batch_time_s."""
+        if self.app is None:
+            return False
+        mean = self.app.mean_active()
+        if self.app.signal.error is not None or mean is None:
+            return True
+        return mean >= self.cfg.busy_sessions
+
     # ------------------------------------------------------------------ decision
     def lag_signals(self) -> list[Signal]:
         return [*self.replicas.values(), *self.attached.values()]
@@ -127,7 +153,8 @@ class Throttle:
             if s.value is not None and s.error is None and s.value != float("inf"):
                 self.max_lag_seen_s = max(self.max_lag_seen_s, s.value)
         self.current = self.decider.decide(signals, self.load_signal, self.clock(), self.wall(),
-                                           next_batch_s=self._last_batch_s * (1 + max(0, in_flight)))
+                                           next_batch_s=self._last_batch_s * (1 + max(0, in_flight)),
+                                           app=self.app.signal if self.app is not None else None)
         return self.current
 
     async def wait(self, job: str, stop: asyncio.Event, in_flight: int = 0) -> None:
@@ -142,8 +169,11 @@ class Throttle:
             self._readings.clear()
             d = self.decide(in_flight)
             now = self.clock()
-            pace = self._next_at - now
-            shown = d.kinds if d.throttled else (("rate",) if pace > 0 else ())
+            rate_pace = self._next_at - now
+            busy_pace = self._busy_next_at - now if self.busy() else 0.0
+            pace = max(rate_pace, busy_pace)
+            shown = d.kinds if d.throttled else (("rate",) if rate_pace > 0 and rate_pace >= busy_pace
+                                                 else ("busy",) if busy_pace > 0 else ())
             self._show(job, shown)
             for kind in shown:
                 self.metrics.throttled_seconds.labels(job, kind).inc(now - last)
@@ -159,7 +189,7 @@ class Throttle:
             last = now
             if d.throttled:   # until the next poll, or a new reading
                 await wait_any(poll, stop, self._readings)
-            else:             # pacing to max_rows_per_s: until the next batch is paid for
+            else:             # pacing (max_rows_per_s, busy_share): until the next batch is paid for
                 await wait_event(stop, min(poll, pace))
         self._show(job, ())
         if paused_at is not None:
@@ -171,7 +201,11 @@ class Throttle:
             self.metrics.set_throttled(job, kinds)
 
     def after_batch(self, job: str, rows: int, took_s: float) -> None:
-        """Pace to max_rows_per_s: the next batch may start once the rows written so far are paid for."""
+        """Pace to max_rows_per_s: the next batch may start once the rows written so far are paid for; and while
+        the application is busy, to busy_share of the time: after (1 - share) / share of the batch's time."""
         self._last_batch_s = took_s if rows > 0 else 0.0
+        share = self.cfg.busy_share
+        if share < 1 and self.busy():
+            self._busy_next_at = max(self._busy_next_at, self.clock() + took_s * (1 - share) / share)
         if self.cfg.max_rows_per_s > 0 and rows > 0:
             self._next_at = max(self._next_at, self.clock()) + rows / self.cfg.max_rows_per_s

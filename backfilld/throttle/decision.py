@@ -113,6 +113,16 @@ class Decider:
             return [("load", f"primary load {load.value:g} > max_load {self.cfg.max_load:g} ({load.detail})")]
         return []
 
+    def app_reason(self, app: Signal | None) -> list[tuple[str, str]]:
+        """Pause while an application session has waited longer than max_app_wait_s for backfilld's locks (an
+        unreadable probe does not pause: the job counts the application as busy instead, see Throttle.busy)."""
+        if app is None or app.error is not None or app.value is None:
+            return []
+        if app.value > self.cfg.max_app_wait_s:
+            return [("app_wait", f"an application session has waited {app.value:.2f} s for a lock a backfilld "
+                                 f"session holds (> max_app_wait_s {self.cfg.max_app_wait_s:g} s; {app.detail})")]
+        return []
+
     def local_reasons(self, wall: dt.datetime) -> list[tuple[str, str]]:
         out = []
         if self.cfg.flag_file and os.path.exists(self.cfg.flag_file):
@@ -123,9 +133,9 @@ class Decider:
         return out
 
     def decide(self, replicas: list[Signal], load: Signal | None, now: float, wall: dt.datetime,
-               next_batch_s: float = 0.0) -> Decision:
+               next_batch_s: float = 0.0, app: Signal | None = None) -> Decision:
         pairs = (self.lag_reasons(replicas, now, next_batch_s) + self.load_reason(load, now)
-                 + self.local_reasons(wall))
+                 + self.app_reason(app) + self.local_reasons(wall))
         return Decision(tuple(r for _, r in pairs), tuple(dict.fromkeys(k for k, _ in pairs)))
 
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from backfilld.aio import within
-from backfilld.engines.base import Engine
+from backfilld.engines.base import AppActivity, Engine
 from backfilld.errors import EngineError
 from backfilld.throttle.decision import Signal
 
@@ -177,6 +177,39 @@ class Load:
         value = await self.engine.load()
         detail = "Threads_running" if self.engine.name == "mysql" else "active backends"
         self.signal.ok(value, time.monotonic(), detail)
+
+
+# The application probe looks this often, and judges "busy" on the mean over this window. Seconds.
+APP_PROBE_INTERVAL_S = 0.25
+APP_WINDOW_S = 2.0
+
+
+class AppLoad:
+    """The application on the primary: how many of its sessions run a statement (averaged over APP_WINDOW_S),
+    and whether any waits for a lock a backfilld session holds. The signal's value is the longest such wait."""
+
+    def __init__(self, engine: Engine, signal: Signal, on_reading: Callable[[AppActivity], None] = lambda a: None
+                 ) -> None:
+        self.engine, self.signal, self.on_reading = engine, signal, on_reading
+        self.samples: deque[tuple[float, int]] = deque()
+        self.last: AppActivity | None = None
+
+    async def step(self) -> None:
+        a = await self.engine.app_activity()
+        now = time.monotonic()
+        self.samples.append((now, a.active))
+        while self.samples and self.samples[0][0] < now - APP_WINDOW_S:
+            self.samples.popleft()
+        self.last = a
+        detail = (f"{a.waiting} application session(s) waiting for backfilld's locks" if a.waiting
+                  else "no application session waits for backfilld")
+        self.signal.ok(a.longest_wait_s, now, detail)
+        self.on_reading(a)
+
+    def mean_active(self) -> float | None:
+        if not self.samples:
+            return None
+        return sum(n for _, n in self.samples) / len(self.samples)
 
 
 async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:

@@ -1,0 +1,130 @@
+"""Rows the application holds: a batch never waits for them (SKIP LOCKED), so it is never in a deadlock with the
+application; it passes over them, a later pass writes them, and the job completes only once every row is right."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import structlog
+
+from backfilld import daemon
+from backfilld.errors import RetryableError
+from tests.dbutil import CONCAT, TestDb
+
+both = pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
+
+# The target's expression, and one that takes a second on row 499, so that the batch of (400, 500] holds its
+# rows for that long: long enough for the application to come and wait for one of them.
+SLOW = {"postgresql": "CASE WHEN id = 499 THEN name || '#' || id || (SELECT '' FROM pg_sleep(1)) "
+                      "ELSE name || '#' || id END",
+        "mysql": "CONCAT(name, '#', id, IF(id = 499, LEFT(SLEEP(1), 0), ''))"}
+
+
+async def application(db: TestDb) -> TestDb:
+    """A session like the application's: the server's default lock waits (none on PostgreSQL, 50 s on InnoDB),
+    not backfilld's short ones."""
+    app = TestDb(db.url, db.suffix)
+    await app.open()
+    await app.x("SET lock_timeout = 0" if db.engine_name == "postgresql" else "SET SESSION innodb_lock_wait_timeout = 50")
+    return app
+
+
+def config(db: TestDb, table: str, expr: str, **database: object) -> object:
+    return db.config([{"name": "j", "table": table, "set": {"label": {db.engine_name: expr}}}],
+                     throttle={"min_batch": 100, "max_batch": 100, "workers": 1, "busy_share": 1.0},
+                     database={"url": db.url, **database})
+
+
+@both
+async def test_a_batch_passes_over_a_row_the_application_holds_and_a_later_pass_writes_it(db: TestDb) -> None:
+    """The application holds row 450 in an open transaction while the job runs: the batch of (400, 500] writes
+    its other rows without waiting, logs the row it passed over, and the job keeps sweeping (running, not
+    failed) until the application commits; then it writes the row, keeping the application's change."""
+    table = await db.users_with(1000)
+    expr = CONCAT[db.engine_name]
+    app = await application(db)
+    try:
+        tx = app.engine.transaction()
+        await tx.__aenter__()
+        await app.x(f"UPDATE {table} SET deleted = 1 WHERE id = 450")
+        with structlog.testing.capture_logs() as logs:
+            run = asyncio.create_task(daemon.run(config(db, table, expr), daemon.RunOptions()))
+            for _ in range(300):   # until two sweeps have passed over the row
+                await asyncio.sleep(0.05)
+                if sum(e["event"] == "rows_skipped_locked" for e in logs) >= 2 or run.done():
+                    break
+            assert not run.done(), "the job ended while a row was still unwritten"
+            # meanwhile every other row is written, and the application's transaction goes on unharmed
+            assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {expr}") == [(999,)]
+            await app.x(f"UPDATE {table} SET deleted = 2 WHERE id = 460")
+            await tx.__aexit__(None, None, None)
+            [state] = await asyncio.wait_for(run, 60)
+    finally:
+        await app.engine.close()
+    skipped = [e for e in logs if e["event"] == "rows_skipped_locked"]
+    assert skipped and all(e["keys"] == ["[450]"] and e["rows"] == 1 for e in skipped), skipped
+    assert not [e for e in logs if e["event"] == "batch_retry"], "a batch waited for the application's lock"
+    assert state.status == "completed" and state.rows_done == 1000
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {expr}") == [(1000,)]
+    assert await db.q(f"SELECT id, deleted FROM {table} WHERE id IN (450, 460) ORDER BY id") == [(450, 1), (460, 2)]
+
+
+@both
+async def test_the_application_waiting_for_a_batch_is_never_a_deadlock_victim(db: TestDb) -> None:
+    """The classic cycle: the application holds row 450 and then updates row 420 while the batch of (400, 500]
+    holds 420. The batch did not wait for 450 (it passed over it), so the application only waits for the batch
+    to commit and then goes on; no deadlock, no error on either side."""
+    table = await db.users_with(1000)
+    app = await application(db)
+    try:
+        tx = app.engine.transaction()
+        await tx.__aenter__()
+        await app.x(f"UPDATE {table} SET deleted = 1 WHERE id = 450")
+        with structlog.testing.capture_logs() as logs:
+            run = asyncio.create_task(daemon.run(config(db, table, SLOW[db.engine_name]), daemon.RunOptions()))
+            await wait_for_label(db, table, 401)   # the batch of (400, 500] is in flight, holding 401..499
+            await app.x(f"UPDATE {table} SET deleted = 3 WHERE id = 420")   # waits for that batch to commit
+            await tx.__aexit__(None, None, None)
+            [state] = await asyncio.wait_for(run, 60)
+    finally:
+        await app.engine.close()
+    assert not [e for e in logs if e["event"] == "batch_retry"], logs
+    assert state.status == "completed" and state.rows_done == 1000
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT[db.engine_name]}") == [(1000,)]
+    assert await db.q(f"SELECT id, deleted FROM {table} WHERE id IN (420, 450) ORDER BY id") == [(420, 3), (450, 1)]
+
+
+@pytest.mark.parametrize("engine_name", ["mysql"])
+async def test_without_skip_locked_the_same_cycle_fails_the_application_on_mariadb(db: TestDb) -> None:
+    """What SKIP LOCKED prevents, shown with skip_locked = false: the batch waits for row 450 while holding
+    401..449, the application's update of row 420 closes the cycle, and InnoDB, which finds the deadlock at
+    once, rolls back the lighter transaction: the application's. (PostgreSQL waits deadlock_timeout before it
+    looks, and backfilld's lock_timeout_s is shorter, so there backfilld gives up first.)"""
+    table = await db.users_with(1000)
+    app = await application(db)
+    try:
+        tx = app.engine.transaction()   # rolled back by InnoDB, below
+        await tx.__aenter__()
+        await app.x(f"UPDATE {table} SET deleted = 1 WHERE id = 450")
+        run = asyncio.create_task(daemon.run(config(db, table, CONCAT[db.engine_name], skip_locked=False,
+                                                    lock_timeout_s=5), daemon.RunOptions()))
+        await wait_for_label(db, table, 401)   # the batch has reached row 450 and waits for it
+        with pytest.raises(RetryableError, match="[Dd]eadlock"):
+            await app.x(f"UPDATE {table} SET deleted = 3 WHERE id = 420")
+        # InnoDB rolled the application's transaction back (and with it the lock on 450): the job goes on
+        [state] = await asyncio.wait_for(run, 60)
+    finally:
+        await app.engine.close()
+    assert state.status == "completed" and state.rows_done == 1000
+
+
+async def wait_for_label(db: TestDb, table: str, row: int) -> None:
+    """Until the batch before the one holding `row` has committed, and a little longer: the next batch (one at
+    a time, min_batch = max_batch = 100) has then locked its rows."""
+    for _ in range(400):
+        if await db.q(f"SELECT label IS NOT NULL FROM {table} WHERE id = {row - 1}") in ([(True,)], [(1,)]):
+            await asyncio.sleep(0.3)
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"no batch reached row {row}")
