@@ -392,6 +392,7 @@ class JobRunner:
         self.progress.reset(await self.engine.estimate_rows(self.job.table), state.pass_scanned)
         self.metrics.passes.labels(self.job.name).set(state.pass_no)
         self.metrics.batch_size.labels(self.job.name).set(self.sizer.size)
+        self.metrics.rows_skipped_locked.labels(self.job.name)   # at 0 from the start, for rates and alerts
         self._set_status(state.status)
         return state
 
