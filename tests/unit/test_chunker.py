@@ -56,3 +56,16 @@ def test_retune() -> None:
     s = sizer()
     s.retune(size=300, max_size=200)
     assert s.size == 200
+
+
+def test_a_busy_application_shrinks_batches_to_the_busy_target_at_once() -> None:
+    s = BatchSizer(target_s=0.5, min_size=10, max_size=100_000, size=1000, busy_target_s=0.1)
+    for _ in range(5):
+        s.observe(s.size, s.size * 1e-5)   # 10 us per row: 0.5 s is 50,000 rows; growing toward it
+    assert s.size == 20_250
+    s.set_busy(True)
+    assert s.size == 10_000 and s.target == 0.1   # before the next batch, not after one of the old size
+    s.observe(s.size, s.size * 1e-5)
+    assert s.size == 10_000
+    s.set_busy(False)
+    assert s.target == 0.5 and s.size == 15_000   # grows back at the usual pace

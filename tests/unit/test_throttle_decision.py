@@ -116,3 +116,19 @@ def test_windows_including_across_midnight() -> None:
 def test_several_reasons_are_all_reported() -> None:
     d = decider(windows=["22:00-06:00"]).decide([replica("a", 5.0), replica("b", 3.0)], None, 0.0, NOON)
     assert len(d.reasons) == 3 and d.kinds == ("lag", "window")
+
+
+def test_an_application_session_waiting_for_backfilld_too_long_pauses() -> None:
+    dec = decider(max_app_wait_s=0.2)
+    app = Signal("application", started_at=0.0)
+    app.ok(0.35, 0.0, "1 application session(s) waiting for backfilld's locks")
+    d = dec.decide([], None, 0.1, NOON, app=app)
+    assert d.kinds == ("app_wait",)
+    assert d.reason == ("an application session has waited 0.35 s for a lock a backfilld session holds "
+                        "(> max_app_wait_s 0.2 s; 1 application session(s) waiting for backfilld's locks)")
+    app.ok(0.1, 0.3, "1 application session(s) waiting for backfilld's locks")   # a short wait is fine
+    assert not dec.decide([], None, 0.3, NOON, app=app).throttled
+    app.ok(0.0, 0.5, "no application session waits for backfilld")
+    assert not dec.decide([], None, 0.5, NOON, app=app).throttled
+    app.fail("permission denied")   # unreadable: no pause (the job counts the application as busy instead)
+    assert not dec.decide([], None, 20.0, NOON, app=app).throttled
