@@ -214,7 +214,7 @@ def resume(config: ConfigArg, job: JobArg) -> None:
 @app.command("set")
 def set_(config: ConfigArg, job: JobArg,
          settings: Annotated[list[str], typer.Argument(help="key=value: batch_size, target_batch_time_s, "
-                                                            "max_lag_s, max_rows_per_s, workers.",
+                                                            "max_lag_s, max_rows_per_s, workers, busy_share.",
                                                        show_default=False)]
          ) -> None:
     """Change JOB's tuning while it runs; kept in the state table until set again (survives restarts)."""

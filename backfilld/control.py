@@ -17,7 +17,7 @@ from backfilld.job import LIVE_SETTINGS, WORKERS_MAX, parse_requests
 # Bounds for live settings: (lowest, highest), the same as the config file allows.
 _BOUNDS: dict[str, tuple[float, float]] = {"batch_size": (1, 1_000_000), "target_batch_time_s": (0.01, 60),
                                            "max_lag_s": (0.001, 3600), "max_rows_per_s": (0, math.inf),
-                                           "workers": (1, WORKERS_MAX)}
+                                           "workers": (1, WORKERS_MAX), "busy_share": (0.01, 1)}
 
 
 def parse_settings(items: list[str]) -> dict[str, Any]:

@@ -58,7 +58,7 @@ STATUS_FAILED = "failed"
 
 # What `backfilld set` may change on a running job, and the type of each value.
 LIVE_SETTINGS: dict[str, type] = {"batch_size": int, "target_batch_time_s": float, "max_lag_s": float,
-                                  "max_rows_per_s": float, "workers": int}
+                                  "max_rows_per_s": float, "workers": int, "busy_share": float}
 
 
 # Between two sweeps that both found rows: a pause as long as the last sweep took, within these bounds (seconds).
@@ -480,7 +480,7 @@ class JobRunner:
             self.sizer.retune(target_s=float(changed["target_batch_time_s"]))
         if "workers" in changed:
             self.retune_workers(int(changed["workers"]))
-        gate_settings = {k: float(v) for k, v in changed.items() if k in ("max_lag_s", "max_rows_per_s")}
+        gate_settings = {k: float(v) for k, v in changed.items() if k in ("max_lag_s", "max_rows_per_s", "busy_share")}
         if gate_settings and isinstance(self.gate, Retunable):
             self.gate.retune_live(**gate_settings)
         self.log.info("settings_changed", source="operator", **changed)

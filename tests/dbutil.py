@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from backfilld import engines
@@ -165,3 +166,42 @@ class TestDb:
                 await self.engine.execute(f"DROP FUNCTION IF EXISTS {f}()")
         finally:
             await self.engine.close()
+
+
+# An expression that takes a second on row 499, so that the batch of (400, 500] (batches of 100) holds its rows
+# that long: long enough for an application session to come and wait for one of them.
+SLOW_ON_499 = {"postgresql": "CASE WHEN id = 499 THEN name || '#' || id || (SELECT '' FROM pg_sleep(1)) "
+                             "ELSE name || '#' || id END",
+               "mysql": "CONCAT(name, '#', id, IF(id = 499, LEFT(SLEEP(1), 0), ''))"}
+
+
+async def application_session(db: TestDb) -> TestDb:
+    """A connection that backfilld counts as the application's, not its own (tests open theirs through
+    backfilld's engines: on PostgreSQL it takes another application_name, on MySQL its connection id leaves the
+    set of this process's own), with the server's default lock waits, as an application has."""
+    from backfilld.engines.mysql import MySQLEngine
+
+    c = TestDb(db.url, db.suffix)
+    await c.open()
+    if db.engine_name == "postgresql":
+        await c.x("SET application_name = 'app'")
+        await c.x("SET lock_timeout = 0")
+    else:
+        MySQLEngine.own_ids.discard(getattr(c.engine, "_id", None) or 0)
+        await c.x("SET SESSION innodb_lock_wait_timeout = 50")
+    return c
+
+
+@contextlib.asynccontextmanager
+async def holding(db: TestDb, table: str, row: int) -> AsyncIterator[tuple[TestDb, Any]]:
+    """An application session with `row` of the users table `table` updated (deleted = 1) in a transaction
+    left open: yields the session and the transaction (`await tx.__aexit__(None, None, None)` commits)."""
+    app = await application_session(db)
+    try:
+        tx = app.engine.transaction()
+        await tx.__aenter__()
+        await app.x(f"UPDATE {table} SET deleted = 1 WHERE id = {row}")
+        yield app, tx
+    finally:
+        await app.engine.close()
+

@@ -114,7 +114,7 @@ class Throttle:
         self.metrics.max_lag.set(cfg.max_lag_s)
 
     def retune_live(self, **settings: float) -> None:
-        """An operator's `backfilld set`: max_lag_s and max_rows_per_s."""
+        """An operator's `backfilld set`: max_lag_s, max_rows_per_s and busy_share."""
         update: dict[str, float] = dict(settings)
         if "max_lag_s" in update:
             update["resume_lag_s"] = min(self.cfg.resume_lag_s, update["max_lag_s"])

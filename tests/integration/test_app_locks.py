@@ -10,24 +10,9 @@ import structlog
 
 from backfilld import daemon
 from backfilld.errors import RetryableError
-from tests.dbutil import CONCAT, TestDb
+from tests.dbutil import CONCAT, SLOW_ON_499, TestDb, holding
 
 both = pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
-
-# The target's expression, and one that takes a second on row 499, so that the batch of (400, 500] holds its
-# rows for that long: long enough for the application to come and wait for one of them.
-SLOW = {"postgresql": "CASE WHEN id = 499 THEN name || '#' || id || (SELECT '' FROM pg_sleep(1)) "
-                      "ELSE name || '#' || id END",
-        "mysql": "CONCAT(name, '#', id, IF(id = 499, LEFT(SLEEP(1), 0), ''))"}
-
-
-async def application(db: TestDb) -> TestDb:
-    """A session like the application's: the server's default lock waits (none on PostgreSQL, 50 s on InnoDB),
-    not backfilld's short ones."""
-    app = TestDb(db.url, db.suffix)
-    await app.open()
-    await app.x("SET lock_timeout = 0" if db.engine_name == "postgresql" else "SET SESSION innodb_lock_wait_timeout = 50")
-    return app
 
 
 def config(db: TestDb, table: str, expr: str, **database: object) -> object:
@@ -43,11 +28,7 @@ async def test_a_batch_passes_over_a_row_the_application_holds_and_a_later_pass_
     failed) until the application commits; then it writes the row, keeping the application's change."""
     table = await db.users_with(1000)
     expr = CONCAT[db.engine_name]
-    app = await application(db)
-    try:
-        tx = app.engine.transaction()
-        await tx.__aenter__()
-        await app.x(f"UPDATE {table} SET deleted = 1 WHERE id = 450")
+    async with holding(db, table, 450) as (app, tx):
         with structlog.testing.capture_logs() as logs:
             run = asyncio.create_task(daemon.run(config(db, table, expr), daemon.RunOptions()))
             for _ in range(300):   # until two sweeps have passed over the row
@@ -60,8 +41,6 @@ async def test_a_batch_passes_over_a_row_the_application_holds_and_a_later_pass_
             await app.x(f"UPDATE {table} SET deleted = 2 WHERE id = 460")
             await tx.__aexit__(None, None, None)
             [state] = await asyncio.wait_for(run, 60)
-    finally:
-        await app.engine.close()
     skipped = [e for e in logs if e["event"] == "rows_skipped_locked"]
     assert skipped and all(e["keys"] == ["[450]"] and e["rows"] == 1 for e in skipped), skipped
     assert not [e for e in logs if e["event"] == "batch_retry"], "a batch waited for the application's lock"
@@ -76,19 +55,14 @@ async def test_the_application_waiting_for_a_batch_is_never_a_deadlock_victim(db
     holds 420. The batch did not wait for 450 (it passed over it), so the application only waits for the batch
     to commit and then goes on; no deadlock, no error on either side."""
     table = await db.users_with(1000)
-    app = await application(db)
-    try:
-        tx = app.engine.transaction()
-        await tx.__aenter__()
-        await app.x(f"UPDATE {table} SET deleted = 1 WHERE id = 450")
+    async with holding(db, table, 450) as (app, tx):
         with structlog.testing.capture_logs() as logs:
-            run = asyncio.create_task(daemon.run(config(db, table, SLOW[db.engine_name]), daemon.RunOptions()))
-            await wait_for_label(db, table, 401)   # the batch of (400, 500] is in flight, holding 401..499
+            run = asyncio.create_task(daemon.run(config(db, table, SLOW_ON_499[db.engine_name]),
+                                                 daemon.RunOptions()))
+            await batch_holds(db, table, 401)   # the batch of (400, 500] is in flight, holding 401..499
             await app.x(f"UPDATE {table} SET deleted = 3 WHERE id = 420")   # waits for that batch to commit
             await tx.__aexit__(None, None, None)
             [state] = await asyncio.wait_for(run, 60)
-    finally:
-        await app.engine.close()
     assert not [e for e in logs if e["event"] == "batch_retry"], logs
     assert state.status == "completed" and state.rows_done == 1000
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT[db.engine_name]}") == [(1000,)]
@@ -102,24 +76,18 @@ async def test_without_skip_locked_the_same_cycle_fails_the_application_on_maria
     once, rolls back the lighter transaction: the application's. (PostgreSQL waits deadlock_timeout before it
     looks, and backfilld's lock_timeout_s is shorter, so there backfilld gives up first.)"""
     table = await db.users_with(1000)
-    app = await application(db)
-    try:
-        tx = app.engine.transaction()   # rolled back by InnoDB, below
-        await tx.__aenter__()
-        await app.x(f"UPDATE {table} SET deleted = 1 WHERE id = 450")
+    async with holding(db, table, 450) as (app, _tx):   # rolled back by InnoDB, below
         run = asyncio.create_task(daemon.run(config(db, table, CONCAT[db.engine_name], skip_locked=False,
                                                     lock_timeout_s=5), daemon.RunOptions()))
-        await wait_for_label(db, table, 401)   # the batch has reached row 450 and waits for it
+        await batch_holds(db, table, 401)   # the batch has reached row 450 and waits for it
         with pytest.raises(RetryableError, match="[Dd]eadlock"):
             await app.x(f"UPDATE {table} SET deleted = 3 WHERE id = 420")
         # InnoDB rolled the application's transaction back (and with it the lock on 450): the job goes on
         [state] = await asyncio.wait_for(run, 60)
-    finally:
-        await app.engine.close()
     assert state.status == "completed" and state.rows_done == 1000
 
 
-async def wait_for_label(db: TestDb, table: str, row: int) -> None:
+async def batch_holds(db: TestDb, table: str, row: int) -> None:
     """Until the batch before the one holding `row` has committed, and a little longer: the next batch (one at
     a time, min_batch = max_batch = 100) has then locked its rows."""
     for _ in range(400):

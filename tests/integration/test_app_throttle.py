@@ -11,39 +11,19 @@ import structlog
 
 from backfilld import daemon
 from backfilld.engines.base import AppActivity
-from backfilld.engines.mysql import MySQLEngine
 from backfilld.job import BatchResult
 from backfilld.throttle import Throttle
-from tests.dbutil import CONCAT, TestDb
+from tests.dbutil import CONCAT, SLOW_ON_499, TestDb, application_session
 
 pytestmark = pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
 
 SLEEP = {"postgresql": "SELECT pg_sleep(0.02)", "mysql": "SELECT SLEEP(0.02)"}
-# takes a second on row 499: the batch of (400, 500] holds its rows that long
-SLOW = {"postgresql": "CASE WHEN id = 499 THEN name || '#' || id || (SELECT '' FROM pg_sleep(1)) "
-                      "ELSE name || '#' || id END",
-        "mysql": "CONCAT(name, '#', id, IF(id = 499, LEFT(SLEEP(1), 0), ''))"}
-
-
-async def app_session(db: TestDb) -> TestDb:
-    """A connection the throttle counts as the application's, not backfilld's: the tests open theirs through
-    backfilld's engines, so on PostgreSQL it takes another application_name, and on MySQL its connection id
-    leaves the set of this process's own. With the server's default lock waits, as an application has."""
-    c = TestDb(db.url, db.suffix)
-    await c.open()
-    if db.engine_name == "postgresql":
-        await c.x("SET application_name = 'app'")
-        await c.x("SET lock_timeout = 0")
-    else:
-        MySQLEngine.own_ids.discard(c.engine._id or 0)
-        await c.x("SET SESSION innodb_lock_wait_timeout = 50")
-    return c
 
 
 @contextlib.asynccontextmanager
 async def application(db: TestDb, sessions: int):
     """`sessions` connections running short statements back to back, as a busy application's would."""
-    conns = [await app_session(db) for _ in range(sessions)]
+    conns = [await application_session(db) for _ in range(sessions)]
     stop = asyncio.Event()
 
     async def loop(c: TestDb) -> None:
@@ -91,9 +71,9 @@ async def test_an_application_session_waiting_too_long_pauses_the_job(db: TestDb
     test_throttle_decision.py; whether a batch is due while the wait lasts depends on timing), and both the
     application and the job finish."""
     table = await db.users_with(1000)
-    cfg = db.config([{"name": "j", "table": table, "set": {"label": {db.engine_name: SLOW[db.engine_name]}}}],
+    cfg = db.config([{"name": "j", "table": table, "set": {"label": {db.engine_name: SLOW_ON_499[db.engine_name]}}}],
                     throttle={"min_batch": 100, "max_batch": 100, "busy_share": 1.0})
-    app = await app_session(db)
+    app = await application_session(db)
     throttle = Throttle(cfg)
     waits: list[float] = []
     seen = throttle._on_app_reading
