@@ -54,11 +54,11 @@ from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "SYSBENCH_LUA_DIR",
+    "Interval",
     "SysbenchError",
     "SysbenchResult",
     "SysbenchRun",
     "SysbenchTarget",
-    "Interval",
     "Window",
     "cleanup",
     "parse_output",
@@ -173,7 +173,7 @@ def _run(target: SysbenchTarget, cmd: str, rows: int, timeout_s: float) -> str:
         raise SysbenchError(reason)
     args = [SYSBENCH, str(SYSBENCH_LUA_DIR / "oltp_read_write.lua"), *target.args(), *_common(rows), cmd]
     try:
-        cp = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, env=target.env(),
+        cp = subprocess.run(args, check=False, capture_output=True, text=True, timeout=timeout_s, env=target.env(),
                             stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         raise SysbenchError(f"sysbench {cmd} on {target} did not finish within {timeout_s:.0f} s") from exc
