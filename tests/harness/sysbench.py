@@ -297,6 +297,7 @@ class SysbenchResult:
     returncode: int | None = None
     started_at: float = 0.0                  # unix time the worker threads started
     ended_at: float = 0.0
+    stopped: bool = False                    # ended by stop_and_collect(), not by --time
     output: str = ""
 
     @property
@@ -308,11 +309,14 @@ class SysbenchResult:
         return self.window().p99_ms
 
     def window(self, t0: float | None = None, t1: float | None = None) -> Window:
-        """Figures over the intervals whose middle lies in [t0, t1] (unix time; default: the whole run).
-        Intervals are 1 s long, so a window is exact to within half a second at each end."""
+        """Figures over the intervals whose middle lies in [t0, t1] (unix time; default: the whole run), or,
+        for a window shorter than that, the intervals it overlaps. Intervals are 1 s long, so a window is
+        exact to within half a second at each end."""
         lo = -math.inf if t0 is None else t0
         hi = math.inf if t1 is None else t1
         picked = [iv for iv in self.intervals if lo <= (iv.t_start + iv.t_end) / 2 <= hi]
+        if not picked:   # a window shorter than an interval: the intervals it overlaps
+            picked = [iv for iv in self.intervals if iv.t_end > lo and iv.t_start < hi]
         seconds = sum(iv.interval_s for iv in picked)
         events = sum(iv.events for iv in picked)
         merged: dict[int, int] = {}
@@ -382,6 +386,14 @@ def parse_output(text: str, *, threads: int = 0, time_s: float = 0.0) -> Sysbenc
                     else:
                         setattr(r, name, int(m[1]))
                     break
+    if r.intervals and not r.total_time_s:
+        # no final report (the run was stopped): the totals of its intervals
+        r.transactions = sum(iv.events for iv in r.intervals)
+        r.queries = sum(iv.reads + iv.writes + iv.other for iv in r.intervals)
+        r.ignored_errors = sum(iv.errors for iv in r.intervals)
+        r.reconnects = sum(iv.reconnects for iv in r.intervals)
+        seconds = sum(iv.interval_s for iv in r.intervals)
+        r.tps = r.transactions / seconds if seconds else 0.0
     if r.intervals:
         first = r.intervals[0]
         r.started_at = first.t_end - first.elapsed_s
@@ -468,6 +480,23 @@ class SysbenchRun:
             detail = "\n".join(r.fatal_errors[:10]) or r.output[-3000:]
             raise SysbenchError(f"sysbench on {self.target} failed (exit {r.returncode}, {len(r.fatal_errors)} "
                                 f"errors it does not ignore):\n{detail}")
+        return r
+
+    def stop_and_collect(self) -> SysbenchResult:
+        """End the run now and return what it reported up to then (every whole interval; the totals are the
+        intervals'). Raises SysbenchError when sysbench had failed before, or hit an error it does not
+        ignore."""
+        if self.proc.poll() is not None:
+            return self.wait()
+        self.stop()
+        r = parse_output(self.output, threads=self.threads, time_s=self.time_s)
+        r.returncode = self.proc.returncode
+        r.stopped = True
+        self._result = r
+        if r.fatal_errors or not r.intervals:
+            detail = "\n".join(r.fatal_errors[:10]) or r.output[-3000:]
+            raise SysbenchError(f"sysbench on {self.target} failed ({len(r.fatal_errors)} errors it does not "
+                                f"ignore):\n{detail}")
         return r
 
     def stop(self) -> None:
