@@ -26,9 +26,11 @@ purge; the job's state row deleted; triggers installed when the scenario has the
 runs --warmup seconds, and the contender starts. The window measured is the contender's run: the single
 UPDATE's or the loop's; for backfilld its first pass (the fill; without triggers the job cannot complete while
 sysbench keeps inserting rows behind its cursor); --time seconds for the two scenarios without a backfill.
-sysbench is stopped at the end of the window. Figures over the window come from sysbench's per-second reports
-(tests/harness/sysbench.py: per-interval histograms, so p95 and p99 are exact to sysbench's 1.8 % buckets):
-tps and p95/p99 as ratios to the same repeat's baseline, then the median over repeats (min-max beside it).
+sysbench is stopped once the second holding the window's end is reported. Figures over the window come from
+sysbench's per-second reports (tests/harness/sysbench.py: per-interval histograms, so p95 and p99 are exact to
+sysbench's 1.8 % buckets), the seconds whose middle lies in the window (a window shorter than a second: the
+seconds it overlaps, so at small scale they include time around it): tps and p95/p99 as ratios to the same
+repeat's baseline, then the median over repeats (min-max beside it).
 
 Application errors: the transactions sysbench retried in the window, and every deadlock and lock wait
 timeout in the server's log during the run, with the statements on both sides (tests/harness/locklog.py;
@@ -496,6 +498,8 @@ async def run_one(s: Server, scenario: str, rep: int, args: argparse.Namespace, 
         if s.monitor is not None:
             r.max_lag_s = s.monitor.call("finish")["max_lag_s"]
         if app is not None:
+            # the second holding the window's end is reported before sysbench stops
+            await asyncio.to_thread(app.wait_reported, t1, 3 * sb.REPORT_INTERVAL_S)
             res = await asyncio.to_thread(app.stop_and_collect)
             w = res.window(t0, t1)
             r.window, r.app_errors = w.as_dict(), w.errors

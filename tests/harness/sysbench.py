@@ -429,6 +429,8 @@ class SysbenchRun:
         self._reader.start()
         self._result: SysbenchResult | None = None
 
+    _last_reported = 0.0   # unix time at the end of the last interval reported
+
     def _read(self) -> None:
         assert self.proc.stdout is not None
         try:
@@ -437,6 +439,8 @@ class SysbenchRun:
                 if line.startswith("Threads started!"):
                     self._started.set()
                 elif line.startswith("#bf interval"):
+                    with contextlib.suppress(IndexError, ValueError):
+                        self._last_reported = float(line.split()[2])
                     self._first_interval.set()
         finally:
             self._done.set()
@@ -458,6 +462,16 @@ class SysbenchRun:
         if self._done.is_set() and self.proc.poll() not in (None, 0):
             raise SysbenchError(f"sysbench on {self.target} exited (code {self.proc.poll()}) before running:\n"
                                 f"{self.output[-3000:]}")
+
+    def wait_reported(self, t: float, timeout_s: float = 5.0) -> bool:
+        """Until the interval holding unix time ``t`` has been reported (so a window ending at ``t`` has
+        its last second), or the run ended. False if that did not happen within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self._last_reported < t and not self._done.is_set():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def wait(self, timeout_s: float | None = None, *, check: bool = True) -> SysbenchResult:
         """Wait for the run to end (``--time`` plus a grace period by default) and return its result. Raises
