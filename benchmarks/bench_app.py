@@ -641,6 +641,12 @@ def print_table(summary: list[dict[str, Any]], replicated: bool) -> None:
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print()
+    for engine in dict.fromkeys(r["engine"] for r in summary):
+        rate = {r["scenario"]: r["rows_per_s"] for r in summary if r["engine"] == engine}
+        if rate.get("idle") and rate.get("backfilld"):
+            loop = f", the loop under load {rate['loop']:,.0f}" if rate.get("loop") else ""
+            print(f"{engine}: backfilld rows/s alone {rate['idle']:,.0f}, under load {rate['backfilld']:,.0f} "
+                  f"({rate['backfilld'] / rate['idle']:.2f} x alone){loop}")
     for r in summary:
         if r["collided_statements"]:
             print(f"{r['engine']}, {r['label']}: collisions with the backfill's statements (median "
