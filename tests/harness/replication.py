@@ -328,6 +328,14 @@ class _Pair:
     def replica_port(self) -> int:
         return self.replica.port
 
+    def log_path(self, on: str = "primary") -> Path:
+        """The server's log: PostgreSQL's stderr (logging_collector off), MariaDB's --log-error file. Both are
+        appended to for the pair's life (also across restarts), so a size taken before a run is an offset
+        from which to read what the run logged."""
+        if on not in ("primary", "replica"):
+            raise ValueError(f"on must be 'primary' or 'replica', not {on!r}")
+        return (self.primary if on == "primary" else self.replica).log
+
     # life cycle --------------------------------------------------------------------------------------------
     def start(self) -> Self:
         """Create the temp dir and start both servers (``startup_timeout`` applies to each step). On any failure
