@@ -473,6 +473,7 @@ def _pg_install(table: str, types: dict[str, str], exprs: dict[str, str], where:
     filt = f" WHERE ({where})" if where else ""
     sel_new = ", ".join(f"({exprs[tg]})" for tg in targets)
     body = ["BEGIN"]
+    when = {"INSERT": "", "UPDATE": ""}
     if not overwrite:
         # an INSERT that filled every target itself needs nothing: skip evaluating the expressions
         all_set = " AND ".join(f"NEW.{tcol[tg]} IS NOT NULL" for tg in targets)
@@ -483,6 +484,10 @@ def _pg_install(table: str, types: dict[str, str], exprs: dict[str, str], where:
         body += ["  IF TG_OP = 'UPDATE' THEN",
                  f"    IF NOT ({open_}) THEN RETURN NEW; END IF;",
                  "  END IF;"]
+        # the same test as the update trigger's WHEN: such rows (every row a batch writes) never enter
+        # plpgsql, whose call per row made batches about half as fast; the function keeps the test for a
+        # trigger made without WHEN (an older install)
+        when["UPDATE"] = f" WHEN ({open_})"
     body.append(f"  SELECT true, {sel_new} INTO bf_match, {', '.join(n_vars)} FROM (SELECT NEW.*) AS {alias}{filt};")
     body.append("  IF bf_match IS NULL THEN RETURN NEW; END IF;  -- the where filter does not hold on NEW")
     if overwrite:
@@ -516,8 +521,8 @@ def _pg_install(table: str, types: dict[str, str], exprs: dict[str, str], where:
         # search_path pinned: the expressions mean in application sessions what they meant when installed
         f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS "
         f"{tag}\n{src}\n{tag}",
-        f"CREATE TRIGGER {q(names.insert)} BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION {fn}()",
-        f"CREATE TRIGGER {q(names.update)} BEFORE UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {fn}()",
+        f"CREATE TRIGGER {q(names.insert)} BEFORE INSERT ON {t} FOR EACH ROW{when['INSERT']} EXECUTE FUNCTION {fn}()",
+        f"CREATE TRIGGER {q(names.update)} BEFORE UPDATE ON {t} FOR EACH ROW{when['UPDATE']} EXECUTE FUNCTION {fn}()",
     ]
 
 
