@@ -285,7 +285,8 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
             values = {"n": job.batch_size, "skip": job.batch_size - 1, **key_args("lo", lo), **key_args("hi", lo)}
             explains = {}
             warnings = []
-            for label, stmt in (("lookup", p.plan.skip_after),
+            for label, stmt in (("lookup", p.plan.skip_after), *((("lock", p.plan.lock_after),) if p.plan.lock_after
+                                                                 else ()),
                                 ("update", p.plan.update_after or p.plan.read_after)):
                 try:
                     lines = await engine.explain(stmt, values)
@@ -309,6 +310,10 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
             if locking is not None and engine.dialect.skip_locked_clause is not None:
                 warnings.append(f"batches wait for rows the application holds ({locking}): a batch can then "
                                 "make the application wait behind its own lock waits, or be in a deadlock with it")
+            keyed = [t for t in p.exprs if any(t in cols for cols in (p.table.primary_key, *p.table.unique_keys))]
+            if keyed and locking is None:
+                warnings.append(f"target(s) {', '.join(keyed)} are part of a unique index: a batch's uniqueness check "
+                                "waits for an application insert of the same value not yet committed")
             problem = await engine.lock_timeout_problem()
             if problem:
                 warnings.append(problem)

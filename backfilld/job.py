@@ -245,7 +245,8 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
     once = None
     if len(exprs) == 1 and not job.overwrite:
         once = await engine.once_expression(job.table, key, next(iter(exprs.values())))
-    lock = engine.skip_locked and await engine.lock_support() is None
+    lock = engine.lock_clause(info, list(exprs)) if engine.skip_locked and await engine.lock_support() is None \
+        else None
     plan = engine.plan(job.table, key, exprs, job.where, job.overwrite, info.columns, once, lock)
     await engine.check_expressions(plan)
     return Prepared(job, info, key, exprs, plan, fingerprint)

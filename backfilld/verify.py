@@ -20,7 +20,7 @@ from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig
 from backfilld.engines.base import (Engine, WriteShape, build_fix_row, build_read, build_verify_read,
                                     encode_key, now_iso, range_call)
-from backfilld.errors import EngineError
+from backfilld.errors import EngineError, RetryableError
 from backfilld.job import Gate, OpenGate, Prepared, prepare
 
 log = structlog.get_logger("backfilld.verify")
@@ -142,11 +142,18 @@ class Verifier:
             fixes.append({**{f"k{i}": v for i, v in enumerate(key)},
                           **{f"old{i}": t for i, (t, _) in enumerate(pairs)}})
         if self.fix and fixes:
-            async with self.engine.transaction():
-                for values in fixes:
+            # one row a statement, each its own transaction: a fix waiting for a row the application holds
+            # (up to lock_timeout_s) holds no other row meanwhile, so it is never in a deadlock with it; a row
+            # it could not lock is left for the next verify, like one that changed
+            for values in fixes:
+                try:
                     n = await self.engine.execute(fix_stmt, values)
-                    result.fixed += n
-                    result.not_fixed += 1 - n
+                except RetryableError as exc:
+                    if exc.kind != "lock_timeout":
+                        raise
+                    n = 0
+                result.fixed += n
+                result.not_fixed += 1 - n
 
     async def _check_transform(self, p: Prepared, rows: list[tuple[Any, ...]], result: VerifyResult) -> None:
         assert p.transform is not None

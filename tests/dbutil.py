@@ -187,7 +187,9 @@ async def application_session(db: TestDb) -> TestDb:
         await c.x("SET application_name = 'app'")
         await c.x("SET lock_timeout = 0")
     else:
-        MySQLEngine.own_ids.discard(getattr(c.engine, "_id", None) or 0)
+        engine = c.engine
+        assert isinstance(engine, MySQLEngine)
+        MySQLEngine.own_ids.get(engine._server_key, set()).discard(engine._id or 0)
         await c.x("SET SESSION innodb_lock_wait_timeout = 50")
     return c
 

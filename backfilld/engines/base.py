@@ -229,6 +229,17 @@ class BatchPlan:
     keyed_fill_once: KeyedUpdate | None = None
 
 
+# Keys per statement of a keyed UPDATE: a long IN list costs MySQL's range optimizer memory (past
+# range_optimizer_max_mem_size it scans the table instead) and MariaDB turns one of 1000 values or more into
+# a subquery (in_predicate_conversion_threshold); a batch's keys go in statements of at most this many.
+KEYED_CHUNK = 500
+
+
+def chunks(keys: Sequence[Any], size: int = KEYED_CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(keys), size):
+        yield keys[i:i + size]
+
+
 @dataclass(frozen=True)
 class AppActivity:
     """One look at the application on the primary (backfilld's own sessions are never counted in it)."""
@@ -349,25 +360,25 @@ def lock_cond(d: Dialect, targets: Sequence[str], exprs: dict[str, str], overwri
 
 
 def locked_rows(d: Dialect, table: str, key: Sequence[str], p: _Params, where: str | None, after: bool,
-                cond: str) -> str:
+                cond: str, clause: str) -> str:
     """`AND (key) IN (...)`: the rows of the range that the batch locked without waiting (SKIP LOCKED), in key
     order; a row the application holds is passed over, and left for a later pass (see build_leftover)."""
     cols = ", ".join(d.quote(c) for c in key)
     conds = [*range_conds(d, key, p, where, after), cond]
-    inner = (f"SELECT {cols} FROM {d.table(table)} WHERE {' AND '.join(conds)} ORDER BY {cols} "
-             f"{d.skip_locked_clause}")
+    inner = f"SELECT {cols} FROM {d.table(table)} WHERE {' AND '.join(conds)} ORDER BY {cols} {clause}"
     return f"({cols}) IN ({inner})" if len(key) > 1 else f"{cols} IN ({inner})"
 
 
 def build_update(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-                 overwrite: bool, after: bool, columns: Columns | None = None, lock: bool = False) -> Stmt:
+                 overwrite: bool, after: bool, columns: Columns | None = None, lock: str | None = None) -> Stmt:
     """Fill the targets of the rows in (lo, hi] that need it; a filled target is never overwritten. With lock
-    (an engine whose lock_inline), only the rows it could lock without waiting."""
+    (a SKIP LOCKED clause, on an engine whose lock_inline), only the rows it could lock without waiting."""
     p = _Params(d)
     conds = range_conds(d, key, p, where, after)
     conds.append(needs_fill(d, exprs, overwrite, columns))
     if lock:
-        conds.append(locked_rows(d, table, key, p, where, after, lock_cond(d, list(exprs), exprs, overwrite, columns)))
+        conds.append(locked_rows(d, table, key, p, where, after, lock_cond(d, list(exprs), exprs, overwrite, columns),
+                                 lock))
     sql = f"{update_head(d, table, exprs, overwrite, columns)} WHERE {' AND '.join(conds)}"
     return Stmt(d.finish(sql), tuple(p.names))
 
@@ -385,7 +396,7 @@ def update_head(d: Dialect, table: str, exprs: dict[str, str], overwrite: bool, 
 
 
 def build_fill_once(d: Dialect, table: str, key: Sequence[str], target: str, expr: str, where: str | None,
-                    after: bool, columns: Columns | None = None, lock: bool = False) -> Stmt:
+                    after: bool, columns: Columns | None = None, lock: str | None = None) -> Stmt:
     """Fill one target computing the expression once per row: every row in (lo, hi] whose target is NULL gets
     the expression's value. Exactly what build_update writes, unless the expression is NULL on some row: then
     this writes that NULL over NULL, which the engine detects (apply_range_once) so that the job rolls the batch
@@ -394,7 +405,7 @@ def build_fill_once(d: Dialect, table: str, key: Sequence[str], target: str, exp
     null = f"{d.quote(target)} IS NULL"
     conds = [*range_conds(d, key, p, where, after), null]
     if lock:
-        conds.append(locked_rows(d, table, key, p, where, after, null))
+        conds.append(locked_rows(d, table, key, p, where, after, null, lock))
     sql = f"{fill_once_head(d, table, target, expr, columns)} WHERE {' AND '.join(conds)}"
     return Stmt(d.finish(sql), tuple(p.names))
 
@@ -421,14 +432,14 @@ def build_leftover(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, 
 
 
 def build_lock(d: Dialect, table: str, key: Sequence[str], where: str | None, after: bool, cond: str,
-               columns: Columns | None = None) -> Stmt:
+               clause: str, columns: Columns | None = None) -> Stmt:
     """Engines whose lock is a statement of its own: lock the rows of (lo, hi] that may need a value, without
     waiting for any another session holds, and return their keys (in key order)."""
     p = _Params(d)
     conds = [*range_conds(d, key, p, where, after), cond]
     cols = ", ".join(d.quote(c) for c in key)
     sql = (f"SELECT {', '.join(key_values(d, key, columns))} FROM {d.table(table)} WHERE {' AND '.join(conds)} "
-           f"ORDER BY {cols} {d.skip_locked_clause}")
+           f"ORDER BY {cols} {clause}")
     return Stmt(d.finish(sql), tuple(p.names))
 
 
@@ -467,13 +478,14 @@ def build_any_pending(d: Dialect, table: str, exprs: dict[str, str], where: str 
 
 def build_plan(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
                overwrite: bool, columns: dict[str, Column] | None = None, once_expr: str | None = None,
-               lock: bool = False) -> BatchPlan:
+               lock: str | None = None) -> BatchPlan:
     """once_expr: what a single-evaluation batch writes (the job's one expression, or an engine's form of it,
-    see Engine.once_expression); None: no single evaluation. lock: batches lock their rows with the dialect's
-    skip_locked_clause, never waiting for one the application holds (inline, or as lock_* before keyed_*)."""
+    see Engine.once_expression); None: no single evaluation. lock: the SKIP LOCKED clause batches lock their
+    rows with (Engine.lock_clause), never waiting for one the application holds (inline, or as lock_* before
+    keyed_*); None: they do not lock first."""
     if not exprs:
         raise ValueError("a plan needs at least one target expression")
-    inline = lock and d.lock_inline
+    inline = lock if lock and d.lock_inline else None
     once: dict[str, Any] = {}
     if not overwrite and len(exprs) == 1 and once_expr is not None:
         [target] = exprs
@@ -493,8 +505,8 @@ def build_plan(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str]
         if not inline:
             cond = lock_cond(d, list(exprs), exprs, overwrite, columns)
             locking.update(
-                lock_first=build_lock(d, table, key, where, after=False, cond=cond, columns=columns),
-                lock_after=build_lock(d, table, key, where, after=True, cond=cond, columns=columns),
+                lock_first=build_lock(d, table, key, where, after=False, cond=cond, clause=lock, columns=columns),
+                lock_after=build_lock(d, table, key, where, after=True, cond=cond, clause=lock, columns=columns),
                 keyed_update=KeyedUpdate(update_head(d, table, exprs, overwrite, columns),
                                          needs_fill(d, exprs, overwrite, columns), tuple(key)))
     return BatchPlan(
@@ -874,8 +886,13 @@ class Engine(abc.ABC):
     # --- shared operations
     def plan(self, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
              overwrite: bool, columns: dict[str, Column] | None = None, once_expr: str | None = None,
-             lock: bool = False) -> BatchPlan:
+             lock: str | None = None) -> BatchPlan:
         return build_plan(self.dialect, table, key, exprs, where, overwrite, columns, once_expr, lock)
+
+    def lock_clause(self, info: TableInfo, targets: Sequence[str]) -> str | None:
+        """The clause a batch locks its rows with before writing `targets`: the dialect's SKIP LOCKED form
+        (None where the engine has no row locks)."""
+        return self.dialect.skip_locked_clause
 
     async def lock_support(self) -> str | None:
         """Why batches on this server cannot lock rows with SKIP LOCKED (None: they can). SQLite has no row
@@ -939,9 +956,10 @@ class Engine(abc.ABC):
     async def apply_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int:
         if plan.keyed_update is not None:   # lock first, then write the rows locked
             keys = await self.locked_keys(plan, lo, hi)
-            if not keys:
-                return 0
-            return await self.execute(plan.keyed_update.stmt(self.dialect, len(keys)), KeyedUpdate.values(keys))
+            n = 0
+            for part in chunks(keys):
+                n += await self.execute(plan.keyed_update.stmt(self.dialect, len(part)), KeyedUpdate.values(part))
+            return n
         return await self.execute(*range_call(plan.update_first, plan.update_after, lo, hi))
 
     @abc.abstractmethod

@@ -8,6 +8,7 @@ import datetime as dt
 import importlib.metadata
 import math
 import re
+import time
 import warnings
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
@@ -19,7 +20,7 @@ from pymysql.constants import CLIENT
 
 from backfilld.aio import within
 from backfilld.engines.base import (AppActivity, BatchPlan, Column, Dialect, Engine, KeyedUpdate, Stmt, TableInfo,
-                                    WriteShape, kept_sets, lease_key, range_call, transform_update_parts)
+                                    WriteShape, chunks, kept_sets, lease_key, range_call, transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # Server error codes worth another try: lock wait timeout, deadlock, statement timeouts
@@ -158,8 +159,14 @@ class MySQLEngine(Engine):
     _read_committed = False   # set by enable_concurrent_writes, kept across reconnects
     _server: tuple[str, bool] | None = None   # VERSION(), binlog_format = STATEMENT; read at the first connect
     _id: int | None = None
-    # connection ids of every MySQL session this process has open: backfilld's own, which app_activity leaves out
-    own_ids: ClassVar[set[int]] = set()
+    # connection ids of the MySQL sessions this process has open, by server (host, port): backfilld's own,
+    # which app_activity leaves out (ids are per server: a replica's may be an application's on the primary)
+    own_ids: ClassVar[dict[tuple[str, int], set[int]]] = {}
+    _waits_seen: dict[Any, float] | None = None   # app_activity: lock waits by transaction, first seen when
+
+    @property
+    def _server_key(self) -> tuple[str, int]:
+        return (str(self.url.host), int(self.url.port or 3306))
 
     def translate(self, exc: BaseException) -> EngineError:
         return translate_mysql(exc)
@@ -184,7 +191,7 @@ class MySQLEngine(Engine):
                 await cur.execute("SET NAMES utf8mb4")
                 await cur.execute("SELECT VERSION(), @@log_bin, @@session.binlog_format, CONNECTION_ID()")
                 version, log_bin, fmt, self._id = await cur.fetchone()
-                MySQLEngine.own_ids.add(self._id)
+                MySQLEngine.own_ids.setdefault(self._server_key, set()).add(self._id)
                 if self._server is None:
                     self._server = (str(version), bool(int(log_bin or 0)) and str(fmt).upper() == "STATEMENT")
                 # READ COMMITTED wherever the server allows it (not with binlog_format = STATEMENT): a batch's
@@ -198,7 +205,7 @@ class MySQLEngine(Engine):
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
-        MySQLEngine.own_ids.discard(self._id or 0)
+        MySQLEngine.own_ids.get(self._server_key, set()).discard(self._id or 0)
         if conn is not None:
             if self._leased and not conn.closed:
                 # the server drops a closed session's locks only once its thread notices; release them now, so
@@ -277,15 +284,16 @@ class MySQLEngine(Engine):
         # the UPDATE's OK packet says "Rows matched: M  Changed: C": a row matched (its target NULL) but not
         # changed was written NULL over NULL, its expression NULL; one statement, no second look at the range
         if plan.keyed_fill_once is not None:   # lock first (SKIP LOCKED), then write the rows locked
-            keys = await self.locked_keys(plan, lo, hi)
-            if not keys:
-                return 0
-            _, matched, info = await self._run(plan.keyed_fill_once.stmt(self.dialect, len(keys)),
-                                               KeyedUpdate.values(keys))
-            m = _MATCHED.search(info)
-            if m is None:
-                return await self.apply_range_once_check(plan, lo, hi, max(0, matched))
-            return max(0, matched) if int(m.group(1)) == int(m.group(2)) else None
+            written = 0
+            for part in chunks(await self.locked_keys(plan, lo, hi)):
+                _, matched, info = await self._run(plan.keyed_fill_once.stmt(self.dialect, len(part)),
+                                                   KeyedUpdate.values(part))
+                m = _MATCHED.search(info)
+                # without the counts, no telling a NULL written from a row passed over: the guarded form then
+                if m is None or int(m.group(1)) != int(m.group(2)):
+                    return None
+                written += max(0, matched)
+            return written
         _, matched, info = await self._run(*range_call(plan.fill_once_first, plan.fill_once_after, lo, hi))
         m = _MATCHED.search(info)
         if m is None:   # a server that words it otherwise: look at the range instead
@@ -377,14 +385,17 @@ class MySQLEngine(Engine):
             nk = len(shape.key)
             keyed = KeyedUpdate(f"SELECT {', '.join(self.dialect.key_value(k, info.columns[k]) for k in shape.key)} "
                                 f"FROM {self.dialect.table(info.name)}", "TRUE", shape.key)
-            lock = keyed.stmt(self.dialect, len(rows))
-            lock = Stmt(f"{lock.sql} {self.dialect.skip_locked_clause}", lock.names)
-            held = {tuple(k) for k in await self.fetch(lock, KeyedUpdate.values([row[:nk] for row in rows]))}
+            held: set[tuple[Any, ...]] = set()
+            for part in chunks(rows):
+                lock = keyed.stmt(self.dialect, len(part))
+                lock = Stmt(f"{lock.sql} {self.dialect.skip_locked_clause}", lock.names)
+                held.update(tuple(k) for k in await self.fetch(lock, KeyedUpdate.values([r[:nk] for r in part])))
             rows = [row for row in rows if tuple(row[:nk]) in held]
-            if not rows:
-                return 0
-        stmt = build_write(self.dialect, info, shape, len(rows))
-        return await self.execute(stmt, dict(zip(stmt.names, (v for row in rows for v in row), strict=True)))
+        written = 0
+        for part in chunks(rows):
+            stmt = build_write(self.dialect, info, shape, len(part))
+            written += await self.execute(stmt, dict(zip(stmt.names, (v for row in part for v in row), strict=True)))
+        return written
 
     # --- replication and load
     replication = True
@@ -433,19 +444,28 @@ class MySQLEngine(Engine):
         return float(lag), "Seconds_Behind_Master"
 
     async def app_activity(self) -> AppActivity:
-        own = ", ".join(str(int(i)) for i in sorted(MySQLEngine.own_ids | {self._id or 0}))
+        mine = MySQLEngine.own_ids.get(self._server_key, set()) | {self._id or 0}
+        own = ", ".join(str(int(i)) for i in sorted(mine))
         [(active,)] = await self.fetch(
             f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND IN ('Query', 'Execute') "
             f"AND ID NOT IN ({own})")
         try:   # MariaDB (and MySQL 5.7)
             rows = await self.fetch(_LOCK_WAITS.format(
                 waits="information_schema.INNODB_LOCK_WAITS", req="requesting_trx_id", blk="blocking_trx_id", own=own))
-        except EngineError:   # MySQL 8.0
-            rows = await self.fetch(_LOCK_WAITS.format(
-                waits="performance_schema.data_lock_waits", req="REQUESTING_ENGINE_TRANSACTION_ID",
-                blk="BLOCKING_ENGINE_TRANSACTION_ID", own=own))
-        waiting, longest = rows[0]
-        return AppActivity(int(active), int(waiting or 0), float(longest or 0.0))
+        except EngineError as first:   # MySQL 8.0
+            try:
+                rows = await self.fetch(_LOCK_WAITS.format(
+                    waits="performance_schema.data_lock_waits", req="REQUESTING_ENGINE_TRANSACTION_ID",
+                    blk="BLOCKING_ENGINE_TRANSACTION_ID", own=own))
+            except EngineError:
+                raise EngineError(f"cannot read InnoDB's lock waits ({first}): backfilld's user needs the PROCESS "
+                                  "privilege, or set [throttle] app_probe = false") from None
+        # trx_wait_started has whole seconds: a wait is timed from when this probe first saw it instead
+        now = time.monotonic()
+        seen = self._waits_seen if self._waits_seen is not None else {}
+        self._waits_seen = {trx: seen.get(trx, now) for (trx,) in rows}
+        longest = max((now - t for t in self._waits_seen.values()), default=0.0)
+        return AppActivity(int(active), len(rows), longest)
 
     async def load(self) -> float:
         rows = await self.fetch("SHOW GLOBAL STATUS LIKE 'Threads_running'")
@@ -454,7 +474,7 @@ class MySQLEngine(Engine):
 
 # application transactions waiting for a lock held by one of backfilld's sessions (own: their connection ids)
 _LOCK_WAITS = """
-SELECT COUNT(DISTINCT r.trx_id), COALESCE(MAX(TIMESTAMPDIFF(MICROSECOND, r.trx_wait_started, NOW(6))), 0) / 1e6
+SELECT DISTINCT r.trx_id
 FROM {waits} AS w
 JOIN information_schema.INNODB_TRX AS r ON r.trx_id = w.{req}
 JOIN information_schema.INNODB_TRX AS b ON b.trx_id = w.{blk}

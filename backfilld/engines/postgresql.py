@@ -317,6 +317,14 @@ class PostgresEngine(Engine):
     # given out; if the ids given out between two such snapshots are exactly this connection's commits,
     # nobody else wrote in between. Any other activity (another writer, a heartbeat, another database's
     # traffic, a transaction left open) makes the job sweep: this only ever spares a quiet cluster the sweep.
+    def lock_clause(self, info: TableInfo, targets: Sequence[str]) -> str | None:
+        # writing a column of a unique index changes a key: the UPDATE then takes FOR UPDATE, which a
+        # NO KEY UPDATE lock taken first would have to be upgraded to, waiting for the application's KEY SHARE
+        # locks (its foreign-key checks); lock with FOR UPDATE from the start then
+        if any(set(targets) & set(cols) for cols in (info.primary_key, *info.unique_keys)):
+            return "FOR UPDATE SKIP LOCKED"
+        return self.dialect.skip_locked_clause
+
     async def lock_timeout_problem(self) -> str | None:
         deadlock_s = (await self.fetch("SELECT setting::float8 / 1000 FROM pg_settings WHERE name = 'deadlock_timeout'"
                                        ))[0][0]
@@ -489,9 +497,13 @@ class PostgresEngine(Engine):
 
     async def app_activity(self) -> AppActivity:
         # every client session of the cluster but backfilld's (application_name backfilld, backfilld-<role>):
-        # all of them share the server's CPU and disks; pg_blocking_pids only for sessions waiting for a lock
+        # all of them share the server's CPU and disks; a wait is timed from pg_locks.waitstart (PostgreSQL 14+)
         rows = await self.fetch(_APP_ACTIVITY)
-        active, waiting, longest = rows[0]
+        active, waiting, longest, hidden = rows[0]
+        if hidden:   # other roles' sessions show no state to a role without pg_read_all_stats
+            raise EngineError(f"cannot see what {hidden} session(s) of other roles are doing (pg_stat_activity "
+                              "shows their state only to members of pg_read_all_stats): GRANT pg_monitor TO "
+                              "backfilld's role, or set [throttle] app_probe = false")
         return AppActivity(int(active), int(waiting), float(longest or 0.0))
 
     async def load(self) -> float:
@@ -502,16 +514,20 @@ class PostgresEngine(Engine):
 
 _APP_ACTIVITY = """
 WITH app AS (
-    SELECT pid, state, wait_event_type, state_change FROM pg_stat_activity
-    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name NOT LIKE 'backfilld%'
-), behind AS (
-    SELECT a.state_change FROM app AS a
-    WHERE a.wait_event_type = 'Lock' AND EXISTS (
-        SELECT 1 FROM pg_stat_activity AS b
-        WHERE b.pid = ANY (pg_blocking_pids(a.pid)) AND b.application_name LIKE 'backfilld%')
+    SELECT pid, state, wait_event_type FROM pg_stat_activity
+    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+      AND coalesce(application_name, '') NOT LIKE 'backfilld%'
+), ours AS (
+    SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'backfilld%'
+), behind AS (   -- pg_blocking_pids() once per waiting session: it takes the lock manager's locks
+    SELECT DISTINCT a.pid FROM app AS a CROSS JOIN LATERAL unnest(pg_blocking_pids(a.pid)) AS b(pid)
+    WHERE a.wait_event_type = 'Lock' AND b.pid IN (SELECT pid FROM ours)
 )
-SELECT (SELECT count(*) FROM app WHERE state = 'active'), (SELECT count(*) FROM behind),
-       (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - state_change)), 0)::float8 FROM behind)
+SELECT (SELECT count(*) FROM app WHERE state = 'active'),
+       (SELECT count(*) FROM behind),
+       (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - l.waitstart)), 0)::float8
+          FROM pg_locks AS l WHERE NOT l.granted AND l.pid IN (SELECT pid FROM behind)),
+       (SELECT count(*) FROM app WHERE state IS NULL)
 """
 
 
