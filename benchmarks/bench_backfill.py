@@ -2,7 +2,8 @@
 """Benchmark backfilld against the physical limit and against the usual hand-written loop (issue #6).
 
     .venv/bin/python benchmarks/bench_backfill.py [--rows N] [--repeat K] [--engines sqlite,postgresql,mysql]
-                                                  [--replicated] [--readme]
+                                                  [--contenders ...] [--wide] [--replicated] [--readme]
+                                                  [--json PATH]
 
 For each engine one table of N rows (id primary key, name, email, created_at, and a new nullable column
 email_domain) is loaded once, then three contenders fill email_domain = lower(substr(email, @+1)):
@@ -25,14 +26,25 @@ Runs are interleaved (repeat 1: single, loop, backfilld; repeat 2: loop, backfil
 interleaved too) and the median of the repeats is reported. Every run is verified afterwards (every row filled, every
 value equal to the expression) outside the timed region.
 
+--wide: every row also carries `note`, 300-400 bytes of text (300 + id % 101; hex digits: md5 of the id repeated
+on PostgreSQL and MariaDB, hex(randomblob()) on SQLite), placed before email_domain and read or written by no
+contender. The expression and the work per row stay the same; only the rows are 4-6x as wide (about 450-480
+bytes per row on disk with the index, against 70-110), so the comparison is about row width: pages, WAL/undo
+and rewrites per row. Values this short are stored inline and uncompressed by all three engines.
+
 Between runs the table is put back in the same physical state (outside the timed region):
-  PostgreSQL  UPDATE ... SET email_domain = NULL; VACUUM FULL (compact heap, fresh indexes: pages as full as
-              after a bulk load, so no contender finds free space for HOT updates that another did not);
-              VACUUM (FREEZE, ANALYZE) (visibility map, hint bits, statistics); CHECKPOINT (each run starts
-              right after a checkpoint, so each pays the same full-page images). autovacuum is off on the
-              table, so it cannot tidy up in the middle of a slow contender only.
-  MariaDB     UPDATE ... SET email_domain = NULL; ALTER TABLE ... FORCE (rebuild: compact pages again);
-              ANALYZE TABLE; then wait until InnoDB purge has caught up (history list length 0).
+  PostgreSQL  ALTER TABLE ... ALTER COLUMN email_domain TYPE text USING NULL: one rewrite into a new heap with
+              every email_domain NULL, and fresh indexes (compact heap: pages as full as after a bulk load, so no
+              contender finds free space for HOT updates that another did not); the state UPDATE ... SET NULL
+              and VACUUM FULL left, without that UPDATE, which cost as much as a contender (reset 42 -> 11 s at
+              3M rows, same table size, same single UPDATE times after it); VACUUM (FREEZE, ANALYZE)
+              (visibility map, hint bits, statistics); CHECKPOINT (each run starts right after a checkpoint,
+              so each pays the same full-page images). autovacuum is off on the table, so it cannot tidy up in
+              the middle of a slow contender only.
+  MariaDB     ALTER TABLE ... DROP COLUMN email_domain, ADD COLUMN email_domain ..., FORCE: one rebuild (compact
+              pages again) with the column NULL and last, as created; the state UPDATE ... SET NULL and ALTER
+              TABLE FORCE left, without the UPDATE and its undo log (39 -> 7 s at 3M rows); ANALYZE TABLE;
+              then wait until InnoDB purge has caught up (history list length below 20).
   SQLite      the file is in WAL mode (as for any database read while it is written); UPDATE ... SET
               email_domain = NULL; VACUUM; PRAGMA wal_checkpoint(TRUNCATE). The contenders' connections use
               SQLite's default synchronous=FULL; backfilld's uses NORMAL (fast_commit, as above).
@@ -41,6 +53,22 @@ backfilld's state row is deleted before each of its runs (and it runs with resta
 CPU: "CPU s/M" is this process's user+system CPU per million rows during the run (resource.getrusage).
 For backfilld that is the daemon's own cost; for PostgreSQL and MariaDB the contenders' client cost is shown
 beside it; on SQLite the database engine runs inside the process, so its work is included for every contender.
+
+Memory: "RSS peak" is the largest resident set size of this process during the run, read from /proc/self/statm
+at the start, every 0.1 s on a background thread (readings continue while the event loop is busy) and at the
+end; "RSS growth" is RSS at the end minus at the start (MiB; "-" without /proc). Like CPU it is the process's:
+for backfilld (in-process) the daemon with its connections, for the other contenders the client; on SQLite the
+library's page caches are included (2 MiB per connection by default). ru_maxrss would not do: it is the
+process's lifetime peak. So that the peaks of two table sizes compare, run each size in its own process
+(benchmarks/scale_check.py does).
+
+Scale: the load is one statement per engine, INSERT ... SELECT from generate_series (PostgreSQL), from a
+recursive CTE (SQLite), and from MariaDB's sequence engine in statements of 250,000 rows; every phase grows
+about linearly with the rows: at 3M plain rows loading took 10 s (SQLite), 17 s (PostgreSQL), 17 s
+(MariaDB), a reset after a fill 6 / 11 / 7 s, on this 2-core machine. The log names each phase's time (load,
+each reset, each run, each check) and sums them per engine at the end; --json records them too (load_s;
+reset_s, verify_s per run). benchmarks/scale_check.py runs this script at 1M and 10M rows, plain and --wide,
+and compares backfilld across the sizes (issue 13).
 
 --replicated runs PostgreSQL and MariaDB on primary/replica pairs started by tests/harness/replication.py
 (a streaming hot standby; a GTID binlog replica with binlog_format=ROW), with the memory settings of the local
@@ -104,8 +132,8 @@ DAEMON_HB_TABLE = "bench_backfill_daemon_hb"
 LAG_HB_TABLE = "bench_backfill_lag_hb"
 TARGET = "email_domain"
 JOB = "bench_email_domain"
-# --wide: a text column no contender reads or writes, 300 + id % 101 bytes (300-400, 350 on average): rows about
-# 4x as wide with the same expression and the same work per row
+# --wide: a text column no contender reads or writes, 300 + id % 101 bytes (300-400, 350 on average): rows 4-6x as
+# wide with the same expression and the same work per row
 WIDE_COLUMN = "note"
 WIDE_MIN_BYTES, WIDE_SPREAD = 300, 101
 # seconds between two readings of this process's RSS during a run; one reading of /proc/self/statm costs about
@@ -568,7 +596,8 @@ class DaemonStats:
 class LogCapture:
     """A structlog processor keeping the events the report uses; the rest goes on to the renderer."""
 
-    KEEP = {"pass_finished", "throttle_paused", "throttle_resumed", "job_completed", "batch_retry", "job_failed"}
+    KEEP = frozenset({"pass_finished", "throttle_paused", "throttle_resumed", "job_completed", "batch_retry",
+                      "job_failed"})
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
@@ -615,7 +644,8 @@ class Breakdown:
         setattr(owner, name, new)
 
     def __enter__(self) -> Self:
-        from backfilld import daemon, job as jobmod
+        from backfilld import daemon
+        from backfilld import job as jobmod
         from backfilld.throttle import Throttle
 
         bd = self
@@ -1110,7 +1140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "started by tests/harness/replication.py and report replica lag and catch-up time")
     ap.add_argument("--wide", action="store_true", help=f"rows also carry a {WIDE_MIN_BYTES}-"
                     f"{WIDE_MIN_BYTES + WIDE_SPREAD - 1} byte text column ({WIDE_COLUMN}) that no contender reads "
-                    "or writes: the same expression over rows about 4x as wide")
+                    "or writes: the same expression over rows 4-6x as wide")
     ap.add_argument("--readme", action="store_true", help="also print a markdown table for the README")
     ap.add_argument("--breakdown", action="store_true", help="time each step of backfilld's batch loop "
                     "(lookup, BEGIN, UPDATE, state update, COMMIT, throttle) and count its round trips")
@@ -1148,9 +1178,9 @@ def code_version() -> str:
 
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
+                              text=True, timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "backfilld"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "(version unknown)"
     return f"{head}{'+changes' if dirty else ''}" if head else "(version unknown)"
@@ -1162,11 +1192,11 @@ def preload() -> None:
 
     import pymysql
 
-    import backfilld.daemon  # noqa: F401
-    import backfilld.engines.mysql  # noqa: F401
-    import backfilld.engines.postgresql  # noqa: F401
-    import backfilld.engines.sqlite  # noqa: F401
-    import backfilld.throttle  # noqa: F401
+    import backfilld.daemon
+    import backfilld.engines.mysql
+    import backfilld.engines.postgresql
+    import backfilld.engines.sqlite
+    import backfilld.throttle
     import backfilld.throttle.probes  # noqa: F401
     from backfilld.config import from_dict
 
@@ -1180,7 +1210,7 @@ async def amain(args: argparse.Namespace) -> int:
     preload()
     version = code_version()  # now: the modules just imported are what runs, whatever is committed meanwhile
     tmpdir = Path(args.sqlite_dir) if args.sqlite_dir else Path(tempfile.mkdtemp(prefix="bench-backfill-"))
-    sink = open(args.daemon_log, "a")  # noqa: SIM115
+    sink = open(args.daemon_log, "a")  # noqa: SIM115, ASYNC230 - once, before anything is measured; closed below
     targets: list[Target] = []
     pairs: list[Any] = []
     monitors: dict[str, Monitor] = {}
@@ -1204,7 +1234,7 @@ async def amain(args: argparse.Namespace) -> int:
                     try:
                         await asyncio.to_thread(pair.start)
                         break
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         if attempt == 2:
                             raise
                         log(f"starting the pair failed ({str(exc).splitlines()[0]}); trying again")
@@ -1314,7 +1344,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("interrupted; cleaned up")
         return 130
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure: its traceback and exit 1, after amain cleaned up
         traceback.print_exc()
         return 1
 
