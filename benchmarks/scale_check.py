@@ -196,6 +196,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         ap.error("--variants takes plain, wide")
     if any(a == "--wide" or a.startswith(("--rows", "--json")) for a in rest):
         ap.error("--rows, --wide and --json are this script's to set: use --sizes, --variants, --json-dir")
+    if args.compare and rest:
+        ap.error(f"--compare runs nothing, so {rest[0]} has nothing to go to")
     if not args.compare:
         if not any(a.startswith("--contenders") for a in rest):
             rest += ["--contenders", DEFAULT_CONTENDERS]
