@@ -136,7 +136,8 @@ def comparison(docs: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, An
 def print_comparison(entries: list[dict[str, Any]]) -> None:
     for e in entries:
         sizes = e["sizes"]
-        print(f"\n{e['engine']}, {e['variant']} rows, {e['contender']} (medians of {sizes[0]['runs']}):")
+        runs = " / ".join(str(s["runs"]) for s in sizes)
+        print(f"\n{e['engine']}, {e['variant']} rows, {e['contender']} (runs per size: {runs}; medians):")
         lines = [
             ["", *(f"{fmt_rows(s['rows'])} rows" for s in sizes)],
             ["x single UPDATE", *(f"{s['ratio']:.2f}" if s["ratio"] is not None else "-" for s in sizes)],
