@@ -23,8 +23,11 @@ The verdicts are printed, never turned into the exit status: 0 when every benchm
 every row), else the failed run's status. --compare does the same comparison over --json files written earlier
 (by bench_backfill.py --json or by this script's --json-dir), grouped by their rows and --wide.
 
-Time: bench_backfill.py's time grows about linearly with the rows; at 10,000,000 rows loading and each reset take
-minutes per engine (bench_backfill.py logs each phase). Hold the machine while it runs:
+Time: bench_backfill.py's time grows about linearly with the rows (it logs each phase). On the 2-core machine, with
+--repeat 3, the 1M-row runs took 4 min (plain) and 9 min (wide) for all three engines; 10M rows, ten times as long
+or more (PostgreSQL's and MariaDB's 128 MB buffers hold a 1M-row plain table, not a 10M-row one): count on 2.5-3.5
+hours for the whole default check, and 30 GB of free disk (at 10M wide rows each table is 4.5 GB, and the updates
+and rebuilds need as much again). Hold the machine while it runs:
 
     flock /tmp/backfilld-bench.lock .venv/bin/python benchmarks/scale_check.py --repeat 3 --readme
 """
