@@ -63,14 +63,14 @@ process's lifetime peak. So that the peaks of two table sizes compare, run each 
 (benchmarks/scale_check.py does).
 
 Scale: the load is one statement per engine, INSERT ... SELECT from generate_series (PostgreSQL), from a
-recursive CTE (SQLite), and from MariaDB's sequence engine in statements of 250,000 rows; every phase grows
-about linearly with the rows. On this 2-core machine, at 3M plain rows loading took 10 s (SQLite), 17 s
-(PostgreSQL), 17 s (MariaDB), a reset after a fill 6 / 11 / 7 s; at 10M plain rows on SQLite loading took 39 s,
-a reset after a fill 28 s, the check after a run 16-17 s, the single UPDATE 28 s and backfilld 24 s: 10-11x
-the 1M figures. --wide rows take longer (at 1M rows: loads 2.5-4x, resets 3-5x, contenders 1.5-2.5x). The log names each phase's time
-(load, each reset, each run, each check) and sums them per engine at the end; --json records them too (load_s;
-reset_s, verify_s per run). benchmarks/scale_check.py runs this script at 1M and 10M rows, plain and --wide,
-and compares backfilld across the sizes (issue 13).
+recursive CTE (SQLite), and from MariaDB's sequence engine in statements of 250,000 rows; every phase grows about
+linearly with the rows. On this 2-core machine, at 3M plain rows loading took 10 s (SQLite), 17 s (PostgreSQL),
+17 s (MariaDB), a reset after a fill 6 / 11 / 7 s; at 10M plain rows on SQLite loading took 39 s, a reset after a
+fill 28 s, the check after a run 16-17 s, the single UPDATE 28 s and backfilld 24 s: 10-11x the 1M figures.
+--wide rows take longer (at 1M rows: loads 2.5-4x, resets 3-5x, contenders 1.5-2.5x). The log names each phase's
+time (load, each reset, each run, each check) and sums them per engine at the end; --json records them too
+(load_s; reset_s, verify_s per run). benchmarks/scale_check.py runs this script at 1M and 10M rows, plain and
+--wide, and compares backfilld across the sizes (issue 13).
 
 --replicated runs PostgreSQL and MariaDB on primary/replica pairs started by tests/harness/replication.py
 (a streaming hot standby; a GTID binlog replica with binlog_format=ROW), with the memory settings of the local
