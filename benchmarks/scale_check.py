@@ -158,7 +158,8 @@ def print_comparison(entries: list[dict[str, Any]]) -> None:
         n_numbers = len(sizes)
         widths = [max(len(line[i]) for line in lines) for i in range(n_numbers + 1)]
         for line in lines:
-            cells = [line[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(line[1:n_numbers + 1], widths[1:], strict=True))]
+            numbers = zip(line[1:n_numbers + 1], widths[1:], strict=True)
+            cells = [line[0].ljust(widths[0]), *(c.rjust(w) for c, w in numbers)]
             print("  " + "  ".join([*cells, *line[n_numbers + 1:]]).rstrip())
 
 
