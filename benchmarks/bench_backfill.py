@@ -2,7 +2,8 @@
 """Benchmark backfilld against the physical limit and against the usual hand-written loop (issue #6).
 
     .venv/bin/python benchmarks/bench_backfill.py [--rows N] [--repeat K] [--engines sqlite,postgresql,mysql]
-                                                  [--replicated] [--readme]
+                                                  [--contenders ...] [--wide] [--replicated] [--readme]
+                                                  [--json PATH]
 
 For each engine one table of N rows (id primary key, name, email, created_at, and a new nullable column
 email_domain) is loaded once, then three contenders fill email_domain = lower(substr(email, @+1)):
@@ -25,14 +26,25 @@ Runs are interleaved (repeat 1: single, loop, backfilld; repeat 2: loop, backfil
 interleaved too) and the median of the repeats is reported. Every run is verified afterwards (every row filled, every
 value equal to the expression) outside the timed region.
 
+--wide: every row also carries `note`, 300-400 bytes of text (300 + id % 101; hex digits: md5 of the id repeated
+on PostgreSQL and MariaDB, hex(randomblob()) on SQLite), placed before email_domain and read or written by no
+contender. The expression and the work per row stay the same; only the rows are 4-6x as wide (about 450-480
+bytes per row on disk with the index, against 70-110), so the comparison is about row width: pages, WAL/undo
+and rewrites per row. Values this short are stored inline and uncompressed by all three engines.
+
 Between runs the table is put back in the same physical state (outside the timed region):
-  PostgreSQL  UPDATE ... SET email_domain = NULL; VACUUM FULL (compact heap, fresh indexes: pages as full as
-              after a bulk load, so no contender finds free space for HOT updates that another did not);
-              VACUUM (FREEZE, ANALYZE) (visibility map, hint bits, statistics); CHECKPOINT (each run starts
-              right after a checkpoint, so each pays the same full-page images). autovacuum is off on the
-              table, so it cannot tidy up in the middle of a slow contender only.
-  MariaDB     UPDATE ... SET email_domain = NULL; ALTER TABLE ... FORCE (rebuild: compact pages again);
-              ANALYZE TABLE; then wait until InnoDB purge has caught up (history list length 0).
+  PostgreSQL  ALTER TABLE ... ALTER COLUMN email_domain TYPE text USING NULL: one rewrite into a new heap with
+              every email_domain NULL, and fresh indexes (compact heap: pages as full as after a bulk load, so no
+              contender finds free space for HOT updates that another did not); the state UPDATE ... SET NULL
+              and VACUUM FULL left, without that UPDATE, which cost as much as a contender (reset 42 -> 11 s at
+              3M rows, same table size, same single UPDATE times after it); VACUUM (FREEZE, ANALYZE)
+              (visibility map, hint bits, statistics); CHECKPOINT (each run starts right after a checkpoint,
+              so each pays the same full-page images). autovacuum is off on the table, so it cannot tidy up in
+              the middle of a slow contender only.
+  MariaDB     ALTER TABLE ... DROP COLUMN email_domain, ADD COLUMN email_domain ..., FORCE: one rebuild (compact
+              pages again) with the column NULL and last, as created; the state UPDATE ... SET NULL and ALTER
+              TABLE FORCE left, without the UPDATE and its undo log (39 -> 7 s at 3M rows); ANALYZE TABLE;
+              then wait until InnoDB purge has caught up (history list length below 20).
   SQLite      the file is in WAL mode (as for any database read while it is written); UPDATE ... SET
               email_domain = NULL; VACUUM; PRAGMA wal_checkpoint(TRUNCATE). The contenders' connections use
               SQLite's default synchronous=FULL; backfilld's uses NORMAL (fast_commit, as above).
@@ -41,6 +53,24 @@ backfilld's state row is deleted before each of its runs (and it runs with resta
 CPU: "CPU s/M" is this process's user+system CPU per million rows during the run (resource.getrusage).
 For backfilld that is the daemon's own cost; for PostgreSQL and MariaDB the contenders' client cost is shown
 beside it; on SQLite the database engine runs inside the process, so its work is included for every contender.
+
+Memory: "RSS peak" is the largest resident set size of this process during the run, read from /proc/self/statm
+at the start, every 0.1 s on a background thread (readings continue while the event loop is busy) and at the
+end; "RSS growth" is RSS at the end minus at the start (MiB; "-" without /proc). Like CPU it is the process's:
+for backfilld (in-process) the daemon with its connections, for the other contenders the client; on SQLite the
+library's page caches are included (2 MiB per connection by default). ru_maxrss would not do: it is the
+process's lifetime peak. So that the peaks of two table sizes compare, run each size in its own process
+(benchmarks/scale_check.py does).
+
+Scale: the load is one statement per engine, INSERT ... SELECT from generate_series (PostgreSQL), from a
+recursive CTE (SQLite), and from MariaDB's sequence engine in statements of 250,000 rows; every phase grows about
+linearly with the rows. On this 2-core machine, at 3M plain rows loading took 10 s (SQLite), 17 s (PostgreSQL),
+17 s (MariaDB), a reset after a fill 6 / 11 / 7 s; at 10M plain rows on SQLite loading took 39 s, a reset after a
+fill 28 s, the check after a run 16-17 s, the single UPDATE 28 s and backfilld 24 s: 10-11x the 1M figures.
+--wide rows take longer (at 1M rows: loads 2.5-4x, resets 3-5x, contenders 1.5-2.5x). The log names each phase's
+time (load, each reset, each run, each check) and sums them per engine at the end; --json records them too
+(load_s; reset_s, verify_s per run). benchmarks/scale_check.py runs this script at 1M and 10M rows, plain and
+--wide, and compares backfilld across the sizes (issue 13).
 
 --replicated runs PostgreSQL and MariaDB on primary/replica pairs started by tests/harness/replication.py
 (a streaming hot standby; a GTID binlog replica with binlog_format=ROW), with the memory settings of the local
@@ -75,12 +105,13 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 for _p in (REPO_ROOT, REPO_ROOT / "benchmarks"):
@@ -93,6 +124,9 @@ HEARTBEAT_S = 0.05
 # InnoDB history list length counted as "purge caught up": not 0, since heartbeat writes (ours on a pair, and
 # other clients on a shared server) keep adding a few; the resets' big transactions are 1 entry each anyway
 PURGE_DONE_BELOW = 20
+# how long to wait for it before going on anyway: 2 minutes, or 1 minute per million rows on larger tables (purge
+# of a 10M-row run's undo takes minutes)
+PURGE_WAIT_S, PURGE_WAIT_S_PER_MROWS = 120.0, 60.0
 
 TABLE = "bench_backfill_items"
 STATE_TABLE = "bench_backfill_state"
@@ -100,6 +134,14 @@ DAEMON_HB_TABLE = "bench_backfill_daemon_hb"
 LAG_HB_TABLE = "bench_backfill_lag_hb"
 TARGET = "email_domain"
 JOB = "bench_email_domain"
+# --wide: a text column no contender reads or writes, 300 + id % 101 bytes (300-400, 350 on average): rows 4-6x as
+# wide with the same expression and the same work per row
+WIDE_COLUMN = "note"
+WIDE_MIN_BYTES, WIDE_SPREAD = 300, 101
+# seconds between two readings of this process's RSS during a run; one reading of /proc/self/statm costs about
+# 10 us, so the sampler takes about 0.01% of a core
+RSS_SAMPLE_S = 0.1
+MIB = 1 << 20
 
 CONTENDERS = ("single", "loop", "backfilld", "backfilld1")
 DEFAULT_CONTENDERS = ("single", "loop", "backfilld")
@@ -112,6 +154,14 @@ EXPR = {
     "sqlite": "lower(substr(email, instr(email, '@') + 1))",
     "postgresql": "lower(substr(email, strpos(email, '@') + 1))",
     "mysql": "lower(substr(email, instr(email, '@') + 1))",
+}
+# --wide: the value of WIDE_COLUMN for row {i}, hex text of WIDE_MIN_BYTES + i % WIDE_SPREAD bytes (13 x 32 hex
+# digits of md5 cover the longest; SQLite has no md5, and hex(randomblob()) is as varied and as cheap). Values this
+# short are stored inline and uncompressed by all three (PostgreSQL compresses only rows over ~2 kB).
+WIDE_VALUE = {
+    "sqlite": "substr(hex(randomblob(200)), 1, {lo} + {i} % {spread})",
+    "postgresql": "substr(repeat(md5({i}::text), 13), 1, {lo} + ({i} % {spread})::int)",
+    "mysql": "LEFT(REPEAT(MD5({i}), 13), {lo} + {i} % {spread})",
 }
 
 # Memory settings of the local servers, given to the replicated pairs too (the harness defaults are 32 MB).
@@ -126,6 +176,56 @@ def log(msg: str) -> None:
 def cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def rss_bytes() -> int | None:
+    """This process's resident set size now (None where there is no /proc, e.g. macOS)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class RssSampler:
+    """This process's RSS over one run: at the start, every RSS_SAMPLE_S and at the end.
+
+    The readings are taken on a thread of their own, so they keep coming while the event loop is busy (or blocked
+    in a driver). getrusage's ru_maxrss is no substitute: it is the peak of the process's whole life, so after
+    the first large run it says nothing about the next one."""
+
+    def __init__(self) -> None:
+        self.start: int | None = None
+        self.peak: int | None = None
+        self.end: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
+
+    def _note(self, rss: int | None) -> None:
+        if rss is not None and (self.peak is None or rss > self.peak):
+            self.peak = rss
+
+    def _sample(self) -> None:
+        while not self._stop.wait(RSS_SAMPLE_S):
+            self._note(rss_bytes())
+
+    def __enter__(self) -> Self:
+        self.start = rss_bytes()
+        self._note(self.start)
+        if self.start is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.end = rss_bytes()
+        self._note(self.end)
+
+
+def to_mib(n_bytes: int | None) -> float | None:
+    return None if n_bytes is None else n_bytes / MIB
 
 
 # ---------------------------------------------------------------------------------------------- drivers
@@ -225,10 +325,27 @@ class Target:
     engine = ""
     ph = "%s"  # placeholder style for the loop's statement
 
-    def __init__(self, url: str, rows: int) -> None:
-        self.url, self.rows = url, rows
+    def __init__(self, url: str, rows: int, wide: bool = False) -> None:
+        self.url, self.rows, self.wide = url, rows, wide
         self.expr = EXPR[self.engine]
         self.pair: Any = None  # a harness pair when replicated
+        self.load_s = 0.0
+        self.table_bytes: int | None = None  # on disk after the load, indexes included
+
+    def wide_column(self, sql_type: str) -> str:
+        """The --wide column's definition, placed before the target (so the target stays the last column)."""
+        return f"{WIDE_COLUMN} {sql_type} NOT NULL, " if self.wide else ""
+
+    def wide_insert(self, i: str) -> tuple[str, str]:
+        """(", note", ", <its value for row i>") for the load's INSERT, or two empty strings."""
+        if not self.wide:
+            return "", ""
+        value = WIDE_VALUE[self.engine].format(i=i, lo=WIDE_MIN_BYTES, spread=WIDE_SPREAD)
+        return f", {WIDE_COLUMN}", f", {value}"
+
+    async def size_bytes(self) -> int:
+        """The table's size on disk, indexes included (for the log: how wide the rows really are)."""
+        raise NotImplementedError
 
     @property
     def label(self) -> str:
@@ -324,31 +441,40 @@ class PostgresTarget(Target):
         async with self.conn() as c:
             await c.execute(f"DROP TABLE IF EXISTS {TABLE}")
             await c.execute(f"CREATE TABLE {TABLE} (id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL, "
-                            f"created_at timestamptz NOT NULL, {TARGET} text) WITH (autovacuum_enabled = false)")
+                            f"created_at timestamptz NOT NULL, {self.wide_column('text')}{TARGET} text) "
+                            "WITH (autovacuum_enabled = false)")
+            wide_col, wide_val = self.wide_insert("g")
             await c.execute(
-                f"INSERT INTO {TABLE} (id, name, email, created_at) SELECT g, 'User ' || g, "
+                f"INSERT INTO {TABLE} (id, name, email, created_at{wide_col}) SELECT g, 'User ' || g, "
                 f"'user' || g || '@Mail' || (g % 97) || '.Example.COM', "
-                f"timestamptz '2020-01-01 00:00:00+00' + g * interval '1 second' FROM generate_series(1, {self.rows}) g")
+                f"timestamptz '2020-01-01 00:00:00+00' + g * interval '1 second'{wide_val} "
+                f"FROM generate_series(1, {self.rows}) g")
             await c.execute(f"VACUUM (FREEZE, ANALYZE) {TABLE}")
             await c.execute("CHECKPOINT")
 
     async def reset(self) -> None:
         async with self.conn() as c:
-            await c.execute(f"UPDATE {TABLE} SET {TARGET} = NULL WHERE {TARGET} IS NOT NULL")
-            await c.execute(f"VACUUM FULL {TABLE}")
+            # one rewrite into a new heap with every target NULL and fresh indexes: what UPDATE ... SET NULL and
+            # VACUUM FULL left, without the UPDATE (as costly as the single UPDATE contender; 42 -> 11 s at 3M rows)
+            await c.execute(f"ALTER TABLE {TABLE} ALTER COLUMN {TARGET} TYPE text USING NULL::text")
             await c.execute(f"VACUUM (FREEZE, ANALYZE) {TABLE}")
             await c.execute("CHECKPOINT")
+
+    async def size_bytes(self) -> int:
+        async with self.conn() as c:
+            return int(await c.scalar(f"SELECT pg_total_relation_size('{TABLE}')"))
 
     def verify_sql(self) -> str:
         return (f"SELECT count(*) FILTER (WHERE {TARGET} IS NULL AND ({self.expr}) IS NOT NULL), "
                 f"count(*) FILTER (WHERE {TARGET} IS DISTINCT FROM ({self.expr})) FROM {TABLE}")
 
     def extra_info(self) -> str:
-        return "PostgreSQL: VACUUM FULL + VACUUM (FREEZE, ANALYZE) + CHECKPOINT between runs"
+        return "PostgreSQL: rewrite (ALTER COLUMN ... USING NULL) + VACUUM (FREEZE, ANALYZE) + CHECKPOINT between runs"
 
 
 class MySQLTarget(Target):
     engine = "mysql"
+    TARGET_TYPE = "varchar(190) NULL"
 
     async def connect(self) -> Conn:
         return await MyConn.open(self.url)
@@ -357,27 +483,31 @@ class MySQLTarget(Target):
         async with self.conn() as c:
             await c.execute(f"DROP TABLE IF EXISTS {TABLE}")
             await c.execute(f"CREATE TABLE {TABLE} (id bigint NOT NULL PRIMARY KEY, name varchar(100) NOT NULL, "
-                            f"email varchar(190) NOT NULL, created_at datetime NOT NULL, {TARGET} varchar(190) NULL) "
-                            "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+                            f"email varchar(190) NOT NULL, created_at datetime NOT NULL, {self.wide_column('text')}"
+                            f"{TARGET} {self.TARGET_TYPE}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+            wide_col, wide_val = self.wide_insert("seq")
             # MariaDB's sequence engine; in chunks so that a replica applies it in reasonable events
             step = 250_000
             for lo in range(1, self.rows + 1, step):
                 hi = min(self.rows, lo + step - 1)
                 await c.execute(
-                    f"INSERT INTO {TABLE} (id, name, email, created_at) SELECT seq, CONCAT('User ', seq), "
+                    f"INSERT INTO {TABLE} (id, name, email, created_at{wide_col}) SELECT seq, CONCAT('User ', seq), "
                     f"CONCAT('user', seq, '@Mail', seq % 97, '.Example.COM'), "
-                    f"'2020-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_{lo}_to_{hi}")
+                    f"'2020-01-01 00:00:00' + INTERVAL seq SECOND{wide_val} FROM seq_{lo}_to_{hi}")
             await c.execute(f"ANALYZE TABLE {TABLE}")
         await self.wait_purged()
 
     async def reset(self) -> None:
         async with self.conn() as c:
-            await c.execute(f"UPDATE {TABLE} SET {TARGET} = NULL WHERE {TARGET} IS NOT NULL")
-            await c.execute(f"ALTER TABLE {TABLE} FORCE")
+            # one rebuild with the target NULL (dropped and added again as the last column, as created): what
+            # UPDATE ... SET NULL and ALTER TABLE FORCE left, without the UPDATE and its undo log (as costly as the
+            # single UPDATE contender; 39 -> 7 s at 3M rows)
+            await c.execute(f"ALTER TABLE {TABLE} DROP COLUMN {TARGET}, ADD COLUMN {TARGET} {self.TARGET_TYPE}, FORCE")
             await c.execute(f"ANALYZE TABLE {TABLE}")
         await self.wait_purged()
 
-    async def wait_purged(self, timeout: float = 120.0) -> None:
+    async def wait_purged(self) -> None:
+        timeout = max(PURGE_WAIT_S, PURGE_WAIT_S_PER_MROWS * self.rows / 1e6)
         deadline = time.monotonic() + timeout
         async with self.conn() as c:
             while time.monotonic() < deadline:
@@ -388,6 +518,11 @@ class MySQLTarget(Target):
                 await asyncio.sleep(0.2)
         log(f"{self.label}: InnoDB purge still behind after {timeout:.0f} s; going on")
 
+    async def size_bytes(self) -> int:
+        async with self.conn() as c:
+            return int(await c.scalar("SELECT data_length + index_length FROM information_schema.TABLES "
+                                      f"WHERE table_schema = DATABASE() AND table_name = '{TABLE}'"))
+
     def verify_sql(self) -> str:
         return (f"SELECT SUM({TARGET} IS NULL AND ({self.expr}) IS NOT NULL), "
                 f"SUM(NOT ({TARGET} <=> ({self.expr}))) FROM {TABLE}")
@@ -397,8 +532,8 @@ class SQLiteTarget(Target):
     engine = "sqlite"
     ph = "?"
 
-    def __init__(self, path: str, rows: int) -> None:
-        super().__init__(path, rows)
+    def __init__(self, path: str, rows: int, wide: bool = False) -> None:
+        super().__init__(path, rows, wide)
         self.path = path
 
     @property
@@ -415,12 +550,13 @@ class SQLiteTarget(Target):
         async with self.conn() as c:
             await c.execute("PRAGMA journal_mode = WAL")
             await c.execute(f"CREATE TABLE {TABLE} (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL, "
-                            f"created_at TEXT NOT NULL, {TARGET} TEXT)")
+                            f"created_at TEXT NOT NULL, {self.wide_column('TEXT')}{TARGET} TEXT)")
+            wide_col, wide_val = self.wide_insert("i")
             await c.execute(
                 f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {self.rows}) "
-                f"INSERT INTO {TABLE} (id, name, email, created_at) SELECT i, 'User ' || i, "
+                f"INSERT INTO {TABLE} (id, name, email, created_at{wide_col}) SELECT i, 'User ' || i, "
                 f"'user' || i || '@Mail' || (i % 97) || '.Example.COM', "
-                f"datetime('2020-01-01 00:00:00', '+' || i || ' seconds') FROM s")
+                f"datetime('2020-01-01 00:00:00', '+' || i || ' seconds'){wide_val} FROM s")
             await c.execute("ANALYZE")
             await c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -434,6 +570,9 @@ class SQLiteTarget(Target):
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path + suffix)
+
+    async def size_bytes(self) -> int:
+        return sum(os.path.getsize(self.path + suffix) for suffix in ("", "-wal") if os.path.exists(self.path + suffix))
 
     def verify_sql(self) -> str:
         return (f"SELECT SUM({TARGET} IS NULL AND ({self.expr}) IS NOT NULL), "
@@ -459,7 +598,8 @@ class DaemonStats:
 class LogCapture:
     """A structlog processor keeping the events the report uses; the rest goes on to the renderer."""
 
-    KEEP = {"pass_finished", "throttle_paused", "throttle_resumed", "job_completed", "batch_retry", "job_failed"}
+    KEEP = frozenset({"pass_finished", "throttle_paused", "throttle_resumed", "job_completed", "batch_retry",
+                      "job_failed"})
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
@@ -505,8 +645,9 @@ class Breakdown:
             self._undo.append(lambda: delattr(owner, name))
         setattr(owner, name, new)
 
-    def __enter__(self) -> Breakdown:
-        from backfilld import daemon, job as jobmod
+    def __enter__(self) -> Self:
+        from backfilld import daemon
+        from backfilld import job as jobmod
         from backfilld.throttle import Throttle
 
         bd = self
@@ -792,6 +933,19 @@ class Run:
     cpu_s: float
     daemon: DaemonStats | None = None
     lag: dict[str, Any] | None = None
+    # this process's RSS at the contender's start, its largest reading during the run, at the end (MiB; None
+    # without /proc)
+    rss_start_mib: float | None = None
+    rss_peak_mib: float | None = None
+    rss_end_mib: float | None = None
+    reset_s: float = 0.0   # the reset before the run (outside the timed region)
+    verify_s: float = 0.0  # the check after it (outside the timed region)
+
+    @property
+    def rss_growth_mib(self) -> float | None:
+        if self.rss_start_mib is None or self.rss_end_mib is None:
+            return None
+        return self.rss_end_mib - self.rss_start_mib
 
 
 async def run_one(target: Target, contender: str, args: argparse.Namespace, monitor: Monitor | None,
@@ -805,24 +959,29 @@ async def run_one(target: Target, contender: str, args: argparse.Namespace, moni
     t_wall = time.time()
     if monitor is not None:
         monitor.call("start", t_wall)
-    c0, t0 = cpu_s(), time.perf_counter()
-    if contender == "single":
-        rows = await target.single()
-    elif contender == "loop":
-        rows = await target.loop()
-    else:
-        rows, daemon_stats = await run_backfilld(target, sink, args.breakdown,
-                                                 workers=1 if contender == "backfilld1" else None)
-    seconds = time.perf_counter() - t0
-    cpu = cpu_s() - c0
+    with RssSampler() as rss:
+        c0, t0 = cpu_s(), time.perf_counter()
+        if contender == "single":
+            rows = await target.single()
+        elif contender == "loop":
+            rows = await target.loop()
+        else:
+            rows, daemon_stats = await run_backfilld(target, sink, args.breakdown,
+                                                     workers=1 if contender == "backfilld1" else None)
+        seconds = time.perf_counter() - t0
+        cpu = cpu_s() - c0
     lag = monitor.call("finish", args.replica_timeout, timeout=args.replica_timeout + 60) if monitor else None
+    t_verify = time.monotonic()
     missing, wrong = await target.verify()
+    verify_s = time.monotonic() - t_verify
     if missing or wrong:
         raise RuntimeError(f"{target.label} {contender}: {missing} rows left unfilled, {wrong} rows differ from "
                            "the expression")
     if rows != target.rows:
         log(f"note: {target.label} {contender} reported {rows} rows changed (table has {target.rows})")
-    return Run(target.engine, contender, 0, seconds, target.rows, cpu, daemon_stats, lag)
+    return Run(target.engine, contender, 0, seconds, target.rows, cpu, daemon_stats, lag,
+               rss_start_mib=to_mib(rss.start), rss_peak_mib=to_mib(rss.peak), rss_end_mib=to_mib(rss.end),
+               verify_s=verify_s)
 
 
 def fmt_int(n: float) -> str:
@@ -831,6 +990,17 @@ def fmt_int(n: float) -> str:
 
 def med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
+
+
+def med_or_none(xs: list[float | None]) -> float | None:
+    """The median of the readings, or None when any run had none (no /proc)."""
+    return None if not xs or any(x is None for x in xs) else statistics.median(x for x in xs if x is not None)
+
+
+def fmt_mib(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{x:+.1f}" if signed else f"{x:.0f}"
 
 
 def summarize(runs: list[Run], targets: list[Target]) -> list[dict[str, Any]]:
@@ -848,6 +1018,11 @@ def summarize(runs: list[Run], targets: list[Target]) -> list[dict[str, Any]]:
                 "seconds": [round(r.seconds, 2) for r in rs], "median_s": med([r.seconds for r in rs]),
                 "rows_per_s": rate, "ratio": rate / base if base else None,
                 "cpu_s_per_mrows": med([r.cpu_s / (t.rows / 1e6) for r in rs]),
+                "rss_peak_mib": med_or_none([r.rss_peak_mib for r in rs]),
+                "rss_growth_mib": med_or_none([r.rss_growth_mib for r in rs]),
+                "rss_start_mib": med_or_none([r.rss_start_mib for r in rs]),
+                "rss_peak_max_mib": max((r.rss_peak_mib for r in rs if r.rss_peak_mib is not None), default=None),
+                "engine_id": t.engine, "contender_id": c, "wide": t.wide, "table_bytes": t.table_bytes,
             }
             if c.startswith("backfilld"):
                 ds = [r.daemon for r in rs if r.daemon]
@@ -869,14 +1044,16 @@ def summarize(runs: list[Run], targets: list[Target]) -> list[dict[str, Any]]:
 
 
 def print_table(rows: list[dict[str, Any]], replicated: bool) -> None:
-    head = ["engine", "contender", "rows/s", "x single", "median s", "runs s", "CPU s/M rows"]
+    head = ["engine", "contender", "rows/s", "x single", "median s", "runs s", "CPU s/M rows", "RSS peak MiB",
+            "RSS growth MiB"]
     if replicated:
         head += ["max lag s", "worst lag s", "replica done s"]
     lines = [head]
     for r in rows:
         line = [r["engine"], r["contender"], fmt_int(r["rows_per_s"]),
                 f"{r['ratio']:.2f}" if r["ratio"] is not None else "-", f"{r['median_s']:.2f}",
-                " ".join(f"{s:.2f}" for s in r["seconds"]), f"{r['cpu_s_per_mrows']:.2f}"]
+                " ".join(f"{s:.2f}" for s in r["seconds"]), f"{r['cpu_s_per_mrows']:.2f}",
+                fmt_mib(r["rss_peak_mib"]), fmt_mib(r["rss_growth_mib"], signed=True)]
         if replicated:
             if "max_lag_s" in r:
                 line += [f"{r['max_lag_s']:.2f}", f"{r['worst_lag_s']:.2f}",
@@ -900,7 +1077,7 @@ def print_table(rows: list[dict[str, Any]], replicated: bool) -> None:
 
 
 def print_readme(rows: list[dict[str, Any]], replicated: bool, meta: str) -> None:
-    head = ["Engine", "Contender", "rows/s", "vs single UPDATE", "CPU s / M rows"]
+    head = ["Engine", "Contender", "rows/s", "vs single UPDATE", "CPU s / M rows", "peak RSS MiB", "RSS growth MiB"]
     if replicated:
         head += ["max replica lag", "replica complete after"]
     print("<!-- generated by benchmarks/bench_backfill.py --readme -->")
@@ -908,7 +1085,8 @@ def print_readme(rows: list[dict[str, Any]], replicated: bool, meta: str) -> Non
     print("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
     for r in rows:
         cells = [r["engine"], r["contender"], fmt_int(r["rows_per_s"]),
-                 f"{r['ratio']:.2f}" if r["ratio"] is not None else "-", f"{r['cpu_s_per_mrows']:.2f}"]
+                 f"{r['ratio']:.2f}" if r["ratio"] is not None else "-", f"{r['cpu_s_per_mrows']:.2f}",
+                 fmt_mib(r["rss_peak_mib"]), fmt_mib(r["rss_growth_mib"], signed=True)]
         if replicated:
             if "max_lag_s" in r:
                 cells += [f"{r['max_lag_s']:.2f} s",
@@ -962,6 +1140,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "throttle.workers = 1)")
     ap.add_argument("--replicated", action="store_true", help="run PostgreSQL and MariaDB on primary/replica pairs "
                     "started by tests/harness/replication.py and report replica lag and catch-up time")
+    ap.add_argument("--wide", action="store_true", help=f"rows also carry a {WIDE_MIN_BYTES}-"
+                    f"{WIDE_MIN_BYTES + WIDE_SPREAD - 1} byte text column ({WIDE_COLUMN}) that no contender reads "
+                    "or writes: the same expression over rows 4-6x as wide")
     ap.add_argument("--readme", action="store_true", help="also print a markdown table for the README")
     ap.add_argument("--breakdown", action="store_true", help="time each step of backfilld's batch loop "
                     "(lookup, BEGIN, UPDATE, state update, COMMIT, throttle) and count its round trips")
@@ -999,9 +1180,9 @@ def code_version() -> str:
 
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
+                              text=True, timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "backfilld"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "(version unknown)"
     return f"{head}{'+changes' if dirty else ''}" if head else "(version unknown)"
@@ -1013,11 +1194,11 @@ def preload() -> None:
 
     import pymysql
 
-    import backfilld.daemon  # noqa: F401
-    import backfilld.engines.mysql  # noqa: F401
-    import backfilld.engines.postgresql  # noqa: F401
-    import backfilld.engines.sqlite  # noqa: F401
-    import backfilld.throttle  # noqa: F401
+    import backfilld.daemon
+    import backfilld.engines.mysql
+    import backfilld.engines.postgresql
+    import backfilld.engines.sqlite
+    import backfilld.throttle
     import backfilld.throttle.probes  # noqa: F401
     from backfilld.config import from_dict
 
@@ -1031,7 +1212,7 @@ async def amain(args: argparse.Namespace) -> int:
     preload()
     version = code_version()  # now: the modules just imported are what runs, whatever is committed meanwhile
     tmpdir = Path(args.sqlite_dir) if args.sqlite_dir else Path(tempfile.mkdtemp(prefix="bench-backfill-"))
-    sink = open(args.daemon_log, "a")  # noqa: SIM115
+    sink = open(args.daemon_log, "a")  # noqa: SIM115, ASYNC230 - once, before anything is measured; closed below
     targets: list[Target] = []
     pairs: list[Any] = []
     monitors: dict[str, Monitor] = {}
@@ -1039,7 +1220,7 @@ async def amain(args: argparse.Namespace) -> int:
     try:
         for e in args.engines:
             if e == "sqlite":
-                targets.append(SQLiteTarget(str(tmpdir / "bench_backfill.sqlite"), args.rows))
+                targets.append(SQLiteTarget(str(tmpdir / "bench_backfill.sqlite"), args.rows, args.wide))
                 continue
             if args.replicated:
                 from tests.harness.replication import MariaDBPair, PostgresPair, replication_available
@@ -1055,19 +1236,20 @@ async def amain(args: argparse.Namespace) -> int:
                     try:
                         await asyncio.to_thread(pair.start)
                         break
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         if attempt == 2:
                             raise
                         log(f"starting the pair failed ({str(exc).splitlines()[0]}); trying again")
-                t: Target = (PostgresTarget if e == "postgresql" else MySQLTarget)(pair.primary_url, args.rows)
+                t: Target = (PostgresTarget if e == "postgresql" else MySQLTarget)(pair.primary_url, args.rows,
+                                                                                   args.wide)
                 t.pair = pair
             else:
-                t = (PostgresTarget(args.pg_url, args.rows) if e == "postgresql"
-                     else MySQLTarget(args.mysql_url, args.rows))
+                t = (PostgresTarget(args.pg_url, args.rows, args.wide) if e == "postgresql"
+                     else MySQLTarget(args.mysql_url, args.rows, args.wide))
             targets.append(t)
         for t in targets:
             t0 = time.monotonic()
-            log(f"{t.label}: loading {t.rows:,} rows")
+            log(f"{t.label}: loading {t.rows:,} {'wide ' if t.wide else ''}rows")
             await t.load()
             if t.pair is not None:
                 await asyncio.to_thread(t.sync_replica)
@@ -1077,7 +1259,10 @@ async def amain(args: argparse.Namespace) -> int:
                     await c.execute(f"INSERT INTO {LAG_HB_TABLE} VALUES (1, {time.time()})")
                 await asyncio.to_thread(t.sync_replica)
                 monitors[t.engine] = Monitor(t)
-            log(f"{t.label}: loaded in {time.monotonic() - t0:.1f} s")
+            t.load_s = time.monotonic() - t0
+            t.table_bytes = await t.size_bytes()
+            log(f"{t.label}: loaded in {t.load_s:.1f} s, {t.table_bytes / MIB:,.0f} MiB "
+                f"({t.table_bytes / t.rows:.0f} bytes per row with indexes)")
         for rep in range(args.repeat):
             k = rep % len(args.contenders)
             order = args.contenders[k:] + args.contenders[:k]
@@ -1088,7 +1273,7 @@ async def amain(args: argparse.Namespace) -> int:
                     await asyncio.to_thread(t.sync_replica)
                     reset_s = time.monotonic() - t0
                     r = await run_one(t, c, args, monitors.get(t.engine), sink)
-                    r.repeat = rep
+                    r.repeat, r.reset_s = rep, reset_s
                     runs.append(r)
                     extra = ""
                     if r.daemon:
@@ -1098,11 +1283,22 @@ async def amain(args: argparse.Namespace) -> int:
                     if r.lag:
                         done = f"{r.lag['done_s']:.2f}" if r.lag["done_s"] is not None else "timeout"
                         extra += f", max lag {r.lag['max_lag']:.2f} s, replica done {done} s"
+                    if r.rss_peak_mib is not None:
+                        extra += f", RSS peak {r.rss_peak_mib:.0f} MiB ({fmt_mib(r.rss_growth_mib, signed=True)})"
                     log(f"repeat {rep + 1}/{args.repeat} {t.label:24s} {LABELS[c]:14s} {r.seconds:7.2f} s "
-                        f"{r.rows / r.seconds:10,.0f} rows/s  cpu {r.cpu_s:5.2f} s{extra}  (reset {reset_s:.1f} s)")
+                        f"{r.rows / r.seconds:10,.0f} rows/s  cpu {r.cpu_s:5.2f} s{extra}  (reset {reset_s:.1f} s, "
+                        f"verify {r.verify_s:.1f} s)")
+        for t in targets:
+            mine = [r for r in runs if r.engine == t.engine]
+            log(f"{t.label}: load {t.load_s:.1f} s, resets {sum(r.reset_s for r in mine):.1f} s, runs "
+                + ", ".join(f"{LABELS[c]} {sum(r.seconds for r in mine if r.contender == c):.1f} s"
+                            for c in args.contenders)
+                + f", checks {sum(r.verify_s for r in mine):.1f} s")
         summary = summarize(runs, targets)
         total = time.monotonic() - started
-        meta = (f"{args.rows:,} rows, median of {args.repeat} interleaved runs; backfilld {version}; "
+        wide = f" with {WIDE_MIN_BYTES}-{WIDE_MIN_BYTES + WIDE_SPREAD - 1} bytes of text each (--wide)"
+        meta = (f"{args.rows:,} rows{wide if args.wide else ''}, median of {args.repeat} interleaved runs; "
+                f"backfilld {version}; "
                 f"{platform.system()} "
                 f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
                 f"{'replicated pairs; ' if args.replicated else ''}whole benchmark {total / 60:.1f} min")
@@ -1118,8 +1314,13 @@ async def amain(args: argparse.Namespace) -> int:
             print_readme(summary, args.replicated, meta)
         if args.json:
             Path(args.json).write_text(json.dumps({
-                "meta": meta, "summary": summary,
-                "runs": [dataclasses.asdict(r) for r in runs]}, indent=1, default=str))
+                "meta": meta,
+                "config": {"rows": args.rows, "wide": args.wide, "repeat": args.repeat, "engines": args.engines,
+                           "contenders": args.contenders, "replicated": args.replicated, "version": version},
+                "load_s": {t.engine: round(t.load_s, 2) for t in targets},
+                "summary": summary,
+                "runs": [dataclasses.asdict(r) | {"rss_growth_mib": r.rss_growth_mib} for r in runs]},
+                indent=1, default=str))
         return 0
     finally:
         for m in monitors.values():
@@ -1145,7 +1346,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("interrupted; cleaned up")
         return 130
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure: its traceback and exit 1, after amain cleaned up
         traceback.print_exc()
         return 1
 
