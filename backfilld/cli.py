@@ -100,6 +100,10 @@ def plan(config: ConfigArg, job: JobOpt = None,
                    f"batches expected: {p['batches_expected']}  batches in flight: {p['workers']}")
         typer.echo("  per batch, range lookup (the batch's last key):\n    " + p["sql"]["lookup"])
         typer.echo("  at the end of the table (fewer keys left than a batch):\n    " + p["sql"]["lookup_tail"])
+        typer.echo(f"  row locks: {p['locking']}")
+        if "lock" in p["sql"]:
+            typer.echo("  per batch, first the locking read of the range's keys (rows the application holds are "
+                       "passed over):\n    " + p["sql"]["lock"])
         if "update_once" in p["sql"]:
             typer.echo("  per batch, update computing the expression once a row (one transaction with the "
                        "checkpoint):\n    " + p["sql"]["update_once"])

@@ -335,8 +335,12 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
                 "sql": {"lookup": p.plan.skip_after.sql,
                         **({"lock": p.plan.lock_after.sql} if p.plan.lock_after else {}),
                         "lookup_tail": p.plan.lookup_after.sql,
-                        "update": (p.plan.update_after or p.plan.read_after).sql,
-                        **({"update_once": p.plan.fill_once_after.sql} if p.plan.fill_once_after else {})},
+                        # what runs: with a separate lock read, the UPDATE of the keys it locked (shown for two)
+                        "update": (p.plan.keyed_update.stmt(engine.dialect, 2).sql if p.plan.keyed_update
+                                   else (p.plan.update_after or p.plan.read_after).sql),
+                        **({"update_once": p.plan.keyed_fill_once.stmt(engine.dialect, 2).sql
+                            if p.plan.keyed_fill_once else p.plan.fill_once_after.sql}
+                           if p.plan.fill_once_after else {})},
                 "explain": explains, "warnings": warnings,
             })
     return out
