@@ -285,9 +285,8 @@ class MySQLEngine(Engine):
         # changed was written NULL over NULL, its expression NULL; one statement, no second look at the range
         if plan.keyed_fill_once is not None:   # lock first (SKIP LOCKED), then write the rows locked
             written = 0
-            for part in chunks(await self.locked_keys(plan, lo, hi)):
-                _, matched, info = await self._run(plan.keyed_fill_once.stmt(self.dialect, len(part)),
-                                                   KeyedUpdate.values(part))
+            for stmt, values in plan.keyed_fill_once.statements(self.dialect, await self.locked_keys(plan, lo, hi)):
+                _, matched, info = await self._run(stmt, values)
                 m = _MATCHED.search(info)
                 # without the counts, no telling a NULL written from a row passed over: the guarded form then
                 if m is None or int(m.group(1)) != int(m.group(2)):
