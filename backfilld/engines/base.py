@@ -227,6 +227,9 @@ class BatchPlan:
     lock_after: Stmt | None = None
     keyed_update: KeyedUpdate | None = None
     keyed_fill_once: KeyedUpdate | None = None
+    # MySQL, a one-column integer key: the locking read's keys in one row, as text (Engine.locked_keys)
+    lock_list_first: Stmt | None = None
+    lock_list_after: Stmt | None = None
 
 
 # Keys per statement of a keyed UPDATE: a long IN list costs MySQL's range optimizer memory (past
