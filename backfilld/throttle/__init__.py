@@ -163,6 +163,7 @@ class Throttle:
         paused_at: float | None = None
         reason = ""
         kinds: tuple[str, ...] = ()
+        waited_for: tuple[str, ...] = ()   # the reasons of the wait that just ended
         last = self.clock()
         poll = min(POLL_MAX_S, self.cfg.heartbeat_interval_s)
         while not stop.is_set():
@@ -175,8 +176,11 @@ class Throttle:
             shown = d.kinds if d.throttled else (("rate",) if rate_pace > 0 and rate_pace >= busy_pace
                                                  else ("busy",) if busy_pace > 0 else ())
             self._show(job, shown)
-            for kind in shown:
+            # the time since the last look goes to the reasons of the wait it ended (so the last wait of a
+            # pause or a pace counts too)
+            for kind in waited_for:
                 self.metrics.throttled_seconds.labels(job, kind).inc(now - last)
+            waited_for = shown
             if d.throttled:
                 if paused_at is None:
                     paused_at = now

@@ -135,7 +135,8 @@ async def test_sigterm_finishes_batch_keeps_checkpoint_exits_0(db: TestDb, tmp_p
 async def test_first_signal_waits_for_the_batch_second_exits_at_once(db: TestDb, tmp_path: Path) -> None:
     table, _ = await audited_users(db)
     cfg = write_config(tmp_path / "c.toml", db, table, batch=50)
-    text = cfg.read_text().replace('url = "', 'lock_timeout_s = 20\nurl = "', 1)
+    # skip_locked = false: the batch must wait for the held row (by default it passes over it)
+    text = cfg.read_text().replace('url = "', 'lock_timeout_s = 20\nskip_locked = false\nurl = "', 1)
     cfg.write_text(text)
     # another session holds a lock that a later batch needs (SQLite: the database's write lock, taken once the
     # daemon has made progress; the servers: the last row's lock, taken before the daemon can get there)

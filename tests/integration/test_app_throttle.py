@@ -53,6 +53,10 @@ async def test_a_busy_application_gets_one_short_batch_at_a_time_and_most_of_the
     async with application(db, 3):
         await throttle.start()
         try:
+            for _ in range(200):   # until the probe has seen the application at work (its mean of 2 s)
+                if (throttle.app is not None and (throttle.app.mean_active() or 0) >= cfg.throttle.busy_sessions):
+                    break
+                await asyncio.sleep(0.05)
             [state] = await daemon.run(cfg, daemon.RunOptions(), gate=throttle, on_batch=on_batch)
             assert throttle.busy(), "three sessions running statements back to back are a busy application"
             assert throttle.metrics.app_active._value.get() >= 1
