@@ -260,13 +260,18 @@ class KeyedUpdate:
     head: str
     cond: str
     key: tuple[str, ...]
+    # per key column, how a bound value is written ("{}" the placeholder): MySQL converts text to the column's
+    # character set and collation, as the value read back must compare equal to its own row
+    wrap: tuple[str, ...] = ()
 
     def stmt(self, d: Dialect, n: int) -> Stmt:
         p = _Params(d)
+        wrap = self.wrap or ("{}",) * len(self.key)
         if len(self.key) == 1:
-            keys = f"{d.quote(self.key[0])} IN ({', '.join(p(f'k{i}_0') for i in range(n))})"
+            keys = f"{d.quote(self.key[0])} IN ({', '.join(wrap[0].format(p(f'k{i}_0')) for i in range(n))})"
         else:
-            tuples = ", ".join("(" + ", ".join(p(f"k{i}_{j}") for j in range(len(self.key))) + ")" for i in range(n))
+            tuples = ", ".join("(" + ", ".join(wrap[j].format(p(f"k{i}_{j}")) for j in range(len(self.key))) + ")"
+                               for i in range(n))
             keys = f"({', '.join(d.quote(c) for c in self.key)}) IN ({tuples})"
         return Stmt(d.finish(f"{self.head} WHERE {keys} AND {self.cond}"), tuple(p.names))
 

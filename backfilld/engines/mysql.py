@@ -278,6 +278,11 @@ class MySQLEngine(Engine):
              overwrite: bool, columns: dict[str, Column] | None = None, once_expr: str | None = None,
              lock: str | None = None) -> BatchPlan:
         plan = super().plan(table, key, exprs, where, overwrite, columns, once_expr, lock)
+        wrap = key_wraps(key, columns or {})
+        if plan.keyed_update is not None:
+            plan = dataclasses.replace(plan, keyed_update=dataclasses.replace(plan.keyed_update, wrap=wrap))
+        if plan.keyed_fill_once is not None:
+            plan = dataclasses.replace(plan, keyed_fill_once=dataclasses.replace(plan.keyed_fill_once, wrap=wrap))
         col = (columns or {}).get(key[0]) if len(key) == 1 else None
         if plan.lock_first is None or plan.lock_after is None or col is None or base_type(col) not in _INTEGERS:
             return plan
@@ -414,7 +419,8 @@ class MySQLEngine(Engine):
             # UPDATE's join would wait for them, holding the rows it already wrote
             nk = len(shape.key)
             keyed = KeyedUpdate(f"SELECT {', '.join(self.dialect.key_value(k, info.columns[k]) for k in shape.key)} "
-                                f"FROM {self.dialect.table(info.name)}", "TRUE", shape.key)
+                                f"FROM {self.dialect.table(info.name)}", "TRUE", shape.key,
+                                key_wraps(shape.key, info.columns))
             held: set[tuple[Any, ...]] = set()
             for part in chunks(rows):
                 lock = keyed.stmt(self.dialect, len(part))
@@ -530,6 +536,19 @@ def column(name: str, typ: str, nullable: str, collation: str | None, extra: str
     return Column(name, typ, nullable == "YES", collation,
                   generated=re.search(r"\b(virtual|stored|persistent) generated\b", extra) is not None,
                   on_update="on update" in extra)
+
+
+def key_wraps(key: Sequence[str], columns: dict[str, Column]) -> tuple[str, ...]:
+    """How a keyed statement writes each key value: text converted to the column's character set and collation
+    (a value bound as utf8mb4 compares with a latin1 or gbk column otherwise than its own row's value)."""
+    out = []
+    for k in key:
+        col = columns.get(k)
+        if col is not None and col.collation and base_type(col) not in _NUMBERED:
+            out.append(f"CONVERT({{}} USING {col.collation.split('_')[0]}) COLLATE {col.collation}")
+        else:
+            out.append("{}")
+    return tuple(out)
 
 
 def build_write(d: MySQLDialect, info: TableInfo, shape: WriteShape, n_rows: int) -> Stmt:
