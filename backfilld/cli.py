@@ -101,9 +101,14 @@ def plan(config: ConfigArg, job: JobOpt = None,
         typer.echo("  per batch, range lookup (the batch's last key):\n    " + p["sql"]["lookup"])
         typer.echo("  at the end of the table (fewer keys left than a batch):\n    " + p["sql"]["lookup_tail"])
         typer.echo(f"  row locks: {p['locking']}")
+        if "no_wait" in p["sql"]:
+            typer.echo("  per batch, first the range update that never waits for a lock (it gives up at once on "
+                       "a row another session holds; then, and for a few seconds after on that connection, the locking "
+                       "read and the update by key below):\n    "
+                       + p["sql"]["no_wait"])
         if "lock" in p["sql"]:
-            typer.echo("  per batch, first the locking read of the range's keys (rows the application holds are "
-                       "passed over):\n    " + p["sql"]["lock"])
+            typer.echo(("  if it gave up, the locking read" if "no_wait" in p["sql"] else "  per batch, first the locking read")
+                       + " of the range's keys (rows the application holds are passed over):\n    " + p["sql"]["lock"])
         if "update_once" in p["sql"]:
             typer.echo("  per batch, update computing the expression once a row (one transaction with the "
                        "checkpoint):\n    " + p["sql"]["update_once"])

@@ -323,6 +323,9 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
                 trig_info["install_sql"] = trig.build_install_sql(
                     engine.name, job.table, p.table.columns, list(p.key), p.exprs, job.where, job.overwrite,
                     job.name)
+            # MariaDB: the batch's range UPDATE first, failing at once on a row held (then the lock read)
+            first = p.plan.fill_once_after if p.plan.keyed_fill_once else p.plan.update_after
+            no_wait = engine.no_wait(first) if p.plan.keyed_update is not None and first is not None else None
             out.append({
                 "job": job.name, "engine": engine.name, "table": job.table, "key": list(p.key),
                 "targets": p.exprs or {t: f"python transform {job.transform}" for t in job.targets},
@@ -333,6 +336,7 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
                 "fingerprint": p.fingerprint,
                 "locking": "SKIP LOCKED" if locking is None else f"waits ({locking})",
                 "sql": {"lookup": p.plan.skip_after.sql,
+                        **({"no_wait": no_wait.sql} if no_wait is not None else {}),
                         **({"lock": p.plan.lock_after.sql} if p.plan.lock_after else {}),
                         "lookup_tail": p.plan.lookup_after.sql,
                         # what runs: with a separate lock read, the UPDATE of the keys it locked (shown for two)

@@ -932,6 +932,11 @@ class Engine(abc.ABC):
         """Why lock_timeout_s may let the server pick the application, not backfilld, as a deadlock's victim."""
         return None
 
+    def no_wait(self, stmt: Stmt) -> Stmt | None:
+        """`stmt` in a form that fails at once rather than wait for a row lock, which a batch that locks first
+        tries before its locking read (MySQLEngine); None where the engine has none."""
+        return None
+
     async def locked_keys(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Lock the rows of (lo, hi] that may need a value, passing over those another session holds; their keys."""
         return await self.fetch(*range_call(plan.lock_first, plan.lock_after, lo, hi))

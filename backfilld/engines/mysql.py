@@ -33,6 +33,14 @@ _RECONNECT = {2002, 2003, 2006, 2013, 2055, 1053, 1927, 4031, 0}
 
 _MATCHED = re.compile(rb"Rows matched: (\d+)\s+Changed: (\d+)")
 
+# MariaDB: a batch's range UPDATE that gives up at once (error 1205) on a row another session holds, instead of
+# waiting: InnoDB runs no deadlock search for a wait of 0 s, so the application is never picked as a victim by it.
+# (MySQL's innodb_lock_wait_timeout is 1 s at least: there a batch always locks first, then updates by key.)
+_NO_WAIT = "SET STATEMENT innodb_lock_wait_timeout = 0 FOR "
+# after a no-wait UPDATE met a row another session holds, this connection's batches lock first for this long
+# (the application is writing there; each failed try cost an UPDATE of the range up to the row it met)
+CONTENDED_HOLD_S = 5.0
+
 
 def driver_problem() -> str | None:
     """What makes the installed driver unfit, or None. aiomysql binds bytes through PyMySQL's
@@ -159,7 +167,9 @@ class MySQLEngine(Engine):
     _conn: aiomysql.Connection | None = None
     _leased = False
     _read_committed = False   # set by enable_concurrent_writes, kept across reconnects
-    _server: tuple[str, bool] | None = None   # VERSION(), binlog_format = STATEMENT; read at the first connect
+    # VERSION(), binlog_format = STATEMENT, innodb_rollback_on_timeout; read at the first connect
+    _server: tuple[str, bool, bool] | None = None
+    _contended_until = 0.0   # monotonic: until then batches lock first (see _no_wait)
     _id: int | None = None
     # connection ids of the MySQL sessions this process has open, by server (host, port): backfilld's own,
     # which app_activity leaves out (ids are per server: a replica's may be an application's on the primary)
@@ -193,11 +203,13 @@ class MySQLEngine(Engine):
                 await cur.execute("SET NAMES utf8mb4")
                 # room for a batch's locked keys in one GROUP_CONCAT (plan): 64 MiB, allocated only as used
                 await cur.execute("SET SESSION group_concat_max_len = 67108864")
-                await cur.execute("SELECT VERSION(), @@log_bin, @@session.binlog_format, CONNECTION_ID()")
-                version, log_bin, fmt, self._id = await cur.fetchone()
+                await cur.execute("SELECT VERSION(), @@log_bin, @@session.binlog_format, CONNECTION_ID(), "
+                                  "@@innodb_rollback_on_timeout")
+                version, log_bin, fmt, self._id, rollback_all = await cur.fetchone()
                 MySQLEngine.own_ids.setdefault(self._server_key, set()).add(self._id)
                 if self._server is None:
-                    self._server = (str(version), bool(int(log_bin or 0)) and str(fmt).upper() == "STATEMENT")
+                    self._server = (str(version), bool(int(log_bin or 0)) and str(fmt).upper() == "STATEMENT",
+                                    bool(int(rollback_all or 0)))
                 # READ COMMITTED wherever the server allows it (not with binlog_format = STATEMENT): a batch's
                 # locking read then takes no gap locks, which would make the application's inserts next to
                 # its range wait (see enable_concurrent_writes)
@@ -296,6 +308,42 @@ class MySQLEngine(Engine):
 
         return dataclasses.replace(plan, lock_list_first=listed(plan.lock_first), lock_list_after=listed(plan.lock_after))
 
+    def no_wait(self, stmt: Stmt) -> Stmt | None:
+        """`stmt` run so that it never waits for a row lock (MariaDB), or None where that cannot be done safely:
+        MySQL (no wait shorter than 1 s), or innodb_rollback_on_timeout = ON (the error would end the batch's
+        whole transaction, not only its statement)."""
+        version, _, rollback_all = self._server or ("", False, True)
+        if "mariadb" not in version.lower() or rollback_all:
+            return None
+        return Stmt(_NO_WAIT + stmt.sql, stmt.names)
+
+    async def _no_wait(self, stmt: Stmt, values: dict[str, Any]) -> tuple[int, bytes] | None:
+        """A batch's range UPDATE, tried before the locking read: on an idle range it is the whole batch (one
+        walk of the range, where locking first walks it twice: at 10M rows the pages no longer stay cached in
+        between). It never waits: on the first row of the range that another session holds it fails at once,
+        its statement rolled back (locks it took stay with the batch's transaction, on rows of this batch's
+        range), and the batch locks first instead (SKIP LOCKED), as do this connection's batches for
+        CONTENDED_HOLD_S. A row the application inserted and has not committed is passed over by the UPDATE
+        (no committed version to match), as by the locking read: a later pass finds it. None: locked first."""
+        quick = self.no_wait(stmt)
+        if quick is None or time.monotonic() < self._contended_until:
+            return None
+        try:
+            _, matched, info = await self._run(quick, values)
+        except RetryableError as exc:
+            if exc.kind != "lock_timeout":
+                raise
+            self._contended_until = time.monotonic() + CONTENDED_HOLD_S
+            return None
+        return max(0, matched), info
+
+    async def apply_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int:
+        if plan.keyed_update is not None:
+            done = await self._no_wait(*range_call(plan.update_first, plan.update_after, lo, hi))
+            if done is not None:
+                return done[0]
+        return await super().apply_range(plan, lo, hi)
+
     async def locked_keys(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> list[tuple[Any, ...]]:
         if plan.lock_list_first is None:
             return await super().locked_keys(plan, lo, hi)
@@ -320,20 +368,23 @@ class MySQLEngine(Engine):
         # the UPDATE's OK packet says "Rows matched: M  Changed: C": a row matched (its target NULL) but not
         # changed was written NULL over NULL, its expression NULL; one statement, no second look at the range
         if plan.keyed_fill_once is not None:   # lock first (SKIP LOCKED), then write the rows locked
+            done = await self._no_wait(*range_call(plan.fill_once_first, plan.fill_once_after, lo, hi))
+            if done is not None:
+                return once_counted(*done)
             written = 0
             for stmt, values in plan.keyed_fill_once.statements(self.dialect, await self.locked_keys(plan, lo, hi)):
                 _, matched, info = await self._run(stmt, values)
-                m = _MATCHED.search(info)
                 # without the counts, no telling a NULL written from a row passed over: the guarded form then
-                if m is None or int(m.group(1)) != int(m.group(2)):
+                rows = once_counted(max(0, matched), info)
+                if rows is None:
                     return None
-                written += max(0, matched)
+                written += rows
             return written
         _, matched, info = await self._run(*range_call(plan.fill_once_first, plan.fill_once_after, lo, hi))
         m = _MATCHED.search(info)
         if m is None:   # a server that words it otherwise: look at the range instead
             return await self.apply_range_once_check(plan, lo, hi, max(0, matched))
-        return max(0, matched) if int(m.group(1)) == int(m.group(2)) else None
+        return once_counted(max(0, matched), info)
 
     # a named user lock: held while this connection lives; the name is server-wide, so it includes the database
     async def try_lease(self, name: str) -> bool:
@@ -516,6 +567,13 @@ JOIN information_schema.INNODB_TRX AS r ON r.trx_id = w.{req}
 JOIN information_schema.INNODB_TRX AS b ON b.trx_id = w.{blk}
 WHERE b.trx_mysql_thread_id IN ({own}) AND r.trx_mysql_thread_id NOT IN ({own})
 """
+
+
+def once_counted(matched: int, info: bytes) -> int | None:
+    """A single-evaluation UPDATE's rows, from its OK packet: None when a row matched but did not change (it
+    was written NULL over NULL: its expression is NULL) or the packet does not say."""
+    m = _MATCHED.search(info)
+    return matched if m is not None and int(m.group(1)) == int(m.group(2)) else None
 
 
 def bindable(value: Any) -> Any:

@@ -96,3 +96,44 @@ async def batch_holds(db: TestDb, table: str, row: int) -> None:
             return
         await asyncio.sleep(0.025)
     raise AssertionError(f"no batch reached row {row}")
+
+
+@pytest.mark.parametrize("engine_name", ["mysql"])
+async def test_mariadb_batches_update_at_once_and_lock_first_only_where_the_application_holds_rows(db: TestDb
+                                                                                                  ) -> None:
+    """MariaDB: a batch first runs its range UPDATE in a form that never waits for a lock. On a range nobody
+    else holds a row of, that one statement is the whole batch (no locking read). On a range where the
+    application holds a row, it gives up at once, unnoticed by the application, and the batch locks first
+    (SKIP LOCKED), passing the row over; the connection's next batches lock first too, for a while."""
+    table = await db.users_with(300)
+    writer = TestDb(db.url, db.suffix)   # backfilld's own session, as a worker's
+    await writer.open()
+    try:
+        w = writer.engine
+        info = await w.table_info(table)
+        plan = w.plan(table, ["id"], {"label": "CONCAT('x', name)"}, None, False, info.columns,
+                      lock=w.lock_clause(info, ["label"]))
+
+        async def batch(lo: int, hi: int) -> tuple[int, int, int]:
+            """Rows written, and the session's SELECT and UPDATE statements it ran."""
+            def counts(rows: list[tuple[object, ...]]) -> dict[str, int]:
+                return {str(name).lower(): int(str(v)) for name, v in rows}
+            show = "SHOW SESSION STATUS WHERE Variable_name IN ('Com_select', 'Com_update')"
+            before = counts(await writer.q(show))
+            async with w.transaction():
+                n = await w.apply_range(plan, (lo,), (hi,))
+            after = counts(await writer.q(show))
+            return n, after["com_select"] - before["com_select"], after["com_update"] - before["com_update"]
+
+        assert await batch(0, 100) == (100, 0, 1)   # the range UPDATE alone
+        async with holding(db, table, 150) as (app, tx):
+            # gave up on row 150 (1 UPDATE), then the locking read (1 SELECT) and the UPDATE of the keys it locked
+            assert await batch(100, 200) == (99, 1, 2)
+            await app.x(f"UPDATE {table} SET deleted = 2 WHERE id = 160")   # the application's session is unharmed
+            await tx.__aexit__(None, None, None)
+        assert await batch(200, 300) == (100, 1, 1)   # within the hold: locking read first
+    finally:
+        await writer.engine.close()
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label = CONCAT('x', name)") == [(299,)]
+    assert await db.q(f"SELECT id, deleted, label FROM {table} WHERE id IN (150, 160) ORDER BY id") == [
+        (150, 1, None), (160, 2, "xn160")]
