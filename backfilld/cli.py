@@ -107,8 +107,9 @@ def plan(config: ConfigArg, job: JobOpt = None,
                        "read and the update by key below):\n    "
                        + p["sql"]["no_wait"])
         if "lock" in p["sql"]:
-            typer.echo(("  if it gave up, the locking read" if "no_wait" in p["sql"] else "  per batch, first the locking read")
-                       + " of the range's keys (rows the application holds are passed over):\n    " + p["sql"]["lock"])
+            first = "if it gave up, the locking read" if "no_wait" in p["sql"] else "per batch, first the locking read"
+            typer.echo(f"  {first} of the range's keys (rows the application holds are passed over):\n    "
+                       + p["sql"]["lock"])
         if "update_once" in p["sql"]:
             typer.echo("  per batch, update computing the expression once a row (one transaction with the "
                        "checkpoint):\n    " + p["sql"]["update_once"])

@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from backfilld.errors import ConfigError
+from backfilld.settings import field as live
 
 ENGINES = ("postgresql", "mysql", "sqlite")
 _SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql",
@@ -156,7 +157,7 @@ class JobConfig(_Model):
     table: str
     key: list[str] | None = None
     where: str | None = None
-    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    batch_size: Annotated[int, live("batch_size")] = 1000
     set: dict[str, Expression] = Field(default_factory=dict)
     # A Python transform instead of SQL: "module:function" or a name registered under the entry-point group
     # "backfilld.transforms"; it gets each row's sources and returns its targets.
@@ -312,7 +313,7 @@ class ReplicaConfig(_Secret):
 class ThrottleConfig(_Model):
     # Pause when any replica is further behind than this. Seconds; sub-second values work with the heartbeat
     # probe (GitHub runs gh-ost at 0.3-0.5 s).
-    max_lag_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    max_lag_s: Annotated[float, live("max_lag_s")] = 1.0
     # Resume only when every replica is back under this (hysteresis, so work does not flap at the limit).
     resume_lag_s: Annotated[float, Field(ge=0, le=3600)] = 0.5
     lag_probe: Literal["heartbeat", "native"] = "heartbeat"
@@ -322,7 +323,7 @@ class ThrottleConfig(_Model):
     fail_closed_after_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     # Each batch is steered toward this duration: long enough to amortise round trips, short enough that
     # row locks and the replication stream stay small. Seconds, 0.01..60.
-    target_batch_time_s: Annotated[float, Field(gt=0.01, le=60)] = 0.5
+    target_batch_time_s: Annotated[float, live("target_batch_time_s")] = 0.5
     # Bounds on keys per batch, whatever the sizer computes.
     min_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 50
     max_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
@@ -330,9 +331,9 @@ class ThrottleConfig(_Model):
     # key ranges; they commit in key order, so the checkpoint is always a key below which every batch
     # committed. 1 writes one batch at a time. SQLite (one writer) and Python-transform jobs always use 1;
     # so does MySQL/MariaDB with binlog_format = STATEMENT (see README).
-    workers: Annotated[int, Field(ge=1, le=16)] = 2
+    workers: Annotated[int, live("workers")] = 2
     # Rows written per second, across the daemon; 0 means unlimited.
-    max_rows_per_s: Annotated[float, Field(ge=0)] = 0
+    max_rows_per_s: Annotated[float, live("max_rows_per_s")] = 0
     # Pause while the primary's load is above this (MySQL Threads_running, PostgreSQL active backends);
     # 0 turns the probe off. Not available on SQLite.
     max_load: Annotated[float, Field(ge=0)] = 0
@@ -348,7 +349,7 @@ class ThrottleConfig(_Model):
     # runs one batch at a time (whatever workers says), and steers batches toward busy_batch_time_s, so rows
     # stay locked only that long. The slowest it then goes is about busy_share of its idle rate (less the
     # smaller batches' overhead); 1 turns the pacing off (still one batch at a time, short batches).
-    busy_share: Annotated[float, Field(gt=0, le=1)] = 0.25
+    busy_share: Annotated[float, live("busy_share")] = 0.25
     busy_batch_time_s: Annotated[float, Field(gt=0.005, le=60)] = 0.1
     # Pause while an application session has waited longer than this for a lock a backfilld session holds
     # (with SKIP LOCKED only a row of a batch in flight can make it wait, and never for longer than the batch).

@@ -7,38 +7,16 @@ reach the database, with any number of daemons, and outlive restarts; no port ne
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
+from backfilld import settings
 from backfilld.config import Config
 from backfilld.daemon import open_engine
-from backfilld.job import LIVE_SETTINGS, WORKERS_MAX, parse_requests
-
-# Bounds for live settings: (lowest, highest), the same as the config file allows.
-_BOUNDS: dict[str, tuple[float, float]] = {"batch_size": (1, 1_000_000), "target_batch_time_s": (0.01, 60),
-                                           "max_lag_s": (0.001, 3600), "max_rows_per_s": (0, math.inf),
-                                           "workers": (1, WORKERS_MAX), "busy_share": (0.01, 1)}
+from backfilld.settings import parse_requests
 
 
 def parse_settings(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep:
-            raise ValueError(f"{item!r}: write key=value, e.g. batch_size=500")
-        if key not in LIVE_SETTINGS:
-            raise ValueError(f"{key!r} cannot be set live; use one of {', '.join(LIVE_SETTINGS)}")
-        try:
-            value = LIVE_SETTINGS[key](raw.strip())
-        except ValueError:
-            kind = "a whole number" if LIVE_SETTINGS[key] is int else "a number"
-            raise ValueError(f"{key}: {raw!r} is not {kind}") from None
-        lo, hi = _BOUNDS[key]
-        if not lo <= value <= hi or (isinstance(value, float) and math.isnan(value)):
-            raise ValueError(f"{key}: {value} is out of range ({lo:g} to {hi:g})")
-        out[key] = value
-    return out
+    return settings.parse(items)
 
 
 async def request(config: Config, job: str, *, paused: bool | None = None,

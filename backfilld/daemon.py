@@ -17,14 +17,17 @@ from typing import Any
 
 import structlog
 
-from backfilld import config as config_mod, engines
+from backfilld import config as config_mod, engines, settings
 from backfilld.aio import wait_event
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig, database_url
 from backfilld.engines.base import Engine, JobState, key_args
 from backfilld.errors import BackfilldError, ConfigError, JobFailed
-from backfilld.job import BatchResult, Gate, JobRunner, concurrency_limit, parse_requests, prepare
+from backfilld.gate import Gate
+from backfilld.job import BatchResult, JobRunner
 from backfilld.metrics import Metrics, Server
+from backfilld.preflight import concurrency_limit, prepare
+from backfilld.settings import parse_requests
 from backfilld.throttle import Throttle
 
 log = structlog.get_logger("backfilld.daemon")
@@ -248,9 +251,10 @@ class Daemon:
         if self.throttle is not None:
             self.throttle.retune(t)
         for r in self.runners.values():
-            r.sizer.retune(target_s=t.target_batch_time_s, min_size=t.min_batch, max_size=t.max_batch)
+            r.sizer.retune(min_size=t.min_batch, max_size=t.max_batch)
             r.sizer.busy_target_s = t.busy_batch_time_s if t.app_probe else None
-            r.retune_workers(t.workers)
+            # the live settings of [throttle] as `backfilld set` applies them (the gate's: retuned above)
+            settings.apply(settings.of(t), sizer=r.sizer, gate=None, workers=r.retune_workers)
         log.info("config_reloaded", **t.model_dump(exclude={"windows"}), windows=t.windows)
 
 
@@ -324,8 +328,9 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
                     engine.name, job.table, p.table.columns, list(p.key), p.exprs, job.where, job.overwrite,
                     job.name)
             # MariaDB: the batch's range UPDATE first, failing at once on a row held (then the lock read)
-            first = p.plan.fill_once_after if p.plan.keyed_fill_once else p.plan.update_after
-            no_wait = engine.no_wait(first) if p.plan.keyed_update is not None and first is not None else None
+            batch_stmt = p.plan.fill_once_after if p.plan.keyed_fill_once else p.plan.update_after
+            no_wait = (engine.no_wait(batch_stmt) if p.plan.keyed_update is not None and batch_stmt is not None
+                       else None)
             out.append({
                 "job": job.name, "engine": engine.name, "table": job.table, "key": list(p.key),
                 "targets": p.exprs or {t: f"python transform {job.transform}" for t in job.targets},

@@ -646,25 +646,13 @@ class Breakdown:
         setattr(owner, name, new)
 
     def __enter__(self) -> Self:
-        from backfilld import daemon
-        from backfilld import job as jobmod
-        from backfilld.throttle import Throttle
+        from backfilld import trace
 
         bd = self
-        orig_open = daemon.open_engine
 
-        @contextlib.asynccontextmanager
-        async def open_engine(config: Any) -> AsyncIterator[Any]:
-            async with orig_open(config) as engine:
-                engine._bench_job_engine = True
-                bd._wrap_engine_class(type(engine))
-                yield engine
-
-        self._patch(daemon, "open_engine", open_engine)
-
-        def timed(key: str, fn: Any, *, mine: bool = True) -> Any:
+        def timed(key: str, fn: Any) -> Any:
             async def wrapper(self_: Any, *a: Any, **kw: Any) -> Any:
-                if mine and not getattr(self_, "_bench_job_engine", False):
+                if not getattr(self_, "_bench_job_engine", False):
                     return await fn(self_, *a, **kw)
                 t0 = time.perf_counter()
                 try:
@@ -674,25 +662,18 @@ class Breakdown:
             return wrapper
 
         self._timed = timed
-        self._patch(jobmod.JobRunner, "_step", timed("loop steps", jobmod.JobRunner._step, mine=False))
-        self._patch(jobmod.JobRunner, "_fly", timed("batch, start to commit", jobmod.JobRunner._fly, mine=False))
-        orig_free = jobmod.JobRunner._free_writer
-
-        async def free_writer(self_: Any) -> Any:   # the workers' connections count as the job's own
-            w = await orig_free(self_)
-            w._bench_job_engine = True
-            bd._wrap_engine_class(type(w))
-            return w
-
-        self._patch(jobmod.JobRunner, "_free_writer", free_writer)
-        self._patch(Throttle, "wait", timed("throttle wait", Throttle.wait, mine=False))
-        if hasattr(jobmod.JobRunner, "_next_range"):  # with the lookahead: what the batch loop waited for a range
-            self._patch(jobmod.JobRunner, "_next_range",
-                        timed("next range, waited", jobmod.JobRunner._next_range, mine=False))
-        if hasattr(jobmod.JobRunner, "_poll_requests"):
-            self._patch(jobmod.JobRunner, "_poll_requests",
-                        timed("operator request poll", jobmod.JobRunner._poll_requests, mine=False))
+        trace.install(self)   # the loop's steps (backfilld/trace.py), and which connections are the job's
+        self._undo.append(lambda: trace.install(None))
         return self
+
+    def span(self, name: str, seconds: float) -> None:
+        self.t[name].append(seconds)
+
+    def connection(self, engine: Any, role: str) -> None:
+        """The job's own connection and the workers' count (not the throttle probes'): their statements are
+        timed by wrapping the engine's public methods."""
+        engine._bench_job_engine = True
+        self._wrap_engine_class(type(engine))
 
     def _wrap_engine_class(self, cls: type) -> None:
         if getattr(cls, "_bench_wrapped", False):

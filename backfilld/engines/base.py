@@ -127,6 +127,9 @@ class Dialect:
     # updated is turned into a join that locks, and waits for, every row of the range).
     skip_locked_clause: str | None = None
     lock_inline = True
+    # a separate locking read stops at the range's key count (LIMIT): it then does not read, and lock for a
+    # moment, the row past the range's end, which the next batch in flight may be about to lock
+    lock_limit = False
 
     def placeholder(self, n: int) -> str:
         return "?"
@@ -454,14 +457,16 @@ def build_leftover(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, 
 
 
 def build_lock(d: Dialect, table: str, key: Sequence[str], where: str | None, after: bool, cond: str,
-               clause: str, columns: Columns | None = None) -> Stmt:
+               clause: str, columns: Columns | None = None, limit: bool = False) -> Stmt:
     """Engines whose lock is a statement of its own: lock the rows of (lo, hi] that may need a value, without
-    waiting for any another session holds, and return their keys (in key order)."""
+    waiting for any another session holds, and return their keys (in key order). limit: at most `n_keys` of
+    them (a parameter), so that a range whose rows all need a value is read without the row past its end."""
     p = _Params(d)
     conds = [*range_conds(d, key, p, where, after), cond]
     cols = ", ".join(d.quote(c) for c in key)
+    stop = f"LIMIT {p('n_keys')} " if limit else ""
     sql = (f"SELECT {', '.join(key_values(d, key, columns))} FROM {d.table(table)} WHERE {' AND '.join(conds)} "
-           f"ORDER BY {cols} {clause}")
+           f"ORDER BY {cols} {stop}{clause}")
     return Stmt(d.finish(sql), tuple(p.names))
 
 
@@ -527,8 +532,10 @@ def build_plan(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str]
         if not inline:
             cond = lock_cond(d, list(exprs), exprs, overwrite, columns)
             locking.update(
-                lock_first=build_lock(d, table, key, where, after=False, cond=cond, clause=lock, columns=columns),
-                lock_after=build_lock(d, table, key, where, after=True, cond=cond, clause=lock, columns=columns),
+                lock_first=build_lock(d, table, key, where, after=False, cond=cond, clause=lock, columns=columns,
+                                      limit=d.lock_limit),
+                lock_after=build_lock(d, table, key, where, after=True, cond=cond, clause=lock, columns=columns,
+                                      limit=d.lock_limit),
                 keyed_update=KeyedUpdate(update_head(d, table, exprs, overwrite, columns),
                                          needs_fill(d, exprs, overwrite, columns), tuple(key)))
     return BatchPlan(
@@ -689,6 +696,11 @@ def advanced(after: Sequence[Any] | None, hi: tuple[Any, ...]) -> tuple[Any, ...
 
 def key_args(prefix: str, values: Sequence[Any] | None) -> dict[str, Any]:
     return {f"{prefix}{i}": v for i, v in enumerate(values or ())}
+
+
+def keys_limit(keys: int | None) -> int:
+    """A LIMIT for a range of `keys` keys (None: not known, no limit)."""
+    return keys if keys is not None and keys > 0 else 2 ** 63 - 1
 
 
 def range_call(first: Stmt | None, after: Stmt | None, lo: Sequence[Any] | None,
@@ -937,9 +949,12 @@ class Engine(abc.ABC):
         tries before its locking read (MySQLEngine); None where the engine has none."""
         return None
 
-    async def locked_keys(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Lock the rows of (lo, hi] that may need a value, passing over those another session holds; their keys."""
-        return await self.fetch(*range_call(plan.lock_first, plan.lock_after, lo, hi))
+    async def locked_keys(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any],
+                          keys: int | None = None) -> list[tuple[Any, ...]]:
+        """Lock the rows of (lo, hi] that may need a value, passing over those another session holds; their keys.
+        keys: how many keys the range held when it was looked up (None: not known), which MySQL stops at."""
+        stmt, values = range_call(plan.lock_first, plan.lock_after, lo, hi)
+        return await self.fetch(stmt, {**values, "n_keys": keys_limit(keys)})
 
     async def leftover(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> list[tuple[Any, ...]]:
         """In a batch's transaction, after its UPDATE: keys (up to LEFTOVER_SAMPLE) of the range's rows still
@@ -980,16 +995,19 @@ class Engine(abc.ABC):
         row = rows[0]
         return advanced(after, tuple(row[:-1])), int(row[-1])
 
-    async def apply_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int:
+    async def apply_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any],
+                          keys: int | None = None) -> int:
         if plan.keyed_update is not None:   # lock first, then write the rows locked
             n = 0
-            for stmt, values in plan.keyed_update.statements(self.dialect, await self.locked_keys(plan, lo, hi)):
+            locked = await self.locked_keys(plan, lo, hi, keys)
+            for stmt, values in plan.keyed_update.statements(self.dialect, locked):
                 n += await self.execute(stmt, values)
             return n
         return await self.execute(*range_call(plan.update_first, plan.update_after, lo, hi))
 
     @abc.abstractmethod
-    async def apply_range_once(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int | None:
+    async def apply_range_once(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any],
+                               keys: int | None = None) -> int | None:
         """The batch with the expression computed once per row (plan.fill_once_*): rows written, or None when
         some row's expression was NULL, in which case the caller must roll the transaction back. PostgreSQL
         and SQLite trap the NULL inside the UPDATE (once_expression), MySQL reads it off the UPDATE's result."""

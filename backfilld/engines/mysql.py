@@ -21,7 +21,8 @@ from pymysql.constants import CLIENT
 
 from backfilld.aio import within
 from backfilld.engines.base import (AppActivity, BatchPlan, Column, Dialect, Engine, KeyedUpdate, Stmt, TableInfo,
-                                    WriteShape, chunks, kept_sets, lease_key, range_call, transform_update_parts)
+                                    WriteShape, chunks, keys_limit, kept_sets, lease_key, range_call,
+                                    transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # Server error codes worth another try: lock wait timeout, deadlock, statement timeouts
@@ -76,6 +77,7 @@ class MySQLDialect(Dialect):
     fold_case = True
     skip_locked_clause = "FOR UPDATE SKIP LOCKED"
     lock_inline = False   # UPDATE ... WHERE key IN (SELECT ... SKIP LOCKED) locks (and waits for) the whole range
+    lock_limit = True
 
     # placeholders are a marker until finish(), so that a literal %s inside an expression stays literal
     _MARK = "\x00p\x00"
@@ -308,6 +310,9 @@ class MySQLEngine(Engine):
 
         return dataclasses.replace(plan, lock_list_first=listed(plan.lock_first), lock_list_after=listed(plan.lock_after))
 
+    def _server_logs_statements(self) -> bool:
+        return bool(self._server and self._server[1])
+
     def no_wait(self, stmt: Stmt) -> Stmt | None:
         """`stmt` run so that it never waits for a row lock (MariaDB), or None where that cannot be done safely:
         MySQL (no wait shorter than 1 s), or innodb_rollback_on_timeout = ON (the error would end the batch's
@@ -317,7 +322,8 @@ class MySQLEngine(Engine):
             return None
         return Stmt(_NO_WAIT + stmt.sql, stmt.names)
 
-    async def _no_wait(self, stmt: Stmt, values: dict[str, Any]) -> tuple[int, bytes] | None:
+    async def _no_wait(self, plan: BatchPlan, stmt: Stmt, values: dict[str, Any], keys: int | None
+                       ) -> tuple[int, bytes] | None:
         """A batch's range UPDATE, tried before the locking read: on an idle range it is the whole batch (one
         walk of the range, where locking first walks it twice: at 10M rows the pages no longer stay cached in
         between). It never waits: on the first row of the range that another session holds it fails at once,
@@ -328,6 +334,13 @@ class MySQLEngine(Engine):
         quick = self.no_wait(stmt)
         if quick is None or time.monotonic() < self._contended_until:
             return None
+        if keys is not None and not self._server_logs_statements():
+            # at most the range's keys, in key order: a range whose rows all need a value (a fill pass) ends
+            # without reading the row past it, which the next batch in flight holds (waiting for it, the UPDATE
+            # would give up). (A server logging statements takes no LIMIT in an UPDATE without warnings; it
+            # runs one batch at a time, so no batch holds the next range.)
+            order = ", ".join(self.dialect.quote(k) for k in plan.key)
+            quick = Stmt(f"{quick.sql} ORDER BY {order} LIMIT {int(keys)}", quick.names)
         try:
             _, matched, info = await self._run(quick, values)
         except RetryableError as exc:
@@ -337,17 +350,20 @@ class MySQLEngine(Engine):
             return None
         return max(0, matched), info
 
-    async def apply_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int:
+    async def apply_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any],
+                          keys: int | None = None) -> int:
         if plan.keyed_update is not None:
-            done = await self._no_wait(*range_call(plan.update_first, plan.update_after, lo, hi))
+            done = await self._no_wait(plan, *range_call(plan.update_first, plan.update_after, lo, hi), keys)
             if done is not None:
                 return done[0]
-        return await super().apply_range(plan, lo, hi)
+        return await super().apply_range(plan, lo, hi, keys)
 
-    async def locked_keys(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> list[tuple[Any, ...]]:
+    async def locked_keys(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any],
+                          keys: int | None = None) -> list[tuple[Any, ...]]:
         if plan.lock_list_first is None:
-            return await super().locked_keys(plan, lo, hi)
-        [(text, n)] = await self.fetch(*range_call(plan.lock_list_first, plan.lock_list_after, lo, hi))
+            return await super().locked_keys(plan, lo, hi, keys)
+        stmt, values = range_call(plan.lock_list_first, plan.lock_list_after, lo, hi)
+        [(text, n)] = await self.fetch(stmt, {**values, "n_keys": keys_limit(keys)})
         keys = [(int(v),) for v in (text.decode() if isinstance(text, bytes) else text).split(",")] if n else []
         if len(keys) != n:   # cut at group_concat_max_len (set at connect): cannot be, but never trust a count
             raise EngineError(f"the locked keys of a batch came back cut short ({len(keys)} of {n}); lower "
@@ -364,15 +380,17 @@ class MySQLEngine(Engine):
             return None if v >= (10, 6, 0) else f"MariaDB {version} has no SKIP LOCKED (10.6 and later have)"
         return None if v >= (8, 0, 1) else f"MySQL {version} has no SKIP LOCKED (8.0.1 and later have)"
 
-    async def apply_range_once(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]) -> int | None:
+    async def apply_range_once(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any],
+                               keys: int | None = None) -> int | None:
         # the UPDATE's OK packet says "Rows matched: M  Changed: C": a row matched (its target NULL) but not
         # changed was written NULL over NULL, its expression NULL; one statement, no second look at the range
         if plan.keyed_fill_once is not None:   # lock first (SKIP LOCKED), then write the rows locked
-            done = await self._no_wait(*range_call(plan.fill_once_first, plan.fill_once_after, lo, hi))
+            done = await self._no_wait(plan, *range_call(plan.fill_once_first, plan.fill_once_after, lo, hi), keys)
             if done is not None:
                 return once_counted(*done)
             written = 0
-            for stmt, values in plan.keyed_fill_once.statements(self.dialect, await self.locked_keys(plan, lo, hi)):
+            locked = await self.locked_keys(plan, lo, hi, keys)
+            for stmt, values in plan.keyed_fill_once.statements(self.dialect, locked):
                 _, matched, info = await self._run(stmt, values)
                 # without the counts, no telling a NULL written from a row passed over: the guarded form then
                 rows = once_counted(max(0, matched), info)

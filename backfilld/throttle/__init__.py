@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import structlog
 
-from backfilld import engines
+from backfilld import engines, trace
 from backfilld.aio import wait_any, wait_event
 from backfilld.config import Config, ThrottleConfig, database_url
 from backfilld.engines.base import AppActivity, Engine
@@ -157,6 +157,7 @@ class Throttle:
                                            app=self.app.signal if self.app is not None else None)
         return self.current
 
+    @trace.timed("throttle wait")
     async def wait(self, job: str, stop: asyncio.Event, in_flight: int = 0) -> None:
         """Return when the job's next batch may start (in_flight of its batches are being written now), or
         when stop is set. Pauses are logged with reason and duration."""

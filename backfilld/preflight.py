@@ -1,0 +1,192 @@
+"""Before a job writes anything: its table, key and targets checked against the live catalog, its statements
+built, and how many of its batches may be in flight.
+
+Owns: resolve_key (the key a job pages by), spelled_as_catalog, prepare (every check, and the BatchPlan),
+check_key_round_trip, concurrency_limit. Delegates SQL to the engine. Writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from backfilld.config import JobConfig
+from backfilld.engines.base import (BatchPlan, Engine, TableInfo, WriteShape, advanced, build_count_upto,
+                                    build_transform_plan, encode_key, key_args, lookups)
+from backfilld.errors import EngineError, RetryableError, SchemaError
+from backfilld.settings import WORKERS_MAX
+from backfilld.transforms import Transform
+
+
+@dataclass
+class Prepared:
+    """A job checked against the live catalog, with its statements built."""
+
+    job: JobConfig
+    table: TableInfo
+    key: tuple[str, ...]
+    exprs: dict[str, str]          # SQL-expression jobs; empty for transform jobs
+    plan: BatchPlan
+    fingerprint: str
+    transform: Transform | None = None
+    shape: WriteShape | None = None
+
+
+def resolve_key(job: JobConfig, info: TableInfo) -> tuple[str, ...]:
+    """The key the job pages by: the configured one if it is unique and not null, else the primary key."""
+    if job.key is None:
+        if not info.primary_key:
+            raise SchemaError(f"job {job.name!r}: table {job.table!r} has no primary key; set key = [...] to "
+                              "the columns of a unique, NOT NULL index")
+        nullable = [c for c in info.primary_key if info.columns[c].nullable]
+        if nullable:  # SQLite lets a non-INTEGER primary key hold NULL, and keyset paging skips those rows
+            raise SchemaError(f"job {job.name!r}: primary key column {nullable[0]!r} of {job.table!r} is declared "
+                              "without NOT NULL, so rows with a NULL key would be skipped; declare it NOT NULL or "
+                              "set key = [...] to a NOT NULL unique index")
+        return info.primary_key
+    key = tuple(job.key)
+    for col in key:
+        if col not in info.columns:
+            raise SchemaError(f"job {job.name!r}: key column {col!r} does not exist in table {job.table!r}")
+    if key != info.primary_key:
+        if not any(set(u) == set(key) for u in info.unique_keys):
+            raise SchemaError(f"job {job.name!r}: key {list(key)} is not the primary key or a unique index of "
+                              f"{job.table!r}; keyset paging over a non-unique key would skip rows")
+        nullable = [c for c in key if info.columns[c].nullable]
+        if nullable:
+            raise SchemaError(f"job {job.name!r}: key column {nullable[0]!r} is nullable; rows with a NULL key "
+                              "cannot be paged; use the primary key or a NOT NULL unique index")
+    return key
+
+
+def spelled_as_catalog(engine: Engine, job: JobConfig, info: TableInfo) -> JobConfig:
+    """The job with its key, target and source columns named as the catalog names them, on an engine whose
+    column names ignore case (MySQL, SQLite): there `ID` is the column `id`, in the job's SQL as in its key."""
+    if not engine.dialect.fold_case:
+        return job
+    by_lower = {c.lower(): c for c in info.columns}
+
+    def canon(names: list[str], what: str) -> list[str]:
+        out = [by_lower.get(c.lower(), c) for c in names]
+        if len(set(out)) != len(out):
+            twice = next(c for c in out if out.count(c) > 1)
+            raise SchemaError(f"job {job.name!r}: {what} name column {twice!r} twice (column names ignore case on "
+                              f"{engine.name})")
+        return out
+
+    update: dict[str, Any] = {}
+    if job.key is not None:
+        update["key"] = canon(job.key, "key columns")
+    if job.set:
+        update["set"] = dict(zip(canon(list(job.set), "targets"), job.set.values(), strict=True))
+    if job.transform:
+        update["sources"], update["targets"] = canon(job.sources, "sources"), canon(job.targets, "targets")
+        canon([*update["sources"], *update["targets"]], "sources and targets")
+    if all(getattr(job, k) == v for k, v in update.items()):
+        return job
+    return job.model_copy(update=update)
+
+
+async def prepare(engine: Engine, job: JobConfig) -> Prepared:
+    """Check table, key and targets against the catalog and every expression on sample rows. Writes nothing.
+    Prepared.job is the job as the catalog spells its columns (spelled_as_catalog): use it, not the config's."""
+    info = await engine.table_info(job.table)
+    job = spelled_as_catalog(engine, job, info)
+    key = resolve_key(job, info)
+    for target in job.target_columns:
+        col = info.columns.get(target)
+        if col is None:
+            raise SchemaError(f"job {job.name!r}: target column {target!r} does not exist in table {job.table!r}; "
+                              "add it (the expand step) before the backfill")
+        if col.generated:
+            raise SchemaError(f"job {job.name!r}: target column {target!r} of {job.table!r} is generated (the "
+                              "database computes its value and refuses writes to it); a backfill fills a stored, "
+                              "nullable column")
+        if not col.nullable and not job.overwrite:
+            raise SchemaError(f"job {job.name!r}: target column {target!r} is NOT NULL; backfilld fills NULL "
+                              "targets; make it nullable until the backfill is verified")
+        if target in key:
+            raise SchemaError(f"job {job.name!r}: target {target!r} is part of the key")
+    for col in key:
+        why = engine.unpageable_key(info.columns[col])
+        if why:
+            raise SchemaError(f"job {job.name!r}: key column {col!r} ({info.columns[col].type}) cannot be paged: "
+                              f"{why}; set key = [...] to another unique, NOT NULL index")
+    fingerprint = job.fingerprint(engine.name, list(key))
+    await check_key_round_trip(engine, job, info, key)
+    if job.transform:
+        for source in job.sources:
+            if source not in info.columns:
+                raise SchemaError(f"job {job.name!r}: source column {source!r} does not exist in table "
+                                  f"{job.table!r}")
+        transform = Transform(job.transform, job.sources, job.targets)
+        plan = build_transform_plan(engine.dialect, job.table, key, job.sources, job.targets, job.where,
+                                    job.overwrite, info.columns)
+        try:
+            await engine.fetch(plan.read_first, {f"hi{i}": None for i in range(len(key))})
+        except EngineError as exc:
+            raise SchemaError(f"job {job.name!r}: the where filter fails on the table: {exc}") from None
+        shape = WriteShape(tuple(key), tuple(job.sources), tuple(job.targets), job.overwrite)
+        return Prepared(job, info, key, {}, plan, fingerprint, transform, shape)
+    exprs = job.expressions(engine.name)
+    once = None
+    if len(exprs) == 1 and not job.overwrite:
+        once = await engine.once_expression(job.table, key, next(iter(exprs.values())))
+    lock = engine.lock_clause(info, list(exprs)) if engine.skip_locked and await engine.lock_support() is None \
+        else None
+    plan = engine.plan(job.table, key, exprs, job.where, job.overwrite, info.columns, once, lock)
+    await engine.check_expressions(plan)
+    return Prepared(job, info, key, exprs, plan, fingerprint)
+
+
+async def check_key_round_trip(engine: Engine, job: JobConfig, info: TableInfo, key: tuple[str, ...]) -> None:
+    """Before anything is written: the first keys, as read, must be storable in the checkpoint, and bound
+    back they must find exactly their own rows in the key's order. A key type the driver or server converts on
+    the way (rounded floats, bit strings, a charset that does not round-trip) would otherwise make batches skip
+    rows or read the same range forever."""
+    plan = lookups(engine.dialect, job.table, key, info.columns)
+    try:
+        first = await engine.fetch(plan["lookup_first"], {"n": 1})
+    except RetryableError:
+        raise
+    except EngineError as exc:
+        raise SchemaError(f"job {job.name!r}: the key {list(key)} of {job.table!r} cannot be read: {exc}") from None
+    if not first:
+        return   # an empty table: nothing to page (rows inserted later are checked when the job runs again)
+    k1 = tuple(first[0][:-1])
+    for col, value in zip(key, k1, strict=True):   # a type the checkpoint cannot store fails here
+        try:
+            encode_key([value])
+        except SchemaError as exc:
+            raise SchemaError(f"job {job.name!r}: key column {col!r} ({info.columns[col].type}) of {job.table!r}: "
+                              f"{exc}; set key = [...] to another unique, NOT NULL index") from None
+    try:
+        [(n,)] = await engine.fetch(build_count_upto(engine.dialect, job.table, key), key_args("hi", k1))
+        following = await engine.fetch(plan["skip_after"], {"skip": 0, **key_args("lo", k1)})
+    except RetryableError:
+        raise
+    except EngineError as exc:
+        raise SchemaError(f"job {job.name!r}: the key {list(key)} of {job.table!r} cannot be bound back as it is "
+                          f"read: {exc}") from None
+    if following:
+        try:
+            advanced(k1, tuple(following[0]))
+        except EngineError as exc:
+            raise SchemaError(f"job {job.name!r}: key {list(key)} of {job.table!r}: {exc}") from None
+    if int(n) == 1:
+        return
+    raise SchemaError(f"job {job.name!r}: key {list(key)} of {job.table!r} does not round-trip: its first value "
+                      f"{encode_key(k1)}, read as the driver converts it and bound back, matches {n} rows up to "
+                      "itself where it must match its own row alone; set key = [...] to another unique, NOT NULL "
+                      "index")
+
+
+async def concurrency_limit(engine: Engine, p: Prepared) -> tuple[int, str | None]:
+    """The most batches of the job that may be in flight (WORKERS_MAX, or 1), and why 1 where it is. Where
+    more may, the engine's session is made fit to write beside others (Engine.enable_concurrent_writes)."""
+    if p.transform is not None:
+        return 1, "a Python transform job writes one batch at a time"
+    if not await engine.enable_concurrent_writes():
+        return 1, ("SQLite has one writer at a time" if engine.name == "sqlite" else
+                   "the server logs statements (binlog_format = STATEMENT), which READ COMMITTED writes need")
+    return WORKERS_MAX, None

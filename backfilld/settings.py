@@ -1,0 +1,128 @@
+"""Live settings: what an operator may change on a running job (`backfilld set`, SIGHUP), declared once.
+
+Owns: each live setting's name, type, bounds and what it retunes. config.py takes its field bounds from here,
+control.py parses `set key=value` with parse(), the job applies stored requests with apply(), and the daemon's
+SIGHUP reload applies the reloaded config's values with apply() too. Imports nothing of backfilld's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+# throttle.workers' upper bound (the config file's and `backfilld set`'s)
+WORKERS_MAX = 16
+
+
+@dataclass(frozen=True)
+class LiveSetting:
+    name: str
+    type: type[int] | type[float]
+    lo: float
+    hi: float
+    lo_open: bool     # the value must be above lo, not lo itself
+    applies_to: Literal["batch_size", "batch_time", "workers", "gate"]   # see apply()
+
+    def field(self) -> Any:
+        """The pydantic bounds of the config key."""
+        from pydantic import Field
+
+        return Field(gt=self.lo if self.lo_open else None, ge=None if self.lo_open else self.lo,
+                     le=self.hi if math.isfinite(self.hi) else None)
+
+    def parse(self, raw: str) -> int | float:
+        """A value from `set key=value`; ValueError saying what is wrong."""
+        try:
+            value = self.type(raw.strip())
+        except ValueError:
+            kind = "a whole number" if self.type is int else "a number"
+            raise ValueError(f"{self.name}: {raw!r} is not {kind}") from None
+        low_ok = value > self.lo if self.lo_open else value >= self.lo
+        if math.isnan(value) or not low_ok or value > self.hi:
+            low = f"above {self.lo:g}" if self.lo_open else f"{self.lo:g}"
+            raise ValueError(f"{self.name}: {value} is out of range ({low} to {self.hi:g})")
+        return value
+
+
+def _declare(*settings: LiveSetting) -> dict[str, LiveSetting]:
+    return {s.name: s for s in settings}
+
+
+LIVE: dict[str, LiveSetting] = _declare(
+    LiveSetting("batch_size", int, 1, 1_000_000, False, "batch_size"),
+    LiveSetting("target_batch_time_s", float, 0.01, 60, True, "batch_time"),
+    LiveSetting("max_lag_s", float, 0, 3600, True, "gate"),
+    LiveSetting("max_rows_per_s", float, 0, math.inf, False, "gate"),
+    LiveSetting("workers", int, 1, WORKERS_MAX, False, "workers"),
+    LiveSetting("busy_share", float, 0, 1, True, "gate"),
+)
+
+
+def field(name: str) -> Any:
+    return LIVE[name].field()
+
+
+def parse(items: list[str]) -> dict[str, int | float]:
+    """`set key=value ...` as settings; ValueError naming the first wrong item."""
+    out: dict[str, int | float] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"{item!r}: write key=value, e.g. batch_size=500")
+        if key not in LIVE:
+            raise ValueError(f"{key!r} cannot be set live; use one of {', '.join(LIVE)}")
+        out[key] = LIVE[key].parse(raw)
+    return out
+
+
+def known(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The live settings among stored values (a request written by a newer or older backfilld may hold others)."""
+    return {k: v for k, v in values.items() if k in LIVE}
+
+
+def of(section: object) -> dict[str, Any]:
+    """The live settings a config section holds (e.g. [throttle]'s), by name."""
+    return {name: getattr(section, name) for name in LIVE if hasattr(section, name)}
+
+
+class Sizer(Protocol):
+    def retune(self, *, target_s: float | None = None, min_size: int | None = None, max_size: int | None = None,
+               size: int | None = None) -> None: ...
+
+
+def apply(changed: Mapping[str, Any], *, sizer: Sizer, gate: object, workers: Callable[[int], None]) -> None:
+    """Retune what each changed setting applies to: the batch sizer, the number of workers, the gate (when it
+    is Retunable; the open gate of a daemon without a throttle has nothing to retune)."""
+    gate_settings: dict[str, float] = {}
+    for name, value in changed.items():
+        where = LIVE[name].applies_to
+        if where == "batch_size":
+            sizer.retune(size=int(value))
+        elif where == "batch_time":
+            sizer.retune(target_s=float(value))
+        elif where == "workers":
+            workers(int(value))
+        else:
+            gate_settings[name] = float(value)
+    retune = getattr(gate, "retune_live", None)
+    if gate_settings and callable(retune):
+        retune(**gate_settings)
+
+
+def parse_requests(text: str | None) -> dict[str, Any]:
+    """The operator requests stored with a job ({"paused": bool, "set": {setting: value}}); malformed text counts
+    as none (and is logged)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        import structlog
+
+        structlog.get_logger("backfilld.job").warning("requests_unreadable", text=text[:200])
+        return {}
+    return value if isinstance(value, dict) else {}
