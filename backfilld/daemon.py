@@ -329,8 +329,9 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
                     job.name)
             # MariaDB: the batch's range UPDATE first, failing at once on a row held (then the lock read)
             batch_stmt = p.plan.fill_once_after if p.plan.keyed_fill_once else p.plan.update_after
-            no_wait = (engine.no_wait(batch_stmt) if p.plan.keyed_update is not None and batch_stmt is not None
-                       else None)
+            no_wait = None
+            if p.plan.keyed_update is not None and batch_stmt is not None:
+                no_wait = engine.no_wait(batch_stmt, p.key)
             out.append({
                 "job": job.name, "engine": engine.name, "table": job.table, "key": list(p.key),
                 "targets": p.exprs or {t: f"python transform {job.transform}" for t in job.targets},

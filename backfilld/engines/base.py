@@ -944,7 +944,7 @@ class Engine(abc.ABC):
         """Why lock_timeout_s may let the server pick the application, not backfilld, as a deadlock's victim."""
         return None
 
-    def no_wait(self, stmt: Stmt) -> Stmt | None:
+    def no_wait(self, stmt: Stmt, key: Sequence[str] = ()) -> Stmt | None:
         """`stmt` in a form that fails at once rather than wait for a row lock, which a batch that locks first
         tries before its locking read (MySQLEngine); None where the engine has none."""
         return None

@@ -310,17 +310,21 @@ class MySQLEngine(Engine):
 
         return dataclasses.replace(plan, lock_list_first=listed(plan.lock_first), lock_list_after=listed(plan.lock_after))
 
-    def _server_logs_statements(self) -> bool:
-        return bool(self._server and self._server[1])
-
-    def no_wait(self, stmt: Stmt) -> Stmt | None:
+    def no_wait(self, stmt: Stmt, key: Sequence[str] = ()) -> Stmt | None:
         """`stmt` run so that it never waits for a row lock (MariaDB), or None where that cannot be done safely:
         MySQL (no wait shorter than 1 s), or innodb_rollback_on_timeout = ON (the error would end the batch's
-        whole transaction, not only its statement)."""
-        version, _, rollback_all = self._server or ("", False, True)
+        whole transaction, not only its statement). With the batch's `key`: in key order, at most `n_keys`
+        rows (a parameter: the range's key count), so that a range whose rows all need a value (a fill pass)
+        ends without reading the row past it, which the next batch in flight holds: waiting for it, the UPDATE
+        would give up. (A server logging statements takes no LIMIT in an UPDATE without a warning; it runs
+        one batch at a time, so no batch holds the next range there.)"""
+        version, logs_statements, rollback_all = self._server or ("", False, True)
         if "mariadb" not in version.lower() or rollback_all:
             return None
-        return Stmt(_NO_WAIT + stmt.sql, stmt.names)
+        if not key or logs_statements:
+            return Stmt(_NO_WAIT + stmt.sql, stmt.names)
+        order = ", ".join(self.dialect.quote(k) for k in key)
+        return Stmt(f"{_NO_WAIT}{stmt.sql} ORDER BY {order} LIMIT %s", (*stmt.names, "n_keys"))
 
     async def _no_wait(self, plan: BatchPlan, stmt: Stmt, values: dict[str, Any], keys: int | None
                        ) -> tuple[int, bytes] | None:
@@ -331,18 +335,11 @@ class MySQLEngine(Engine):
         range), and the batch locks first instead (SKIP LOCKED), as do this connection's batches for
         CONTENDED_HOLD_S. A row the application inserted and has not committed is passed over by the UPDATE
         (no committed version to match), as by the locking read: a later pass finds it. None: locked first."""
-        quick = self.no_wait(stmt)
+        quick = self.no_wait(stmt, plan.key)
         if quick is None or time.monotonic() < self._contended_until:
             return None
-        if keys is not None and not self._server_logs_statements():
-            # at most the range's keys, in key order: a range whose rows all need a value (a fill pass) ends
-            # without reading the row past it, which the next batch in flight holds (waiting for it, the UPDATE
-            # would give up). (A server logging statements takes no LIMIT in an UPDATE without warnings; it
-            # runs one batch at a time, so no batch holds the next range.)
-            order = ", ".join(self.dialect.quote(k) for k in plan.key)
-            quick = Stmt(f"{quick.sql} ORDER BY {order} LIMIT {int(keys)}", quick.names)
         try:
-            _, matched, info = await self._run(quick, values)
+            _, matched, info = await self._run(quick, {**values, "n_keys": keys_limit(keys)})
         except RetryableError as exc:
             if exc.kind != "lock_timeout":
                 raise
