@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 import structlog
 
-from backfilld import settings, trace
+from backfilld import settings, state as state_mod, trace
 from backfilld.aio import wait_event
 from backfilld.batches import FillBatch, KeyRanges, TransformBatch, TxnCount
 from backfilld.chunker import BatchSizer
@@ -289,51 +289,15 @@ class JobRunner:
         writes_seen = await self._writes_token()
         while not self.stop.is_set():
             try:
-                await self.retry.run(self._poll_requests)
-                if self.stop.is_set():
+                going_on = await self._loop_step()
+                if going_on is None:
                     break
-                if self.pipeline.may_dispatch():
-                    await self.gate.wait(self.job.name, self.stop, len(self.pipeline))
-                    if self.stop.is_set():
-                        break
-                going_on = await self.retry.run(self._step)
-            except Stopped:
-                break
-            if going_on:
-                continue
-            # end of a pass
-            took = time.monotonic() - pass_started
-            self.log.info("pass_finished", pass_no=st.pass_no, rows=st.pass_rows, scanned=st.pass_scanned,
-                          took_s=round(took, 3))
-            if st.pass_rows > 0 and st.status != Status.COMPLETED and await self._nothing_else_wrote(writes_seen):
-                # the pass ran from the table's first key and no other session wrote to the database meanwhile:
-                # the sweep would find nothing (it is the pass that looks for rows others added or changed)
-                self.log.info("sweep_skipped", pass_no=st.pass_no,
-                              detail="no other connection wrote to the database during the pass")
-                st.pass_rows = 0
-            if st.pass_rows == 0 and st.status != Status.COMPLETED:
-                st.finished_at = now_iso()
-                self._set_status(Status.COMPLETED)
-                self.log.info("job_completed", rows_done=st.rows_done, passes=st.pass_no)
-            st.pass_no += 1
-            st.last_key, st.pass_rows, st.pass_scanned = None, 0, 0
-            self.metrics.passes.labels(self.job.name).set(st.pass_no)
-            self.progress.reset(self.progress.estimate)
-            try:
-                await self.retry.run(self._save)
-            except Stopped:
-                break
-            if st.status == Status.COMPLETED:
-                if not follow or once:
+                if going_on:
+                    continue
+                if await self._end_pass(time.monotonic() - pass_started, writes_seen, follow and not once):
                     return st
-                await self._sleep(self.job.follow_interval_s)
-            elif st.pass_no > 2:
-                # a sweep found rows again (the application keeps writing rows without the targets, or holds
-                # some locked): the next one waits as long as this one took (at least SWEEP_PAUSE_MIN_S), so
-                # that sweeps take at most half of the time, however long the application goes on
-                pause = min(SWEEP_PAUSE_MAX_S, max(SWEEP_PAUSE_MIN_S, took))
-                self.log.info("sweep_paused", seconds=round(pause, 2), detail="the last sweep found rows to write")
-                await self._sleep(pause)
+            except Stopped:
+                break
             pass_started = time.monotonic()
             writes_seen = await self._writes_token()
         await self._land_all()
@@ -343,6 +307,53 @@ class JobRunner:
             self.log.info("job_stopped", rows_done=st.rows_done, pass_no=st.pass_no,
                           last_key=list(st.last_key) if st.last_key else None)
         return st
+
+    async def _loop_step(self) -> bool | None:
+        """Operator requests, the gate, then one pipeline step: True while the pass goes on, False at its end,
+        None on a stop."""
+        await self.retry.run(self._poll_requests)
+        if self.stop.is_set():
+            return None
+        if self.pipeline.may_dispatch():
+            await self.gate.wait(self.job.name, self.stop, len(self.pipeline))
+            if self.stop.is_set():
+                return None
+        return bool(await self.retry.run(self._step))
+
+    async def _end_pass(self, took: float, writes_seen: object | None, follow: bool) -> bool:
+        """A pass ended: complete the job if it found nothing to write, start the next pass (saved). True: the
+        run is over (completed, and not following)."""
+        st = self.state
+        assert st is not None
+        self.log.info("pass_finished", pass_no=st.pass_no, rows=st.pass_rows, scanned=st.pass_scanned,
+                      took_s=round(took, 3))
+        if st.pass_rows > 0 and st.status != Status.COMPLETED and await self._nothing_else_wrote(writes_seen):
+            # the pass ran from the table's first key and no other session wrote to the database meanwhile:
+            # the sweep would find nothing (it is the pass that looks for rows others added or changed)
+            self.log.info("sweep_skipped", pass_no=st.pass_no,
+                          detail="no other connection wrote to the database during the pass")
+            st.pass_rows = 0
+        if st.pass_rows == 0 and st.status != Status.COMPLETED:
+            st.finished_at = now_iso()
+            self._set_status(Status.COMPLETED)
+            self.log.info("job_completed", rows_done=st.rows_done, passes=st.pass_no)
+        st.pass_no += 1
+        st.last_key, st.pass_rows, st.pass_scanned = None, 0, 0
+        self.metrics.passes.labels(self.job.name).set(st.pass_no)
+        self.progress.reset(self.progress.estimate)
+        await self.retry.run(self._save)
+        if st.status == Status.COMPLETED:
+            if not follow:
+                return True
+            await self._sleep(self.job.follow_interval_s)
+        elif st.pass_no > 2:
+            # a sweep found rows again (the application keeps writing rows without the targets, or holds
+            # some locked): the next one waits as long as this one took (at least SWEEP_PAUSE_MIN_S), so
+            # that sweeps take at most half of the time, however long the application goes on
+            pause = min(SWEEP_PAUSE_MAX_S, max(SWEEP_PAUSE_MIN_S, took))
+            self.log.info("sweep_paused", seconds=round(pause, 2), detail="the last sweep found rows to write")
+            await self._sleep(pause)
+        return False
 
     async def _writes_token(self) -> object | None:
         """At a pass's start: the engine's token of other sessions' writes, if the pass may end the job without
@@ -464,7 +475,7 @@ class JobRunner:
             return
         if saved is not None and self.state is not None:
             # update in place: the loop holds this object; status stays what this run decided
-            for name in ("last_key", "pass_no", "rows_done", "pass_rows", "pass_scanned", "updated_at"):
+            for name in state_mod.PROGRESS:
                 setattr(self.state, name, getattr(saved, name))
 
     async def fail(self, exc: Exception, attempts: int = 1) -> NoReturn:

@@ -9,84 +9,19 @@ mapping; nothing above engines/ imports a driver or writes SQL.
 from __future__ import annotations
 
 import abc
-import base64
 import contextlib
 import datetime as dt
 import decimal
 import hashlib
-import json
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from backfilld.config import DatabaseURL
 from backfilld.errors import EngineError, SchemaError
-
-# ---------------------------------------------------------------------------------------------- keys
-
-
-@dataclass(frozen=True)
-class Unrepresentable:
-    """A server value Python's own type cannot hold (PostgreSQL: a date BC or past 9999, infinity, time
-    24:00), read as the driver's raw number for it: bound back, it is exactly the value read. text is for
-    people (logs, errors, a transform that shows it), never parsed."""
-
-    type: str    # the server's type name: "date", "timestamp", "timestamptz", "time"
-    raw: int     # the wire number (PostgreSQL: days or microseconds since 2000-01-01, microseconds of the day)
-    text: str    # "infinity", "-infinity", "0044-03-15 BC", "10000-01-01", "24:00:00"
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def encode_key(values: Sequence[Any] | None) -> str | None:
-    """A key tuple as JSON text for the state table; exact for ints, text, bytes, decimals and times."""
-    if values is None:
-        return None
-    out: list[Any] = []
-    for v in values:
-        if v is None or isinstance(v, (bool, int, str)):
-            out.append(v)
-        elif isinstance(v, float):
-            out.append({"f": repr(v)})
-        elif isinstance(v, decimal.Decimal):
-            out.append({"dec": str(v)})
-        elif isinstance(v, (bytes, bytearray, memoryview)):
-            out.append({"b64": base64.b64encode(bytes(v)).decode()})
-        elif isinstance(v, dt.datetime):
-            out.append({"dt": v.isoformat()})
-        elif isinstance(v, dt.date):
-            out.append({"d": v.isoformat()})
-        elif isinstance(v, dt.time):
-            out.append({"t": v.isoformat()})
-        elif isinstance(v, dt.timedelta):   # MySQL TIME
-            out.append({"td": (v.days * 86_400 + v.seconds) * 1_000_000 + v.microseconds})
-        elif isinstance(v, uuid.UUID):
-            out.append({"uuid": str(v)})
-        elif isinstance(v, Unrepresentable):
-            out.append({"raw": [v.type, v.raw, v.text]})
-        else:
-            raise SchemaError(f"key values of type {type(v).__name__} are not supported; use an integer, "
-                              "text, binary, decimal or date/time key")
-    return json.dumps(out, ensure_ascii=False)
-
-
-def decode_key(text: str | None) -> tuple[Any, ...] | None:
-    if text is None:
-        return None
-    out: list[Any] = []
-    for v in json.loads(text):
-        if isinstance(v, dict):
-            ((tag, s),) = v.items()
-            out.append({"f": float, "dec": decimal.Decimal, "b64": base64.b64decode,
-                        "dt": dt.datetime.fromisoformat, "d": dt.date.fromisoformat, "t": dt.time.fromisoformat,
-                        "td": lambda us: dt.timedelta(microseconds=us), "uuid": uuid.UUID,
-                        "raw": lambda r: Unrepresentable(*r)}[tag](s))
-        else:
-            out.append(v)
-    return tuple(out)
-
+from backfilld import state
+from backfilld.keys import Unrepresentable, decode_key, encode_key  # noqa: F401 - engines' and callers' names
+from backfilld.state import JobState  # noqa: F401 - callers' name
 
 # ------------------------------------------------------------------------------------------ dialect
 
@@ -127,6 +62,10 @@ class Dialect:
     # updated is turned into a join that locks, and waits for, every row of the range).
     skip_locked_clause: str | None = None
     lock_inline = True
+    # the state table's SQL types, by kind (state.COLUMNS), and what follows its CREATE TABLE
+    state_types: dict[str, str] = {"name": "varchar(64)", "status": "varchar(16)", "count": "integer",
+                                   "total": "bigint", "text": "text", "time": "varchar(40)"}
+    state_table_options = ""
     # a separate locking read stops at the range's key count (LIMIT): it then does not read, and lock for a
     # moment, the row past the range's end, which the next batch in flight may be about to lock
     lock_limit = False
@@ -733,41 +672,6 @@ class TableInfo:
     update_triggers: tuple[str, ...] = ()   # triggers that fire on the UPDATEs a job runs (plan names them)
 
 
-@dataclass
-class JobState:
-    """One row of the state table."""
-
-    job: str
-    fingerprint: str
-    status: str
-    pass_no: int = 1
-    last_key: tuple[Any, ...] | None = None
-    rows_done: int = 0
-    pass_rows: int = 0
-    pass_scanned: int = 0
-    error: str | None = None
-    started_at: str | None = None
-    updated_at: str | None = None
-    finished_at: str | None = None
-    verified_at: str | None = None
-    verify_result: str | None = None
-    requests: str | None = None
-
-    COLUMNS = ("job", "fingerprint", "status", "pass_no", "last_key", "rows_done", "pass_rows", "pass_scanned",
-               "error", "started_at", "updated_at", "finished_at", "verified_at", "verify_result", "requests")
-
-    def as_row(self) -> dict[str, Any]:
-        return {c: (encode_key(self.last_key) if c == "last_key" else getattr(self, c)) for c in self.COLUMNS}
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> JobState:
-        d = dict(zip(cls.COLUMNS, row, strict=True))
-        d["last_key"] = decode_key(d["last_key"])
-        for c in ("pass_no", "rows_done", "pass_rows", "pass_scanned"):
-            d[c] = int(d[c])
-        return cls(**d)
-
-
 def lease_key(name: str) -> str:
     """A lease name as a short, fixed-size token (MySQL's lock names stop at 64 characters)."""
     return "backfilld:" + hashlib.sha256(name.encode()).hexdigest()[:40]
@@ -874,8 +778,8 @@ class Engine(abc.ABC):
     def explain_uses_index(self, lines: list[str]) -> bool:
         """Whether an EXPLAIN output reads a key range rather than the whole table."""
 
-    @abc.abstractmethod
-    def state_table_ddl(self, table: str) -> str: ...
+    def state_table_ddl(self, table: str) -> str:
+        return state.ddl(self.dialect, table)
 
     # --- the job lease: one daemon per job at a time
     @abc.abstractmethod
@@ -1033,39 +937,7 @@ class Engine(abc.ABC):
         return cache[table]
 
     def _build_state_stmts(self, table: str) -> dict[str, Stmt]:
-        d = self.dialect
-        t = d.table(table)
-        cols = JobState.COLUMNS
-        p = _Params(d)
-        insert = Stmt(d.finish(f"INSERT INTO {t} ({', '.join(d.quote(c) for c in cols)}) VALUES "
-                               f"({', '.join(p(c) for c in cols)})"), tuple(p.names))
-        p = _Params(d)
-        # a job's save writes only what the job owns: `requests` belong to operators (write_requests) and
-        # verified_at / verify_result to verify (write_verify); a save must never undo theirs
-        sets = ", ".join(f"{d.quote(c)} = {p(c)}" for c in cols
-                         if c not in ("job", "requests", "verified_at", "verify_result"))
-        update = Stmt(d.finish(f"UPDATE {t} SET {sets} WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
-        p = _Params(d)
-        advance = Stmt(d.finish(
-            f"UPDATE {t} SET {d.quote('last_key')} = {p('last_key')}, "
-            f"{d.quote('rows_done')} = {d.quote('rows_done')} + {p('rows')}, "
-            f"{d.quote('pass_rows')} = {d.quote('pass_rows')} + {p('rows2')}, "
-            f"{d.quote('pass_scanned')} = {d.quote('pass_scanned')} + {p('scanned')}, "
-            f"{d.quote('updated_at')} = {p('now')} WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
-        p = _Params(d)
-        select_one = Stmt(d.finish(f"SELECT {', '.join(d.quote(c) for c in cols)} FROM {t} "
-                                   f"WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
-        select_all = Stmt(d.finish(f"SELECT {', '.join(d.quote(c) for c in cols)} FROM {t} ORDER BY "
-                                   f"{d.quote('job')}"))
-        p = _Params(d)
-        set_requests = Stmt(d.finish(f"UPDATE {t} SET {d.quote('requests')} = {p('requests')} "
-                                     f"WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
-        p = _Params(d)
-        set_verify = Stmt(d.finish(f"UPDATE {t} SET {d.quote('verify_result')} = {p('result')}, "
-                                   f"{d.quote('verified_at')} = COALESCE({p('verified_at')}, {d.quote('verified_at')}) "
-                                   f"WHERE {d.quote('job')} = {p('job')}"), tuple(p.names))
-        return {"insert": insert, "update": update, "advance": advance, "select_one": select_one,
-                "select_all": select_all, "set_requests": set_requests, "set_verify": set_verify}
+        return {name: Stmt(sql, names) for name, (sql, names) in state.statements(self.dialect, table).items()}
 
     async def read_state(self, table: str, job: str) -> JobState | None:
         rows = await self.fetch(self._state_stmts(table)["select_one"], {"job": job})

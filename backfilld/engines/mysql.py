@@ -72,6 +72,8 @@ def single_precision(column: Column) -> bool:
 
 class MySQLDialect(Dialect):
     name = "mysql"
+    state_types = {**Dialect.state_types, "count": "int"}
+    state_table_options = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
     quote_char = "`"
     row_values = False
     fold_case = True
@@ -466,15 +468,6 @@ class MySQLEngine(Engine):
         # sorts by number, which a range on it does not use); DERIVED rows read a derived table we built
         return not any(("type=ALL" in ln or "type=index" in ln) and "DERIVED" not in ln and "<derived" not in ln
                        for ln in lines)
-
-    def state_table_ddl(self, table: str) -> str:
-        return (f"CREATE TABLE IF NOT EXISTS {self.dialect.table(table)} ("
-                "job varchar(64) NOT NULL PRIMARY KEY, fingerprint varchar(64) NOT NULL, "
-                "status varchar(16) NOT NULL, pass_no int NOT NULL DEFAULT 1, last_key text, "
-                "rows_done bigint NOT NULL DEFAULT 0, pass_rows bigint NOT NULL DEFAULT 0, "
-                "pass_scanned bigint NOT NULL DEFAULT 0, error text, started_at varchar(40), "
-                "updated_at varchar(40), finished_at varchar(40), verified_at varchar(40), verify_result text, "
-                "requests text) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
 
     # --- transform writes
     async def write_rows(self, info: TableInfo, shape: WriteShape, rows: Sequence[Sequence[Any]]) -> int:

@@ -425,14 +425,6 @@ class PostgresEngine(Engine):
         text = "\n".join(lines)
         return "Seq Scan" not in text
 
-    def state_table_ddl(self, table: str) -> str:
-        return (f"CREATE TABLE IF NOT EXISTS {self.dialect.table(table)} ("
-                "job varchar(64) PRIMARY KEY, fingerprint varchar(64) NOT NULL, status varchar(16) NOT NULL, "
-                "pass_no integer NOT NULL DEFAULT 1, last_key text, rows_done bigint NOT NULL DEFAULT 0, "
-                "pass_rows bigint NOT NULL DEFAULT 0, pass_scanned bigint NOT NULL DEFAULT 0, error text, "
-                "started_at varchar(40), updated_at varchar(40), finished_at varchar(40), "
-                "verified_at varchar(40), verify_result text, requests text)")
-
     # --- transform writes
     async def write_rows(self, info: TableInfo, shape: WriteShape, rows: Sequence[Sequence[Any]]) -> int:
         if not rows:

@@ -26,6 +26,8 @@ log = structlog.get_logger("backfilld.sqlite")
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
+    state_types = {"name": "TEXT", "status": "TEXT", "count": "INTEGER", "total": "INTEGER", "text": "TEXT",
+                   "time": "TEXT"}
     fold_case = True
 
     def distinct(self, a: str, b: str) -> str:
@@ -343,14 +345,6 @@ class SQLiteEngine(Engine):
         # "SCAN t" without an index reads the whole table; scans of our own subquery (bf_r) are bounded
         return not any(ln.startswith("SCAN") and "subquery" not in ln and "bf_r" not in ln and "INDEX" not in ln
                        for ln in lines)
-
-    def state_table_ddl(self, table: str) -> str:
-        return (f"CREATE TABLE IF NOT EXISTS {self.dialect.table(table)} ("
-                "job TEXT PRIMARY KEY NOT NULL, fingerprint TEXT NOT NULL, status TEXT NOT NULL, "
-                "pass_no INTEGER NOT NULL DEFAULT 1, last_key TEXT, rows_done INTEGER NOT NULL DEFAULT 0, "
-                "pass_rows INTEGER NOT NULL DEFAULT 0, pass_scanned INTEGER NOT NULL DEFAULT 0, error TEXT, "
-                "started_at TEXT, updated_at TEXT, finished_at TEXT, verified_at TEXT, verify_result TEXT, "
-                "requests TEXT)")
 
 
 def build_write(d: Dialect, info: TableInfo, shape: WriteShape, n_rows: int) -> Stmt:
