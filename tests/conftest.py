@@ -68,3 +68,13 @@ async def db(db_url: str) -> AsyncIterator[TestDb]:
         yield tdb
     finally:
         await tdb.cleanup()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test on a server engine carries its marker, so that `-m "not mysql"` (or `-m postgresql`) selects
+    by the server a test needs."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        engine = callspec.params.get("engine_name") if callspec is not None else None
+        if engine in ("postgresql", "mysql"):
+            item.add_marker(getattr(pytest.mark, engine))
