@@ -11,7 +11,7 @@ import datetime as dt
 import decimal
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,13 @@ def encode_key(values: Sequence[Any] | None) -> str | None:
     return json.dumps(out, ensure_ascii=False)
 
 
+# how decode_key reads back each tagged value encode_key wrote
+_DECODE: dict[str, Callable[[Any], Any]] = {
+    "f": float, "dec": decimal.Decimal, "b64": base64.b64decode, "dt": dt.datetime.fromisoformat,
+    "d": dt.date.fromisoformat, "t": dt.time.fromisoformat, "td": lambda us: dt.timedelta(microseconds=us),
+    "uuid": uuid.UUID, "raw": lambda r: Unrepresentable(*r)}
+
+
 def decode_key(text: str | None) -> tuple[Any, ...] | None:
     if text is None:
         return None
@@ -71,10 +78,7 @@ def decode_key(text: str | None) -> tuple[Any, ...] | None:
     for v in json.loads(text):
         if isinstance(v, dict):
             ((tag, s),) = v.items()
-            out.append({"f": float, "dec": decimal.Decimal, "b64": base64.b64decode,
-                        "dt": dt.datetime.fromisoformat, "d": dt.date.fromisoformat, "t": dt.time.fromisoformat,
-                        "td": lambda us: dt.timedelta(microseconds=us), "uuid": uuid.UUID,
-                        "raw": lambda r: Unrepresentable(*r)}[tag](s))
+            out.append(_DECODE[tag](s))
         else:
             out.append(v)
     return tuple(out)

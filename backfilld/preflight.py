@@ -93,6 +93,29 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
     info = await engine.table_info(job.table)
     job = spelled_as_catalog(engine, job, info)
     key = resolve_key(job, info)
+    check_targets(job, info, key)
+    for name in key:
+        why = engine.unpageable_key(info.columns[name])
+        if why:
+            raise SchemaError(f"job {job.name!r}: key column {name!r} ({info.columns[name].type}) cannot be paged: "
+                              f"{why}; set key = [...] to another unique, NOT NULL index")
+    fingerprint = job.fingerprint(engine.name, list(key))
+    await check_key_round_trip(engine, job, info, key)
+    if job.transform:
+        return await prepare_transform(engine, job, info, key, fingerprint)
+    exprs = job.expressions(engine.name)
+    once = None
+    if len(exprs) == 1 and not job.overwrite:
+        once = await engine.once_expression(job.table, key, next(iter(exprs.values())))
+    lock = engine.lock_clause(info, list(exprs)) if engine.skip_locked and await engine.lock_support() is None \
+        else None
+    plan = engine.plan(job.table, key, exprs, job.where, job.overwrite, info.columns, once, lock)
+    await engine.check_expressions(plan)
+    return Prepared(job, info, key, exprs, plan, fingerprint)
+
+
+def check_targets(job: JobConfig, info: TableInfo, key: tuple[str, ...]) -> None:
+    """Every target exists, is a stored nullable column (unless the job overwrites), and is not in the key."""
     for target in job.target_columns:
         col = info.columns.get(target)
         if col is None:
@@ -107,36 +130,25 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
                               "targets; make it nullable until the backfill is verified")
         if target in key:
             raise SchemaError(f"job {job.name!r}: target {target!r} is part of the key")
-    for col in key:
-        why = engine.unpageable_key(info.columns[col])
-        if why:
-            raise SchemaError(f"job {job.name!r}: key column {col!r} ({info.columns[col].type}) cannot be paged: "
-                              f"{why}; set key = [...] to another unique, NOT NULL index")
-    fingerprint = job.fingerprint(engine.name, list(key))
-    await check_key_round_trip(engine, job, info, key)
-    if job.transform:
-        for source in job.sources:
-            if source not in info.columns:
-                raise SchemaError(f"job {job.name!r}: source column {source!r} does not exist in table "
-                                  f"{job.table!r}")
-        transform = Transform(job.transform, job.sources, job.targets)
-        plan = build_transform_plan(engine.dialect, job.table, key, job.sources, job.targets, job.where,
-                                    job.overwrite, info.columns)
-        try:
-            await engine.fetch(plan.read_first, {f"hi{i}": None for i in range(len(key))})
-        except EngineError as exc:
-            raise SchemaError(f"job {job.name!r}: the where filter fails on the table: {exc}") from None
-        shape = WriteShape(tuple(key), tuple(job.sources), tuple(job.targets), job.overwrite)
-        return Prepared(job, info, key, {}, plan, fingerprint, transform, shape)
-    exprs = job.expressions(engine.name)
-    once = None
-    if len(exprs) == 1 and not job.overwrite:
-        once = await engine.once_expression(job.table, key, next(iter(exprs.values())))
-    lock = engine.lock_clause(info, list(exprs)) if engine.skip_locked and await engine.lock_support() is None \
-        else None
-    plan = engine.plan(job.table, key, exprs, job.where, job.overwrite, info.columns, once, lock)
-    await engine.check_expressions(plan)
-    return Prepared(job, info, key, exprs, plan, fingerprint)
+
+
+async def prepare_transform(engine: Engine, job: JobConfig, info: TableInfo, key: tuple[str, ...],
+                            fingerprint: str) -> Prepared:
+    """A Python-transform job: its sources exist, its where filter runs, its read and write statements."""
+    for source in job.sources:
+        if source not in info.columns:
+            raise SchemaError(f"job {job.name!r}: source column {source!r} does not exist in table {job.table!r}")
+    assert job.transform is not None
+    transform = Transform(job.transform, job.sources, job.targets)
+    plan = build_transform_plan(engine.dialect, job.table, key, job.sources, job.targets, job.where,
+                                job.overwrite, info.columns)
+    assert plan.read_first is not None
+    try:
+        await engine.fetch(plan.read_first, {f"hi{i}": None for i in range(len(key))})
+    except EngineError as exc:
+        raise SchemaError(f"job {job.name!r}: the where filter fails on the table: {exc}") from None
+    shape = WriteShape(tuple(key), tuple(job.sources), tuple(job.targets), job.overwrite)
+    return Prepared(job, info, key, {}, plan, fingerprint, transform, shape)
 
 
 async def check_key_round_trip(engine: Engine, job: JobConfig, info: TableInfo, key: tuple[str, ...]) -> None:
