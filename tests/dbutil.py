@@ -7,11 +7,51 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from backfilld import engines
 from backfilld.config import from_dict, parse_url
 from backfilld.engines.base import Engine, Stmt
 
 CONCAT = {"postgresql": "name || '#' || id", "sqlite": "name || '#' || id", "mysql": "CONCAT(name, '#', id)"}
+
+# Text column types whose own comparison calls 'abc5' equal to another value, differing from it only in case or
+# only in trailing spaces, and that value: each kind each engine has. hiding_type creates what "{ci}" (a
+# nondeterministic ICU collation that ignores case and spaces) and "{email}" (a domain over citext) name.
+_U = "CHARACTER SET utf8mb4 COLLATE"
+HIDDEN_CHANGES = [
+    pytest.param("sqlite", "TEXT COLLATE NOCASE", "ABC5", id="sqlite-nocase-case"),
+    pytest.param("sqlite", "TEXT COLLATE RTRIM", "abc5  ", id="sqlite-rtrim-spaces"),
+    pytest.param("postgresql", "citext", "ABC5", id="postgresql-citext-case"),
+    pytest.param("postgresql", "{email}", "ABC5", id="postgresql-citext-domain-case"),
+    pytest.param("postgresql", 'text COLLATE "{ci}"', "ABC5", id="postgresql-nondeterministic-case"),
+    pytest.param("postgresql", 'varchar(40) COLLATE "{ci}"', "abc5  ", id="postgresql-nondeterministic-spaces"),
+    pytest.param("mysql", f"VARCHAR(40) {_U} utf8mb4_general_ci", "ABC5", id="mysql-general-ci-case"),
+    pytest.param("mysql", f"VARCHAR(40) {_U} utf8mb4_general_ci", "abc5  ", id="mysql-general-ci-spaces"),
+    pytest.param("mysql", f"VARCHAR(40) {_U} utf8mb4_bin", "abc5  ", id="mysql-bin-pad-spaces"),
+    pytest.param("mysql", "VARCHAR(40) CHARACTER SET latin1 COLLATE latin1_swedish_ci", "ABC5",
+                 id="mysql-latin1-ci-case"),
+]
+
+
+@contextlib.asynccontextmanager
+async def hiding_type(db: TestDb, typ: str) -> AsyncIterator[str]:
+    """A HIDDEN_CHANGES column type as DDL, with what it names made: PostgreSQL's citext extension, and "{ci}"
+    and "{email}" (dropped afterwards, with the columns using them)."""
+    made = {"ci": ("CREATE COLLATION {name} (provider = icu, locale = 'und-u-ka-shifted-ks-level2', "
+                   "deterministic = false)", "DROP COLLATION IF EXISTS {name} CASCADE"),
+            "email": ("CREATE DOMAIN {name} AS citext", "DROP DOMAIN IF EXISTS {name} CASCADE")}
+    if "citext" in typ or "{email}" in typ:
+        await db.x("CREATE EXTENSION IF NOT EXISTS citext")
+    names = {part: db.name(part) for part in made if "{" + part + "}" in typ}
+    try:
+        for part, name in names.items():
+            await db.x(made[part][0].format(name=name))
+            typ = typ.replace("{" + part + "}", name)
+        yield typ
+    finally:
+        for part, name in names.items():
+            await db.x(made[part][1].format(name=name))
 
 
 class GateAt:

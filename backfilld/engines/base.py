@@ -1,9 +1,9 @@
 """The engine protocol, the SQL dialect and the pure SQL builders every engine shares.
 
 Owns: the shape of every statement backfilld runs against a job's table and its state table, written once
-over a Dialect (quoting, placeholders, row comparison, null-safe inequality). Each engine module
-(postgresql, mysql, sqlite) supplies its Dialect, its driver calls, its catalog queries and its error
-mapping; nothing above engines/ imports a driver or writes SQL.
+over a Dialect (quoting, placeholders, row comparison, and the one exact comparison: Dialect.same and its
+kin). Each engine module (postgresql, mysql, sqlite) supplies its Dialect, its driver calls, its catalog
+queries and its error mapping; nothing above engines/ imports a driver or writes SQL.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import contextlib
 import datetime as dt
 import decimal
 import hashlib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from backfilld import state
 from backfilld.config import DatabaseURL
 from backfilld.errors import EngineError, SchemaError
-from backfilld import state
 from backfilld.keys import Unrepresentable, decode_key, encode_key  # noqa: F401 - engines' and callers' names
 from backfilld.state import JobState  # noqa: F401 - callers' name
 
@@ -45,6 +46,45 @@ class _Params:
     def __call__(self, name: str) -> str:
         self.names.append(name)
         return self.dialect.placeholder(len(self.names))
+
+
+# One operand as it stands: a name (qualified, quoted), a placeholder (MySQL's marker too), or a function call
+_NAME = r'(?:[A-Za-z_][\w$]*|"(?:[^"]|"")*"|`(?:[^`]|``)*`)'
+_OPERAND = re.compile(rf"{_NAME}(?:\.{_NAME})*|\$\d+|\?|\x00p\x00")
+_CALL = re.compile(rf"{_NAME}\s*\(")
+
+
+def operand(expr: str) -> str:
+    """expr as one operand of an operator that binds tighter than anything in it (COLLATE, ::): as it is when it
+    already is one (a name, a placeholder, a function call, or wholly in parentheses), else in parentheses."""
+    if _OPERAND.fullmatch(expr):
+        return expr
+    m = _CALL.match(expr)
+    start = m.end() - 1 if m else 0
+    # what the scan below does not read (a backslash that may or may not escape a quote, comments, dollar
+    # quotes): wrapped, as extra parentheses never change a meaning
+    plain = not any(mark in expr for mark in ("\\", "--", "/*", "#", "$"))
+    if plain and expr[start:start + 1] == "(" and _closing(expr, start) == len(expr) - 1:
+        return expr
+    return f"({expr})"
+
+
+def _closing(sql: str, i: int) -> int:
+    """Where the parenthesis opened at sql[i] closes (-1: nowhere); quoted text and names are skipped."""
+    depth, quote = 0, ""
+    for j in range(i, len(sql)):
+        ch = sql[j]
+        if quote:
+            quote = "" if ch == quote else quote   # a doubled quote closes and reopens: the same result
+        elif ch in "'\"`":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return j
+    return -1
 
 
 class Dialect:
@@ -80,22 +120,36 @@ class Dialect:
     def table(self, name: str) -> str:
         return ".".join(self.quote(p) for p in name.split("."))
 
-    def distinct(self, a: str, b: str) -> str:
-        """a and b differ, NULLs compared as values."""
-        return f"{a} IS DISTINCT FROM {b}"
+    # --- exact comparison: the one definition every guard, verify and trigger compares values with. "The same"
+    # is null-safe (NULL is the same as NULL) and exact: byte for byte on text, whatever the column's collation
+    # (case-insensitive, PAD SPACE, nondeterministic) or type (citext) would call equal.
+    def exact(self, expr: str, column: Column | None) -> str:
+        """expr in a form whose equality is identity for the column's values (see the engines' overrides).
+        Here: expr itself, for a column whose own equality already is."""
+        return expr
 
-    def same(self, a: str, b: str) -> str:
-        """a and b are equal, NULLs compared as values."""
-        return f"{a} IS NOT DISTINCT FROM {b}"
+    def same(self, a: str, b: str, column: Column | None = None) -> str:
+        """a and b are the same value of the column (null-safe, exact); column None: the engine's plain
+        null-safe equality."""
+        return f"{self.exact(a, column)} IS NOT DISTINCT FROM {self.exact(b, column)}"
+
+    def differs(self, a: str, b: str, column: Column | None = None) -> str:
+        """NOT same(a, b, column)."""
+        return f"{self.exact(a, column)} IS DISTINCT FROM {self.exact(b, column)}"
+
+    def holds(self, stored: str, expr: str, column: Column | None) -> str:
+        """The stored value is exactly what writing expr into the column would store."""
+        return self.same(stored, self.cast_to(expr, column), column)
+
+    def stale(self, stored: str, expr: str, column: Column | None) -> str:
+        """NOT holds: the stored value is not what writing expr would store (a target verify counts wrong and
+        overwrite rewrites)."""
+        return self.differs(stored, self.cast_to(expr, column), column)
 
     def cast_to(self, expr: str, column: Column | None) -> str:
         """expr as the column would store it, so that a stored value compares equal to what was written
         (numeric(10,2) rounds x / 3.0; a TEXT column holds 10 as '10')."""
         return f"CAST({expr} AS {column.type})" if column is not None and column.type else expr
-
-    def differs(self, stored: str, expr: str, column: Column | None) -> str:
-        """The stored value is not what writing expr would store (exact: no collation folds case)."""
-        return self.distinct(stored, self.cast_to(expr, column))
 
     def finish(self, sql: str) -> str:
         """Last touch on a statement's text before it is sent (MySQL escapes % for its driver)."""
@@ -103,7 +157,8 @@ class Dialect:
 
     def as_read(self, expr: str, column: Column | None) -> str:
         """How verify reads a target's value and the value it should hold, to compare and bind back (a
-        PostgreSQL value as its text: every value has one, where the driver cannot hold a BC date or 24:00)."""
+        PostgreSQL value as its text: every value has one, where the driver cannot hold a BC date or 24:00);
+        same(as_read(x, column), the value read, column) is exact."""
         return expr
 
     def has_max(self, column: Column | None) -> bool:
@@ -310,7 +365,7 @@ def needs_fill(d: Dialect, exprs: dict[str, str], overwrite: bool, columns: dict
     conds = []
     for target, expr in exprs.items():
         t = d.quote(target)
-        conds.append(d.differs(t, f"({expr})", columns.get(target)) if overwrite
+        conds.append(d.stale(t, f"({expr})", columns.get(target)) if overwrite
                      else f"({t} IS NULL AND ({expr}) IS NOT NULL)")
     return "(" + " OR ".join(conds) + ")"
 
@@ -515,7 +570,7 @@ def build_verify_read(d: Dialect, table: str, key: Sequence[str], exprs: dict[st
     conds = range_conds(d, key, p, where, after)
     columns = columns or {}
     problems = [f"({d.quote(t)} IS NULL AND ({e}) IS NOT NULL) OR ({d.quote(t)} IS NOT NULL AND "
-                f"{d.differs(d.quote(t), f'({e})', columns.get(t))})" for t, e in exprs.items()]
+                f"{d.stale(d.quote(t), f'({e})', columns.get(t))})" for t, e in exprs.items()]
     conds.append("(" + " OR ".join(problems) + ")")
     sel = ", ".join([*key_values(d, key, columns),
                      *(f"{d.as_read(d.quote(t), columns.get(t))}, "
@@ -529,7 +584,8 @@ def build_fix_row(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, s
     p = _Params(d)
     sets = ", ".join([*(f"{d.quote(t)} = ({e})" for t, e in exprs.items()), *kept_sets(d, columns, list(exprs))])
     conds = [f"{d.quote(k)} = {p(f'k{i}')}" for i, k in enumerate(key)]
-    conds += [d.same(d.as_read(d.quote(t), (columns or {}).get(t)), p(f"old{i}")) for i, t in enumerate(exprs)]
+    columns = columns or {}
+    conds += [d.same(d.as_read(d.quote(t), columns.get(t)), p(f"old{i}"), columns.get(t)) for i, t in enumerate(exprs)]
     return Stmt(d.finish(f"UPDATE {d.table(table)} SET {sets} WHERE {' AND '.join(conds)}"), tuple(p.names))
 
 
@@ -556,23 +612,17 @@ class WriteShape:
         return [info.columns[c].type for c in cols]
 
 
-def transform_update_parts(d: Dialect, shape: WriteShape, compare: dict[str, str] | None = None,
+def transform_update_parts(d: Dialect, info: TableInfo, shape: WriteShape,
                            join_value: dict[str, str] | None = None
                            ) -> tuple[list[tuple[str, str]], list[str], list[str]]:
     """(target, value) assignments, join conditions, and guards for a guarded transform write.
 
     Guards: the sources still hold what was read, and each target is still NULL (fill) or still holds what
-    was read (overwrite); a row that fails them is left for a later pass to read again.
-    compare maps a column to a cast applied to both sides of a guard (PostgreSQL json has no equality; MySQL
-    compares text byte-exact); join_value maps a key column to a cast of the joined value only, so that the
-    table's side stays a plain indexed column.
+    was read (overwrite), compared exactly (Dialect.same: a source changed only in case or trailing spaces is
+    changed); a row that fails them is left for a later pass to read again. join_value maps a key column to a
+    cast of the joined value only, so that the table's side stays a plain indexed column.
     """
-    compare = compare or {}
     join_value = join_value or {}
-
-    def cmp(col: str, expr: str) -> str:
-        return compare.get(col, "{}").format(expr)
-
     t, v = "bf_t", "bf_v"
     sets = []
     for i, tg in enumerate(shape.targets):
@@ -583,10 +633,10 @@ def transform_update_parts(d: Dialect, shape: WriteShape, compare: dict[str, str
             sets.append((tg, f"CASE WHEN {t}.{d.quote(tg)} IS NULL THEN {new} ELSE {t}.{d.quote(tg)} END"))
     joins = [f"{t}.{d.quote(k)} = " + join_value.get(k, "{}").format(f"{v}.{shape.col('k', i)}")
              for i, k in enumerate(shape.key)]
-    guards = [d.same(cmp(s, f"{t}.{d.quote(s)}"), cmp(s, f"{v}.{shape.col('s', i)}"))
+    guards = [d.same(f"{t}.{d.quote(s)}", f"{v}.{shape.col('s', i)}", info.columns[s])
               for i, s in enumerate(shape.sources)]
     if shape.overwrite:
-        guards += [d.same(cmp(tg, f"{t}.{d.quote(tg)}"), cmp(tg, f"{v}.{shape.col('o', i)}"))
+        guards += [d.same(f"{t}.{d.quote(tg)}", f"{v}.{shape.col('o', i)}", info.columns[tg])
                    for i, tg in enumerate(shape.targets)]
     else:
         guards.append("(" + " OR ".join(f"({t}.{d.quote(tg)} IS NULL AND {v}.{shape.col('n', i)} IS NOT NULL)"

@@ -64,6 +64,15 @@ def base_type(column: Column) -> str:
     return re.split(r"[\s(]", column.type.lower(), maxsplit=1)[0]
 
 
+# Types holding text, which their collation (MySQL's JSON: its own equality, 1 = 1.0) compares loosely
+_TEXT_TYPES = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "json")
+
+
+def is_text(column: Column) -> bool:
+    """Whether the column holds text (a collation names its character set; JSON is text in utf8mb4)."""
+    return bool(column.collation) or base_type(column) in _TEXT_TYPES
+
+
 def single_precision(column: Column) -> bool:
     """FLOAT or FLOAT(p) with p up to 24: a 4-byte float (FLOAT(25..53) is a DOUBLE)."""
     m = re.match(r"float(?:\((\d+)\))?", column.type.lower())
@@ -87,11 +96,30 @@ class MySQLDialect(Dialect):
     def placeholder(self, n: int) -> str:
         return self._MARK
 
-    def distinct(self, a: str, b: str) -> str:
-        return f"NOT ({a} <=> {b})"
+    def exact(self, expr: str, column: Column | None) -> str:
+        if column is None:
+            return expr
+        if is_text(column):   # bytes, not a collation: even utf8mb4_bin pads trailing spaces on MariaDB
+            return _bytes(expr)
+        if base_type(column) == "bit":   # a BIT compares with bytes (as the driver reads it) as a decimal
+            return f"CAST({expr} AS BINARY)"
+        return expr
 
-    def same(self, a: str, b: str) -> str:
-        return f"{a} <=> {b}"
+    def same(self, a: str, b: str, column: Column | None = None) -> str:
+        return f"{self.exact(a, column)} <=> {self.exact(b, column)}"
+
+    def differs(self, a: str, b: str, column: Column | None = None) -> str:
+        return f"NOT ({self.same(a, b, column)})"
+
+    def holds(self, stored: str, expr: str, column: Column | None) -> str:
+        if column is not None and base_type(column) == "set":   # members in any order, each once: compare bits
+            return f"({stored} + 0) <=> {self.cast_to(expr, column)}"
+        if column is not None and base_type(column) == "bit":   # the expression's number or bits, as a number
+            return f"{stored} <=> {expr}"
+        return super().holds(stored, expr, column)
+
+    def stale(self, stored: str, expr: str, column: Column | None) -> str:
+        return f"NOT ({self.holds(stored, expr, column)})"
 
     def key_value(self, col: str, column: Column | None) -> str:
         if column is not None and base_type(column) in _NUMBERED:
@@ -133,17 +161,9 @@ class MySQLDialect(Dialect):
             return set_mask(expr, column)
         if base == "year":
             return year_value(expr)
+        if base == "char":   # CHAR drops trailing spaces (it is read without them)
+            return f"TRIM(TRAILING ' ' FROM {expr})"
         return expr
-
-    def differs(self, stored: str, expr: str, column: Column | None) -> str:
-        if column is not None and base_type(column) == "set":   # members in any order, each once: compare bits
-            return f"NOT (({stored} + 0) <=> {self.cast_to(expr, column)})"
-        if column is not None and column.collation:  # text: byte-exact, whatever the column's collation
-            if base_type(column) == "char":   # CHAR drops trailing spaces (it is read without them)
-                expr = f"TRIM(TRAILING ' ' FROM {expr})"
-            # bytes, not a collation: even utf8mb4_bin pads trailing spaces on MariaDB
-            return f"NOT ({_bytes(stored)} <=> {_bytes(expr)})"
-        return self.distinct(stored, self.cast_to(expr, column))
 
     def finish(self, sql: str) -> str:
         # the driver formats parameters with the % operator: a literal % in an expression must be doubled
@@ -620,19 +640,15 @@ def key_wraps(key: Sequence[str], columns: dict[str, Column]) -> tuple[str, ...]
 def build_write(d: MySQLDialect, info: TableInfo, shape: WriteShape, n_rows: int) -> Stmt:
     """UPDATE joined to a derived table of the batch's computed rows (MariaDB has no VALUES ROW()).
 
-    Text is compared byte-exact (as binary utf8mb4) in the guards, so a source changed only in case,
+    The guards compare exactly (MySQLDialect.exact: text as its utf8mb4 bytes), so a source changed only in case,
     accents or trailing spaces counts as changed; the key join casts only the joined value to the key column's own
     collation, so the primary key is used and no "illegal mix of collations" can arise.
     """
     text = {c for c, col in info.columns.items() if col.collation}
-    compare = {c: _bytes("{}") for c in (*shape.sources, *shape.targets) if c in text}
-    # BIT read as bytes compares with them as a decimal: compare both as binary strings
-    compare.update({c: "CAST({} AS BINARY)" for c in (*shape.sources, *shape.targets)
-                    if base_type(info.columns[c]) == "bit"})
     join_value = {k: f"CONVERT({{}} USING {info.columns[k].collation.split('_')[0]}) COLLATE "
                      f"{info.columns[k].collation}" for k in shape.key
                   if k in text and base_type(info.columns[k]) not in _NUMBERED}   # those are read as numbers
-    sets, joins, guards = transform_update_parts(d, shape, compare, join_value)
+    sets, joins, guards = transform_update_parts(d, info, shape, join_value)
     ph = d.placeholder(0)
     first = "SELECT " + ", ".join(f"{ph} AS c{j}" for j in range(shape.width))
     rest = "SELECT " + ", ".join(ph for _ in range(shape.width))

@@ -14,7 +14,8 @@ import asyncpg
 
 from backfilld.aio import within
 from backfilld.engines.base import (AppActivity, BatchPlan, Column, Dialect, Engine, Stmt, TableInfo,
-                                    Unrepresentable, WriteShape, lease_key, range_call, transform_update_parts)
+                                    Unrepresentable, WriteShape, lease_key, operand, range_call,
+                                    transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # SQLSTATEs worth another try: serialization_failure, deadlock_detected, lock_not_available, query_canceled
@@ -25,16 +26,27 @@ _RETRY = {"40001": "serialization", "40P01": "deadlock", "55P03": "lock_timeout"
 _NULL_WRITTEN = "backfilld: NULL written at key "
 
 
-# Types without an equality operator (IS DISTINCT FROM fails on them): compared as their text, which for
-# json is the text as stored, for the geometric types and xml their canonical output.
-_NO_EQUALITY = {"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"}
-
-
 # Key types max() does not take (its arguments: numbers, text, dates and times, inet, arrays, enums...).
 _NO_MAX = {"bytea", "uuid", "jsonb", "boolean", "bit", "bit varying", "tsvector", "macaddr", "macaddr8"}
-# Text types compared byte for byte (verify, overwrite, transform guards): a nondeterministic collation calls
-# 'a' = 'A'; citext's equality folds case whatever the collation, so it is compared as text.
-_TEXT = re.compile(r"^(text|character varying|character|varchar|char|name)\b")
+
+# How values of a type are compared where equal must mean identical (PostgresDialect.exact), by the type's name
+# as format_type() spells it (an array as its element type):
+# - as themselves: types whose equality is identity. Floats too, whose = calls only 0 and -0 (and any two NaNs)
+#   equal: their text depends on the session's extra_float_digits (a trigger runs in the application's
+#   sessions), and their bits could make a transform's guard never match a NaN the driver binds back otherwise.
+#   Intervals too, whose = counts a month as 30 days and a day as 24 hours: that is all the driver's timedelta
+#   keeps of one, so a transform's guard comparing their text would never match '1 mon' read and bound back.
+_AS_IS = re.compile(r"smallint|integer|bigint|boolean|bytea|uuid|date|oid|money|inet|cidr|macaddr8?|real|"
+                    r"double precision|interval\b.*|(time|timestamp)(\(\d+\))? with(out)? time zone|"
+                    r"bit( varying)?(\(\d+\))?|\"char\"")
+# - text types in the C collation: a deterministic collation's equality is byte for byte, while a
+#   nondeterministic one may call 'a' and 'A' (or 'a' and 'a ') equal
+_TEXT = re.compile(r"(text|character varying|character|varchar|char|name)(\(\d+\))?")
+# - as their text: types with no collation whose equality is looser than identity (numeric 1.0 = 1.00, the same
+#   inside jsonb) or missing (json, xml, the geometric types); the text of a value is exact, and has no collation
+_AS_TEXT = re.compile(r"numeric(\(\d+(,\s*\d+)?\))?|jsonb?|xml|point|line|lseg|box|path|polygon|circle")
+# - anything else (citext, whose equality folds case whatever its collation; domains, over whatever type;
+#   enums, ranges, composite and extension types) as its text in the C collation, which is exact for every type
 
 
 class PostgresDialect(Dialect):
@@ -52,19 +64,16 @@ class PostgresDialect(Dialect):
         return column is None or re.sub(r"\(.*", "", column.type) not in _NO_MAX
 
     def exact(self, expr: str, column: Column | None) -> str:
-        """expr as compared where equal must mean identical (see _NO_EQUALITY, _TEXT)."""
         if column is None:
             return expr
-        if column.type.removesuffix("[]") in _NO_EQUALITY:
-            return f"({expr})::text"
-        if column.type == "citext":
-            return f"({expr})::text COLLATE \"C\""
-        if _TEXT.match(column.type):
-            return f"{expr} COLLATE \"C\""
-        return expr
-
-    def differs(self, stored: str, expr: str, column: Column | None) -> str:
-        return self.distinct(self.exact(stored, column), self.exact(self.cast_to(expr, column), column))
+        typ = re.sub(r"(\[\])+$", "", column.type)
+        if _AS_IS.fullmatch(typ):
+            return expr
+        if _TEXT.fullmatch(typ):
+            return f'{operand(expr)} COLLATE "C"'
+        if _AS_TEXT.fullmatch(typ):
+            return f"{operand(expr)}::text"
+        return f'{operand(expr)}::text COLLATE "C"'
 
 
 # --- date and time codecs
@@ -528,8 +537,7 @@ def build_write(d: PostgresDialect, info: TableInfo, shape: WriteShape, lock: bo
     """One UPDATE joined to unnest() of one array per column: one statement and one round trip per batch. With
     lock, only the rows it could lock without waiting (SKIP LOCKED); the others are left for a later pass."""
     types = shape.column_types(info)
-    compare = {c: d.exact("{}", info.columns[c]) for c in (*shape.sources, *shape.targets)}
-    sets, joins, guards = transform_update_parts(d, shape, compare)
+    sets, joins, guards = transform_update_parts(d, info, shape)
     names = tuple(f"c{i}" for i in range(shape.width))
     src = ("unnest(" + ", ".join(f"${i + 1}::{typ}[]" for i, typ in enumerate(types)) + ") AS bf_v("
            + ", ".join(names) + ")")

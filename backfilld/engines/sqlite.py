@@ -17,7 +17,7 @@ import structlog
 
 from backfilld.aio import within
 from backfilld.engines.base import (BatchPlan, Column, Dialect, Engine, Stmt, TableInfo, WriteShape, lease_key,
-                                    range_call, transform_update_parts)
+                                    operand, range_call, transform_update_parts)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 
@@ -30,24 +30,37 @@ class SQLiteDialect(Dialect):
                    "time": "TEXT"}
     fold_case = True
 
-    def distinct(self, a: str, b: str) -> str:
-        return f"{a} IS NOT {b}"
+    def exact(self, expr: str, column: Column | None) -> str:
+        # BINARY: the column's own collation (NOCASE folds case, RTRIM ignores trailing spaces) never applies. An
+        # explicit COLLATE on either side of a comparison is the one used, and COLLATE keeps the affinity of what
+        # it follows: a column compared keeps its affinity, which applies to the other side as storing does
+        return f"{operand(expr)} COLLATE BINARY"
 
-    def same(self, a: str, b: str) -> str:
-        return f"{a} IS {b}"
+    def same(self, a: str, b: str, column: Column | None = None) -> str:
+        eq = f"{operand(a)} IS {self.exact(b, column)}"
+        # a column of BLOB affinity converts nothing it stores: 1 and 1.0 are two values there, which IS calls equal
+        return f"({eq} AND typeof({a}) = typeof({b}))" if _verbatim(column) else eq
+
+    def differs(self, a: str, b: str, column: Column | None = None) -> str:
+        ne = f"{operand(a)} IS NOT {self.exact(b, column)}"
+        return f"({ne} OR typeof({a}) <> typeof({b}))" if _verbatim(column) else ne
 
     def cast_to(self, expr: str, column: Column | None) -> str:
         # What storing expr in the column stores is expr converted by the column's affinity (a TEXT column
         # holds 10 as '10', an INTEGER one '10' as 10, a BLOB one anything as it is), which no CAST does: CAST
         # to BLOB turns text into bytes, CAST to TEXT turns bytes into text, CAST to INTEGER 'abc' into 0. A
         # comparison with a column applies the column's affinity to an operand that has none, exactly as
-        # storing does; unary + strips the expression's own affinity (a column it names, a CAST in it).
+        # storing does; unary + strips the expression's own affinity (a column it names, a CAST in it). So the
+        # stored side of holds and stale must stay a bare column.
         return expr if column is None else f"(+{expr})"
 
-    def differs(self, stored: str, expr: str, column: Column | None) -> str:
-        # stored must stay a bare column (its affinity applies to the other side); IS NOT compares with the
-        # column's collation (NOCASE would fold case): force BINARY
-        return f"{stored} IS NOT {self.cast_to(expr, column)} COLLATE BINARY"
+
+def _verbatim(column: Column | None) -> bool:
+    """Whether the column has BLOB affinity (declared BLOB, or no type), so stores each value as it is given."""
+    if column is None:
+        return False
+    typ = column.type.upper()   # SQLite's rules, in their order: INT, then CHAR/CLOB/TEXT, then BLOB or none
+    return not any(part in typ for part in ("INT", "CHAR", "CLOB", "TEXT")) and ("BLOB" in typ or not typ.strip())
 
 
 # The function apply_range_once's trap calls when a batch would write NULL (registered on every connection).
@@ -349,7 +362,7 @@ class SQLiteEngine(Engine):
 
 def build_write(d: Dialect, info: TableInfo, shape: WriteShape, n_rows: int) -> Stmt:
     """UPDATE ... FROM a VALUES list of the batch's computed rows, guarded per row."""
-    sets, joins, guards = transform_update_parts(d, shape)
+    sets, joins, guards = transform_update_parts(d, info, shape)
     width = shape.width
     row = "(" + ", ".join("?" * 1 for _ in range(width)) + ")"
     cols = ", ".join(f"column{j + 1} AS c{j}" for j in range(width))

@@ -19,9 +19,11 @@ overwrite = false (the default)
          that is NULL: a derived value follows its sources.
       3. Otherwise (the statement changed the target, or the target held a hand-written value) -> untouched.
 
-"The same" is exact: null-safe, and on strings byte for byte (never a case-insensitive collation), so a
-hand-written 'Example.com' is never taken for the derived 'example.com'. A hand-written value that happens to
-equal expression(OLD) is indistinguishable from a derived one and follows its sources like one.
+"The same" is exact: null-safe, and on strings byte for byte (never a case-insensitive collation, citext or
+trailing-space padding), so a hand-written 'Example.com' is never taken for the derived 'example.com'; the
+engine's dialect defines it (Dialect.same, and Dialect.holds for "equals expression(OLD)", as the column would
+store it), as it does for batches and verify. A hand-written value that happens to equal expression(OLD) is
+indistinguishable from a derived one and follows its sources like one.
 
 Expressions are user SQL over unqualified columns; each engine evaluates them over NEW and OLD its own way:
 PostgreSQL selects them from a derived table made of the record (`FROM (SELECT NEW.*) AS t`); SQLite runs them
@@ -43,7 +45,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from backfilld.engines.base import Column, Engine, Stmt
+from backfilld.engines import dialect
+from backfilld.engines.base import Column, Dialect, Engine, Stmt
 from backfilld.errors import SchemaError
 
 # ------------------------------------------------------------------------------------------ names
@@ -80,17 +83,16 @@ def _split(table: str) -> tuple[str | None, str]:
 
 
 class _Quote:
+    """The engine dialect's quoting (and its exact comparison, as .dialect), with names beside a table."""
+
     def __init__(self, dialect_name: str) -> None:
-        if dialect_name not in ("postgresql", "mysql", "sqlite"):
-            raise ValueError(f"unknown dialect {dialect_name!r}")
-        self.name = dialect_name
-        self.char = "`" if dialect_name == "mysql" else '"'
+        self.dialect: Dialect = dialect(dialect_name)
 
     def __call__(self, ident: str) -> str:
-        return self.char + ident.replace(self.char, self.char * 2) + self.char
+        return self.dialect.quote(ident)
 
     def table(self, name: str) -> str:
-        return ".".join(self(p) for p in name.split("."))
+        return self.dialect.table(name)
 
     def in_schema(self, table: str, obj: str) -> str:
         """obj in the schema of table (triggers and functions live beside their table)."""
@@ -354,14 +356,15 @@ def rewrite_columns(sql: str, dialect_name: str, columns: Iterable[str], table: 
 # ------------------------------------------------------------------------------------------ builders
 
 
-def _column_types(columns: Mapping[str, Any] | Iterable[str]) -> dict[str, str]:
-    """Column name -> declared type ('' when unknown), from names, name -> type, or TableInfo.columns."""
+def _table_columns(columns: Mapping[str, Any] | Iterable[str]) -> dict[str, Column | None]:
+    """Column name -> Column (None where its type is unknown), from names, name -> declared type, or
+    TableInfo.columns."""
     if isinstance(columns, Mapping):
-        out = {}
+        out: dict[str, Column | None] = {}
         for name, v in columns.items():
-            out[name] = v.type if isinstance(v, Column) else (v or "")
+            out[name] = v if isinstance(v, Column) else Column(name, v, True) if v else None
         return out
-    return {c: "" for c in columns}
+    return dict.fromkeys(columns)
 
 
 def _no_comments(sql: str, dialect_name: str) -> str:
@@ -372,7 +375,7 @@ def _no_comments(sql: str, dialect_name: str) -> str:
     return "".join(" " if t.kind == "comment" else t.text for t in tokens).strip()
 
 
-def _check(dialect_name: str, table: str, types: dict[str, str], key: Sequence[str], exprs: Mapping[str, str],
+def _check(dialect_name: str, table: str, types: Mapping[str, Any], key: Sequence[str], exprs: Mapping[str, str],
            where: str | None) -> None:
     if not exprs:
         raise SchemaError("sync triggers need at least one target")
@@ -411,7 +414,7 @@ def build_install_sql(dialect_name: str, table: str, columns: Mapping[str, Any] 
     the targets against them. key: the columns SQLite finds the row by (rowid when empty); unused elsewhere.
     mariadb: use MariaDB's atomic CREATE OR REPLACE TRIGGER instead of DROP + CREATE.
     """
-    types = _column_types(columns)
+    types = _table_columns(columns)
     # a line comment inside an expression would swallow what the trigger writes after it on the line
     exprs = {t: _no_comments(e, dialect_name) for t, e in exprs.items()}
     where = _no_comments(where, dialect_name) if where is not None else None
@@ -440,14 +443,6 @@ def build_remove_sql(dialect_name: str, table: str, job_name: str, *, table_exis
 
 # --- PostgreSQL: BEFORE triggers calling one plpgsql function that evaluates over (SELECT NEW.*)
 
-_PG_TEXT_COMPARE = ("json", "xml", "citext")  # no equality operator, or a case-insensitive one
-
-
-def _pg_same(a: str, b: str, type_: str) -> str:
-    if type_.split("(")[0].strip().lower() in _PG_TEXT_COMPARE:
-        return f"{a}::text IS NOT DISTINCT FROM {b}::text"
-    return f"{a} IS NOT DISTINCT FROM {b}"
-
 
 def _dollar_tag(*texts: str | None) -> str:
     tag, n = "$bf$", 0
@@ -457,9 +452,10 @@ def _dollar_tag(*texts: str | None) -> str:
     return tag
 
 
-def _pg_install(table: str, types: dict[str, str], exprs: dict[str, str], where: str | None, overwrite: bool,
-                names: TriggerNames) -> list[str]:
+def _pg_install(table: str, types: dict[str, Column | None], exprs: dict[str, str], where: str | None,
+                overwrite: bool, names: TriggerNames) -> list[str]:
     q = _Quote("postgresql")
+    same = q.dialect.same
     t = q.table(table)
     alias = q(_split(table)[1])  # so that table.column in an expression still resolves
     targets = list(exprs)
@@ -480,7 +476,7 @@ def _pg_install(table: str, types: dict[str, str], exprs: dict[str, str], where:
         body.append(f"  IF TG_OP = 'INSERT' AND {all_set} THEN RETURN NEW; END IF;")
         # an UPDATE that wrote every target itself (the batch, new code) needs nothing either
         open_ = " OR ".join(f"NEW.{tcol[tg]} IS NULL OR "
-                            f"{_pg_same('NEW.' + tcol[tg], 'OLD.' + tcol[tg], types.get(tg, ''))}" for tg in targets)
+                            f"{same('NEW.' + tcol[tg], 'OLD.' + tcol[tg], types.get(tg))}" for tg in targets)
         body += ["  IF TG_OP = 'UPDATE' THEN",
                  f"    IF NOT ({open_}) THEN RETURN NEW; END IF;",
                  "  END IF;"]
@@ -495,7 +491,7 @@ def _pg_install(table: str, types: dict[str, str], exprs: dict[str, str], where:
             body.append(f"  NEW.{tcol[tg]} := {v};")
     else:
         untouched = {tg: f"NEW.{tcol[tg]} IS NOT NULL AND "
-                         f"{_pg_same('NEW.' + tcol[tg], 'OLD.' + tcol[tg], types.get(tg, ''))}" for tg in targets}
+                         f"{same('NEW.' + tcol[tg], 'OLD.' + tcol[tg], types.get(tg))}" for tg in targets}
         any_untouched = " OR ".join(f"({untouched[tg]})" for tg in targets)
         body += ["  IF TG_OP = 'UPDATE' THEN",
                  f"    IF {any_untouched} THEN",
@@ -507,7 +503,7 @@ def _pg_install(table: str, types: dict[str, str], exprs: dict[str, str], where:
             body += [f"  IF NEW.{c} IS NULL THEN",
                      f"    NEW.{c} := {nv};",
                      "  ELSIF TG_OP = 'UPDATE' THEN",
-                     f"    IF {untouched[tg]} AND {_pg_same('OLD.' + c, ov, types.get(tg, ''))} THEN",
+                     f"    IF {untouched[tg]} AND {same('OLD.' + c, ov, types.get(tg))} THEN",
                      f"      NEW.{c} := {nv};  -- derived from the old row: follow the sources",
                      "    END IF;",
                      "  END IF;"]
@@ -528,20 +524,10 @@ def _pg_install(table: str, types: dict[str, str], exprs: dict[str, str], where:
 
 # --- MySQL / MariaDB: BEFORE triggers assigning NEW, expressions rewritten to NEW.`col` / OLD.`col`
 
-_MYSQL_STRING_TYPES = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "json")
-
-
-def _mysql_same(a: str, b: str, type_: str) -> str:
-    """a and b are the same value: null-safe, and byte for byte on strings (no collation folding)."""
-    base = re.split(r"[\s(]", type_.strip().lower(), maxsplit=1)[0] if type_ else ""
-    if base in _MYSQL_STRING_TYPES:
-        return f"CAST(CONVERT({a} USING utf8mb4) AS BINARY) <=> CAST(CONVERT({b} USING utf8mb4) AS BINARY)"
-    return f"{a} <=> {b}"
-
-
-def _mysql_install(table: str, types: dict[str, str], exprs: dict[str, str], where: str | None, overwrite: bool,
-                   names: TriggerNames, mariadb: bool) -> list[str]:
+def _mysql_install(table: str, types: dict[str, Column | None], exprs: dict[str, str], where: str | None,
+                   overwrite: bool, names: TriggerNames, mariadb: bool) -> list[str]:
     q = _Quote("mysql")
+    d = q.dialect
     t = q.table(table)
     cols = list(types)
     canon = {c.lower(): c for c in cols}
@@ -564,10 +550,10 @@ def _mysql_install(table: str, types: dict[str, str], exprs: dict[str, str], whe
             lines.append(f"  SET NEW.{c} = ({new(expr)});")
             sources = referenced_columns(expr, "mysql", cols, table)
             if event == "UPDATE" and sources:
-                ctype = types.get(targets[tg], "")
-                changed = " AND ".join(_mysql_same(f"NEW.{q(s)}", f"OLD.{q(s)}", types.get(s, "")) for s in sources)
-                lines.append(f"ELSEIF {_mysql_same(f'NEW.{c}', f'OLD.{c}', ctype)} AND NOT ({changed}) "
-                             f"AND {_mysql_same(f'OLD.{c}', f'({old(expr)})', ctype)} THEN")
+                col = types.get(targets[tg])
+                changed = " AND ".join(d.same(f"NEW.{q(s)}", f"OLD.{q(s)}", types.get(s)) for s in sources)
+                lines.append(f"ELSEIF {d.same(f'NEW.{c}', f'OLD.{c}', col)} AND NOT ({changed}) "
+                             f"AND {d.holds(f'OLD.{c}', f'({old(expr)})', col)} THEN")
                 lines.append(f"  SET NEW.{c} = ({new(expr)});")
             lines.append("END IF;")
         if where:
@@ -583,9 +569,12 @@ def _mysql_install(table: str, types: dict[str, str], exprs: dict[str, str], whe
 
 # --- SQLite: AFTER triggers updating the row just written, found by its key
 
-def _sqlite_install(table: str, types: dict[str, str], key: list[str], exprs: dict[str, str], where: str | None,
-                    overwrite: bool, names: TriggerNames) -> list[str]:
+def _sqlite_install(table: str, types: dict[str, Column | None], key: list[str], exprs: dict[str, str],
+                    where: str | None, overwrite: bool, names: TriggerNames) -> list[str]:
     q = _Quote("sqlite")
+    d = q.dialect
+    by_lower = {c.lower(): col for c, col in types.items()}   # SQLite's column names ignore case
+    col = {tg: types.get(tg) or by_lower.get(tg.lower()) for tg in exprs}
     _, bare = _split(table)
     t = q(bare)  # statements inside a SQLite trigger may not name the schema; the trigger lives in it
     match_row = " AND ".join(f"{q(k)} = NEW.{q(k)}" for k in key) if key else "rowid = NEW.rowid"
@@ -605,7 +594,7 @@ def _sqlite_install(table: str, types: dict[str, str], key: list[str], exprs: di
     drops = [f"DROP TRIGGER IF EXISTS {q.in_schema(table, n)}" for n in (names.insert, names.update)]
     if overwrite:
         sets = [f"{q(tg)} = ({e})" for tg, e in exprs.items()]
-        need = [f"{q(tg)} IS NOT ({e}) COLLATE BINARY" for tg, e in exprs.items()]
+        need = [d.stale(q(tg), f"({e})", col[tg]) for tg, e in exprs.items()]
         return drops + [create(names.insert, "INSERT", None, sets, need),
                         create(names.update, "UPDATE", None, sets, need)]
 
@@ -614,19 +603,20 @@ def _sqlite_install(table: str, types: dict[str, str], key: list[str], exprs: di
     ins_need = [f"({fill[tg]} AND ({e}) IS NOT NULL)" for tg, e in exprs.items()]
     ins_when = " OR ".join(f"NEW.{q(tg)} IS NULL" for tg in exprs)
     # derived: the statement left the target as it was, and it was the OLD row's expression. "The same" is
-    # byte for byte (COLLATE BINARY), so a NOCASE column cannot pass a hand-written value for a derived one.
-    # The current row is NEW here (AFTER trigger), so the comparison with OLD's expression reads the column,
-    # which carries the column's affinity, exactly as the stored value was compared when the batch wrote it.
-    derived = {tg: f"(NEW.{q(tg)} IS OLD.{q(tg)} COLLATE BINARY AND {q(tg)} IS NOT NULL "
-                   f"AND {q(tg)} IS {old_value(e)} COLLATE BINARY)" for tg, e in exprs.items()}
+    # byte for byte (the dialect's COLLATE BINARY), so a NOCASE column cannot pass a hand-written value for a
+    # derived one. The current row is NEW here (AFTER trigger), so the comparison with OLD's expression reads the
+    # column, which carries the column's affinity: it compares as verify compares the stored value (holds).
+    derived = {tg: f"({d.same(f'NEW.{q(tg)}', f'OLD.{q(tg)}', col[tg])} AND {q(tg)} IS NOT NULL "
+                   f"AND {d.holds(q(tg), old_value(e), col[tg])})" for tg, e in exprs.items()}
     upd_sets = [f"{q(tg)} = CASE WHEN {fill[tg]} OR {derived[tg]} THEN ({e}) ELSE {q(tg)} END"
                 for tg, e in exprs.items()]
-    upd_need = [f"({fill[tg]} AND ({e}) IS NOT NULL) OR ({derived[tg]} AND {q(tg)} IS NOT ({e}) COLLATE BINARY)"
+    upd_need = [f"({fill[tg]} AND ({e}) IS NOT NULL) OR ({derived[tg]} AND {d.stale(q(tg), f'({e})', col[tg])})"
                 for tg, e in exprs.items()]
     # the WHEN keeps the trigger from running its UPDATE where it cannot apply, and stops any recursion (with
     # recursive_triggers on): the UPDATE writes only targets it changes, so in the nested run each written
     # target differs from OLD and is either not NULL or has a NULL expression: nothing left to do.
-    upd_when = " OR ".join(f"NEW.{q(tg)} IS NULL OR NEW.{q(tg)} IS OLD.{q(tg)} COLLATE BINARY" for tg in exprs)
+    upd_when = " OR ".join(f"NEW.{q(tg)} IS NULL OR {d.same(f'NEW.{q(tg)}', f'OLD.{q(tg)}', col[tg])}"
+                           for tg in exprs)
     return drops + [create(names.insert, "INSERT", ins_when, ins_sets, ins_need),
                     create(names.update, "UPDATE", upd_when, upd_sets, upd_need)]
 

@@ -9,7 +9,8 @@ import structlog
 
 from backfilld import daemon
 from backfilld.errors import ConfigError, JobFailed
-from tests.dbutil import TestDb
+from backfilld.verify import Verifier
+from tests.dbutil import HIDDEN_CHANGES, TestDb, hiding_type
 from tests.fixtures import transforms
 
 BLOBS = ["a=1;b=2", "ключ=значение", "emoji=🦄;x=%s", "", None, "k=v=w", "z=1"]
@@ -160,3 +161,75 @@ async def test_python_transform_reads_dates_python_cannot_hold(db: TestDb, typ: 
     rows = await db.q(f"SELECT src::text, dst FROM {table} ORDER BY id")
     assert [src for src, dst in rows if src != dst] == [], f"(server text, written) {rows}"
     assert state.rows_done == len(values) - 1
+
+
+async def hiding_table(db: TestDb, typ: str) -> str:
+    """Ten rows, src 'abc1'..'abc10' and dst NULL, both of a type that hides a change of case or trailing spaces."""
+    table = await db.create("hidden", f"id {db.int_type()} NOT NULL PRIMARY KEY, src {typ}, dst {typ}")
+    await db.many(f"INSERT INTO {table} (id, src) VALUES (?, ?)", [(i, f"abc{i}") for i in range(1, 11)])
+    return table
+
+
+def exclaim(table: str, **kw) -> dict:  # noqa: ANN003
+    return {"name": "exclaim", "table": table, "transform": "tests.fixtures.transforms:exclaim_async",
+            "sources": ["src"], "targets": ["dst"], "batch_size": 4, **kw}
+
+
+async def while_transformed(db: TestDb, key: int, sql: str, *args: object) -> list[bool]:
+    """Set the transform hook to run `sql` (as old application code, on its own connection) once, when the
+    transform sees the row with id `key`'s source; returns the list that records that it ran."""
+    other = TestDb(db.url, db.suffix)
+    await other.open()
+    done: list[bool] = []
+
+    async def old_code_writes(row: dict) -> None:
+        if not done and row["src"] == f"abc{key}":
+            done.append(True)
+            await other.x(sql, *args)
+            await other.engine.close()
+
+    transforms.BEFORE["hook"] = old_code_writes
+    return done
+
+
+@pytest.mark.parametrize(("engine_name", "typ", "changed"), HIDDEN_CHANGES, indirect=["engine_name"])
+async def test_a_source_changed_only_in_case_or_trailing_spaces_is_not_written_stale(db: TestDb, typ: str,
+                                                                                     changed: str) -> None:
+    """Old code changes a source between the batch's read and its write in a way the column's own comparison
+    does not see ('abc5' -> 'ABC5', 'abc5' -> 'abc5  '): the write's guard sees it, writes nothing computed from
+    the old value, and a later pass writes the new one; verify finds every row right."""
+    async with hiding_type(db, typ) as ddl:
+        table = await hiding_table(db, ddl)
+        done = await while_transformed(db, 5, f"UPDATE {table} SET src = ? WHERE id = 5", changed)
+        try:
+            [state] = await daemon.run(db.config([exclaim(table)]), daemon.RunOptions())
+        finally:
+            transforms.BEFORE.clear()
+        assert done and state.status == "completed", state.error
+        rows = await db.q(f"SELECT id, src, dst FROM {table} ORDER BY id")
+        assert [(i, dst) for i, _, dst in rows if i == 5] == [(5, changed + "!")]
+        assert [src + "!" for _, src, _ in rows] == [dst for _, _, dst in rows]
+        result = await Verifier(db.engine, db.config([exclaim(table)]), db.config([exclaim(table)]).jobs[0]).run()
+        assert result.clean, result.as_dict()
+
+
+@pytest.mark.parametrize(("engine_name", "typ", "changed"), HIDDEN_CHANGES, indirect=["engine_name"])
+async def test_verify_fix_leaves_a_target_changed_only_in_case_or_trailing_spaces(db: TestDb, typ: str,
+                                                                                  changed: str) -> None:
+    """verify --fix of a transform job rewrites a wrong target only if it still holds what verify read: one the
+    application changed meanwhile only in case or trailing spaces ('abc5' -> 'ABC5') is left as the application
+    wrote it, and counted as changed meanwhile."""
+    async with hiding_type(db, typ) as ddl:
+        table = await hiding_table(db, ddl)
+        cfg = db.config([exclaim(table)])
+        [state] = await daemon.run(cfg, daemon.RunOptions())
+        assert state.status == "completed", state.error
+        await db.x(f"UPDATE {table} SET dst = ? WHERE id = 5", "abc5")   # wrong: the right value is abc5!
+        done = await while_transformed(db, 5, f"UPDATE {table} SET dst = ? WHERE id = 5", changed)
+        try:
+            result = await Verifier(db.engine, cfg, cfg.jobs[0], fix=True).run()
+        finally:
+            transforms.BEFORE.clear()
+        assert done
+        assert (result.wrong, result.fixed, result.not_fixed) == (1, 0, 1), result.as_dict()
+        assert await db.q(f"SELECT dst FROM {table} WHERE id = 5") == [(changed,)]

@@ -6,11 +6,16 @@ import asyncio
 
 import pytest
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from backfilld import daemon
+from backfilld.engines.base import Engine, Stmt
 from backfilld.verify import Verifier, record
-from tests.dbutil import GateAt, TestDb
+from tests.dbutil import HIDDEN_CHANGES, GateAt, TestDb, hiding_type
 
 LOWER = "lower(name)"
+EXCLAIM = {"postgresql": "src || '!'", "sqlite": "src || '!'", "mysql": "CONCAT(src, '!')"}
 
 
 async def names(db: TestDb, n: int = 300) -> str:
@@ -67,3 +72,43 @@ async def test_a_stopped_verify_never_counts_as_verified(db: TestDb) -> None:
     assert verified_at is None
     with pytest.raises(daemon.WaitTimeout):
         await daemon.wait_for(cfg, "low", "verified", 0.3, poll_s=0.1)
+
+
+class WritesBefore:
+    """An engine that runs `action` (the application writing, on its own connection) just before its first
+    UPDATE: between what verify read and verify --fix's repair."""
+
+    def __init__(self, engine: Engine, action: Callable[[], Awaitable[None]]) -> None:
+        self._engine, self._action = engine, action
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - everything else is the engine's
+        return getattr(self._engine, name)
+
+    async def execute(self, stmt: Stmt | str, values: dict[str, Any] | None = None) -> int:
+        sql = stmt if isinstance(stmt, str) else stmt.sql
+        if self._action is not None and sql.lstrip().upper().startswith("UPDATE"):
+            action, self._action = self._action, None
+            await action()
+        return await self._engine.execute(stmt, values)
+
+
+@pytest.mark.parametrize(("engine_name", "typ", "changed"), HIDDEN_CHANGES, indirect=["engine_name"])
+async def test_fix_leaves_a_target_changed_only_in_case_or_trailing_spaces(db: TestDb, typ: str, changed: str) -> None:
+    """verify --fix rewrites a wrong target only if it still holds what verify read: one the application changed
+    meanwhile only in case or trailing spaces ('abc5' -> 'ABC5'), which the column's collation calls equal, is
+    left as the application wrote it and counted as changed meanwhile."""
+    async with hiding_type(db, typ) as ddl:
+        text = {"postgresql": "text", "sqlite": "TEXT", "mysql": "VARCHAR(40)"}[db.engine_name]
+        table = await db.create("hv", f"id {db.int_type()} NOT NULL PRIMARY KEY, src {text}, dst {ddl}")
+        await db.many(f"INSERT INTO {table} (id, src) VALUES (?, ?)", [(i, f"abc{i}") for i in range(1, 11)])
+        cfg = db.config([{"name": "exclaim", "table": table, "set": {"dst": EXCLAIM[db.engine_name]}}])
+        [state] = await daemon.run(cfg, daemon.RunOptions())
+        assert state.status == "completed", state.error
+        await db.x(f"UPDATE {table} SET dst = ? WHERE id = 5", "abc5")   # wrong: the right value is abc5!
+
+        async def application_writes() -> None:
+            await db.x(f"UPDATE {table} SET dst = ? WHERE id = 5", changed)
+
+        result = await Verifier(WritesBefore(db.engine, application_writes), cfg, cfg.jobs[0], fix=True).run()
+        assert (result.wrong, result.fixed, result.not_fixed) == (1, 0, 1), result.as_dict()
+        assert await db.q(f"SELECT dst FROM {table} WHERE id = 5") == [(changed,)]

@@ -8,7 +8,9 @@ import uuid
 
 import pytest
 
-from backfilld.engines.base import build_lookup, build_skip, build_update, decode_key, encode_key
+from backfilld.engines.base import (Column, TableInfo, WriteShape, build_fix_row, build_lookup, build_skip,
+                                    build_update, build_verify_read, decode_key, encode_key, operand,
+                                    transform_update_parts)
 from backfilld.engines.mysql import MySQLDialect
 from backfilld.engines.postgresql import PostgresDialect
 from backfilld.engines.sqlite import SQLiteDialect
@@ -97,3 +99,87 @@ def test_identifiers_are_quoted_with_embedded_quotes_doubled() -> None:
 def test_key_codec_round_trips_exactly(key: tuple) -> None:
     assert decode_key(encode_key(key)) == key
     assert decode_key(None) is None
+
+
+# ------------------------------------------------------------------------------------------ exact comparison
+
+
+def col(typ: str, collation: str | None = None) -> Column:
+    return Column("c", typ, True, collation)
+
+
+@pytest.mark.parametrize(("typ", "form"), [
+    ("integer", 'a IS NOT DISTINCT FROM b'),
+    ("double precision", 'a IS NOT DISTINCT FROM b'),
+    ("interval", 'a IS NOT DISTINCT FROM b'),
+    ("timestamp(3) with time zone", 'a IS NOT DISTINCT FROM b'),
+    ("text", 'a COLLATE "C" IS NOT DISTINCT FROM b COLLATE "C"'),
+    ("character varying(20)[]", 'a COLLATE "C" IS NOT DISTINCT FROM b COLLATE "C"'),
+    ("numeric(10,2)", "a::text IS NOT DISTINCT FROM b::text"),
+    ("jsonb", "a::text IS NOT DISTINCT FROM b::text"),
+    ("citext", 'a::text COLLATE "C" IS NOT DISTINCT FROM b::text COLLATE "C"'),
+    ("ext.citext[]", 'a::text COLLATE "C" IS NOT DISTINCT FROM b::text COLLATE "C"'),
+    ("email_address", 'a::text COLLATE "C" IS NOT DISTINCT FROM b::text COLLATE "C"'),   # a domain: over anything
+])
+def test_postgres_compares_each_type_exactly(typ: str, form: str) -> None:
+    assert PG.same("a", "b", col(typ)) == form
+    assert PG.differs("a", "b", col(typ)) == form.replace("IS NOT DISTINCT", "IS DISTINCT")
+
+
+def test_mysql_compares_text_as_bytes_bits_as_binary_and_sets_by_their_bits() -> None:
+    text = col("varchar(20)", "utf8mb4_general_ci")
+    assert MY.same("a", "b", text) == ("CAST(CONVERT(a USING utf8mb4) AS BINARY) <=> "
+                                       "CAST(CONVERT(b USING utf8mb4) AS BINARY)")
+    assert MY.same("a", "b", col("json")) == MY.same("a", "b", text)   # MySQL's JSON: no collation, still text
+    assert MY.same("a", "b", col("bit(8)")) == "CAST(a AS BINARY) <=> CAST(b AS BINARY)"
+    assert MY.same("a", "b", col("int(11)")) == "a <=> b"
+    assert MY.stale("a", "x", col("set('m','b')", "utf8mb4_general_ci")).startswith("NOT ((a + 0) <=> (CASE WHEN")
+    assert MY.holds("a", "x", col("char(4)", "utf8mb4_bin")) == (
+        "CAST(CONVERT(a USING utf8mb4) AS BINARY) <=> CAST(CONVERT(TRIM(TRAILING ' ' FROM x) USING utf8mb4) AS BINARY)")
+
+
+def test_sqlite_compares_in_binary_and_blob_affinity_by_storage_class_too() -> None:
+    assert LITE.same('"a"', "?", col("TEXT")) == '"a" IS ? COLLATE BINARY'
+    assert LITE.differs('"a"', "x + 1", col("TEXT")) == '"a" IS NOT (x + 1) COLLATE BINARY'
+    assert LITE.same('"a"', "?", col("BLOB")) == '("a" IS ? COLLATE BINARY AND typeof("a") = typeof(?))'
+    assert LITE.same('"a"', "?", col("")) == LITE.same('"a"', "?", col("BLOB"))
+    # the stored side stays a bare column: its affinity applies to the expression, whose own + strips
+    assert LITE.stale('"a"', "(x)", col("INTEGER")) == '"a" IS NOT (+(x)) COLLATE BINARY'
+
+
+@pytest.mark.parametrize(("dialect", "guard"), [
+    (LITE, 'bf_t."s" IS bf_v.c1 COLLATE BINARY'),
+    (PG, 'bf_t."s"::text COLLATE "C" IS NOT DISTINCT FROM bf_v.c1::text COLLATE "C"'),
+    (MY, "CAST(CONVERT(bf_t.`s` USING utf8mb4) AS BINARY) <=> CAST(CONVERT(bf_v.c1 USING utf8mb4) AS BINARY)"),
+])
+def test_transform_guards_compare_sources_and_targets_exactly(dialect, guard) -> None:  # noqa: ANN001
+    types = {LITE: "TEXT", PG: "citext", MY: "varchar(20)"}[dialect]
+    info = TableInfo("t", {"id": Column("id", "integer", False), "s": col(types, "utf8mb4_general_ci"),
+                           "g": col(types, "utf8mb4_general_ci")}, ("id",))
+    _, _, guards = transform_update_parts(dialect, info, WriteShape(("id",), ("s",), ("g",), overwrite=True))
+    assert guards[0] == guard
+    assert guards[1] == guard.replace('"s"', '"g"').replace("`s`", "`g`").replace("c1", "c2")
+
+
+def test_verify_and_its_fix_compare_exactly() -> None:
+    columns = {"id": Column("id", "integer", False), "t": col("text")}
+    read = build_verify_read(PG, "x", ["id"], {"t": "lower(s)"}, None, after=False, columns=columns)
+    assert '"t" COLLATE "C" IS DISTINCT FROM CAST((lower(s)) AS text) COLLATE "C"' in read.sql
+    fix = build_fix_row(LITE, "x", ["id"], {"t": "lower(s)"}, {"id": Column("id", "INTEGER", False),
+                                                             "t": col("TEXT")})
+    assert fix.sql.endswith('WHERE "id" = ? AND "t" IS ? COLLATE BINARY')
+
+
+def test_a_plain_fill_batch_compares_nothing() -> None:
+    """The batch UPDATE of a fill job tests only for NULL: no exact comparison costs it anything."""
+    columns = {"id": Column("id", "integer", False), "t": col("text")}
+    for d in (PG, MY, LITE):
+        sql = build_update(d, "x", ["id"], {"t": "lower(s)"}, None, False, after=True, columns=columns).sql
+        assert "COLLATE" not in sql and "BINARY" not in sql and "DISTINCT" not in sql
+
+
+def test_operand_keeps_one_and_wraps_the_rest() -> None:
+    for one in ('"c"', 'bf_t."c"', "NEW.`c`", "$3", "?", "(a || b)", "CAST((x) AS text)", "lower(x)"):
+        assert operand(one) == one
+    for more in ("a || b", "(a) || (b)", "x::text", "lower(x) || y", "('\\') || x", "(a -- )\n)"):
+        assert operand(more) == f"({more})"
