@@ -98,8 +98,8 @@ class Verifier:
         # may not check more keys than the table could hold, as a bound on a walk whose key compares
         # otherwise than it sorts (it would go round in circles, or check rows again). The bound starts from
         # the estimate and, once crossed, is set again from an exact count (statistics can be a day old)
-        rows, counted = await self.engine.estimate_rows(job.table), False
-        most = max_keys(rows)
+        estimate, counted = await self.engine.estimate_rows(job.table), False
+        most = max_keys(estimate)
         last: tuple[Any, ...] | None = None
         while not self.stop.is_set():
             await self.gate.wait(self.job.name, self.stop)
@@ -111,15 +111,15 @@ class Verifier:
                 result.complete = True
                 break
             hi, scanned = found
-            rows = await self.engine.fetch(*range_call(*reads, last, hi))
+            rows = await self.engine.fetch(*range_call(reads[0], reads[1], last, hi))
             if p.transform is None:
                 await self._check_sql(p, rows, result, fix_stmt)
             else:
                 await self._check_transform(p, rows, result)
             result.rows_checked += scanned
             if result.rows_checked > most and not counted:
-                rows, counted = await self.engine.count_rows(job.table), True
-                most = max_keys(rows)
+                estimate, counted = await self.engine.count_rows(job.table), True
+                most = max_keys(estimate)
             if result.rows_checked > most:
                 raise EngineError(f"verify of job {job.name!r} checked {result.rows_checked} keys of a table of "
                                   f"{rows} rows without reaching its end: its key does not page (values that "

@@ -307,7 +307,7 @@ def kept_sets(d: Dialect, columns: Columns | None, targets: Sequence[str], alias
             if col.on_update and c not in targets]
 
 
-def lookups(d: Dialect, table: str, key: Sequence[str], columns: Columns | None = None) -> dict[str, Stmt]:
+def lookups(d: Dialect, table: str, key: Sequence[str], columns: Columns | None = None) -> dict[str, Any]:
     """A plan's range lookups: the n-th next key alone, and the last key and count of up to n next keys."""
     return {"skip_first": build_skip(d, table, key, after=False, columns=columns),
             "skip_after": build_skip(d, table, key, after=True, columns=columns),
@@ -359,7 +359,7 @@ def range_conds(d: Dialect, key: Sequence[str], p: _Params, where: str | None, a
     return conds
 
 
-def needs_fill(d: Dialect, exprs: dict[str, str], overwrite: bool, columns: dict[str, Column] | None = None) -> str:
+def needs_fill(d: Dialect, exprs: dict[str, str], overwrite: bool, columns: Columns | None = None) -> str:
     """A row's targets are not yet what the job would write."""
     columns = columns or {}
     conds = []
@@ -1063,6 +1063,7 @@ class Engine(abc.ABC):
 
     async def check_expressions(self, plan: BatchPlan) -> None:
         """Evaluate every target expression on a few rows; SchemaError names what failed."""
+        assert plan.sample is not None
         try:
             await self.fetch(plan.sample, {"n": 5})
         except EngineError as exc:

@@ -383,11 +383,11 @@ class MySQLEngine(Engine):
             return await super().locked_keys(plan, lo, hi, keys)
         stmt, values = range_call(plan.lock_list_first, plan.lock_list_after, lo, hi)
         [(text, n)] = await self.fetch(stmt, {**values, "n_keys": keys_limit(keys)})
-        keys = [(int(v),) for v in (text.decode() if isinstance(text, bytes) else text).split(",")] if n else []
-        if len(keys) != n:   # cut at group_concat_max_len (set at connect): cannot be, but never trust a count
-            raise EngineError(f"the locked keys of a batch came back cut short ({len(keys)} of {n}); lower "
+        locked = [(int(v),) for v in (text.decode() if isinstance(text, bytes) else text).split(",")] if n else []
+        if len(locked) != n:   # cut at group_concat_max_len (set at connect): cannot be, but never trust a count
+            raise EngineError(f"the locked keys of a batch came back cut short ({len(locked)} of {n}); lower "
                               "[throttle] max_batch")
-        return keys
+        return list[tuple[Any, ...]](locked)
 
     async def lock_support(self) -> str | None:
         version = self._server[0] if self._server else ""   # read at connect
@@ -644,10 +644,9 @@ def build_write(d: MySQLDialect, info: TableInfo, shape: WriteShape, n_rows: int
     accents or trailing spaces counts as changed; the key join casts only the joined value to the key column's own
     collation, so the primary key is used and no "illegal mix of collations" can arise.
     """
-    text = {c for c, col in info.columns.items() if col.collation}
-    join_value = {k: f"CONVERT({{}} USING {info.columns[k].collation.split('_')[0]}) COLLATE "
-                     f"{info.columns[k].collation}" for k in shape.key
-                  if k in text and base_type(info.columns[k]) not in _NUMBERED}   # those are read as numbers
+    collations = {c: col.collation for c, col in info.columns.items() if col.collation}
+    join_value = {k: f"CONVERT({{}} USING {collations[k].split('_')[0]}) COLLATE {collations[k]}" for k in shape.key
+                  if k in collations and base_type(info.columns[k]) not in _NUMBERED}   # those are read as numbers
     sets, joins, guards = transform_update_parts(d, info, shape, join_value)
     ph = d.placeholder(0)
     first = "SELECT " + ", ".join(f"{ph} AS c{j}" for j in range(shape.width))
