@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backfilld.config import DatabaseURL
+from backfilld.engines import Capabilities, capabilities
 from backfilld.errors import EngineError, SchemaError
 
 # ---------------------------------------------------------------------------------------------- keys
@@ -786,6 +787,11 @@ class Engine(abc.ABC):
     @property
     def name(self) -> str:
         return self.dialect.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this engine can do (engines.CAPABILITIES), for code outside engines/ that must not test names."""
+        return capabilities(self.dialect.name)
 
     @abc.abstractmethod
     def translate(self, exc: BaseException) -> EngineError:
