@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What start-up costs each command (issue #14): the time from starting the process to its exit, or to its first batch.
 
-    .venv/bin/python benchmarks/bench_startup.py [--runs N] [--python PATH] [--rows N] [--json PATH]
+    .venv/bin/python benchmarks/bench_startup.py [--runs N] [--python PATH] [--rows N] [--env-bytecode] [--json PATH]
 
 Commands, each a new process started by subprocess from this one, as a user's shell would:
 
@@ -11,20 +11,26 @@ Commands, each a new process started by subprocess from this one, as a user's sh
   status               `backfilld status CONFIG` on a SQLite database whose job has completed
   run (completed)      `backfilld run CONFIG` of that completed job: opens the database, starts the throttle and
                        the HTTP endpoints (on a free port), finds the job completed, exits 0
-  run (completed,      the same with `[metrics] listen = ""`: what the HTTP endpoints (aiohttp) add
+  run (completed,      the same with `[metrics] listen = ""`: without what the HTTP endpoints (aiohttp) add
   no endpoints)
-  run to first batch   `backfilld run CONFIG` of a job that has not started, on a fresh copy of the database:
-                       from just before the process is started to the timestamp of its first `batch_applied`
-                       log event (logging.level = "debug"), i.e. the first batch committed with its checkpoint
+  run to first batch   `backfilld run CONFIG` of a job that has not started (endpoints on), on a fresh copy of the
+                       database: from just before the process is started to the timestamp of its first
+                       `batch_applied` log event (logging.level = "debug"): the first batch committed with its
+                       checkpoint
 
 `backfilld` is the console script beside the interpreter (`python -m backfilld` where there is none), so
 the measured path is the one a user's shell takes. Runs are interleaved (one of each command, N times over),
-after one untimed warm-up round that also writes the interpreter's bytecode caches; each row reports the
-median and the fastest of its N runs. The figures are wall time on this machine, with whatever else it runs:
-take the ratios to the baseline, measured in the same rounds, as the comparable figures between machines.
+after one untimed warm-up round; each row reports the median and the fastest of its N runs. The figures are
+wall time on this machine with whatever else it runs: the ratios to the baseline, measured in the same rounds,
+are the ones to compare between machines.
 
---python runs the commands with another interpreter (e.g. another checkout's venv, for a before/after
-comparison from one script); the database and configs are made here either way.
+Bytecode: the commands run with their .pyc files in a temporary PYTHONPYCACHEPREFIX, written in the warm-up
+round, as after `pip install .`. An editable install has none for backfilld's own modules, and where
+PYTHONDONTWRITEBYTECODE is set (as on the machine these figures were first taken on) every start compiles
+them again, about 0.05 s more; --env-bytecode keeps the environment's settings to measure that.
+
+--python runs the commands with another interpreter (another checkout's venv, for a before/after comparison
+with one script); the database and configs are made by this process either way.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import sqlite3
 import statistics
@@ -42,10 +49,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# Rows in the benchmark table: enough for several batches (batch_size 1000), small enough that the first
-# batch is start-up, not work.
+# Rows in the benchmark table: enough for several batches (batch_size 1000), few enough that the first batch
+# measures start-up, not work.
 ROWS = 10_000
-# Timed rounds; each round runs every command once. 20 rounds keep the medians within a few ms here.
+# Timed rounds; each round runs every command once. 20 keep the medians within a few ms on an idle machine.
 RUNS = 20
 
 
@@ -84,32 +91,33 @@ def backfilld_cmd(python: str) -> list[str]:
     return [str(script)] if script.exists() else [python, "-m", "backfilld"]
 
 
-def timed(cmd: list[str]) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    took = time.perf_counter() - t0
+def run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
-    return took
+    return proc
 
 
-def first_batch_s(cmd: list[str], template: Path, db: Path) -> float:
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    run(cmd, env)
+    return time.perf_counter() - t0
+
+
+def first_batch_s(cmd: list[str], env: dict[str, str], template: Path, db: Path) -> float:
     """Seconds from just before the process starts to its first batch_applied event's timestamp."""
     shutil.copyfile(template, db)
     for suffix in ("-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     t0 = time.time()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
+    proc = run(cmd, env)
     for line in proc.stderr.splitlines():
         try:
             event = json.loads(line)
         except ValueError:
             continue
         if event.get("event") == "batch_applied":
-            at = dt.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
-            return at.timestamp() - t0
+            return dt.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp() - t0
     raise SystemExit(f"{' '.join(cmd)} logged no batch_applied event:\n{proc.stderr}")
 
 
@@ -118,12 +126,18 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=RUNS, help=f"timed rounds (default {RUNS})")
     ap.add_argument("--python", default=sys.executable, help="interpreter whose backfilld to measure")
     ap.add_argument("--rows", type=int, default=ROWS, help=f"rows in the SQLite table (default {ROWS})")
+    ap.add_argument("--env-bytecode", action="store_true",
+                    help="keep the environment's PYTHONDONTWRITEBYTECODE / PYTHONPYCACHEPREFIX")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
     bf = backfilld_cmd(args.python)
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         d = Path(tmp)
+        env = dict(os.environ)
+        if not args.env_bytecode:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(d / "pycache")
         template = d / "template.db"
         make_db(template, args.rows)
         done_db = d / "done.db"
@@ -132,15 +146,15 @@ def main() -> None:
         done_quiet = write_config(d / "done-quiet.toml", done_db, listen="")
         fresh_db = d / "fresh.db"
         fresh = write_config(d / "fresh.toml", fresh_db, level="debug")
-        subprocess.run([*bf, "run", str(done)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run([*bf, "run", str(done)], env)
 
         commands: dict[str, Callable[[], float]] = {
-            "baseline (python -c pass)": lambda: timed([args.python, "-c", "pass"]),
-            "backfilld --version": lambda: timed([*bf, "--version"]),
-            "backfilld status": lambda: timed([*bf, "status", str(done)]),
-            "backfilld run (completed job)": lambda: timed([*bf, "run", str(done)]),
-            "backfilld run (completed, no endpoints)": lambda: timed([*bf, "run", str(done_quiet)]),
-            "backfilld run to first batch": lambda: first_batch_s([*bf, "run", str(fresh)], template, fresh_db),
+            "baseline (python -c pass)": lambda: timed([args.python, "-c", "pass"], env),
+            "backfilld --version": lambda: timed([*bf, "--version"], env),
+            "backfilld status": lambda: timed([*bf, "status", str(done)], env),
+            "backfilld run (completed job)": lambda: timed([*bf, "run", str(done)], env),
+            "backfilld run (completed, no endpoints)": lambda: timed([*bf, "run", str(done_quiet)], env),
+            "backfilld run to first batch": lambda: first_batch_s([*bf, "run", str(fresh)], env, template, fresh_db),
         }
         for measure in commands.values():  # warm-up: bytecode caches, the page cache
             measure()
@@ -150,7 +164,8 @@ def main() -> None:
                 samples[name].append(measure())
 
     base = statistics.median(samples["baseline (python -c pass)"])
-    print(f"{args.runs} runs each, interleaved; {' '.join(bf)}")
+    cache = "the environment's bytecode settings" if args.env_bytecode else "bytecode cached"
+    print(f"{args.runs} runs each, interleaved, {cache}; {' '.join(bf)}")
     print(f"{'command':<42} {'median s':>9} {'x baseline':>11} {'fastest s':>10}")
     rows = []
     for name, values in samples.items():
@@ -159,8 +174,8 @@ def main() -> None:
                      "fastest_s": round(min(values), 4)})
         print(f"{name:<42} {med:>9.3f} {med / base:>11.2f} {min(values):>10.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"runs": args.runs, "python": args.python, "rows": rows}, indent=2) + "\n",
-                             encoding="utf-8")
+        args.json.write_text(json.dumps({"runs": args.runs, "python": args.python, "bytecode_cached":
+                                         not args.env_bytecode, "rows": rows}, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
