@@ -42,7 +42,8 @@ def _exit_code(exc: BackfilldError) -> int:
 
 
 def _load(path: Path) -> config_mod.Config:
-    from backfilld import config as config_mod, logs
+    from backfilld import config as config_mod
+    from backfilld import logs
 
     try:
         cfg = config_mod.load(path)
@@ -66,9 +67,9 @@ def _main(version: Annotated[bool, typer.Option("--version", help="Print the ver
     if version:
         typer.echo(f"backfilld {__version__}")
         raise typer.Exit(0)
-    # a command follows: structlog is imported here, before the daemon's modules import it, so that it comes
-    # without rich (see logs.py)
-    from backfilld import logs  # noqa: F401
+    from backfilld import logs
+
+    logs.import_structlog()  # a command follows: before its modules import structlog, so that it comes without rich
 
 
 @app.command()
@@ -287,7 +288,8 @@ def demo(db: Annotated[Path, typer.Option(help="SQLite file to create (replaced 
          Path("backfilld-demo.sqlite"),
          rows: Annotated[int, typer.Option(min=1000, max=50_000_000, help="Rows in the demo table.")] = 200_000) -> None:
     """Create a SQLite database with a realistic table, backfill it with a progress bar, and check every row."""
-    from backfilld import demo as demo_mod, logs
+    from backfilld import demo as demo_mod
+    from backfilld import logs
 
     logs.setup("warning", "console" if sys.stderr.isatty() else "json")
     ok = _run_async(demo_mod.run_demo(db, rows))

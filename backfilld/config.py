@@ -19,7 +19,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from backfilld.engines import NAMES as ENGINES, capabilities
+from backfilld.engines import NAMES as ENGINES
+from backfilld.engines import capabilities
 from backfilld.errors import ConfigError
 
 _SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql",

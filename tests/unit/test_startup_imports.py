@@ -26,7 +26,8 @@ OTHER_DRIVERS = DRIVERS - {"aiosqlite"}
 
 def backfilld(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     out = tmp_path / "modules.json"
-    proc = subprocess.run([sys.executable, "-c", HOOK, str(out), *args], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", HOOK, str(out), *args], check=False, capture_output=True, text=True,
+                          timeout=60)
     return proc, set(json.loads(out.read_text()))
 
 
@@ -98,6 +99,7 @@ import sys
 if sys.argv[1] == "rich-first":
     import rich.console
 from backfilld import logs
+logs.import_structlog()
 import structlog
 print(("rich" in sys.modules), structlog.dev.ConsoleRenderer(colors=True)(None, "info", {
     "event": "batch_applied", "job": "j", "rows": 3, "key": ["id", 7], "took_s": 0.25, "level": "info",
