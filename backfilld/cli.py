@@ -6,16 +6,19 @@ problems, 2 bad input (config, arguments, schema, changed spec): nothing was wri
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from backfilld import __version__, config as config_mod, logs
+from backfilld import __version__
 from backfilld.errors import BackfilldError, ConfigError, SchemaError, SpecChangedError
+
+# Each command imports what it needs when it runs (`--version` needs none of it): config (pydantic), logs
+# (structlog), asyncio, the daemon and the engine's driver together cost several times the interpreter's start.
+if TYPE_CHECKING:
+    from backfilld import config as config_mod
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Replication-aware online backfills for PostgreSQL, MySQL/MariaDB and SQLite.\n\n"
@@ -39,6 +42,9 @@ def _exit_code(exc: BackfilldError) -> int:
 
 
 def _load(path: Path) -> config_mod.Config:
+    from backfilld import config as config_mod
+    from backfilld import logs
+
     try:
         cfg = config_mod.load(path)
     except ConfigError as exc:
@@ -48,6 +54,8 @@ def _load(path: Path) -> config_mod.Config:
 
 
 def _run_async(coro: Any) -> Any:
+    import asyncio
+
     try:
         return asyncio.run(coro)
     except BackfilldError as exc:
@@ -59,6 +67,9 @@ def _main(version: Annotated[bool, typer.Option("--version", help="Print the ver
     if version:
         typer.echo(f"backfilld {__version__}")
         raise typer.Exit(0)
+    from backfilld import logs
+
+    logs.import_structlog()  # a command follows: before its modules import structlog, so that it comes without rich
 
 
 @app.command()
@@ -67,6 +78,8 @@ def run(config: ConfigArg, job: JobOpt = None,
         follow: Annotated[bool, typer.Option(help="After completing, keep sweeping for rows old code left "
                                                   "unfilled, until stopped.")] = False) -> None:
     """Run every job (or those named) to completion. SIGTERM/SIGINT stop after the batches in flight."""
+    import asyncio
+
     from backfilld import daemon
 
     cfg = _load(config)
@@ -84,6 +97,8 @@ def run(config: ConfigArg, job: JobOpt = None,
 def plan(config: ConfigArg, job: JobOpt = None,
          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Check every job against the live database and explain what it would do. Writes nothing."""
+    import json
+
     from backfilld import daemon
 
     cfg = _load(config)
@@ -138,6 +153,8 @@ def plan(config: ConfigArg, job: JobOpt = None,
 def status(config: ConfigArg,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Show each job's checkpoint and status from the state table."""
+    import json
+
     from backfilld import daemon
 
     cfg = _load(config)
@@ -165,6 +182,9 @@ def verify(config: ConfigArg, job: JobOpt = None,
 
     The result and its time go into the state table (see `wait --until verified`).
     """
+    import asyncio
+    import json
+
     from backfilld import daemon
     from backfilld.verify import describe
 
@@ -270,6 +290,7 @@ def demo(db: Annotated[Path, typer.Option(help="SQLite file to create (replaced 
          rows: Annotated[int, typer.Option(min=1000, max=50_000_000, help="Rows in the demo table.")] = 200_000) -> None:
     """Create a SQLite database with a realistic table, backfill it with a progress bar, and check every row."""
     from backfilld import demo as demo_mod
+    from backfilld import logs
 
     logs.setup("warning", "console" if sys.stderr.isatty() else "json")
     ok = _run_async(demo_mod.run_demo(db, rows))
@@ -277,6 +298,11 @@ def demo(db: Annotated[Path, typer.Option(help="SQLite file to create (replaced 
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:
+        # answered before typer parses: typer validates every option it processes (--help included) through a
+        # pydantic TypeAdapter, and importing pydantic for that costs more than the rest of `--version` together
+        typer.echo(f"backfilld {__version__}")
+        return
     try:
         app()
     except KeyboardInterrupt:

@@ -19,10 +19,11 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from backfilld.engines import NAMES as ENGINES
+from backfilld.engines import capabilities
 from backfilld.errors import ConfigError
 from backfilld.settings import field as live
 
-ENGINES = ("postgresql", "mysql", "sqlite")
 _SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql",
             "sqlite": "sqlite"}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -54,8 +55,8 @@ class DatabaseURL:
     params: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
-        if self.engine == "sqlite":
-            return f"sqlite:///{self.database}"
+        if capabilities(self.engine).file_database:
+            return f"{self.engine}:///{self.database}"
         auth = f"{self.user}{':***' if self.password else ''}@" if self.user else ""
         port = f":{self.port}" if self.port else ""
         return f"{self.engine}://{auth}{self.host or ''}{port}/{self.database}"
@@ -80,14 +81,14 @@ def parse_url(url: str, *, allow_password: bool = False) -> DatabaseURL:
     if parts.password and not allow_password:
         raise ValueError("contains a password; keep it out of the file: use password_env or password_file")
     params = tuple((k, v) for k, _, v in (p.partition("=") for p in parts.query.split("&") if p))
-    if engine == "sqlite":
+    if capabilities(engine).file_database:
         # sqlite:///relative.db, sqlite:////absolute.db, sqlite:///:memory:
         path = unquote(url.split("://", 1)[1])
         path = path[1:] if path.startswith("/") else path
         path = path.split("?", 1)[0]
         if not path:
             raise ValueError("names no file; use sqlite:///path/to/file.db")
-        return DatabaseURL("sqlite", None, None, None, path, None, params)
+        return DatabaseURL(engine, None, None, None, path, None, params)
     database = unquote(parts.path.lstrip("/"))
     if not database:
         raise ValueError(f"names no database; add it after the host, e.g. {parts.scheme}://user@host/app")
@@ -425,8 +426,9 @@ class Config(_Model):
             if parse_url(r.url).engine != self.engine:
                 raise ValueError(f"replica {r.label!r} is {parse_url(r.url).engine} but the primary is "
                                  f"{self.engine}")
-        if self.replicas and self.engine == "sqlite":
-            raise ValueError("SQLite has no replicas; remove the [[replicas]] entries")
+        caps = capabilities(self.engine)
+        if self.replicas and not caps.replicas:
+            raise ValueError(f"{caps.title} has no replicas; remove the [[replicas]] entries")
         names = [j.name for j in self.jobs]
         for name in names:
             if names.count(name) > 1:

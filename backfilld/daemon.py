@@ -13,7 +13,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -23,12 +23,14 @@ from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig, database_url
 from backfilld.engines.base import Engine, JobState, key_args
 from backfilld.errors import BackfilldError, ConfigError, JobFailed
-from backfilld.gate import Gate
-from backfilld.job import BatchResult, JobRunner
-from backfilld.metrics import Metrics, Server
-from backfilld.preflight import concurrency_limit, prepare
-from backfilld.settings import parse_requests
-from backfilld.throttle import Throttle
+
+# job, metrics and throttle (with prometheus_client) are imported where a command first needs them, so that
+# `status`, `wait` and the like do not pay for what only `run`, `plan` and `verify` use
+if TYPE_CHECKING:
+    from backfilld.gate import Gate
+    from backfilld.job import BatchResult, JobRunner
+    from backfilld.metrics import Metrics, Server
+    from backfilld.throttle import Throttle
 
 log = structlog.get_logger("backfilld.daemon")
 
@@ -107,6 +109,9 @@ class Daemon:
                  gate: Gate | None = None, on_batch: Callable[[JobConfig, BatchResult], None] | None = None,
                  on_start: Callable[[JobConfig, JobState, int], None] | None = None,
                  metrics: Metrics | None = None) -> None:
+        from backfilld.metrics import Metrics
+        from backfilld.throttle import Throttle
+
         self.config, self.opts = config, opts
         self.stop = stop or asyncio.Event()
         self.metrics = metrics or Metrics()
@@ -121,6 +126,9 @@ class Daemon:
         self.server: Server | None = None
 
     async def run(self) -> list[JobState]:
+        from backfilld.job import JobRunner
+        from backfilld.preflight import prepare
+
         jobs = select_jobs(self.config, self.opts.jobs)
         for job in jobs:  # every series a dashboard or alert reads exists from the start
             self.metrics.set_state(job.name, "pending")
@@ -176,6 +184,8 @@ class Daemon:
         address = self.config.metrics.address
         if address is None:
             return
+        from backfilld.metrics import Server
+
         self.server = Server(self.metrics, self.status, self.ready)
         try:
             await self.server.start(*address)
@@ -278,6 +288,8 @@ async def run(config: Config, opts: RunOptions, *, stop: asyncio.Event | None = 
 
 async def plan(config: Config, names: list[str] | None = None) -> list[dict[str, Any]]:
     """What each job would do: statements, EXPLAIN, estimates. Writes nothing."""
+    from backfilld.preflight import concurrency_limit, prepare
+
     out = []
     async with open_engine(config) as engine:
         for job in select_jobs(config, names):
@@ -378,6 +390,8 @@ def _state_dict(name: str, s: JobState | None) -> dict[str, Any]:
     d["last_key"] = list(s.last_key) if s.last_key else None
     req = d.pop("requests", None)
     if req:
+        from backfilld.settings import parse_requests
+
         d["requests"] = parse_requests(req)
     return {k: v for k, v in d.items() if v is not None}
 
@@ -385,6 +399,7 @@ def _state_dict(name: str, s: JobState | None) -> dict[str, Any]:
 async def verify(config: Config, names: list[str] | None, *, fix: bool,
                  stop: asyncio.Event | None = None) -> list[Any]:
     """Verify the selected jobs in throttled batches and record each result in the state table."""
+    from backfilld.throttle import Throttle
     from backfilld.verify import Verifier, record
 
     results = []
@@ -434,6 +449,7 @@ class WaitTimeout(BackfilldError):
 async def triggers(config: Config, job_name: str, action: str) -> list[str]:
     """Install or remove a SQL-expression job's sync triggers; the statements run."""
     from backfilld.engines import triggers as trig
+    from backfilld.preflight import prepare
 
     job = config.job(job_name)
     if job.transform:

@@ -182,7 +182,8 @@ class JobRunner:
         if cap > 1:
             return cap
         if self.workers_wanted > 1:
-            (self.log.debug if self.engine.name == "sqlite" else self.log.info)(
+            # expected on an engine with one writer: said at debug level there
+            (self.log.debug if self.engine.capabilities.single_writer else self.log.info)(
                 "workers_limited", workers=1, configured=self.workers_wanted, detail=why)
         return 1
 

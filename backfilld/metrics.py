@@ -10,13 +10,17 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
                                generate_latest)
 
-JOB_STATES = ("pending", "running", "paused", "completed", "failed", "stopped")
+from backfilld.status import metric_states
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+JOB_STATES = metric_states()   # backfilld/status.py: the stored statuses, paused and stopped
 THROTTLE_REASONS = ("lag", "lag_unknown", "load", "load_unknown", "app_wait", "busy", "flag_file", "window", "rate",
                     "operator")
 # Window of wall time the ETA's rate is measured over, throttled time included. Seconds; long enough to
@@ -154,6 +158,8 @@ class Server:
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> None:
+        from aiohttp import web  # here, not at the top: aiohttp costs every command ~0.1 s to import
+
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -172,16 +178,24 @@ class Server:
             self._runner = None
 
     async def _metrics(self, _req: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _req: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, _req: web.Request) -> web.Response:
+        from aiohttp import web
+
         ok, why = self.ready()
         return web.json_response({"ready": ok, "reason": why}, status=200 if ok else 503)
 
     async def _status(self, _req: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.json_response(self.status(), dumps=_dumps)
 
 

@@ -199,6 +199,6 @@ async def concurrency_limit(engine: Engine, p: Prepared) -> tuple[int, str | Non
     if p.transform is not None:
         return 1, "a Python transform job writes one batch at a time"
     if not await engine.enable_concurrent_writes():
-        return 1, ("SQLite has one writer at a time" if engine.name == "sqlite" else
-                   "the server logs statements (binlog_format = STATEMENT), which READ COMMITTED writes need")
+        return 1, (engine.capabilities.single_writer
+                   or "the server logs statements (binlog_format = STATEMENT), which READ COMMITTED writes need")
     return WORKERS_MAX, None

@@ -20,6 +20,7 @@ from typing import Any
 
 from backfilld import state
 from backfilld.config import DatabaseURL
+from backfilld.engines import Capabilities, capabilities
 from backfilld.errors import EngineError, SchemaError
 from backfilld.keys import Unrepresentable, decode_key, encode_key  # noqa: F401 - engines' and callers' names
 from backfilld.state import JobState  # noqa: F401 - callers' name
@@ -752,6 +753,11 @@ class Engine(abc.ABC):
     @property
     def name(self) -> str:
         return self.dialect.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this engine can do (engines.CAPABILITIES), for code outside engines/ that must not test names."""
+        return capabilities(self.dialect.name)
 
     @abc.abstractmethod
     def translate(self, exc: BaseException) -> EngineError:

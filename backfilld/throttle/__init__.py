@@ -67,10 +67,10 @@ class Throttle:
 
     async def start(self) -> None:
         cfg, now = self.cfg, self.clock()
-        engine_name = self.config.engine
+        caps = engines.capabilities(self.config.engine)
         hb_table = self.config.state.heartbeat_table
         interval = cfg.heartbeat_interval_s
-        want_heartbeat = engine_name == "postgresql" or (self.config.replicas and cfg.lag_probe == "heartbeat")
+        want_heartbeat = caps.discovers_replicas or (self.config.replicas and cfg.lag_probe == "heartbeat")
         if want_heartbeat:
             configured = bool(self.config.replicas)
             self.heartbeat = HeartbeatWriter(self._engine(self.config.database, "database"), hb_table, self.writer_id,
@@ -82,15 +82,15 @@ class Throttle:
             probe = ReplicaLag(self._engine(rc, f"replicas[{i}]"), sig, cfg.lag_probe, hb_table, self.writer_id)
             self._loops.append(Loop(f"replica:{rc.label}", probe.engine, interval, probe.step, sig.fail,
                                     ready=lambda sig=sig: sig.ok_at is not None))
-        if engine_name == "postgresql" and self.heartbeat is not None:
+        if caps.discovers_replicas and self.heartbeat is not None:
             att = AttachedReplicas(self._engine(self.config.database, "database"), self.heartbeat, self.attached,
                                    fail_closed=not self.config.replicas)
             self._loops.append(Loop("attached_replicas", att.engine, interval, att.step, att.on_error, ready=att.ready))
-        if cfg.max_load > 0 and engine_name != "sqlite":
+        if cfg.max_load > 0 and caps.load_metric is not None:
             self.load_signal = Signal("primary load", started_at=now)
             lp = Load(self._engine(self.config.database, "database"), self.load_signal)
             self._loops.append(Loop("load", lp.engine, interval, lp.step, self.load_signal.fail))
-        if cfg.app_probe and engine_name != "sqlite":
+        if cfg.app_probe and caps.app_sessions:
             self.app = AppLoad(self._engine(self.config.database, "database"),
                                Signal("application", started_at=now), self._on_app_reading)
             self._loops.append(Loop("application", self.app.engine, max(interval, APP_PROBE_INTERVAL_S),

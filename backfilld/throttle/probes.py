@@ -175,7 +175,7 @@ class Load:
 
     async def step(self) -> None:
         value = await self.engine.load()
-        detail = "Threads_running" if self.engine.name == "mysql" else "active backends"
+        detail = self.engine.capabilities.load_metric or "load"
         self.signal.ok(value, time.monotonic(), detail)
 
 

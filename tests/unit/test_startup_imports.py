@@ -1,0 +1,117 @@
+"""Each command imports what it uses and nothing more (issue 14): the import graph, asserted on sys.modules of a real
+`backfilld` process. How long start-up takes is benchmarks/bench_startup.py's business, not a test's."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Runs backfilld as `python -m backfilld ARGS...` does, and at exit writes the names of the modules it imported.
+HOOK = """
+import atexit, json, runpy, sys
+
+out = sys.argv[1]
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(n for n, m in sys.modules.items() if m is not None))))
+sys.argv = ["backfilld", *sys.argv[2:]]
+runpy.run_module("backfilld", run_name="__main__", alter_sys=True)
+"""
+DRIVERS = {"asyncpg", "aiomysql", "pymysql", "aiosqlite"}
+OTHER_DRIVERS = DRIVERS - {"aiosqlite"}
+
+
+def backfilld(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    out = tmp_path / "modules.json"
+    proc = subprocess.run([sys.executable, "-c", HOOK, str(out), *args], check=False, capture_output=True, text=True,
+                          timeout=60)
+    return proc, set(json.loads(out.read_text()))
+
+
+def sqlite_config(tmp_path: Path, listen: str = "") -> Path:
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, email_domain TEXT)")
+    con.executemany("INSERT INTO users (id, email) VALUES (?, ?)", [(i, f"u{i}@d{i % 3}.org") for i in range(1, 101)])
+    con.commit()
+    con.close()
+    cfg = tmp_path / "backfilld.toml"
+    cfg.write_text(f"""
+[database]
+url = "sqlite:///{db}"
+[logging]
+format = "json"
+[metrics]
+listen = "{listen}"
+[[jobs]]
+name = "domains"
+table = "users"
+[jobs.set]
+email_domain = "substr(email, instr(email, '@') + 1)"
+""", encoding="utf-8")
+    return cfg
+
+
+def test_version_imports_neither_config_nor_logging_nor_drivers(tmp_path: Path) -> None:
+    proc, modules = backfilld(tmp_path, "--version")
+    assert (proc.returncode, proc.stdout) == (0, "backfilld 0.1.0\n")
+    unwanted = {*DRIVERS, "aiohttp", "pydantic", "structlog", "rich", "prometheus_client", "asyncio",
+                "backfilld.config", "backfilld.logs", "backfilld.daemon", "backfilld.engines"}
+    assert not sorted(unwanted & modules)
+
+
+def test_version_answers_as_typer_does(tmp_path: Path) -> None:
+    # `--version` alone is answered before typer parses; with anything after it typer's callback answers
+    fast, _ = backfilld(tmp_path, "--version")
+    parsed, modules = backfilld(tmp_path, "--version", "status", "no-such.toml")
+    assert "pydantic" in modules   # typer parsed
+    assert (fast.returncode, fast.stdout, fast.stderr) == (parsed.returncode, parsed.stdout, parsed.stderr)
+
+
+def test_status_imports_only_the_sqlite_driver_and_not_the_job_machinery(tmp_path: Path) -> None:
+    proc, modules = backfilld(tmp_path, "status", str(sqlite_config(tmp_path)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "domains: not_started\n"
+    assert "aiosqlite" in modules
+    unwanted = {*OTHER_DRIVERS, "aiohttp", "rich", "prometheus_client", "backfilld.job", "backfilld.metrics",
+                "backfilld.throttle"}
+    assert not sorted(unwanted & modules)
+
+
+@pytest.mark.parametrize("listen", ["", "127.0.0.1:0"])
+def test_sqlite_run_imports_no_other_driver_and_aiohttp_only_for_the_endpoints(tmp_path: Path, listen: str) -> None:
+    cfg = sqlite_config(tmp_path, listen)
+    proc, modules = backfilld(tmp_path, "run", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line)["event"] for line in proc.stderr.splitlines()]
+    assert "job_completed" in events
+    assert ("http_listening" in events) == bool(listen)
+    assert {"aiosqlite", "prometheus_client", "backfilld.job"} <= modules
+    assert not sorted((OTHER_DRIVERS | {"rich"}) & modules)
+    assert ("aiohttp" in modules) == bool(listen)
+
+
+RENDER = """
+import sys
+if sys.argv[1] == "rich-first":
+    import rich.console
+from backfilld import logs
+logs.import_structlog()
+import structlog
+print(("rich" in sys.modules), structlog.dev.ConsoleRenderer(colors=True)(None, "info", {
+    "event": "batch_applied", "job": "j", "rows": 3, "key": ["id", 7], "took_s": 0.25, "level": "info",
+    "timestamp": "2026-01-01T00:00:00Z"}))
+"""
+
+
+def test_console_log_lines_are_the_same_with_structlog_imported_without_rich() -> None:
+    def render(mode: str) -> str:
+        return subprocess.run([sys.executable, "-c", RENDER, mode], capture_output=True, text=True, check=True,
+                              timeout=60).stdout
+
+    with_rich, without = render("rich-first"), render("logs-first")
+    assert with_rich.startswith("True ") and without.startswith("False ")
+    assert with_rich.removeprefix("True ") == without.removeprefix("False ")
