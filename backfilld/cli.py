@@ -287,7 +287,8 @@ def triggers_remove(config: ConfigArg, job: JobArg) -> None:
 @app.command()
 def demo(db: Annotated[Path, typer.Option(help="SQLite file to create (replaced if it exists).")] =
          Path("backfilld-demo.sqlite"),
-         rows: Annotated[int, typer.Option(min=1000, max=50_000_000, help="Rows in the demo table.")] = 200_000) -> None:
+         rows: Annotated[int, typer.Option(min=1000, max=50_000_000, help="Rows in the demo table.")] = 200_000,
+         ) -> None:
     """Create a SQLite database with a realistic table, backfill it with a progress bar, and check every row."""
     from backfilld import demo as demo_mod
     from backfilld import logs

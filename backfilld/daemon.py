@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from backfilld import config as config_mod, engines, settings
+from backfilld import config as config_mod
+from backfilld import engines, settings
 from backfilld.aio import wait_event
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig, database_url
@@ -153,7 +155,7 @@ class Daemon:
                 runner = self.current = JobRunner(
                     engine, job, state_table=self.config.state.table, sizer=make_sizer(self.config, job),
                     gate=self.gate, stop=self.stop, metrics=self.metrics, workers=self.config.throttle.workers,
-                    on_batch=(lambda r, j=job: self.on_batch(j, r)) if self.on_batch else None)
+                    on_batch=functools.partial(self.on_batch, job) if self.on_batch else None)
                 self.runners[job.name] = runner
                 try:
                     state = await runner.start(restart=self.opts.restart)
@@ -207,7 +209,7 @@ class Daemon:
             for sig in self.throttle.lag_signals():
                 name = sig.name.removeprefix("replica ")
                 stale = sig.error is not None or sig.value is None
-                m.lag.labels(name).set(float("nan") if stale else sig.value)
+                m.lag.labels(name).set(float("nan") if stale or sig.value is None else sig.value)
         for name, r in self.runners.items():
             m.rows_remaining.labels(name).set(r.progress.remaining)
             m.progress.labels(name).set(r.progress.ratio if r.state and r.state.status != "completed" else 1.0)
@@ -359,7 +361,7 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
                         "lookup_tail": p.plan.lookup_after.sql,
                         # what runs: with a separate lock read, the UPDATE of the keys it locked (shown for two)
                         "update": (p.plan.keyed_update.stmt(engine.dialect, 2).sql if p.plan.keyed_update
-                                   else (p.plan.update_after or p.plan.read_after).sql),
+                                   else _sql(p.plan.update_after or p.plan.read_after)),
                         **({"update_once": p.plan.keyed_fill_once.stmt(engine.dialect, 2).sql
                             if p.plan.keyed_fill_once else p.plan.fill_once_after.sql}
                            if p.plan.fill_once_after else {})},
@@ -460,3 +462,8 @@ async def triggers(config: Config, job_name: str, action: str) -> list[str]:
             return await trig.remove(engine, job.table, job.name)
         p = await prepare(engine, job)
         return await trig.install(engine, job.table, list(p.key), p.exprs, job.where, job.overwrite, job.name)
+
+
+def _sql(stmt: Any) -> str:
+    assert stmt is not None, "a plan has an update or a read statement"
+    return str(stmt.sql)

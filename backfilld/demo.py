@@ -10,7 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from backfilld import config as config_mod, daemon
+from backfilld import config as config_mod
+from backfilld import daemon
 from backfilld.config import JobConfig
 from backfilld.engines.base import JobState
 from backfilld.job import BatchResult
@@ -71,7 +72,8 @@ async def run_demo(db: Path, rows: int) -> bool:
     prefilled = make_database(db, rows)
     cfg_path = db.with_suffix(".toml")
     cfg_path.write_text(
-        f'# written by backfilld demo\n[database]\nurl = "sqlite:///{db}"\n\n[logging]\nlevel = "warning"\n\n[metrics]\nlisten = ""\n\n'
+        f'# written by backfilld demo\n[database]\nurl = "sqlite:///{db}"\n\n'
+        '[logging]\nlevel = "warning"\n\n[metrics]\nlisten = ""\n\n'
         f'[[jobs]]\nname = "users_email_domain"\ntable = "users"\nwhere = "deleted = 0"\nbatch_size = 1000\n'
         f'[jobs.set]\nemail_domain = "{EXPRESSION}"\n', encoding="utf-8")
     cfg = config_mod.load(cfg_path)

@@ -20,7 +20,8 @@ from typing import Any, NoReturn
 
 import structlog
 
-from backfilld import settings, state as state_mod, trace
+from backfilld import settings, trace
+from backfilld import state as state_mod
 from backfilld.aio import wait_event
 from backfilld.batches import FillBatch, KeyRanges, TransformBatch, TxnCount
 from backfilld.chunker import BatchSizer

@@ -12,8 +12,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
-                               generate_latest)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from backfilld.status import metric_states
 
@@ -169,7 +176,8 @@ class Server:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # noqa: SLF001 - the only way to learn port 0
+        server: Any = site._server   # the only way to learn the port of port 0 (an asyncio.Server)
+        sockets = server.sockets if server else []
         self.port = sockets[0].getsockname()[1] if sockets else port
 
     async def close(self) -> None:

@@ -11,8 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from backfilld.config import JobConfig
-from backfilld.engines.base import (BatchPlan, Engine, TableInfo, WriteShape, advanced, build_count_upto,
-                                    build_transform_plan, encode_key, key_args, lookups)
+from backfilld.engines.base import (
+    BatchPlan,
+    Engine,
+    TableInfo,
+    WriteShape,
+    advanced,
+    build_count_upto,
+    build_transform_plan,
+    encode_key,
+    key_args,
+    lookups,
+)
 from backfilld.errors import EngineError, RetryableError, SchemaError
 from backfilld.settings import WORKERS_MAX
 from backfilld.transforms import Transform

@@ -42,7 +42,8 @@ def load(ref: str) -> Callable[..., Any]:
         try:
             fn = found[0].load()
         except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"transform {ref!r}: loading its entry point failed: {type(exc).__name__}: {exc}") from None
+            raise ConfigError(f"transform {ref!r}: loading its entry point failed: {type(exc).__name__}: "
+                              f"{exc}") from None
     if not callable(fn):
         raise ConfigError(f"transform {ref!r} is not callable")
     return fn

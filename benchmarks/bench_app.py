@@ -293,7 +293,8 @@ class Server:
             else:
                 await c.execute(f"ANALYZE TABLE {TABLE}")
             with contextlib.suppress(Exception):   # no state table before backfilld's first run
-                await c.execute(f"DELETE FROM {STATE_TABLE} WHERE job = {'$1' if self.engine == 'postgresql' else '%s'}",
+                mark = "$1" if self.engine == "postgresql" else "%s"
+                await c.execute(f"DELETE FROM {STATE_TABLE} WHERE job = {mark}",
                                 JOB)
         if self.engine == "mysql":
             await self.wait_purged()
@@ -587,7 +588,8 @@ def summarize(runs: list[Run], servers: list[Server]) -> list[dict[str, Any]]:
                 "app_errors": med([float(r.app_errors) for r in rs]) if sc in WITH_APP else None,
                 "deadlocks": med([float(sum(c["kind"] == "deadlock" for c in r.collisions)) for r in rs]),
                 "lock_timeouts": med([float(sum(c["kind"] == "lock_timeout" for c in r.collisions)) for r in rs]),
-                "collisions_with_backfill": med([float(sum(c["involves_backfilld"] for c in r.collisions)) for r in rs]),
+                "collisions_with_backfill": med([float(sum(c["involves_backfilld"] for c in r.collisions))
+                                                 for r in rs]),
                 "collided_statements": pairs,
                 "seconds": med([r.seconds for r in rs]) if sc not in ("baseline", "triggers_only") else None,
                 "seconds_range": spread([r.seconds for r in rs]),
@@ -728,7 +730,8 @@ async def start_pair(engine: str) -> Any:
         raise SystemExit(f"--replicated: {reason}")
     log(f"starting a {ENGINE_LABELS[engine]} primary/replica pair")
     for attempt in range(3):   # mariadb-install-db fails now and then; a fresh try works
-        pair = PostgresPair(extra_conf=PG_PAIR_CONF) if engine == "postgresql" else MariaDBPair(extra_args=MARIADB_PAIR_ARGS)
+        pair = (PostgresPair(extra_conf=PG_PAIR_CONF) if engine == "postgresql"
+                else MariaDBPair(extra_args=MARIADB_PAIR_ARGS))
         try:
             await asyncio.to_thread(pair.start)
             return pair
@@ -789,7 +792,8 @@ async def amain(args: argparse.Namespace) -> int:
                         bits.append(f"tps {w['tps']:7.1f} p95 {fx(w['p95_ms'])} p99 {fx(w['p99_ms'])} ms")
                         bits.append(f"app errors {r.app_errors}")
                     if r.collisions:
-                        bits.append(f"collisions {len(r.collisions)} ({sum(c['involves_backfilld'] for c in r.collisions)} "
+                        with_backfill = sum(c["involves_backfilld"] for c in r.collisions)
+                        bits.append(f"collisions {len(r.collisions)} ({with_backfill} "
                                     "with the backfill)")
                     if r.max_lag_s is not None:
                         bits.append(f"max lag {r.max_lag_s:.2f} s")

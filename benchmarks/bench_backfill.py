@@ -1042,9 +1042,10 @@ def print_table(rows: list[dict[str, Any]], replicated: bool) -> None:
             else:
                 line += ["-", "-", "-"]
         lines.append(line)
-    widths = [max(len(str(l[i])) for l in lines) for i in range(len(head))]
-    for i, l in enumerate(lines):
-        print("  ".join(str(v).rjust(w) if j >= 2 else str(v).ljust(w) for j, (v, w) in enumerate(zip(l, widths))))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    for i, line in enumerate(lines):
+        cells = enumerate(zip(line, widths, strict=False))
+        print("  ".join(str(v).rjust(w) if j >= 2 else str(v).ljust(w) for j, (v, w) in cells))
         if i == 0:
             print("  ".join("-" * w for w in widths))
     notes = [r for r in rows if "batches" in r]
@@ -1088,7 +1089,8 @@ def print_breakdown(runs: list[Run]) -> None:
         print(f"\nbreakdown, {LABELS[r.contender]} on {r.engine}, repeat {r.repeat + 1}: run {r.seconds:.2f} s, "
               f"{d.batches} batches, {d.passes} pass{'' if d.passes == 1 else 'es'}, {d.round_trips} statements/round "
               f"trips on the job's connections ({d.round_trips / max(1, d.batches):.1f} per batch)")
-        for key in ("loop steps", "batch, start to commit", "next range, waited", "lookup on the job's connection", "BEGIN",
+        for key in ("loop steps", "batch, start to commit", "next range, waited", "lookup on the job's connection",
+                    "BEGIN",
                     "UPDATE, expression once", "UPDATE (apply_range)",
                     "state UPDATE (advance_state)", "COMMIT", "throttle wait", "operator request poll"):
             xs = d.breakdown.get(key, [])
@@ -1097,7 +1099,8 @@ def print_breakdown(runs: list[Run]) -> None:
                       f"the run)  median {1000 * statistics.median(xs):8.3f} ms  max {1000 * max(xs):8.1f} ms")
         other = (r.seconds - total - sum(d.breakdown.get("throttle wait", []))
                  - sum(d.breakdown.get("operator request poll", [])))
-        print(f"  {'rest (start-up, pass ends)':31s}              total {other:8.3f} s  ({100 * other / r.seconds:5.1f}% of "
+        share = 100 * other / r.seconds
+        print(f"  {'rest (start-up, pass ends)':31s}              total {other:8.3f} s  ({share:5.1f}% of "
               f"the run)")
         print(f"  pass times {', '.join(f'{s:.2f}' for s in d.pass_s)} s; batch sizes {d.sizes[:14]}"
               f"{' ...' if len(d.sizes) > 14 else ''}")
@@ -1258,7 +1261,8 @@ async def amain(args: argparse.Namespace) -> int:
                     runs.append(r)
                     extra = ""
                     if r.daemon:
-                        extra += f", {r.daemon.batches} batches up to {r.daemon.max_size}, {r.daemon.passes} pass{'' if r.daemon.passes == 1 else 'es'}"
+                        passes = f"{r.daemon.passes} pass{'' if r.daemon.passes == 1 else 'es'}"
+                        extra += f", {r.daemon.batches} batches up to {r.daemon.max_size}, {passes}"
                         if r.daemon.paused:
                             extra += f", paused {r.daemon.paused}x {r.daemon.paused_s:.1f} s"
                     if r.lag:

@@ -729,7 +729,7 @@ def lease_key(name: str) -> str:
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 # ------------------------------------------------------------------------------------------ engine
@@ -939,7 +939,8 @@ class Engine(abc.ABC):
         database holding the table. False whenever unsure."""
         return False
 
-    async def next_range(self, plan: BatchPlan, after: Sequence[Any] | None, n: int) -> tuple[tuple[Any, ...], int] | None:
+    async def next_range(self, plan: BatchPlan, after: Sequence[Any] | None, n: int
+                         ) -> tuple[tuple[Any, ...], int] | None:
         """The last key of the next n keys after `after` (start of table if None), and how many there are.
 
         First the n-th key alone (plan.skip_*), the answer for every batch but a pass's last; when fewer than n

@@ -20,9 +20,23 @@ import pymysql.converters
 from pymysql.constants import CLIENT
 
 from backfilld.aio import within
-from backfilld.engines.base import (AppActivity, BatchPlan, Column, Dialect, Engine, KeyedUpdate, Stmt, TableInfo,
-                                    WriteShape, chunks, keys_limit, kept_sets, lease_key, range_call,
-                                    transform_update_parts)
+from backfilld.engines.base import (
+    AppActivity,
+    BatchPlan,
+    Column,
+    Dialect,
+    Engine,
+    KeyedUpdate,
+    Stmt,
+    TableInfo,
+    WriteShape,
+    chunks,
+    kept_sets,
+    keys_limit,
+    lease_key,
+    range_call,
+    transform_update_parts,
+)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # Server error codes worth another try: lock wait timeout, deadlock, statement timeouts
@@ -330,7 +344,8 @@ class MySQLEngine(Engine):
             return Stmt(f"SELECT GROUP_CONCAT({k} ORDER BY {k} SEPARATOR ','), COUNT(*) FROM ({stmt.sql}) AS bf_l",
                         stmt.names)
 
-        return dataclasses.replace(plan, lock_list_first=listed(plan.lock_first), lock_list_after=listed(plan.lock_after))
+        return dataclasses.replace(plan, lock_list_first=listed(plan.lock_first),
+                                   lock_list_after=listed(plan.lock_after))
 
     def no_wait(self, stmt: Stmt, key: Sequence[str] = ()) -> Stmt | None:
         """`stmt` run so that it never waits for a row lock (MariaDB), or None where that cannot be done safely:

@@ -13,9 +13,21 @@ from typing import Any
 import asyncpg
 
 from backfilld.aio import within
-from backfilld.engines.base import (AppActivity, BatchPlan, Column, Dialect, Engine, Stmt, TableInfo,
-                                    Unrepresentable, WriteShape, lease_key, operand, range_call,
-                                    transform_update_parts)
+from backfilld.engines.base import (
+    AppActivity,
+    BatchPlan,
+    Column,
+    Dialect,
+    Engine,
+    Stmt,
+    TableInfo,
+    Unrepresentable,
+    WriteShape,
+    lease_key,
+    operand,
+    range_call,
+    transform_update_parts,
+)
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # SQLSTATEs worth another try: serialization_failure, deadlock_detected, lock_not_available, query_canceled
@@ -86,7 +98,7 @@ class PostgresDialect(Dialect):
 
 _EPOCH_ORD = dt.date(2000, 1, 1).toordinal()
 _EPOCH = dt.datetime(2000, 1, 1)
-_EPOCH_UTC = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH_UTC = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _DAY_US = 86_400_000_000
 _CYCLE_DAYS = 146_097            # the Gregorian calendar repeats every 400 years, of this many days
 _DAYS_MIN = 1 - _EPOCH_ORD       # 0001-01-01
@@ -185,7 +197,7 @@ def encode_timestamptz(value: Any) -> tuple[int]:
             value = value.astimezone()
         return _us(value - _EPOCH_UTC)
     if isinstance(value, dt.date):      # its midnight at the local zone's current offset, as asyncpg takes it
-        local = dt.datetime.now(dt.timezone.utc).astimezone().utcoffset()
+        local = dt.datetime.now(dt.UTC).astimezone().utcoffset()
         return _us(dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone(local or _timedelta(0)))
                    - _EPOCH_UTC)
     return _raw(value, "timestamptz")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import socket
 import time
 from collections.abc import Callable
@@ -22,8 +23,16 @@ from backfilld.engines.base import AppActivity, Engine
 from backfilld.errors import BackfilldError
 from backfilld.metrics import Metrics
 from backfilld.throttle.decision import Decider, Decision, Signal
-from backfilld.throttle.probes import (APP_PROBE_INTERVAL_S, AppLoad, AttachedReplicas, HeartbeatWriter, Load, Loop,
-                                       ReplicaLag, cancel_all)
+from backfilld.throttle.probes import (
+    APP_PROBE_INTERVAL_S,
+    AppLoad,
+    AttachedReplicas,
+    HeartbeatWriter,
+    Load,
+    Loop,
+    ReplicaLag,
+    cancel_all,
+)
 
 log = structlog.get_logger("backfilld.throttle")
 
@@ -81,7 +90,7 @@ class Throttle:
             sig = self.replicas[rc.label] = Signal(f"replica {rc.label}", started_at=now)
             probe = ReplicaLag(self._engine(rc, f"replicas[{i}]"), sig, cfg.lag_probe, hb_table, self.writer_id)
             self._loops.append(Loop(f"replica:{rc.label}", probe.engine, interval, probe.step, sig.fail,
-                                    ready=lambda sig=sig: sig.ok_at is not None))
+                                    ready=functools.partial(_has_reading, sig)))
         if caps.discovers_replicas and self.heartbeat is not None:
             att = AttachedReplicas(self._engine(self.config.database, "database"), self.heartbeat, self.attached,
                                    fail_closed=not self.config.replicas)
@@ -214,3 +223,8 @@ class Throttle:
             self._busy_next_at = max(self._busy_next_at, self.clock() + took_s * (1 - share) / share)
         if self.cfg.max_rows_per_s > 0 and rows > 0:
             self._next_at = max(self._next_at, self.clock()) + rows / self.cfg.max_rows_per_s
+
+
+def _has_reading(sig: Signal) -> bool:
+    """A probe loop is ready once its signal has had a reading."""
+    return sig.ok_at is not None

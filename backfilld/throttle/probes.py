@@ -56,7 +56,7 @@ class Loop:
                 if self._logged_error:
                     log.info("probe_recovered", probe=self.name)
                     self._logged_error = None
-            except (EngineError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, EngineError, OSError) as exc:
                 msg = str(exc) or type(exc).__name__
                 connected = False
                 self.on_error(msg)

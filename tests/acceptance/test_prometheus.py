@@ -68,7 +68,8 @@ INTERVAL = "1s"
 ALLOWED_LABELS = {"__name__", "instance", "job", "state", "outcome", "reason", "kind", "replica", "le"}
 BOUNDED = {
     "state": {"pending", "running", "paused", "completed", "failed", "stopped"},
-    "reason": {"lag", "lag_unknown", "load", "load_unknown", "app_wait", "busy", "flag_file", "window", "rate", "operator"},
+    "reason": {"lag", "lag_unknown", "load", "load_unknown", "app_wait", "busy", "flag_file", "window", "rate",
+               "operator"},
     "outcome": {"applied", "retried", "failed"},
 }
 

@@ -237,7 +237,8 @@ def _run_utility(args: list[str], what: str, timeout: float, **popen_kw: Any) ->
             os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         if isinstance(exc, subprocess.TimeoutExpired):
-            raise HarnessError(f"{what} timed out after {timeout:.1f}s:\n{out[-2000:]}\n{err[-2000:]}".rstrip()) from exc
+            detail = f"{out[-2000:]}\n{err[-2000:]}".rstrip()
+            raise HarnessError(f"{what} timed out after {timeout:.1f}s:\n{detail}") from exc
         raise
     finally:
         _kill_group_leftovers(proc)

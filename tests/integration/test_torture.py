@@ -35,7 +35,8 @@ async def setup_table(db: TestDb) -> str:
 
 async def run_torture(db: TestDb, tmp_path: Path, *, triggers: bool) -> None:
     table = await setup_table(db)
-    job = {"name": "domain", "table": table, "batch_size": 500, "set": {"domain": {db.engine_name: EXPR[db.engine_name]}}}
+    job = {"name": "domain", "table": table, "batch_size": 500,
+           "set": {"domain": {db.engine_name: EXPR[db.engine_name]}}}
     # paced so that the writer runs through the whole job
     cfg = db.config([job], throttle={"max_rows_per_s": 25_000, "min_batch": 500, "max_batch": 500})
     if triggers:

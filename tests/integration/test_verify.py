@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-
-import pytest
-
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import pytest
 
 from backfilld import daemon
 from backfilld.engines.base import Engine, Stmt

@@ -12,7 +12,7 @@ from backfilld.engines.postgresql import CODECS
 
 DAY_US = 86_400_000_000
 CODEC = {typ: (encoder, decoder) for typ, encoder, decoder in CODECS}
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 # (type, wire number, what it reads as: a Python value or an Unrepresentable's text)
 READS = [

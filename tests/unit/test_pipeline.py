@@ -71,7 +71,8 @@ class Database:
             self.written.append((lo, hi))
             self.checkpoints.append(hi)
             covered = sorted(self.written)
-            self.prefix_ok &= covered[0][0] == 0 and all(a[1] == b[0] for a, b in zip(covered, covered[1:]))
+            joined = all(a[1] == b[0] for a, b in zip(covered, covered[1:], strict=False))
+            self.prefix_ok &= covered[0][0] == 0 and joined
             return hi - lo, 0
         finally:
             self.in_flight -= 1

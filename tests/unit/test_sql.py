@@ -8,9 +8,20 @@ import uuid
 
 import pytest
 
-from backfilld.engines.base import (Column, TableInfo, WriteShape, build_fix_row, build_lookup, build_skip,
-                                    build_update, build_verify_read, decode_key, encode_key, operand,
-                                    transform_update_parts)
+from backfilld.engines.base import (
+    Column,
+    TableInfo,
+    WriteShape,
+    build_fix_row,
+    build_lookup,
+    build_skip,
+    build_update,
+    build_verify_read,
+    decode_key,
+    encode_key,
+    operand,
+    transform_update_parts,
+)
 from backfilld.engines.mysql import MySQLDialect
 from backfilld.engines.postgresql import PostgresDialect
 from backfilld.engines.sqlite import SQLiteDialect

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 
 from backfilld.engines.base import Column
-from backfilld.engines.triggers import (build_install_sql, build_remove_sql, referenced_columns, rewrite_columns,
-                                        tokenize, trigger_names)
+from backfilld.engines.triggers import (
+    build_install_sql,
+    build_remove_sql,
+    referenced_columns,
+    rewrite_columns,
+    tokenize,
+    trigger_names,
+)
 from backfilld.errors import SchemaError
 
 USERS = {"id": "bigint", "email": "varchar(200)", "name": "varchar(200)", "deleted": "int", "domain": "varchar(200)",
