@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What start-up costs each command (issue #14): the time from starting the process to its exit, or to its first batch.
 
-    .venv/bin/python benchmarks/bench_startup.py [--runs N] [--python PATH] [--rows N] [--env-bytecode] [--json PATH]
+    .venv/bin/python benchmarks/bench_startup.py [--runs N] [--python PATH ...] [--rows N] [--env-bytecode]
+                                                 [--json PATH]
 
 Commands, each a new process started by subprocess from this one, as a user's shell would:
 
@@ -31,8 +32,9 @@ round, as after `pip install .`. An editable install has none for backfilld's ow
 PYTHONDONTWRITEBYTECODE is set (as on the machine these figures were first taken on) every start compiles
 them again, about 0.05 s more; --env-bytecode keeps the environment's settings to measure that.
 
---python runs the commands with another interpreter (another checkout's venv, for a before/after comparison
-with one script); the database and configs are made by this process either way.
+--python runs the commands with another interpreter (another checkout's venv); given more than once, every
+command runs with each in turn in the same rounds, so a before/after comparison sees the same machine load.
+The databases and configs are made by this process either way, one set for each interpreter.
 """
 
 from __future__ import annotations
@@ -123,17 +125,46 @@ def first_batch_s(cmd: list[str], env: dict[str, str], template: Path, db: Path)
     raise SystemExit(f"{' '.join(cmd)} logged no batch_applied event:\n{proc.stderr}")
 
 
+def commands_for(python: str, d: Path, template: Path, env: dict[str, str]) -> dict[str, Callable[[], float]]:
+    """The timed commands of one interpreter, on databases and configs of its own under d."""
+    d.mkdir()
+    bf = backfilld_cmd(python)
+    done_db = d / "done.db"
+    shutil.copyfile(template, done_db)
+    done = write_config(d / "done.toml", done_db)
+    done_quiet = write_config(d / "done-quiet.toml", done_db, listen="")
+    fresh_db = d / "fresh.db"
+    fresh = write_config(d / "fresh.toml", fresh_db, level="debug")
+    fresh_quiet = write_config(d / "fresh-quiet.toml", fresh_db, listen="", level="debug")
+    run([*bf, "run", str(done)], env)
+    return {
+        BASELINE: lambda: timed([python, "-c", "pass"], env),
+        "backfilld --version": lambda: timed([*bf, "--version"], env),
+        "backfilld status": lambda: timed([*bf, "status", str(done)], env),
+        "backfilld run (completed job)": lambda: timed([*bf, "run", str(done)], env),
+        "backfilld run (completed, no endpoints)": lambda: timed([*bf, "run", str(done_quiet)], env),
+        "backfilld run to first batch": lambda: first_batch_s([*bf, "run", str(fresh)], env, template, fresh_db),
+        "backfilld run to first batch, no endpoints": lambda: first_batch_s([*bf, "run", str(fresh_quiet)], env,
+                                                                            template, fresh_db),
+    }
+
+
+BASELINE = "baseline (python -c pass)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=RUNS, help=f"timed rounds (default {RUNS})")
-    ap.add_argument("--python", default=sys.executable, help="interpreter whose backfilld to measure")
+    ap.add_argument("--python", action="append",
+                    help="interpreter whose backfilld to measure (default: this one); repeat it to compare "
+                         "checkouts in the same rounds")
     ap.add_argument("--rows", type=int, default=ROWS, help=f"rows in the SQLite table (default {ROWS})")
     ap.add_argument("--env-bytecode", action="store_true",
                     help="keep the environment's PYTHONDONTWRITEBYTECODE / PYTHONPYCACHEPREFIX")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
+    pythons: list[str] = args.python or [sys.executable]
 
-    bf = backfilld_cmd(args.python)
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         d = Path(tmp)
         env = dict(os.environ)
@@ -142,45 +173,33 @@ def main() -> None:
             env["PYTHONPYCACHEPREFIX"] = str(d / "pycache")
         template = d / "template.db"
         make_db(template, args.rows)
-        done_db = d / "done.db"
-        shutil.copyfile(template, done_db)
-        done = write_config(d / "done.toml", done_db)
-        done_quiet = write_config(d / "done-quiet.toml", done_db, listen="")
-        fresh_db = d / "fresh.db"
-        fresh = write_config(d / "fresh.toml", fresh_db, level="debug")
-        fresh_quiet = write_config(d / "fresh-quiet.toml", fresh_db, listen="", level="debug")
-        run([*bf, "run", str(done)], env)
-
-        commands: dict[str, Callable[[], float]] = {
-            "baseline (python -c pass)": lambda: timed([args.python, "-c", "pass"], env),
-            "backfilld --version": lambda: timed([*bf, "--version"], env),
-            "backfilld status": lambda: timed([*bf, "status", str(done)], env),
-            "backfilld run (completed job)": lambda: timed([*bf, "run", str(done)], env),
-            "backfilld run (completed, no endpoints)": lambda: timed([*bf, "run", str(done_quiet)], env),
-            "backfilld run to first batch": lambda: first_batch_s([*bf, "run", str(fresh)], env, template, fresh_db),
-            "backfilld run to first batch, no endpoints": lambda: first_batch_s([*bf, "run", str(fresh_quiet)], env,
-                                                                                template, fresh_db),
-        }
-        for measure in commands.values():  # warm-up: bytecode caches, the page cache
-            measure()
-        samples: dict[str, list[float]] = {name: [] for name in commands}
+        commands = {py: commands_for(py, d / f"python{i}", template, env) for i, py in enumerate(pythons)}
+        for measures in commands.values():  # warm-up: bytecode caches, the page cache
+            for measure in measures.values():
+                measure()
+        samples = {py: {name: [] for name in measures} for py, measures in commands.items()}
         for _ in range(args.runs):
-            for name, measure in commands.items():
-                samples[name].append(measure())
+            for name in commands[pythons[0]]:
+                for py in pythons:
+                    samples[py][name].append(commands[py][name]())
 
-    base = statistics.median(samples["baseline (python -c pass)"])
     cache = "the environment's bytecode settings" if args.env_bytecode else "bytecode cached"
-    print(f"{args.runs} runs each, interleaved, {cache}; {' '.join(bf)}")
-    print(f"{'command':<42} {'median s':>9} {'x baseline':>11} {'fastest s':>10}")
-    rows = []
-    for name, values in samples.items():
-        med = statistics.median(values)
-        rows.append({"command": name, "median_s": round(med, 4), "ratio": round(med / base, 2),
-                     "fastest_s": round(min(values), 4)})
-        print(f"{name:<42} {med:>9.3f} {med / base:>11.2f} {min(values):>10.3f}")
+    report = []
+    for py in pythons:
+        base = statistics.median(samples[py][BASELINE])
+        print(f"{args.runs} runs each, interleaved, {cache}; {' '.join(backfilld_cmd(py))}")
+        print(f"{'command':<42} {'median s':>9} {'x baseline':>11} {'fastest s':>10}")
+        rows = []
+        for name, values in samples[py].items():
+            med = statistics.median(values)
+            rows.append({"command": name, "median_s": round(med, 4), "ratio": round(med / base, 2),
+                         "fastest_s": round(min(values), 4)})
+            print(f"{name:<42} {med:>9.3f} {med / base:>11.2f} {min(values):>10.3f}")
+        print()
+        report.append({"python": py, "rows": rows})
     if args.json:
-        args.json.write_text(json.dumps({"runs": args.runs, "python": args.python, "bytecode_cached":
-                                         not args.env_bytecode, "rows": rows}, indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps({"runs": args.runs, "bytecode_cached": not args.env_bytecode,
+                                         "pythons": report}, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
