@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from backfilld import __version__
+from backfilld import settings as live_settings
 from backfilld.errors import BackfilldError, ConfigError, SchemaError, SpecChangedError
 
 # Each command imports what it needs when it runs (`--version` needs none of it): config (pydantic), logs
@@ -243,8 +244,7 @@ def resume(config: ConfigArg, job: JobArg) -> None:
 
 @app.command("set")
 def set_(config: ConfigArg, job: JobArg,
-         settings: Annotated[list[str], typer.Argument(help="key=value: batch_size, target_batch_time_s, "
-                                                            "max_lag_s, max_rows_per_s, workers, busy_share.",
+         settings: Annotated[list[str], typer.Argument(help=f"key=value: {', '.join(live_settings.LIVE)}.",
                                                        show_default=False)]
          ) -> None:
     """Change JOB's tuning while it runs; kept in the state table until set again (survives restarts)."""
@@ -252,7 +252,7 @@ def set_(config: ConfigArg, job: JobArg,
 
     cfg = _load(config)
     try:
-        values = control.parse_settings(settings)
+        values = live_settings.parse(settings)
     except ValueError as exc:
         _fail(exc, 2)
     _run_async(control.request(cfg, job, settings=values))

@@ -9,14 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from backfilld import settings
 from backfilld.config import Config
 from backfilld.daemon import open_engine
 from backfilld.settings import parse_requests
-
-
-def parse_settings(items: list[str]) -> dict[str, Any]:
-    return settings.parse(items)
 
 
 async def request(config: Config, job: str, *, paused: bool | None = None,

@@ -104,11 +104,6 @@ class JobRunner:
         self.pipeline = Pipeline(ranges=self, writers=self.writers, write=self._write, landed=self._landed,
                                  workers=lambda: self.workers, one_worker=self._one_worker)
 
-    @property
-    def single_eval(self) -> bool:
-        """Whether fill batches still compute the expression once per row (see batches.FillBatch)."""
-        return isinstance(self._batch, FillBatch) and self._batch.single_eval
-
     def _set_status(self, status: str) -> None:
         assert self.state is not None
         self.state.status = str(status)

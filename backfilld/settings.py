@@ -7,7 +7,6 @@ SIGHUP reload applies the reloaded config's values with apply() too. Imports not
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -118,6 +117,8 @@ def parse_requests(text: str | None) -> dict[str, Any]:
     as none (and is logged)."""
     if not text:
         return {}
+    import json  # here, not at the top: cli imports this module for `set`'s help, --version included
+
     try:
         value = json.loads(text)
     except ValueError:
