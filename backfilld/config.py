@@ -126,7 +126,7 @@ class DatabaseConfig(_Secret):
     # synchronous_commit = off; SQLite synchronous = NORMAL in WAL mode). A crash can lose the last batches
     # with their checkpoint, atomically, and they are simply redone; nothing is torn. MySQL's equivalent is
     # server-wide, so backfilld leaves it alone. On SQLite in WAL mode it also moves WAL checkpoints off the
-    # job's commits to a second connection (engines/sqlite.py).
+    # job's commits to a second connection (engines/sqlite/engine.py).
     fast_commit: bool = True
     # Batches lock their rows with SELECT ... FOR UPDATE SKIP LOCKED (PostgreSQL; MariaDB 10.6+, MySQL 8.0+):
     # a batch never waits for a row the application holds, so it is never in a deadlock with the application

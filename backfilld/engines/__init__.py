@@ -2,9 +2,9 @@
 
 Owns: the engine names, the module and class of each, and what each can do (Capabilities), declared once per
 engine and readable without importing its module or driver: config validation, the throttle's choice of probes
-and the job's worker limit ask these instead of testing engine names. Delegates everything else to the engine
-modules (engines/base.py, postgresql.py, mysql.py, sqlite.py). Imports nothing of backfilld at module level, so
-config.py can read it.
+and the job's worker limit ask these instead of testing engine names. Delegates everything else to
+engines/base.py and one package per engine (postgresql/, mysql/, sqlite/). Imports nothing of backfilld at module
+level, so config.py can read it.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ What the servers log, and what is set for it:
   ``deadlock_timeout`` (1 s) with the processes holding the lock, so a lock timeout ("canceling statement due
   to lock timeout", with its STATEMENT) is tied to its holders when the wait lasted that long.
   ``log_connections = on`` and ``%a`` in ``log_line_prefix`` name every process's application_name:
-  backfilld's sessions are ``backfilld`` and ``backfilld-<role>`` (backfilld/engines/postgresql.py sets
+  backfilld's sessions are ``backfilld`` and ``backfilld-<role>`` (backfilld/engines/postgresql/engine.py sets
   them), sysbench's ``sysbench`` (PGAPPNAME). On a server whose settings are not ours (the default Debian
   prefix has no %a) a statement is backfilld's when its text names a marker (the job's target column or
   state table).

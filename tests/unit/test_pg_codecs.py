@@ -1,4 +1,4 @@
-"""PostgreSQL date and time codecs (engines/postgresql.py): every wire number reads as a value that binds
+"""PostgreSQL date and time codecs (engines/postgresql/engine.py): every wire number reads as a value that binds
 back to that number, and a value Python can hold reads as what asyncpg's own codecs return."""
 
 from __future__ import annotations
