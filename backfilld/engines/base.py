@@ -736,7 +736,9 @@ def now_iso() -> str:
 
 
 class Engine(abc.ABC):
-    """One connection to one database, and every job-level operation backfilld performs on it."""
+    """One connection to one database, and every job-level operation backfilld performs on it: the shared
+    implementation of protocols.Driver, plus catalog, lease, state table and batches. The optional abilities
+    (protocols.Replication, AppSessions) are the engine packages' own."""
 
     dialect: Dialect
     role = ""   # what a second connection is for (see clone); "" for the job's own
@@ -847,30 +849,8 @@ class Engine(abc.ABC):
     async def lease_holder(self, name: str) -> str | None:
         """Who holds the named lease, as an operator would find it (a backend pid, a connection id)."""
 
-    # --- replication and load: optional abilities (SQLite has none; callers check `replication`)
-    replication = False
-
-    def heartbeat_ddl(self, table: str) -> str:
-        raise NotImplementedError
-
-    async def write_heartbeat(self, table: str, writer: str, ts: float) -> int | None:
-        """Store this host's clock; returns the WAL position just past the write where the engine has one."""
-        raise NotImplementedError
-
-    async def read_heartbeat(self, table: str, writer: str) -> float | None:
-        raise NotImplementedError
-
-    async def native_lag(self) -> tuple[float, str]:
-        """The server's own lag figure on a replica: (seconds, detail); inf when replication is stopped."""
-        raise NotImplementedError
-
-    async def attached_replicas(self) -> list[tuple[str, int]]:
-        """On a primary: replicas streaming from it, as (name, replayed WAL position)."""
-        return []
-
-    async def load(self) -> float:
-        """The primary's load: statements running now, other than ours."""
-        raise NotImplementedError
+    # --- replication and the application's sessions: optional abilities (engines/protocols.py: Replication,
+    # AppSessions), which the engines that have them add; callers ask Capabilities, then protocols.ability()
 
     # --- transform writes: one guarded statement joining the table to the batch's computed rows
     @abc.abstractmethod
@@ -894,11 +874,6 @@ class Engine(abc.ABC):
         if self.dialect.skip_locked_clause is None:
             return "SQLite has no row locks"
         return None
-
-    async def app_activity(self) -> AppActivity:
-        """The application on the primary, from this connection: its active sessions, and those waiting for a
-        lock a backfilld session holds (see AppActivity). NotImplementedError where the engine cannot tell."""
-        raise NotImplementedError
 
     async def lock_timeout_problem(self) -> str | None:
         """Why lock_timeout_s may let the server pick the application, not backfilld, as a deadlock's victim."""

@@ -20,6 +20,7 @@ from backfilld import engines, trace
 from backfilld.aio import wait_any, wait_event
 from backfilld.config import Config, ThrottleConfig, database_url
 from backfilld.engines.base import AppActivity, Engine
+from backfilld.engines.protocols import Replication, app_sessions, replication
 from backfilld.errors import BackfilldError
 from backfilld.metrics import Metrics
 from backfilld.throttle.decision import Decider, Decision, Signal
@@ -74,6 +75,9 @@ class Throttle:
         return engines.create(database_url(section, where), lock_timeout_s=db.lock_timeout_s,
                               connect_timeout_s=section.connect_timeout_s)
 
+    def _replication(self, section, where: str) -> Replication:  # noqa: ANN001
+        return replication(self._engine(section, where))
+
     async def start(self) -> None:
         cfg, now = self.cfg, self.clock()
         caps = engines.capabilities(self.config.engine)
@@ -82,25 +86,25 @@ class Throttle:
         want_heartbeat = caps.discovers_replicas or (self.config.replicas and cfg.lag_probe == "heartbeat")
         if want_heartbeat:
             configured = bool(self.config.replicas)
-            self.heartbeat = HeartbeatWriter(self._engine(self.config.database, "database"), hb_table, self.writer_id,
-                                             needed=lambda: configured or bool(self.attached))
+            self.heartbeat = HeartbeatWriter(self._replication(self.config.database, "database"), hb_table,
+                                             self.writer_id, needed=lambda: configured or bool(self.attached))
             self._loops.append(Loop("heartbeat", self.heartbeat.engine, interval, self.heartbeat.step,
                                     self.heartbeat.on_error))
         for i, rc in enumerate(self.config.replicas):
             sig = self.replicas[rc.label] = Signal(f"replica {rc.label}", started_at=now)
-            probe = ReplicaLag(self._engine(rc, f"replicas[{i}]"), sig, cfg.lag_probe, hb_table, self.writer_id)
+            probe = ReplicaLag(self._replication(rc, f"replicas[{i}]"), sig, cfg.lag_probe, hb_table, self.writer_id)
             self._loops.append(Loop(f"replica:{rc.label}", probe.engine, interval, probe.step, sig.fail,
                                     ready=functools.partial(_has_reading, sig)))
         if caps.discovers_replicas and self.heartbeat is not None:
-            att = AttachedReplicas(self._engine(self.config.database, "database"), self.heartbeat, self.attached,
+            att = AttachedReplicas(self._replication(self.config.database, "database"), self.heartbeat, self.attached,
                                    fail_closed=not self.config.replicas)
             self._loops.append(Loop("attached_replicas", att.engine, interval, att.step, att.on_error, ready=att.ready))
         if cfg.max_load > 0 and caps.load_metric is not None:
             self.load_signal = Signal("primary load", started_at=now)
-            lp = Load(self._engine(self.config.database, "database"), self.load_signal)
+            lp = Load(app_sessions(self._engine(self.config.database, "database")), self.load_signal)
             self._loops.append(Loop("load", lp.engine, interval, lp.step, self.load_signal.fail))
         if cfg.app_probe and caps.app_sessions:
-            self.app = AppLoad(self._engine(self.config.database, "database"),
+            self.app = AppLoad(app_sessions(self._engine(self.config.database, "database")),
                                Signal("application", started_at=now), self._on_app_reading)
             self._loops.append(Loop("application", self.app.engine, max(interval, APP_PROBE_INTERVAL_S),
                                     self.app.step, self.app.signal.fail))

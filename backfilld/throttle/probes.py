@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from backfilld.aio import within
-from backfilld.engines.base import AppActivity, Engine
+from backfilld.engines.base import AppActivity
+from backfilld.engines.protocols import AppSessions, Driver, Replication
 from backfilld.errors import EngineError
 from backfilld.throttle.decision import Signal
 
@@ -37,7 +38,7 @@ class Loop:
 
     `ready` says whether the probe has its first reading; until then a step is retried sooner."""
 
-    def __init__(self, name: str, engine: Engine, interval_s: float, step: Callable[[], Awaitable[None]],
+    def __init__(self, name: str, engine: Driver, interval_s: float, step: Callable[[], Awaitable[None]],
                  on_error: Callable[[str], None], ready: Callable[[], bool] = lambda: True) -> None:
         self.name, self.engine, self.interval_s, self.step, self.on_error = name, engine, interval_s, step, on_error
         self.ready = ready
@@ -74,7 +75,7 @@ class Loop:
 class HeartbeatWriter:
     """Writes this host's clock into the heartbeat table on the primary every interval."""
 
-    def __init__(self, engine: Engine, table: str, writer: str, needed: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, engine: Replication, table: str, writer: str, needed: Callable[[], bool] = lambda: True) -> None:
         self.engine, self.table, self.writer = engine, table, writer
         self.samples: deque[tuple[int, float]] = deque(maxlen=SAMPLES)   # (WAL position, time.time())
         self.error: str | None = None
@@ -108,7 +109,7 @@ class HeartbeatWriter:
 class ReplicaLag:
     """Reads one configured replica's lag: heartbeat age (now minus the newest replicated heartbeat) or native."""
 
-    def __init__(self, engine: Engine, signal: Signal, mode: str, table: str, writer: str) -> None:
+    def __init__(self, engine: Replication, signal: Signal, mode: str, table: str, writer: str) -> None:
         self.engine, self.signal, self.mode, self.table, self.writer = engine, signal, mode, table, writer
         self.since = time.time()
 
@@ -130,7 +131,7 @@ class AttachedReplicas:
     process's clock alone, correct while replay is paused, and sub-second.
     """
 
-    def __init__(self, engine: Engine, heartbeat: HeartbeatWriter, signals: dict[str, Signal],
+    def __init__(self, engine: Replication, heartbeat: HeartbeatWriter, signals: dict[str, Signal],
                  fail_closed: bool = True) -> None:
         self.engine, self.heartbeat, self.signals = engine, heartbeat, signals
         # without [[replicas]] entries, discovery is the only view of the replicas: if it cannot read
@@ -170,7 +171,7 @@ class AttachedReplicas:
 
 
 class Load:
-    def __init__(self, engine: Engine, signal: Signal) -> None:
+    def __init__(self, engine: AppSessions, signal: Signal) -> None:
         self.engine, self.signal = engine, signal
 
     async def step(self) -> None:
@@ -188,7 +189,7 @@ class AppLoad:
     """The application on the primary: how many of its sessions run a statement (averaged over APP_WINDOW_S),
     and whether any waits for a lock a backfilld session holds. The signal's value is the longest such wait."""
 
-    def __init__(self, engine: Engine, signal: Signal, on_reading: Callable[[AppActivity], None] = lambda a: None
+    def __init__(self, engine: AppSessions, signal: Signal, on_reading: Callable[[AppActivity], None] = lambda a: None
                  ) -> None:
         self.engine, self.signal, self.on_reading = engine, signal, on_reading
         self.samples: deque[tuple[float, int]] = deque()

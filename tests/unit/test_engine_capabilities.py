@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from backfilld import config, engines
+from backfilld.engines import protocols
 from backfilld.errors import ConfigError
 
 PACKAGE = Path(engines.__file__).parent.parent
@@ -59,3 +60,20 @@ def test_no_engine_name_test_outside_engines() -> None:
         found += _engine_name_tests(path)
     assert not found, ("engine names tested outside engines/; ask engines.capabilities(...) or "
                        "Engine.capabilities instead:\n" + "\n".join(found))
+
+
+@pytest.mark.parametrize("name", engines.NAMES)
+def test_optional_abilities_are_the_engines_own_and_agree_with_the_record(name: str) -> None:
+    # an engine without an ability lacks its methods (no stub raising NotImplementedError), and its record says so
+    caps = engines.capabilities(name)
+    url = config.parse_url("sqlite:///x.db" if caps.file_database else f"{name}://u@h/db")
+    engine = engines.create(url)
+    assert isinstance(engine, protocols.Driver)
+    assert isinstance(engine, protocols.Replication) is caps.replicas
+    assert isinstance(engine, protocols.AppSessions) is caps.app_sessions
+    assert isinstance(engine, protocols.AppSessions) is (caps.load_metric is not None)
+    if not caps.replicas:
+        with pytest.raises(TypeError, match="has no Replication ability"):
+            protocols.replication(engine)
+    else:
+        assert protocols.replication(engine) is engine

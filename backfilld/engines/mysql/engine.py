@@ -528,8 +528,6 @@ class MySQLEngine(Engine):
         return written
 
     # --- replication and load
-    replication = True
-
     def heartbeat_ddl(self, table: str) -> str:
         return (f"CREATE TABLE IF NOT EXISTS {self.dialect.table(table)} (writer varchar(128) NOT NULL PRIMARY KEY, "
                 "ts double NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
@@ -572,6 +570,10 @@ class MySQLEngine(Engine):
         if lag is None:
             return math.inf, "Seconds_Behind_Master is NULL"
         return float(lag), "Seconds_Behind_Master"
+
+    async def attached_replicas(self) -> list[tuple[str, int]]:
+        """None to list: a primary does not know its replicas' positions (Capabilities.discovers_replicas)."""
+        return []
 
     async def app_activity(self) -> AppActivity:
         mine = MySQLEngine.own_ids.get(self._server_key, set()) | {self._id or 0}

@@ -455,8 +455,6 @@ class PostgresEngine(Engine):
         return await self.execute(stmt, dict(zip(stmt.names, columns, strict=True)))
 
     # --- replication and load
-    replication = True
-
     def heartbeat_ddl(self, table: str) -> str:
         return (f"CREATE TABLE IF NOT EXISTS {self.dialect.table(table)} (writer varchar(128) PRIMARY KEY, "
                 "ts double precision NOT NULL)")
