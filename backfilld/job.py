@@ -1,13 +1,12 @@
-"""One job's passes: start (preflight, lease, checkpoint), operator requests, pass after pass until a pass finds
-nothing to write, and what each committed batch changes.
+"""One job's passes: start, pass after pass until a pass finds nothing to write, stop and failure.
 
 Owns: the job's life (start, run, stop, fail), the decision that ends a pass (a sweep follows a fill unless
 nobody else wrote) and completes the job (a pass that wrote and passed over nothing), the pause between sweeps
-that keep finding rows, operator requests, and the accounting of a committed batch (state, sizer, gate,
-progress, metrics, log, on_batch). Delegates the checks before writing to preflight.py, the batches in flight
-and their key-order commits to pipeline.py, the workers' connections to writers.py, how a batch is written to
-batches.py, retries to retry.py, live settings to settings.py, SQL to the engine, sizing to chunker, pausing to
-the throttle (a Gate).
+that keep finding rows, and the number of workers. Delegates the checks before writing to preflight.py, the lease
+and the checkpoint to start from to lease.py, operator requests to requests.py, the batches in flight and their
+key-order commits to pipeline.py, what a committed batch changes in memory (state, sizer, gate, progress,
+metrics, log, on_batch) to accounting.py, the workers' connections to writers.py, how a batch is written to
+batches.py, retries to retry.py, SQL to the engine, sizing to chunker, pausing to the throttle (a Gate).
 """
 
 from __future__ import annotations
@@ -15,26 +14,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import structlog
 
-from backfilld import settings, trace
 from backfilld import state as state_mod
+from backfilld import trace
+from backfilld.accounting import Accounting, BatchResult
 from backfilld.aio import wait_event
 from backfilld.batches import FillBatch, KeyRanges, TransformBatch, TxnCount
 from backfilld.chunker import BatchSizer
 from backfilld.config import JobConfig
-from backfilld.engines.base import Engine, JobState, encode_key, now_iso
-from backfilld.errors import EngineError, JobFailed, LeaseHeld, RetryableError, SchemaError, SpecChangedError
+from backfilld.engines.base import Engine, JobState, now_iso
+from backfilld.errors import EngineError, JobFailed, RetryableError, SchemaError
 from backfilld.gate import Gate, OpenGate, app_busy
+from backfilld.lease import LEASE_RETAKE_WAIT_S, LEASE_START_WAIT_S, Lease, checkpoint
 from backfilld.lookahead import Lookahead
 from backfilld.metrics import Metrics, Progress
 from backfilld.pipeline import Flight, Pipeline, Range, Write
 from backfilld.preflight import Prepared, concurrency_limit, prepare
+from backfilld.requests import OperatorRequests
 from backfilld.retry import Retrier, Stopped
-from backfilld.settings import parse_requests
 from backfilld.status import Status, metric_state
 from backfilld.writers import WriterPool
 
@@ -42,30 +42,9 @@ __all__ = ["BatchResult", "JobRunner", "Stopped"]
 
 log = structlog.get_logger("backfilld.job")
 
-# A job's lease is tried this long before the job gives up: at start, a few seconds (a daemon killed just now
-# leaves a session the server drops a moment later); after a reconnect, a minute (the session that held it may
-# linger until the server notices it is gone: PostgreSQL's keepalives, set at connect, take about 30 s).
-LEASE_START_WAIT_S = 3.0
-LEASE_RETAKE_WAIT_S = 60.0
-LEASE_RETRY_S = 0.5
-
-# Operator requests (pause, resume, set) are read from the state table at most this often. Seconds:
-# a primary-key read, cheap, but not worth a round trip on every batch of a fast job.
-REQUEST_POLL_S = 0.5
-
 # Between two sweeps that both found rows: a pause as long as the last sweep took, within these bounds (seconds).
 SWEEP_PAUSE_MIN_S = 0.2
 SWEEP_PAUSE_MAX_S = 30.0
-
-
-@dataclass
-class BatchResult:
-    rows: int
-    scanned: int
-    took_s: float
-    size: int
-    pass_no: int
-    last_key: tuple[Any, ...]
 
 
 class JobRunner:
@@ -84,11 +63,8 @@ class JobRunner:
         self.progress = Progress()
         self.state: JobState | None = None
         self.prepared: Prepared | None = None
-        self.operator_paused = False
         self.stopped = False        # this run ended on a stop, the job not completed (metrics: "stopped")
         self.connected = True
-        self._requests_at = float("-inf")
-        self._applied: dict[str, Any] = {}
         self.lookahead: Lookahead | None = None
         self.workers_wanted = workers
         self.workers_cap = 1        # decided at start: more only where batches can run side by side
@@ -98,11 +74,26 @@ class JobRunner:
                              sleep=self._sleep, stopped=self.stop.is_set, recover=self._recover, fail=self.fail,
                              disconnected=self._disconnected)
         trace.connection(engine, "job")
+        self.lease = Lease(engine, state_table, job.name, stopped=self.stop.is_set, sleep=self._sleep, log=self.log)
+        self.requests = OperatorRequests(engine, state_table, job.name, sizer=sizer, gate=self.gate,
+                                         metrics=self.metrics, log=self.log, stopped=self.stop.is_set,
+                                         sleep=self._sleep, paused_changed=self._paused_changed,
+                                         workers=self.retune_workers)
+        self.accounting = Accounting(job.name, sizer=sizer, gate=self.gate, progress=self.progress,
+                                     metrics=self.metrics, log=self.log, on_batch=on_batch)
         self.writers = WriterPool(engine, configured=lambda: self.configured_workers, one_worker=self._one_worker)
         self._batch: Write | None = None   # how this job's batches are written (batches.py), set at start
         self._ranges: KeyRanges | None = None   # where they end, set at start
         self.pipeline = Pipeline(ranges=self, writers=self.writers, write=self._write, landed=self._landed,
                                  workers=lambda: self.workers, one_worker=self._one_worker)
+
+    @property
+    def operator_paused(self) -> bool:
+        return self.requests.paused
+
+    def _paused_changed(self) -> None:
+        if self.state is not None:
+            self._set_status(self.state.status)
 
     def _set_status(self, status: str) -> None:
         assert self.state is not None
@@ -129,29 +120,9 @@ class JobRunner:
             if why:
                 self.log.warning("skip_locked_unavailable", detail=f"{why}: batches wait for rows the application "
                                  "holds, up to lock_timeout_s")
-        await self._take_lease(LEASE_START_WAIT_S)
-        await self.engine.ensure_state_table(self.state_table)
-        state = await self.engine.read_state(self.state_table, self.job.name)
-        fresh = JobState(job=self.job.name, fingerprint=p.fingerprint, status=Status.RUNNING.value,
-                         started_at=now_iso(), updated_at=now_iso())
-        if state is None:
-            await self.engine.write_state(self.state_table, fresh, insert=True)
-            state = fresh
-            self.log.info("job_started", table=self.job.table, key=list(p.key), targets=list(p.exprs))
-        elif restart or state.status == Status.PENDING:
-            fresh.requests = state.requests  # operator requests outlive a restart (write_state keeps them)
-            await self.engine.write_state(self.state_table, fresh)
-            state = fresh
-            self.log.info("job_restarted" if restart else "job_started", table=self.job.table, key=list(p.key),
-                          targets=list(p.exprs))
-        elif state.fingerprint != p.fingerprint:
-            raise SpecChangedError(
-                f"job {self.job.name!r}: its spec (table, key, where, targets or expressions) changed since its "
-                f"checkpoint (fingerprint {state.fingerprint} -> {p.fingerprint}); rerun with --restart to start "
-                "it over, or restore the old spec to resume")
-        else:
-            self.log.info("job_resumed", status=state.status, pass_no=state.pass_no, rows_done=state.rows_done,
-                          last_key=list(state.last_key) if state.last_key else None)
+        await self.lease.take(LEASE_START_WAIT_S)
+        state = await checkpoint(self.engine, self.state_table, p, self.job.name, self.job.table, restart=restart,
+                                 log=self.log)
         self.state = state
         self.workers_cap = await self._decide_workers(p)
         if self.configured_workers == 1 and self.lookahead is None and await self.engine.concurrent_reads():
@@ -202,59 +173,6 @@ class JobRunner:
         if self.configured_workers > 1:
             self.log.info("workers_limited", workers=1, configured=self.workers_wanted, detail=why)
         self.workers_cap = 1
-
-    # ------------------------------------------------------------------ lease
-    @property
-    def lease_name(self) -> str:
-        return f"{self.state_table}/{self.job.name}"
-
-    async def _take_lease(self, wait_s: float) -> None:
-        """One daemon per job: the job's lease, held by the job's connection while it lives. Two daemons on
-        one job would each write correct values, but their checkpoints and counts would interleave."""
-        deadline = time.monotonic() + wait_s
-        while not await self.engine.try_lease(self.lease_name):
-            if time.monotonic() >= deadline or self.stop.is_set():
-                holder = await self.engine.lease_holder(self.lease_name)
-                self.log.error("lease_held", holder=holder)
-                raise LeaseHeld(f"job {self.job.name!r} is being run by another backfilld (its lease is held by "
-                                f"{holder or 'another session'}); nothing was written. Stop that one, or let it "
-                                "finish; `backfilld status` shows its progress")
-            await self._sleep(LEASE_RETRY_S)
-
-    # ------------------------------------------------------------------ operator requests
-    @trace.timed("operator request poll")
-    async def _poll_requests(self) -> None:
-        """Apply pause/resume/set requests from the state table; wait here while paused by an operator."""
-        paused_since: float | None = None
-        while not self.stop.is_set():
-            if time.monotonic() - self._requests_at >= REQUEST_POLL_S:
-                self._requests_at = time.monotonic()
-                saved = await self.engine.read_state(self.state_table, self.job.name)
-                self._apply_requests(parse_requests(saved.requests if saved else None))
-            if not self.operator_paused:
-                break
-            if paused_since is None:
-                paused_since = time.monotonic()
-                self.log.info("operator_paused", detail="backfilld resume CONFIG JOB to go on")
-            self.metrics.throttled_seconds.labels(self.job.name, "operator").inc(REQUEST_POLL_S)
-            await self._sleep(REQUEST_POLL_S)
-        if paused_since is not None and not self.operator_paused:
-            self.log.info("operator_resumed", paused_s=round(time.monotonic() - paused_since, 3))
-
-    def _apply_requests(self, req: dict[str, Any]) -> None:
-        paused = bool(req.get("paused"))
-        if paused != self.operator_paused:
-            self.operator_paused = paused
-            self.metrics.operator_paused.labels(self.job.name).set(1 if paused else 0)
-            self.metrics.throttled.labels(self.job.name, "operator").set(1 if paused else 0)
-            if self.state is not None:
-                self._set_status(self.state.status)
-        changed = {k: v for k, v in settings.known(req.get("set") or {}).items() if self._applied.get(k) != v}
-        if not changed:
-            return
-        self._applied.update(changed)
-        settings.apply(changed, sizer=self.sizer, gate=self.gate, workers=self.retune_workers)
-        self.log.info("settings_changed", source="operator", **changed)
 
     # ------------------------------------------------------------------ passes
     async def run(self, *, follow: bool = False, once: bool = False) -> JobState:
@@ -308,7 +226,7 @@ class JobRunner:
     async def _loop_step(self) -> bool | None:
         """Operator requests, the gate, then one pipeline step: True while the pass goes on, False at its end,
         None on a stop."""
-        await self.retry.run(self._poll_requests)
+        await self.retry.run(self.requests.poll)
         if self.stop.is_set():
             return None
         if self.pipeline.may_dispatch():
@@ -395,41 +313,10 @@ class JobRunner:
         return await self._batch(f)
 
     def _landed(self, f: Flight, rows: int, pending: int) -> None:
-        """A batch committed: move the state in memory, the sizer, the throttle, metrics, the log, on_batch."""
-        st = self.state
-        assert st is not None
-        self.retry.failures = 0
-        took = f.took
-        st.last_key = f.hi
-        st.rows_done += rows
-        st.pass_rows += rows
-        st.pass_scanned += f.scanned
-        self.sizer.observe(f.scanned, took)
-        self.gate.after_batch(st.job, rows, took)
-        self.progress.add(f.scanned)
-        self.connected = True
-        if pending:
-            st.pass_rows += pending   # another pass follows: it writes the rows passed over or changed meanwhile
-        self._count(f, rows, pending, took)
-        if self.on_batch:
-            self.on_batch(BatchResult(rows, f.scanned, took, f.size, st.pass_no, f.hi))
-
-    def _count(self, f: Flight, rows: int, pending: int, took: float) -> None:
-        """A committed batch's metrics and log lines."""
-        m, j = self.metrics, self.job.name
-        m.rows.labels(j).inc(rows)
-        m.rows_scanned.labels(j).inc(f.scanned)
-        m.batches.labels(j, "applied").inc()
-        m.batch_duration.labels(j).observe(took)
-        m.batch_size.labels(j).set(self.sizer.size)
-        m.last_progress.labels(j).set(time.time())
-        if f.passed_over:
-            m.rows_skipped_locked.labels(j).inc(pending)
-            self.log.info("rows_skipped_locked", rows=pending, keys=[encode_key(k) for k in f.passed_over[:5]],
-                          detail="the application held these rows locked; a later pass writes them")
         assert self.state is not None
-        self.log.debug("batch_applied", rows=rows, scanned=f.scanned, size=f.size, took_s=round(took, 4),
-                       pass_no=self.state.pass_no, **({"pending": pending} if pending else {}))
+        self.retry.failures = 0
+        self.connected = True
+        self.accounting.landed(self.state, f, rows, pending)
 
     async def _land_all(self) -> None:
         """At a stop: let the batches in flight finish (each commits with its checkpoint) and account for them."""
@@ -463,7 +350,7 @@ class JobRunner:
                 if not exc.on_writer:         # a worker's connection failed: the job's own (and lease) is fine
                     await self.engine.reconnect()
                     if self.state is not None:   # the job had its lease before; the old session took it along
-                        await self._take_lease(LEASE_RETAKE_WAIT_S)
+                        await self.lease.take(LEASE_RETAKE_WAIT_S)
             if self.state is None:
                 return
             saved = await self.engine.read_state(self.state_table, self.job.name)

@@ -1,0 +1,68 @@
+"""Operator requests to a running job: pause, resume and live settings, read from the job's state row.
+
+Owns: how often the row is read (REQUEST_POLL_S), the operator's pause (the job waits here, counted as throttled
+time), and applying `set` requests once each. Delegates parsing and bounds to settings.py (parse_requests,
+known, apply) and the row to the engine; tells the job through callbacks (its status label, its workers).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from backfilld import settings, trace
+from backfilld.chunker import BatchSizer
+from backfilld.engines.base import Engine
+from backfilld.gate import Gate
+from backfilld.metrics import Metrics
+from backfilld.settings import parse_requests
+
+# Operator requests (pause, resume, set) are read from the state table at most this often. Seconds:
+# a primary-key read, cheap, but not worth a round trip on every batch of a fast job.
+REQUEST_POLL_S = 0.5
+
+
+class OperatorRequests:
+    def __init__(self, engine: Engine, state_table: str, job: str, *, sizer: BatchSizer, gate: Gate,
+                 metrics: Metrics, log: Any, stopped: Callable[[], bool], sleep: Callable[[float], Awaitable[None]],
+                 paused_changed: Callable[[], None], workers: Callable[[int], None]) -> None:
+        self.engine, self.state_table, self.job = engine, state_table, job
+        self.sizer, self.gate, self.metrics, self.log = sizer, gate, metrics, log
+        self.stopped, self.sleep, self.paused_changed, self.workers = stopped, sleep, paused_changed, workers
+        self.paused = False
+        self._read_at = float("-inf")
+        self._applied: dict[str, Any] = {}
+
+    @trace.timed("operator request poll")
+    async def poll(self) -> None:
+        """Apply pause/resume/set requests from the state table; wait here while paused by an operator."""
+        paused_since: float | None = None
+        while not self.stopped():
+            if time.monotonic() - self._read_at >= REQUEST_POLL_S:
+                self._read_at = time.monotonic()
+                saved = await self.engine.read_state(self.state_table, self.job)
+                self.apply(parse_requests(saved.requests if saved else None))
+            if not self.paused:
+                break
+            if paused_since is None:
+                paused_since = time.monotonic()
+                self.log.info("operator_paused", detail="backfilld resume CONFIG JOB to go on")
+            self.metrics.throttled_seconds.labels(self.job, "operator").inc(REQUEST_POLL_S)
+            await self.sleep(REQUEST_POLL_S)
+        if paused_since is not None and not self.paused:
+            self.log.info("operator_resumed", paused_s=round(time.monotonic() - paused_since, 3))
+
+    def apply(self, req: dict[str, Any]) -> None:
+        paused = bool(req.get("paused"))
+        if paused != self.paused:
+            self.paused = paused
+            self.metrics.operator_paused.labels(self.job).set(1 if paused else 0)
+            self.metrics.throttled.labels(self.job, "operator").set(1 if paused else 0)
+            self.paused_changed()
+        changed = {k: v for k, v in settings.known(req.get("set") or {}).items() if self._applied.get(k) != v}
+        if not changed:
+            return
+        self._applied.update(changed)
+        settings.apply(changed, sizer=self.sizer, gate=self.gate, workers=self.workers)
+        self.log.info("settings_changed", source="operator", **changed)
