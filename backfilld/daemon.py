@@ -14,7 +14,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 
@@ -24,7 +24,8 @@ from backfilld.aio import wait_event
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig, database_url
 from backfilld.engines.base import Engine, JobState, key_args
-from backfilld.errors import BackfilldError, ConfigError, JobFailed
+from backfilld.errors import BackfilldError, ConfigError, JobFailed, RetryableError
+from backfilld.retry import Retrier, Stopped
 
 # job, metrics and throttle (with prometheus_client) are imported where a command first needs them, so that
 # `status`, `wait` and the like do not pay for what only `run`, `plan` and `verify` use
@@ -140,8 +141,12 @@ class Daemon:
         async with contextlib.AsyncExitStack() as stack:
             self._handle_sighup(stack)
             self.engine = engine = await stack.enter_async_context(open_engine(self.config))
-            for job in jobs:  # every job checked before anything is written, the heartbeat table included
-                await prepare(engine, job)
+            try:   # every job checked before anything is written, the heartbeat table included
+                for job in jobs:
+                    await self._retrier(job, engine).run(functools.partial(prepare, engine, job))
+            except Stopped:
+                log.info("daemon_stopped", detail="stopped during the preflight; nothing was written")
+                return []
             if self.throttle is not None:
                 await self.throttle.start()
                 stack.push_async_callback(self.throttle.close)
@@ -164,6 +169,8 @@ class Daemon:
                     results[job.name] = await runner.run()
                 except JobFailed as exc:
                     failures.append(str(exc))
+                except Stopped:   # before the job could start (a lease wait, a retry): its checkpoint as it was
+                    break
             # follow: completed jobs take turns sweeping until stopped (one connection, one statement at a time)
             following = [r for name, r in self.runners.items()
                          if name in results and results[name].status == "completed"]
@@ -181,6 +188,23 @@ class Daemon:
         if failures:
             raise JobFailed("; ".join(failures))
         return list(results.values())
+
+    def _retrier(self, job: JobConfig, engine: Engine) -> Retrier:
+        """Retries of a step before any job runs (the preflight), as a job's own: a lock held at start or a
+        dropped connection is retried with backoff up to the job's max_retries; a stop ends the wait."""
+        async def give_up(exc: Exception, attempts: int) -> NoReturn:
+            raise exc
+
+        async def sleep(seconds: float) -> None:
+            await wait_event(self.stop, seconds)
+
+        async def reconnect(exc: RetryableError) -> None:
+            if exc.reconnect:
+                await engine.reconnect()
+
+        return Retrier(job.name, max_retries=job.max_retries, metrics=self.metrics, log=log.bind(job=job.name),
+                       sleep=sleep, stopped=self.stop.is_set, recover=reconnect,
+                       fail=give_up, disconnected=lambda: None)
 
     async def _serve(self, stack: contextlib.AsyncExitStack) -> None:
         address = self.config.metrics.address

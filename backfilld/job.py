@@ -103,11 +103,13 @@ class JobRunner:
 
     # ------------------------------------------------------------------ start
     async def start(self, *, restart: bool = False) -> JobState:
-        """Preflight, then load or create the checkpoint. Raises SpecChangedError on a changed spec."""
+        """Preflight, then load or create the checkpoint. Raises SpecChangedError on a changed spec, Stopped on a
+        stop before the job could start."""
         try:
             return await self.retry.run(lambda: self._start(restart))
-        except Stopped:
-            raise JobFailed(f"job {self.job.name!r}: stopped before it could start") from None
+        except Stopped:   # during a lease wait or a retry's backoff: nothing written, the checkpoint as it was
+            self.log.info("job_stopped", detail="stopped before it could start")
+            raise
 
     async def _start(self, restart: bool) -> JobState:
         self.prepared = p = await prepare(self.engine, self.job)

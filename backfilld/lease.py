@@ -15,6 +15,7 @@ from typing import Any
 from backfilld.engines.base import Engine, JobState, now_iso
 from backfilld.errors import LeaseHeld, SpecChangedError
 from backfilld.preflight import Prepared
+from backfilld.retry import Stopped
 from backfilld.status import Status
 
 # A job's lease is tried this long before the job gives up: at start, a few seconds (a daemon killed just now
@@ -35,11 +36,13 @@ class Lease:
         self.name = f"{state_table}/{job}"
 
     async def take(self, wait_s: float) -> None:
-        """Take the lease on the job's connection, trying for wait_s (less on a stop); LeaseHeld names who
-        holds it."""
+        """Take the lease on the job's connection, trying for wait_s; LeaseHeld names who holds it. Stopped on a
+        stop meanwhile (the job has not written: a stop, not a failure)."""
         deadline = time.monotonic() + wait_s
         while not await self.engine.try_lease(self.name):
-            if time.monotonic() >= deadline or self.stopped():
+            if self.stopped():
+                raise Stopped()
+            if time.monotonic() >= deadline:
                 holder = await self.engine.lease_holder(self.name)
                 self.log.error("lease_held", holder=holder)
                 raise LeaseHeld(f"job {self.job!r} is being run by another backfilld (its lease is held by "

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from backfilld.errors import EngineError, RetryableError, SchemaError
-from backfilld.metrics import Metrics
+
+if TYPE_CHECKING:
+    from backfilld.metrics import Metrics
 
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 30.0

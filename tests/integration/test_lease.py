@@ -8,7 +8,8 @@ import pytest
 
 from backfilld import daemon
 from backfilld.errors import EngineError, JobFailed
-from tests.dbutil import CONCAT, GateAt, TestDb
+from backfilld.metrics import Metrics
+from tests.dbutil import CONCAT, GateAt, TestDb, application_session
 
 HOLDER = {"postgresql": "PostgreSQL backend pid", "mysql": "MySQL connection id", "sqlite": "process"}
 
@@ -53,6 +54,61 @@ async def test_a_second_daemon_on_a_running_job_refuses_and_writes_nothing(db: T
     [done] = await daemon.run(cfg, daemon.RunOptions())   # the lease went with the first daemon's connection
     assert done.status == "completed" and done.rows_done == 2000
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT[db.engine_name]}") == [(2000,)]
+
+
+async def test_a_stop_during_the_lease_wait_ends_the_daemon_cleanly(db: TestDb) -> None:
+    """SIGTERM while a second daemon waits for the lease: it returns (exit 0) at once, writes nothing, and the
+    running job's checkpoint is as the first daemon keeps it."""
+    table = await db.users_with(2000)
+    cfg = db.config([job(db, table)], throttle={"max_rows_per_s": 300, "min_batch": 100, "max_batch": 100})
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(), stop=stop_first))
+    try:
+        for _ in range(200):
+            if (await state_row(db) or ("", 0))[1] > 0:
+                break
+            await asyncio.sleep(0.05)
+        second = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(), stop=stop_second))
+        await asyncio.sleep(1.0)   # preflight done, waiting for the lease (LEASE_START_WAIT_S is 3 s)
+        assert not second.done()
+        stop_second.set()
+        t0 = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(second, 5) == []   # no JobFailed: a stop is not a failure
+        assert asyncio.get_running_loop().time() - t0 < 1.0
+        after = await state_row(db)
+        assert after[0] == "running" and after[2] is None, "the stopped daemon touched the job's state"
+    finally:
+        stop_first.set()
+        [stopped] = await first
+    assert stopped.status == "running"
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
+async def test_a_lock_held_at_start_is_waited_out_by_the_preflight(db: TestDb) -> None:
+    """The table locked by another session when the daemon starts (a migration's DDL, LOCK TABLES): the
+    preflight's reads give up after lock_timeout_s and are retried with backoff, then the job runs."""
+    table = await db.users_with(500)
+    cfg = db.config([job(db, table)])
+    other = await application_session(db)
+    tx = other.engine.transaction()
+    await tx.__aenter__()
+    if db.engine_name == "postgresql":
+        await other.x(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    else:
+        await other.x(f"LOCK TABLES {table} WRITE")
+    m = Metrics()
+    run = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(), metrics=m))
+    try:
+        await asyncio.sleep(2.0)
+        assert not run.done(), "the preflight did not wait for the lock"
+    finally:
+        if db.engine_name == "mysql":
+            await other.x("UNLOCK TABLES")
+        await tx.__aexit__(None, None, None)
+        await other.engine.close()
+    [state] = await asyncio.wait_for(run, 60)
+    assert state.status == "completed" and state.rows_done == 500
+    assert m.retries.labels("j", "lock_timeout")._value.get() >= 1
 
 
 @pytest.mark.parametrize("engine_name", ["postgresql"])
