@@ -196,8 +196,12 @@ class JobRunner:
         st = self.state
         assert st is not None
         if st.status == Status.COMPLETED and not follow:
-            self.log.info("job_already_completed", rows_done=st.rows_done, finished_at=st.finished_at)
-            return st
+            if not await self.retry.run(self._rows_left):
+                self.log.info("job_already_completed", rows_done=st.rows_done, finished_at=st.finished_at)
+                return st
+            # old code went on inserting rows without the targets after the job completed: one sweep writes them
+            self.log.info("rows_left_after_completion", finished_at=st.finished_at,
+                          detail="rows without their targets were added since the job completed; sweeping")
         if st.status != Status.RUNNING and st.status != Status.COMPLETED:
             st.error = None
             self._set_status(Status.RUNNING)
@@ -271,6 +275,13 @@ class JobRunner:
             self.log.info("sweep_paused", seconds=round(pause, 2), detail="the last sweep found rows to write")
             await self._sleep(pause)
         return False
+
+    async def _rows_left(self) -> bool:
+        """Whether any row needs a value: a fill's one read-only statement (a transform job cannot tell without
+        reading every row: False, as before; `run --restart` sweeps it)."""
+        assert self.prepared is not None
+        any_pending = self.prepared.plan.any_pending
+        return any_pending is not None and bool(await self.engine.fetch(any_pending))
 
     async def _writes_token(self) -> object | None:
         """At a pass's start: the engine's token of other sessions' writes, if the pass may end the job without

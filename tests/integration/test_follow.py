@@ -38,3 +38,22 @@ async def test_follow_fills_every_job_then_sweeps_them_all(db: TestDb) -> None:
     states = await asyncio.wait_for(run, 30)
     assert sorted(s.job for s in states) == ["job_0", "job_1"]
     assert all(s.status == "completed" for s in states)
+
+
+async def test_a_completed_job_run_again_sweeps_rows_inserted_since(db: TestDb) -> None:
+    """Without --follow: a second `run` of a completed job asks whether any row needs a value and sweeps the
+    ones old code inserted after completion, instead of exiting `job_already_completed` with rows left NULL;
+    with none left it changes nothing (the state row as it was)."""
+    table = await db.users_with(300)
+    cfg = db.config([{"name": "j", "table": table, "set": {"label": {db.engine_name: CONCAT[db.engine_name]}}}])
+    [first] = await daemon.run(cfg, daemon.RunOptions())
+    assert first.status == "completed" and first.rows_done == 300
+    [again] = await daemon.run(cfg, daemon.RunOptions())
+    assert (again.status, again.pass_no, again.rows_done) == ("completed", first.pass_no, 300)
+
+    for i in range(1000, 1005):   # old code, after completion
+        await db.x(f"INSERT INTO {table} (id, name, deleted) VALUES (?, ?, 0)", i, "late")
+    [swept] = await daemon.run(cfg, daemon.RunOptions())
+    assert swept.status == "completed" and swept.rows_done == 305
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL") == [(0,)]
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT[db.engine_name]}") == [(305,)]
