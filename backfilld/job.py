@@ -20,7 +20,7 @@ import structlog
 
 from backfilld import state as state_mod
 from backfilld import trace
-from backfilld.accounting import Accounting, BatchResult
+from backfilld.accounting import Accounting, BatchResult, PassTally
 from backfilld.aio import wait_event
 from backfilld.batches import FillBatch, KeyRanges, TransformBatch, TxnCount
 from backfilld.chunker import BatchSizer
@@ -79,6 +79,7 @@ class JobRunner:
                                          metrics=self.metrics, log=self.log, stopped=self.stop.is_set,
                                          sleep=self._sleep, paused_changed=self._paused_changed,
                                          workers=self.retune_workers)
+        self.tally = PassTally()   # this pass's rows written and left, and the passes in a row stuck on rows
         self.accounting = Accounting(job.name, sizer=sizer, gate=self.gate, progress=self.progress,
                                      metrics=self.metrics, log=self.log, on_batch=on_batch)
         self.writers = WriterPool(engine, configured=lambda: self.configured_workers, one_worker=self._one_worker)
@@ -258,6 +259,10 @@ class JobRunner:
             st.finished_at = now_iso()
             self._set_status(Status.COMPLETED)
             self.log.info("job_completed", rows_done=st.rows_done, passes=st.pass_no)
+        self.tally.end_pass()
+        stuck = self.tally.problem() if st.status != Status.COMPLETED else None
+        if stuck:
+            await self.fail(JobFailed(stuck))
         st.pass_no += 1
         st.last_key, st.pass_rows, st.pass_scanned = None, 0, 0
         self.metrics.passes.labels(self.job.name).set(st.pass_no)
@@ -270,8 +275,9 @@ class JobRunner:
         elif st.pass_no > 2:
             # a sweep found rows again (the application keeps writing rows without the targets, or holds
             # some locked): the next one waits as long as this one took (at least SWEEP_PAUSE_MIN_S), so
-            # that sweeps take at most half of the time, however long the application goes on
-            pause = min(SWEEP_PAUSE_MAX_S, max(SWEEP_PAUSE_MIN_S, took))
+            # that sweeps take at most half of the time, however long the application goes on; twice as long
+            # after each sweep that wrote nothing and found the same rows again (accounting.PassTally)
+            pause = min(SWEEP_PAUSE_MAX_S, max(SWEEP_PAUSE_MIN_S, took) * 2 ** self.tally.stuck)
             self.log.info("sweep_paused", seconds=round(pause, 2), detail="the last sweep found rows to write")
             await self._sleep(pause)
         return False
@@ -329,6 +335,7 @@ class JobRunner:
         assert self.state is not None
         self.retry.failures = 0
         self.connected = True
+        self.tally.add(f, rows, pending)
         self.accounting.landed(self.state, f, rows, pending)
 
     async def _land_all(self) -> None:

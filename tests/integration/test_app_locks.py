@@ -8,8 +8,8 @@ import asyncio
 import pytest
 import structlog
 
-from backfilld import daemon
-from backfilld.errors import RetryableError
+from backfilld import accounting, daemon
+from backfilld.errors import JobFailed, RetryableError
 from tests.dbutil import CONCAT, SLOW_ON_499, TestDb, holding
 
 both = pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
@@ -47,6 +47,31 @@ async def test_a_batch_passes_over_a_row_the_application_holds_and_a_later_pass_
     assert state.status == "completed" and state.rows_done == 1000
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {expr}") == [(1000,)]
     assert await db.q(f"SELECT id, deleted FROM {table} WHERE id IN (450, 460) ORDER BY id") == [(450, 1), (460, 2)]
+
+
+@both
+async def test_a_row_held_locked_for_good_fails_the_job_naming_it_instead_of_sweeping_forever(
+        db: TestDb, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The application never lets go of row 450: after STUCK_PASSES_MAX sweeps in a row that wrote nothing and
+    found that row again, the job fails (exit 1) naming its key; the rest is written and the checkpoint kept,
+    and a run once the row is free completes the job."""
+    monkeypatch.setattr(accounting, "STUCK_PASSES_MAX", 3)   # 10 in production: about a minute and a half
+    table = await db.users_with(1000)
+    expr = CONCAT[db.engine_name]
+    cfg = config(db, table, expr)
+    async with holding(db, table, 450) as (app, tx):
+        with pytest.raises(JobFailed) as failed:
+            await asyncio.wait_for(daemon.run(cfg, daemon.RunOptions()), 60)
+        message = str(failed.value)
+        assert "1 row(s) could not be written in 3 passes in a row (keys: [450])" in message, message
+        assert "another session holds them locked" in message
+        assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {expr}") == [(999,)]
+        [(status,)] = await db.q(f"SELECT status FROM {db.state_table} WHERE job = 'j'")
+        assert status == "failed"
+        await tx.__aexit__(None, None, None)
+    [done] = await daemon.run(cfg, daemon.RunOptions())
+    assert done.status == "completed"
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {expr}") == [(1000,)]
 
 
 @both
