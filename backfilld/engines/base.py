@@ -2,8 +2,9 @@
 
 Owns: the shape of every statement backfilld runs against a job's table and its state table, written once
 over a Dialect (quoting, placeholders, row comparison, and the one exact comparison: Dialect.same and its
-kin). Each engine module (postgresql, mysql, sqlite) supplies its Dialect, its driver calls, its catalog
-queries and its error mapping; nothing above engines/ imports a driver or writes SQL.
+kin; its lexical rules, Dialect.lexicon, for engines/sqltext.py). Each engine package (postgresql, mysql,
+sqlite) supplies its Dialect, its driver calls, its catalog queries, its error mapping and its sync triggers
+(Dialect.triggers()); nothing above engines/ imports a driver or writes SQL.
 """
 
 from __future__ import annotations
