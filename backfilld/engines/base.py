@@ -2,8 +2,9 @@
 
 Owns: the shape of every statement backfilld runs against a job's table and its state table, written once
 over a Dialect (quoting, placeholders, row comparison, and the one exact comparison: Dialect.same and its
-kin). Each engine module (postgresql, mysql, sqlite) supplies its Dialect, its driver calls, its catalog
-queries and its error mapping; nothing above engines/ imports a driver or writes SQL.
+kin; its lexical rules, Dialect.lexicon, for engines/sqltext.py). Each engine package (postgresql, mysql,
+sqlite) supplies its Dialect, its driver calls, its catalog queries, its error mapping and its sync triggers
+(Dialect.triggers()); nothing above engines/ imports a driver or writes SQL.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import hashlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backfilld import state
 from backfilld.config import DatabaseURL
@@ -24,6 +25,9 @@ from backfilld.engines import Capabilities, capabilities
 from backfilld.errors import EngineError, SchemaError
 from backfilld.keys import Unrepresentable, decode_key, encode_key  # noqa: F401 - engines' and callers' names
 from backfilld.state import JobState  # noqa: F401 - callers' name
+
+if TYPE_CHECKING:
+    from backfilld.engines.triggers import Triggers
 
 # ------------------------------------------------------------------------------------------ dialect
 
@@ -88,6 +92,20 @@ def _closing(sql: str, i: int) -> int:
     return -1
 
 
+@dataclass(frozen=True)
+class Lexicon:
+    """How one engine's SQL text splits into tokens (engines/sqltext.py), as far as telling a column reference
+    from everything else needs; the defaults are standard SQL."""
+
+    string_quotes: str = "'"   # the characters that open (and close) a string literal
+    backslash_escapes: bool = False   # a backslash escapes the next character in every string (MySQL)
+    escape_strings: bool = False   # E'...' strings take backslash escapes (PostgreSQL)
+    dollar_quotes: bool = False   # $tag$...$tag$ strings and $1 parameters (PostgreSQL)
+    ident_quotes: tuple[str, ...] = ('""',)   # identifier quotes, each its opening and its closing character
+    hash_comments: bool = False   # '#' opens a line comment (MySQL)
+    dash_comment_space: bool = False   # '--' opens a comment only before whitespace (MySQL)
+
+
 class Dialect:
     """How one engine spells the parts of a statement that differ."""
 
@@ -96,7 +114,9 @@ class Dialect:
     # MySQL writes row comparisons out: its optimizer does not always use an index for (a, b) > (x, y).
     row_values = True
     # Column names that differ only in case name the same column (MySQL, SQLite; PostgreSQL's quoted names do not).
+    # False: names are case-sensitive, and unquoted ones are folded to lower case (PostgreSQL).
     fold_case = False
+    lexicon = Lexicon()
     # How a batch locks its rows without waiting for any the application holds (None: the engine has no row
     # locks, SQLite), and whether that locking read can sit inside the batch's UPDATE as a subquery (PostgreSQL)
     # or must run as a statement of its own before it (MySQL/MariaDB: an IN (subquery) on the table being
@@ -120,6 +140,15 @@ class Dialect:
 
     def table(self, name: str) -> str:
         return ".".join(self.quote(p) for p in name.split("."))
+
+    def in_schema(self, table: str, name: str) -> str:
+        """The object `name` in the schema of table, quoted: triggers and their functions live beside their table."""
+        schema = table.rpartition(".")[0]
+        return f"{self.quote(schema)}.{self.quote(name)}" if schema else self.quote(name)
+
+    def triggers(self) -> Triggers:
+        """The engine's sync-trigger SQL and DDL (engines/<engine>/triggers.py, imported when first asked for)."""
+        raise NotImplementedError(f"{self.name} has no sync triggers")
 
     # --- exact comparison: the one definition every guard, verify and trigger compares values with. "The same"
     # is null-safe (NULL is the same as NULL) and exact: byte for byte on text, whatever the column's collation

@@ -12,7 +12,7 @@ import re
 import time
 import warnings
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiomysql
 import pymysql
@@ -27,6 +27,7 @@ from backfilld.engines.base import (
     Dialect,
     Engine,
     KeyedUpdate,
+    Lexicon,
     Stmt,
     TableInfo,
     WriteShape,
@@ -38,6 +39,9 @@ from backfilld.engines.base import (
     transform_update_parts,
 )
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
+
+if TYPE_CHECKING:
+    from backfilld.engines.triggers import Triggers
 
 # Server error codes worth another try: lock wait timeout, deadlock, statement timeouts
 # (MySQL max_execution_time, MariaDB max_statement_time).
@@ -103,6 +107,13 @@ class MySQLDialect(Dialect):
     skip_locked_clause = "FOR UPDATE SKIP LOCKED"
     lock_inline = False   # UPDATE ... WHERE key IN (SELECT ... SKIP LOCKED) locks (and waits for) the whole range
     lock_limit = True
+    lexicon = Lexicon(string_quotes="'\"", backslash_escapes=True, ident_quotes=("``",), hash_comments=True,
+                      dash_comment_space=True)
+
+    def triggers(self) -> Triggers:
+        from backfilld.engines.mysql.triggers import MySQLTriggers  # only when triggers are used
+
+        return MySQLTriggers(self)
 
     # placeholders are a marker until finish(), so that a literal %s inside an expression stays literal
     _MARK = "\x00p\x00"

@@ -8,7 +8,7 @@ import datetime as dt
 import math
 import re
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -19,6 +19,7 @@ from backfilld.engines.base import (
     Column,
     Dialect,
     Engine,
+    Lexicon,
     Stmt,
     TableInfo,
     Unrepresentable,
@@ -29,6 +30,9 @@ from backfilld.engines.base import (
     transform_update_parts,
 )
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
+
+if TYPE_CHECKING:
+    from backfilld.engines.triggers import Triggers
 
 # SQLSTATEs worth another try: serialization_failure, deadlock_detected, lock_not_available, query_canceled
 _RETRY = {"40001": "serialization", "40P01": "deadlock", "55P03": "lock_timeout", "57014": "canceled"}
@@ -65,6 +69,12 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     # the lock an UPDATE of non-key columns takes anyway: foreign-key checks (KEY SHARE) do not wait for it
     skip_locked_clause = "FOR NO KEY UPDATE SKIP LOCKED"
+    lexicon = Lexicon(escape_strings=True, dollar_quotes=True)
+
+    def triggers(self) -> Triggers:
+        from backfilld.engines.postgresql.triggers import PostgresTriggers  # only when triggers are used
+
+        return PostgresTriggers(self)
 
     def placeholder(self, n: int) -> str:
         return f"${n}"

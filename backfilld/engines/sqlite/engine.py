@@ -10,7 +10,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 import structlog
@@ -21,6 +21,7 @@ from backfilld.engines.base import (
     Column,
     Dialect,
     Engine,
+    Lexicon,
     Stmt,
     TableInfo,
     WriteShape,
@@ -31,6 +32,9 @@ from backfilld.engines.base import (
 )
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
+if TYPE_CHECKING:
+    from backfilld.engines.triggers import Triggers
+
 log = structlog.get_logger("backfilld.sqlite")
 
 
@@ -39,6 +43,12 @@ class SQLiteDialect(Dialect):
     state_types = {"name": "TEXT", "status": "TEXT", "count": "INTEGER", "total": "INTEGER", "text": "TEXT",
                    "time": "TEXT"}
     fold_case = True
+    lexicon = Lexicon(ident_quotes=('""', "``", "[]"))
+
+    def triggers(self) -> Triggers:
+        from backfilld.engines.sqlite.triggers import SQLiteTriggers  # only when triggers are used
+
+        return SQLiteTriggers(self)
 
     def exact(self, expr: str, column: Column | None) -> str:
         # BINARY: the column's own collation (NOCASE folds case, RTRIM ignores trailing spaces) never applies. An
