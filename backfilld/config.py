@@ -384,6 +384,10 @@ class ThrottleConfig(_Model):
 class MetricsConfig(_Model):
     # host:port for /metrics, /healthz, /readyz and /status; loopback by default, "" turns it off.
     listen: str = "127.0.0.1:9464"
+    # A running job that is neither throttled nor paused and has committed no batch for this long is stalled:
+    # /readyz and /healthz answer 503 until it commits again. Seconds: a batch takes target_batch_time_s, a
+    # retry's backoff 30 s at most.
+    stall_after_s: float = Field(default=60.0, ge=1, le=86_400)
 
     @field_validator("listen")
     @classmethod

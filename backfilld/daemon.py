@@ -250,6 +250,7 @@ class Daemon:
                          "rows_done": st.rows_done if st else 0, "pass_scanned": st.pass_scanned if st else 0,
                          "rows_estimate": r.progress.estimate, "progress": round(r.progress.ratio, 4),
                          "eta_s": None if eta is None else round(eta, 1), "batch_size": r.sizer.size,
+                         "since_commit_s": _rounded(r.liveness.since_commit_s()),
                          "error": st.error if st else None})
         throttle: dict[str, Any] = {}
         if self.throttle is not None:
@@ -258,14 +259,29 @@ class Daemon:
                         "replicas": {s.name.removeprefix("replica "): {"lag_s": s.value, "error": s.error}
                                      for s in self.throttle.lag_signals()},
                         "max_lag_s": self.throttle.cfg.max_lag_s}
-        return {"jobs": jobs, "throttle": throttle, "ready": self.ready()[0]}
+        ready, why = self.ready()
+        return {"jobs": jobs, "throttle": throttle, "ready": ready, **({} if ready else {"not_ready": why})}
 
     def ready(self) -> tuple[bool, str]:
         if self.engine is None:
             return False, "not connected to the primary yet"
         if self.current is not None and not self.current.connected:
             return False, "the connection to the primary is down; retrying"
+        stalled = self.stalled()
+        if stalled:
+            return False, stalled
         return True, "connected to the primary"
+
+    def stalled(self) -> str | None:
+        """Why the running job counts as stalled (health.Liveness), or None: /readyz and /healthz fail on it."""
+        r = self.current
+        if r is None or r.state is None or r.state.status != "running" or r.stopped:
+            return None
+        age, limit = r.liveness.stalled_s(), self.config.metrics.stall_after_s
+        if age is None or age < limit:
+            return None
+        return (f"job {r.job.name!r} is running, neither throttled nor paused, and has committed nothing for "
+                f"{age:.0f} s (stall_after_s = {limit:g}); its log says what it waits for")
 
     # ------------------------------------------------------------------ SIGHUP
     def _handle_sighup(self, stack: contextlib.AsyncExitStack) -> None:
@@ -292,6 +308,10 @@ class Daemon:
             # the live settings of [throttle] as `backfilld set` applies them (the gate's: retuned above)
             settings.apply(settings.of(t), sizer=r.sizer, gate=None, workers=r.retune_workers)
         log.info("config_reloaded", **t.model_dump(exclude={"windows"}), windows=t.windows)
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

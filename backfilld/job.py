@@ -28,6 +28,7 @@ from backfilld.config import JobConfig
 from backfilld.engines.base import Engine, JobState, now_iso
 from backfilld.errors import EngineError, JobFailed, RetryableError, SchemaError
 from backfilld.gate import Gate, OpenGate, app_busy
+from backfilld.health import Liveness
 from backfilld.lease import LEASE_RETAKE_WAIT_S, LEASE_START_WAIT_S, Lease, checkpoint
 from backfilld.lookahead import Lookahead
 from backfilld.metrics import Metrics, Progress
@@ -74,11 +75,12 @@ class JobRunner:
                              sleep=self._sleep, stopped=self.stop.is_set, recover=self._recover, fail=self.fail,
                              disconnected=self._disconnected)
         trace.connection(engine, "job")
+        self.liveness = Liveness()   # when it last committed; whether it waits by choice (/readyz, /status)
         self.lease = Lease(engine, state_table, job.name, stopped=self.stop.is_set, sleep=self._sleep, log=self.log)
         self.requests = OperatorRequests(engine, state_table, job.name, sizer=sizer, gate=self.gate,
                                          metrics=self.metrics, log=self.log, stopped=self.stop.is_set,
                                          sleep=self._sleep, paused_changed=self._paused_changed,
-                                         workers=self.retune_workers)
+                                         workers=self.retune_workers, waiting=self.liveness.waiting)
         self.tally = PassTally()   # this pass's rows written and left, and the passes in a row stuck on rows
         self.accounting = Accounting(job.name, sizer=sizer, gate=self.gate, progress=self.progress,
                                      metrics=self.metrics, log=self.log, on_batch=on_batch)
@@ -208,6 +210,7 @@ class JobRunner:
             self._set_status(Status.RUNNING)
             await self._save()
         pass_started = time.monotonic()
+        self.liveness.started()
         writes_seen = await self._writes_token()
         while not self.stop.is_set():
             try:
@@ -237,7 +240,8 @@ class JobRunner:
         if self.stop.is_set():
             return None
         if self.pipeline.may_dispatch():
-            await self.gate.wait(self.job.name, self.stop, len(self.pipeline))
+            with self.liveness.waiting():
+                await self.gate.wait(self.job.name, self.stop, len(self.pipeline))
             if self.stop.is_set():
                 return None
         return bool(await self.retry.run(self._step))
@@ -271,7 +275,8 @@ class JobRunner:
         if st.status == Status.COMPLETED:
             if not follow:
                 return True
-            await self._sleep(self.job.follow_interval_s)
+            with self.liveness.waiting():
+                await self._sleep(self.job.follow_interval_s)
         elif st.pass_no > 2:
             # a sweep found rows again (the application keeps writing rows without the targets, or holds
             # some locked): the next one waits as long as this one took (at least SWEEP_PAUSE_MIN_S), so
@@ -279,7 +284,8 @@ class JobRunner:
             # after each sweep that wrote nothing and found the same rows again (accounting.PassTally)
             pause = min(SWEEP_PAUSE_MAX_S, max(SWEEP_PAUSE_MIN_S, took) * 2 ** self.tally.stuck)
             self.log.info("sweep_paused", seconds=round(pause, 2), detail="the last sweep found rows to write")
-            await self._sleep(pause)
+            with self.liveness.waiting():
+                await self._sleep(pause)
         return False
 
     async def _rows_left(self) -> bool:
@@ -336,6 +342,7 @@ class JobRunner:
         self.retry.failures = 0
         self.connected = True
         self.tally.add(f, rows, pending)
+        self.liveness.committed()
         self.accounting.landed(self.state, f, rows, pending)
 
     async def _land_all(self) -> None:

@@ -7,6 +7,7 @@ known, apply) and the row to the engine; tells the job through callbacks (its st
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,10 +27,12 @@ REQUEST_POLL_S = 0.5
 class OperatorRequests:
     def __init__(self, engine: Engine, state_table: str, job: str, *, sizer: BatchSizer, gate: Gate,
                  metrics: Metrics, log: Any, stopped: Callable[[], bool], sleep: Callable[[float], Awaitable[None]],
-                 paused_changed: Callable[[], None], workers: Callable[[int], None]) -> None:
+                 paused_changed: Callable[[], None], workers: Callable[[int], None],
+                 waiting: Callable[[], contextlib.AbstractContextManager[None]]) -> None:
         self.engine, self.state_table, self.job = engine, state_table, job
         self.sizer, self.gate, self.metrics, self.log = sizer, gate, metrics, log
         self.stopped, self.sleep, self.paused_changed, self.workers = stopped, sleep, paused_changed, workers
+        self.waiting = waiting   # the operator's pause is a wait by choice, not a stall (health.Liveness)
         self.paused = False
         self._read_at = float("-inf")
         self._applied: dict[str, Any] = {}
@@ -49,7 +52,8 @@ class OperatorRequests:
                 paused_since = time.monotonic()
                 self.log.info("operator_paused", detail="backfilld resume CONFIG JOB to go on")
             self.metrics.throttled_seconds.labels(self.job, "operator").inc(REQUEST_POLL_S)
-            await self.sleep(REQUEST_POLL_S)
+            with self.waiting():
+                await self.sleep(REQUEST_POLL_S)
         if paused_since is not None and not self.paused:
             self.log.info("operator_resumed", paused_s=round(time.monotonic() - paused_since, 3))
 
