@@ -53,7 +53,7 @@ async def open_engine(config: Config) -> AsyncIterator[Engine]:
 def select_jobs(config: Config, names: list[str] | None) -> list[JobConfig]:
     if not names:
         if not config.jobs:
-            raise BackfilldError("the config has no [[jobs]]; add one (see config/example.toml)")
+            raise ConfigError("the config has no [[jobs]]; add one (see config/example.toml)")
         return list(config.jobs)
     return [config.job(n) for n in names]
 

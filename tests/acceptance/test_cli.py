@@ -189,6 +189,21 @@ def test_bad_config_is_a_clear_error_without_traceback(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no such config file" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_config_without_jobs_or_with_a_missing_sqlite_file_is_bad_input(tmp_path: Path) -> None:
+    """Exit 2 (bad input) with a message naming the problem, no traceback, and no file created."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/nothere.db"\n[[jobs]]\nname = "j"\ntable = "t"\n'
+                   '[jobs.set]\nc = "1"\n')
+    for command in ("run", "plan", "status"):
+        r = backfilld(command, str(cfg))
+        assert r.returncode == 2, (command, r.stderr)
+        assert "nothere.db' does not exist; check database.url" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "nothere.db").exists()
+    cfg.write_text('[database]\nurl = "sqlite:///x.db"\n')
+    r = backfilld("run", str(cfg))
+    assert r.returncode == 2 and "the config has no [[jobs]]" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_unreachable_database_does_not_leak_the_password(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[database]\nurl = "postgresql://app@127.0.0.1:9/app"\npassword_env = "BF_TEST_PW"\n'

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 
 from backfilld import daemon
-from tests.dbutil import CONCAT, TestDb
+from backfilld.errors import JobFailed
+from tests.dbutil import CONCAT, GateAt, TestDb
 
 
 @pytest.mark.parametrize("engine_name", ["sqlite"])
@@ -25,3 +30,30 @@ async def test_the_wal_is_checkpointed_after_the_job(db: TestDb, fast_commit: bo
     if fast_commit:   # by the background connection: the job's own connection does not checkpoint
         assert frames > 0
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT['sqlite']}") == [(30_000,)]
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+@pytest.mark.parametrize("fault", ["replaced", "deleted"])
+async def test_a_database_file_replaced_or_deleted_during_the_run_fails_the_job(db: TestDb, fault: str) -> None:
+    """The file the job opened is replaced (a restore over it) or unlinked mid-run: the next commit sees it is not
+    the file any more and the job fails saying so, instead of "completing" into the unlinked file (exit 0)."""
+    table = await db.users_with(2000)
+    cfg = db.config([{"name": "j", "table": table, "set": {"label": {"sqlite": CONCAT["sqlite"]}}}],
+                    throttle={"min_batch": 100, "max_batch": 100})
+    path = Path(db.parsed.database)
+    copy = path.with_name(path.name + ".copy")
+
+    async def swap() -> None:
+        await db.x("PRAGMA wal_checkpoint(TRUNCATE)")
+        shutil.copyfile(path, copy)
+        if fault == "replaced":
+            os.replace(copy, path)
+        else:
+            for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                p.unlink(missing_ok=True)
+
+    with pytest.raises(JobFailed) as failed:
+        await daemon.run(cfg, daemon.RunOptions(), gate=GateAt({3: swap}))
+    assert f"SQLite database file {str(path)!r} was {fault} during the run" in str(failed.value)
+    if fault == "deleted":
+        os.replace(copy, path)   # for the fixture's cleanup

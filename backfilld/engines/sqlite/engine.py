@@ -30,7 +30,7 @@ from backfilld.engines.base import (
     range_call,
     transform_update_parts,
 )
-from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
+from backfilld.errors import ConfigError, ConnectError, EngineError, RetryableError, SchemaError
 
 if TYPE_CHECKING:
     from backfilld.engines.triggers import Triggers
@@ -127,6 +127,7 @@ class SQLiteEngine(Engine):
         self._ckpt_task: asyncio.Task[None] | None = None
         self._ckpt_again = False
         self._generation = 0   # connections opened so far (writes_token)
+        self._file: tuple[int, int] | None = None   # the database file first opened: (device, inode)
         self._null_trapped = False   # the trap fired in the last apply_range_once
 
     def translate(self, exc: BaseException) -> EngineError:
@@ -135,12 +136,16 @@ class SQLiteEngine(Engine):
     async def connect(self) -> None:
         path = self.url.database
         if path != ":memory:" and not Path(path).is_file():
-            raise EngineError(f"SQLite database file {path!r} does not exist; check database.url")
+            if self._file is not None:   # it was there when this engine first connected
+                raise EngineError(f"SQLite database file {path!r} was deleted during the run; nothing more is "
+                                  "written: restore it, then run the job again (it resumes from its checkpoint)")
+            raise ConfigError(f"SQLite database file {path!r} does not exist; check database.url")
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves
             self._conn = await aiosqlite.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
             self._conn.text_factory = read_text
             self._generation += 1
+            self._check_file()
             await self._conn.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout_s * 1000)}")
             await self._conn.create_function(_NULL_TRAP, 1, self._null_trap)
             if self.fast_commit:
@@ -321,8 +326,32 @@ class SQLiteEngine(Engine):
             with contextlib.suppress(Exception):
                 await self.execute("ROLLBACK")
             raise
+        try:
+            self._check_file()
+        except EngineError:
+            with contextlib.suppress(Exception):
+                await self.execute("ROLLBACK")
+            raise
         await self.execute("COMMIT")
         self._after_commit()
+
+    def _check_file(self) -> None:
+        """The database file is still the one this engine first opened: a file deleted or replaced during the
+        run (its connection would go on writing into the unlinked one) is an error, not a completed job."""
+        path = self.url.database
+        if path == ":memory:":
+            return
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        now = None if st is None else (st.st_dev, st.st_ino)
+        if self._file is None:
+            self._file = now
+        elif now != self._file:
+            raise EngineError(f"SQLite database file {path!r} was {'deleted' if now is None else 'replaced'} "
+                              "during the run (it is not the file the job opened); nothing more is written: "
+                              "restore it, or run the job again against the new file")
 
     async def write_rows(self, info: TableInfo, shape: WriteShape, rows: Sequence[Sequence[Any]]) -> int:
         per_stmt = max(1, MAX_PARAMS // shape.width)
