@@ -445,6 +445,7 @@ def _state_dict(name: str, s: JobState | None) -> dict[str, Any]:
 async def verify(config: Config, names: list[str] | None, *, fix: bool,
                  stop: asyncio.Event | None = None) -> list[Any]:
     """Verify the selected jobs in throttled batches and record each result in the state table."""
+    from backfilld.lease import LEASE_START_WAIT_S, Lease
     from backfilld.throttle import Throttle
     from backfilld.verify import Verifier, record
 
@@ -454,6 +455,9 @@ async def verify(config: Config, names: list[str] | None, *, fix: bool,
         await throttle.start()
         try:
             for job in select_jobs(config, names):
+                if fix:   # --fix writes the targets: never beside a running job (the lease is the job's own)
+                    await Lease(engine, config.state.table, job.name, stopped=lambda: False, sleep=asyncio.sleep,
+                                log=log.bind(job=job.name)).take(LEASE_START_WAIT_S)
                 result = await Verifier(engine, config, job, fix=fix, gate=throttle, stop=stop).run()
                 await record(engine, config.state.table, result)
                 log.info("verify_finished", **{k: v for k, v in result.as_dict().items() if not k.startswith("sample")})

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from backfilld import daemon
-from backfilld.errors import EngineError, JobFailed
+from backfilld.errors import EngineError, JobFailed, LeaseHeld
 from backfilld.metrics import Metrics
 from tests.dbutil import CONCAT, GateAt, TestDb, application_session
 
@@ -81,6 +81,30 @@ async def test_a_stop_during_the_lease_wait_ends_the_daemon_cleanly(db: TestDb) 
         stop_first.set()
         [stopped] = await first
     assert stopped.status == "running"
+
+
+async def test_verify_fix_refuses_to_write_beside_a_running_job(db: TestDb) -> None:
+    """`verify --fix` writes the targets: it takes the job's lease, so it cannot race the running job; plain
+    `verify` only reads and runs beside it."""
+    table = await db.users_with(2000)
+    cfg = db.config([job(db, table)], throttle={"max_rows_per_s": 300, "min_batch": 100, "max_batch": 100})
+    stop = asyncio.Event()
+    first = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(), stop=stop))
+    try:
+        for _ in range(200):
+            if (await state_row(db) or ("", 0))[1] > 0:
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(LeaseHeld, match="being run by another backfilld"):
+            await daemon.verify(cfg, None, fix=True)
+        [result] = await daemon.verify(cfg, None, fix=False)
+        assert result.missing > 0
+    finally:
+        stop.set()
+        await first
+    [fixed] = await daemon.verify(cfg, None, fix=True)
+    assert fixed.fixed > 0
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT[db.engine_name]}") == [(2000,)]
 
 
 @pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
