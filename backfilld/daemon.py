@@ -258,7 +258,8 @@ class Daemon:
             throttle = {"throttled": d.throttled, "reason": d.reason or None,
                         "replicas": {s.name.removeprefix("replica "): {"lag_s": s.value, "error": s.error}
                                      for s in self.throttle.lag_signals()},
-                        "max_lag_s": self.throttle.cfg.max_lag_s}
+                        "max_lag_s": (self.throttle.cfg_for(self.current.job.name) if self.current
+                                      else self.throttle.cfg).max_lag_s}
         ready, why = self.ready()
         return {"jobs": jobs, "throttle": throttle, "ready": ready, **({} if ready else {"not_ready": why})}
 
@@ -305,8 +306,12 @@ class Daemon:
         for r in self.runners.values():
             r.sizer.retune(min_size=t.min_batch, max_size=t.max_batch)
             r.sizer.busy_target_s = t.busy_batch_time_s if t.app_probe else None
-            # the live settings of [throttle] as `backfilld set` applies them (the gate's: retuned above)
-            settings.apply(settings.of(t), sizer=r.sizer, gate=None, workers=r.retune_workers)
+            # the live settings of [throttle] as `backfilld set` applies them (the gate's: retuned above), but
+            # for those an operator set on this job: they stay until the operator sets them again
+            reloaded = {k: v for k, v in settings.of(t).items() if k not in r.requests.applied}
+            settings.apply(reloaded, sizer=r.sizer, gate=None, workers=r.retune_workers)
+            if r.requests.applied:
+                log.info("operator_settings_kept", job=r.job.name, **r.requests.applied)
         log.info("config_reloaded", **t.model_dump(exclude={"windows"}), windows=t.windows)
 
 

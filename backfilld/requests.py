@@ -35,7 +35,7 @@ class OperatorRequests:
         self.waiting = waiting   # the operator's pause is a wait by choice, not a stall (health.Liveness)
         self.paused = False
         self._read_at = float("-inf")
-        self._applied: dict[str, Any] = {}
+        self.applied: dict[str, Any] = {}   # the operator's live settings in force (kept over a SIGHUP reload)
 
     @trace.timed("operator request poll")
     async def poll(self) -> None:
@@ -64,9 +64,9 @@ class OperatorRequests:
             self.metrics.operator_paused.labels(self.job).set(1 if paused else 0)
             self.metrics.throttled.labels(self.job, "operator").set(1 if paused else 0)
             self.paused_changed()
-        changed = {k: v for k, v in settings.known(req.get("set") or {}).items() if self._applied.get(k) != v}
+        changed = {k: v for k, v in settings.known(req.get("set") or {}).items() if self.applied.get(k) != v}
         if not changed:
             return
-        self._applied.update(changed)
-        settings.apply(changed, sizer=self.sizer, gate=self.gate, workers=self.workers)
+        self.applied.update(changed)
+        settings.apply(changed, sizer=self.sizer, gate=self.gate, workers=self.workers, job=self.job)
         self.log.info("settings_changed", source="operator", **changed)

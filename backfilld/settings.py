@@ -93,9 +93,11 @@ class Sizer(Protocol):
                size: int | None = None) -> None: ...
 
 
-def apply(changed: Mapping[str, Any], *, sizer: Sizer, gate: object, workers: Callable[[int], None]) -> None:
+def apply(changed: Mapping[str, Any], *, sizer: Sizer, gate: object, workers: Callable[[int], None],
+          job: str | None = None) -> None:
     """Retune what each changed setting applies to: the batch sizer, the number of workers, the gate (when it
-    is Retunable; the open gate of a daemon without a throttle has nothing to retune)."""
+    is Retunable, for the named job alone; the open gate of a daemon without a throttle has nothing to
+    retune)."""
     gate_settings: dict[str, float] = {}
     for name, value in changed.items():
         where = LIVE[name].applies_to
@@ -109,7 +111,7 @@ def apply(changed: Mapping[str, Any], *, sizer: Sizer, gate: object, workers: Ca
             gate_settings[name] = float(value)
     retune = getattr(gate, "retune_live", None)
     if gate_settings and callable(retune):
-        retune(**gate_settings)
+        retune(job, **gate_settings)
 
 
 def parse_requests(text: str | None) -> dict[str, Any]:

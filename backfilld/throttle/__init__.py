@@ -48,6 +48,7 @@ class Throttle:
         self.config = config
         self.metrics = metrics or Metrics()
         self.cfg: ThrottleConfig = config.throttle
+        self._overrides: dict[str, dict[str, float]] = {}   # per job: an operator's live settings (cfg_for)
         self.decider = Decider(self.cfg)
         self.clock, self.wall = clock, wall
         self.writer_id = socket.gethostname()[:128]
@@ -126,12 +127,22 @@ class Throttle:
         self.cfg = self.decider.cfg = cfg
         self.metrics.max_lag.set(cfg.max_lag_s)
 
-    def retune_live(self, **settings: float) -> None:
-        """An operator's `backfilld set`: max_lag_s, max_rows_per_s and busy_share."""
-        update: dict[str, float] = dict(settings)
+    def retune_live(self, job: str | None, **settings: float) -> None:
+        """An operator's `backfilld set` of max_lag_s, max_rows_per_s or busy_share: for that job alone (kept over
+        a SIGHUP reload, which changes the [throttle] values it did not set), or for every job (job None)."""
+        if job is None:
+            self.retune(self.cfg.model_copy(update=settings))
+        else:
+            self._overrides.setdefault(job, {}).update(settings)
+
+    def cfg_for(self, job: str) -> ThrottleConfig:
+        """[throttle] as it applies to the job: the config's, with the job's live settings over it."""
+        update: dict[str, float] = dict(self._overrides.get(job, {}))
+        if not update:
+            return self.cfg
         if "max_lag_s" in update:
             update["resume_lag_s"] = min(self.cfg.resume_lag_s, update["max_lag_s"])
-        self.retune(self.cfg.model_copy(update=update))
+        return self.cfg.model_copy(update=update)
 
     def _on_app_reading(self, a: AppActivity) -> None:
         if a.waiting:
@@ -179,7 +190,9 @@ class Throttle:
         kinds: tuple[str, ...] = ()
         waited_for: tuple[str, ...] = ()   # the reasons of the wait that just ended
         last = self.clock()
-        poll = min(POLL_MAX_S, self.cfg.heartbeat_interval_s)
+        cfg = self.decider.cfg = self.cfg_for(job)   # jobs take turns: the decision is the waiting job's
+        self.metrics.max_lag.set(cfg.max_lag_s)
+        poll = min(POLL_MAX_S, cfg.heartbeat_interval_s)
         while not stop.is_set():
             self._readings.clear()
             d = self.decide(in_flight)
@@ -222,11 +235,12 @@ class Throttle:
         """Pace to max_rows_per_s: the next batch may start once the rows written so far are paid for; and while
         the application is busy, to busy_share of the time: after (1 - share) / share of the batch's time."""
         self._last_batch_s = took_s if rows > 0 else 0.0
-        share = self.cfg.busy_share
+        cfg = self.cfg_for(job)
+        share = cfg.busy_share
         if share < 1 and self.busy():
             self._busy_next_at = max(self._busy_next_at, self.clock() + took_s * (1 - share) / share)
-        if self.cfg.max_rows_per_s > 0 and rows > 0:
-            self._next_at = max(self._next_at, self.clock()) + rows / self.cfg.max_rows_per_s
+        if cfg.max_rows_per_s > 0 and rows > 0:
+            self._next_at = max(self._next_at, self.clock()) + rows / cfg.max_rows_per_s
 
 
 def _has_reading(sig: Signal) -> bool:

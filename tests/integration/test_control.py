@@ -106,3 +106,39 @@ def test_sighup_reloads_throttle_and_rejects_an_invalid_file(tmp_path: Path) -> 
     assert failed and "max_rows_per_s" in failed[0]["error"]
     assert [e for e in events if e["event"] == "config_reloaded"][0]["max_rows_per_s"] == 0
     assert proc.returncode == 0
+
+
+async def test_a_reload_keeps_what_the_operator_set_and_set_applies_to_that_job_only(
+        db: TestDb, tmp_path: Path) -> None:
+    """`set ctl max_rows_per_s=... target_batch_time_s=...` then a SIGHUP reload of a file that changes
+    [throttle]: the reload's other values apply, the operator's stay (until set again); and the job's live
+    max_lag_s is that job's alone, not the other job's of the same daemon."""
+    table = await db.users_with(3000)
+    other = await db.users_with(100, "other")
+    jobs = [job(db, table), {**job(db, other), "name": "other"}]
+    cfg = db.config(jobs, throttle={"max_rows_per_s": 1000, "min_batch": 10, "max_batch": 50})
+    path = tmp_path / "c.toml"
+    path.write_text(f'[database]\nurl = "{db.url}"\n[state]\ntable = "{db.state_table}"\n[metrics]\nlisten = ""\n'
+                    '[[jobs]]\nname = "ctl"\ntable = "t"\n[jobs.set]\nb = "a"\n'
+                    '[throttle]\nmax_rows_per_s = 2000\nmax_lag_s = 3\nmin_batch = 10\nmax_batch = 40\n')
+    d = daemon.Daemon(cfg, daemon.RunOptions(config_path=str(path)))
+    run = asyncio.create_task(d.run())
+    try:
+        while await filled(db, table) < 100:
+            await asyncio.sleep(0.05)
+        await control.request(cfg, "ctl", settings={"max_rows_per_s": 500, "target_batch_time_s": 0.25,
+                                                   "max_lag_s": 0.5})
+        runner = d.runners["ctl"]
+        while runner.requests.applied.get("max_rows_per_s") != 500:
+            await asyncio.sleep(0.05)
+        assert d.throttle is not None
+        d.reload()
+        t = d.throttle.cfg_for("ctl")
+        assert (t.max_rows_per_s, t.max_lag_s) == (500, 0.5), "the reload undid the operator's set"
+        assert runner.sizer.target_s == 0.25 and runner.sizer.max_size == 40   # kept; the reload's bound
+        base = d.throttle.cfg_for("other")
+        assert (base.max_rows_per_s, base.max_lag_s) == (2000, 3), "the other job got ctl's live settings"
+        await control.request(cfg, "ctl", settings={"max_rows_per_s": 100_000})
+    finally:
+        d.stop.set()
+    await asyncio.wait_for(run, 60)

@@ -48,13 +48,15 @@ def test_apply_retunes_what_each_setting_is_for() -> None:
             calls.append(("sizer", kw))
 
     class Gate:
-        def retune_live(self, **kw: float) -> None:
+        def retune_live(self, job: str | None, **kw: float) -> None:
             calls.append(("gate", kw))
+            calls.append(("for job", job))
 
     settings.apply({"batch_size": 500, "target_batch_time_s": 0.2, "workers": 3, "max_lag_s": 2.0,
-                    "busy_share": 0.5}, sizer=Sizer(), gate=Gate(), workers=lambda n: calls.append(("workers", n)))
+                    "busy_share": 0.5}, sizer=Sizer(), gate=Gate(), workers=lambda n: calls.append(("workers", n)),
+                   job="j")
     assert calls == [("sizer", {"size": 500}), ("sizer", {"target_s": 0.2}), ("workers", 3),
-                     ("gate", {"max_lag_s": 2.0, "busy_share": 0.5})]
+                     ("gate", {"max_lag_s": 2.0, "busy_share": 0.5}), ("for job", "j")]
 
 
 def test_stored_requests_that_are_not_live_settings_are_left_out() -> None:
