@@ -24,7 +24,7 @@ from backfilld.aio import wait_event
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig, database_url
 from backfilld.engines.base import Engine, JobState, key_args
-from backfilld.errors import BackfilldError, ConfigError, JobFailed, RetryableError
+from backfilld.errors import BackfilldError, ConfigError, JobFailed, RetryableError, SchemaError, combined
 from backfilld.retry import Retrier, Stopped
 
 # job, metrics and throttle (with prometheus_client) are imported where a command first needs them, so that
@@ -338,85 +338,96 @@ async def run(config: Config, opts: RunOptions, *, stop: asyncio.Event | None = 
 
 
 async def plan(config: Config, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """What each job would do: statements, EXPLAIN, estimates. Writes nothing."""
-    from backfilld.preflight import concurrency_limit, prepare
-
-    out = []
+    """What each job would do: statements, EXPLAIN, estimates. Writes nothing. Every job is checked: the
+    problems of all of them are raised together."""
+    out: list[dict[str, Any]] = []
+    problems: list[BackfilldError] = []
     async with open_engine(config) as engine:
         for job in select_jobs(config, names):
-            p = await prepare(engine, job)
-            estimate = await engine.estimate_rows(job.table)
-            first = await engine.next_range(p.plan, None, job.batch_size)
-            # explain a realistic batch: the first range's bounds, or placeholders' worth of the first key
-            lo = first[0] if first else tuple(0 for _ in p.key)
-            values = {"n": job.batch_size, "skip": job.batch_size - 1, **key_args("lo", lo), **key_args("hi", lo)}
-            explains = {}
-            warnings = []
-            for label, stmt in (("lookup", p.plan.skip_after), *((("lock", p.plan.lock_after),) if p.plan.lock_after
-                                                                 else ()),
-                                ("update", p.plan.update_after or p.plan.read_after)):
-                try:
-                    lines = await engine.explain(stmt, values)
-                except BackfilldError as exc:
-                    lines = [f"(EXPLAIN failed: {exc})"]
-                explains[label] = lines
-                if not engine.explain_uses_index(lines):
-                    warnings.append(f"the {label} statement would scan the whole table instead of a key range; "
-                                    f"check that {list(p.key)} is indexed (on a tiny table the planner may "
-                                    "prefer a scan anyway)")
-            trig_info: dict[str, Any] = {"supported": p.transform is None}
-            from backfilld.engines import triggers as trig
-
-            own = trig.trigger_names(job.table, job.name)
-            fired = [t for t in p.table.update_triggers if t not in (own.insert, own.update)]
-            if fired:
-                warnings.append(f"UPDATE triggers on {job.table} fire for every row the job writes: "
-                                f"{', '.join(fired)}; whatever they change besides the targets changes too "
-                                "(backfilld itself writes only the targets)")
-            locking = await engine.lock_support() if engine.skip_locked else "[database] skip_locked = false"
-            if locking is not None and engine.dialect.skip_locked_clause is not None:
-                warnings.append(f"batches wait for rows the application holds ({locking}): a batch can then "
-                                "make the application wait behind its own lock waits, or be in a deadlock with it")
-            keyed = [t for t in p.exprs if any(t in cols for cols in (p.table.primary_key, *p.table.unique_keys))]
-            if keyed and locking is None:
-                warnings.append(f"target(s) {', '.join(keyed)} are part of a unique index: a batch's uniqueness check "
-                                "waits for an application insert of the same value not yet committed")
-            problem = await engine.lock_timeout_problem()
-            if problem:
-                warnings.append(problem)
-            if p.transform is None:
-
-                trig_info["installed"] = await trig.installed(engine, job.table, job.name)
-                trig_info["install_sql"] = trig.build_install_sql(
-                    engine.name, job.table, p.table.columns, list(p.key), p.exprs, job.where, job.overwrite,
-                    job.name)
-            # MariaDB: the batch's range UPDATE first, failing at once on a row held (then the lock read)
-            batch_stmt = p.plan.fill_once_after if p.plan.keyed_fill_once else p.plan.update_after
-            no_wait = None
-            if p.plan.keyed_update is not None and batch_stmt is not None:
-                no_wait = engine.no_wait(batch_stmt, p.key)
-            out.append({
-                "job": job.name, "engine": engine.name, "table": job.table, "key": list(p.key),
-                "targets": p.exprs or {t: f"python transform {job.transform}" for t in job.targets},
-                "where": job.where, "overwrite": job.overwrite, "triggers": trig_info,
-                "estimated_rows": estimate, "batch_size": job.batch_size,
-                "workers": min(config.throttle.workers, (await concurrency_limit(engine, p))[0]),
-                "batches_expected": -(-estimate // job.batch_size) if estimate else 0,
-                "fingerprint": p.fingerprint,
-                "locking": "SKIP LOCKED" if locking is None else f"waits ({locking})",
-                "sql": {"lookup": p.plan.skip_after.sql,
-                        **({"no_wait": no_wait.sql} if no_wait is not None else {}),
-                        **({"lock": p.plan.lock_after.sql} if p.plan.lock_after else {}),
-                        "lookup_tail": p.plan.lookup_after.sql,
-                        # what runs: with a separate lock read, the UPDATE of the keys it locked (shown for two)
-                        "update": (p.plan.keyed_update.stmt(engine.dialect, 2).sql if p.plan.keyed_update
-                                   else _sql(p.plan.update_after or p.plan.read_after)),
-                        **({"update_once": p.plan.keyed_fill_once.stmt(engine.dialect, 2).sql
-                            if p.plan.keyed_fill_once else p.plan.fill_once_after.sql}
-                           if p.plan.fill_once_after else {})},
-                "explain": explains, "warnings": warnings,
-            })
+            try:   # every job's problems, not only the first job's
+                out.append(await _plan_job(engine, config, job))
+            except (ConfigError, SchemaError) as exc:
+                problems.append(exc)
+    if problems:
+        raise combined(problems)
     return out
+
+
+async def _plan_job(engine: Engine, config: Config, job: JobConfig) -> dict[str, Any]:
+    """One job's plan (see plan)."""
+    from backfilld.engines import triggers as trig
+    from backfilld.preflight import concurrency_limit, prepare
+
+    p = await prepare(engine, job)
+    estimate = await engine.estimate_rows(job.table)
+    first = await engine.next_range(p.plan, None, job.batch_size)
+    # explain a realistic batch: the first range's bounds, or placeholders' worth of the first key
+    lo = first[0] if first else tuple(0 for _ in p.key)
+    values = {"n": job.batch_size, "skip": job.batch_size - 1, **key_args("lo", lo), **key_args("hi", lo)}
+    explains = {}
+    warnings = []
+    for label, stmt in (("lookup", p.plan.skip_after), *((("lock", p.plan.lock_after),) if p.plan.lock_after
+                                                         else ()),
+                        ("update", p.plan.update_after or p.plan.read_after)):
+        try:
+            lines = await engine.explain(stmt, values)
+        except BackfilldError as exc:
+            lines = [f"(EXPLAIN failed: {exc})"]
+        explains[label] = lines
+        if not engine.explain_uses_index(lines):
+            warnings.append(f"the {label} statement would scan the whole table instead of a key range; "
+                            f"check that {list(p.key)} is indexed (on a tiny table the planner may "
+                            "prefer a scan anyway)")
+    trig_info: dict[str, Any] = {"supported": p.transform is None}
+    own = trig.trigger_names(job.table, job.name)
+    fired = [t for t in p.table.update_triggers if t not in (own.insert, own.update)]
+    if fired:
+        warnings.append(f"UPDATE triggers on {job.table} fire for every row the job writes: "
+                        f"{', '.join(fired)}; whatever they change besides the targets changes too "
+                        "(backfilld itself writes only the targets)")
+    locking = await engine.lock_support() if engine.skip_locked else "[database] skip_locked = false"
+    if locking is not None and engine.dialect.skip_locked_clause is not None:
+        warnings.append(f"batches wait for rows the application holds ({locking}): a batch can then "
+                        "make the application wait behind its own lock waits, or be in a deadlock with it")
+    keyed = [t for t in p.exprs if any(t in cols for cols in (p.table.primary_key, *p.table.unique_keys))]
+    if keyed and locking is None:
+        warnings.append(f"target(s) {', '.join(keyed)} are part of a unique index: a batch's uniqueness check "
+                        "waits for an application insert of the same value not yet committed")
+    problem = await engine.lock_timeout_problem()
+    if problem:
+        warnings.append(problem)
+    if p.transform is None:
+
+        trig_info["installed"] = await trig.installed(engine, job.table, job.name)
+        trig_info["install_sql"] = trig.build_install_sql(
+            engine.name, job.table, p.table.columns, list(p.key), p.exprs, job.where, job.overwrite,
+            job.name)
+    # MariaDB: the batch's range UPDATE first, failing at once on a row held (then the lock read)
+    batch_stmt = p.plan.fill_once_after if p.plan.keyed_fill_once else p.plan.update_after
+    no_wait = None
+    if p.plan.keyed_update is not None and batch_stmt is not None:
+        no_wait = engine.no_wait(batch_stmt, p.key)
+    return {
+        "job": job.name, "engine": engine.name, "table": job.table, "key": list(p.key),
+        "targets": p.exprs or {t: f"python transform {job.transform}" for t in job.targets},
+        "where": job.where, "overwrite": job.overwrite, "triggers": trig_info,
+        "estimated_rows": estimate, "batch_size": job.batch_size,
+        "workers": min(config.throttle.workers, (await concurrency_limit(engine, p))[0]),
+        "batches_expected": -(-estimate // job.batch_size) if estimate else 0,
+        "fingerprint": p.fingerprint,
+        "locking": "SKIP LOCKED" if locking is None else f"waits ({locking})",
+        "sql": {"lookup": p.plan.skip_after.sql,
+                **({"no_wait": no_wait.sql} if no_wait is not None else {}),
+                **({"lock": p.plan.lock_after.sql} if p.plan.lock_after else {}),
+                "lookup_tail": p.plan.lookup_after.sql,
+                # what runs: with a separate lock read, the UPDATE of the keys it locked (shown for two)
+                "update": (p.plan.keyed_update.stmt(engine.dialect, 2).sql if p.plan.keyed_update
+                           else _sql(p.plan.update_after or p.plan.read_after)),
+                **({"update_once": p.plan.keyed_fill_once.stmt(engine.dialect, 2).sql
+                    if p.plan.keyed_fill_once else p.plan.fill_once_after.sql}
+                   if p.plan.fill_once_after else {})},
+        "explain": explains, "warnings": warnings,
+    }
 
 
 async def status(config: Config) -> list[dict[str, Any]]:

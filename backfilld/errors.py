@@ -12,6 +12,7 @@ class BackfilldError(Exception):
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__doc__ or "").strip())
+        self.problems: list[str] = [str(self)]   # what it is made of (errors.combined)
 
 
 class ConfigError(BackfilldError):
@@ -57,3 +58,15 @@ class LeaseHeld(JobFailed):
 
 class TransformError(BackfilldError):
     """A transform raised on a row."""
+
+
+def combined(problems: list[BackfilldError]) -> BackfilldError:
+    """Several bad-input problems found in one look (a job's targets, a config's jobs) as one error: the first
+    alone, or "N problems:" and one line each (nested combinations flattened). A SchemaError if any is one."""
+    lines = [line for p in problems for line in p.problems]
+    if len(lines) == 1:
+        return problems[0]
+    kind: type[BackfilldError] = SchemaError if any(isinstance(p, SchemaError) for p in problems) else ConfigError
+    err = kind(f"{len(lines)} problems:\n" + "\n".join(f"- {line}" for line in lines))
+    err.problems = lines
+    return err

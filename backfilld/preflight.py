@@ -23,7 +23,7 @@ from backfilld.engines.base import (
     key_args,
     lookups,
 )
-from backfilld.errors import EngineError, RetryableError, SchemaError
+from backfilld.errors import EngineError, RetryableError, SchemaError, combined
 from backfilld.settings import WORKERS_MAX
 from backfilld.transforms import Transform
 
@@ -125,21 +125,27 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
 
 
 def check_targets(job: JobConfig, info: TableInfo, key: tuple[str, ...]) -> None:
-    """Every target exists, is a stored nullable column (unless the job overwrites), and is not in the key."""
-    for target in job.target_columns:
-        col = info.columns.get(target)
-        if col is None:
-            raise SchemaError(f"job {job.name!r}: target column {target!r} does not exist in table {job.table!r}; "
-                              "add it (the expand step) before the backfill")
-        if col.generated:
-            raise SchemaError(f"job {job.name!r}: target column {target!r} of {job.table!r} is generated (the "
-                              "database computes its value and refuses writes to it); a backfill fills a stored, "
-                              "nullable column")
-        if not col.nullable and not job.overwrite:
-            raise SchemaError(f"job {job.name!r}: target column {target!r} is NOT NULL; backfilld fills NULL "
-                              "targets; make it nullable until the backfill is verified")
-        if target in key:
-            raise SchemaError(f"job {job.name!r}: target {target!r} is part of the key")
+    """Every target exists, is a stored nullable column (unless the job overwrites), and is not in the key: one
+    SchemaError naming every target that is not."""
+    problems = [p for target in job.target_columns if (p := _target_problem(job, info, key, target))]
+    if problems:
+        raise combined([SchemaError(p) for p in problems])
+
+
+def _target_problem(job: JobConfig, info: TableInfo, key: tuple[str, ...], target: str) -> str | None:
+    col = info.columns.get(target)
+    if col is None:
+        return (f"job {job.name!r}: target column {target!r} does not exist in table {job.table!r}; add it (the "
+                "expand step) before the backfill")
+    if col.generated:
+        return (f"job {job.name!r}: target column {target!r} of {job.table!r} is generated (the database "
+                "computes its value and refuses writes to it); a backfill fills a stored, nullable column")
+    if not col.nullable and not job.overwrite:
+        return (f"job {job.name!r}: target column {target!r} is NOT NULL; backfilld fills NULL targets; make it "
+                "nullable until the backfill is verified")
+    if target in key:
+        return f"job {job.name!r}: target {target!r} is part of the key"
+    return None
 
 
 async def prepare_transform(engine: Engine, job: JobConfig, info: TableInfo, key: tuple[str, ...],

@@ -192,6 +192,26 @@ async def test_preflight_errors_write_nothing(db: TestDb, problem: str) -> None:
         await db.q(f"SELECT count(*) FROM {db.state_table}")
 
 
+async def test_plan_names_every_problem_of_every_job(db: TestDb) -> None:
+    """`plan` goes on past the first problem: every job is checked, every target of a job, and one error
+    lists them all (bad input: nothing written)."""
+    i = db.int_type()
+    table = await db.create("pre", f"id {i} NOT NULL PRIMARY KEY, name VARCHAR(50), label VARCHAR(80), "
+                                   "strict_label VARCHAR(80) NOT NULL DEFAULT 'x'")
+    await db.many(f"INSERT INTO {table} (id, name) VALUES (?, ?)", [(k, f"n{k}") for k in range(1, 21)])
+    cfg = db.config([{"name": "two_targets", "table": table, "set": {"nope": "name", "strict_label": "name"}},
+                     {"name": "fine", "table": table, "set": {"label": "name"}},
+                     {"name": "no_table", "table": db.name("nope"), "set": {"label": "name"}}])
+    with pytest.raises(SchemaError) as err:
+        await daemon.plan(cfg)
+    lines = str(err.value).splitlines()
+    assert lines[0] == "3 problems:"
+    assert "job 'two_targets': target column 'nope' does not exist" in lines[1]
+    assert "job 'two_targets': target column 'strict_label' is NOT NULL" in lines[2]
+    assert "does not exist" in lines[3] and "nope" in lines[3]
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NOT NULL") == [(0,)]
+
+
 FAILS_MID_TABLE = {
     "postgresql": "CASE WHEN id > 300 THEN (SELECT 1 UNION SELECT 2)::text ELSE name END",
     "mysql": "CASE WHEN id > 300 THEN (SELECT 1 UNION SELECT 2) ELSE name END",
