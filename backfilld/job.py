@@ -33,7 +33,7 @@ from backfilld.lease import LEASE_RETAKE_WAIT_S, LEASE_START_WAIT_S, Lease, chec
 from backfilld.lookahead import Lookahead
 from backfilld.metrics import Metrics, Progress
 from backfilld.pipeline import Flight, Pipeline, Range, Write
-from backfilld.preflight import Prepared, concurrency_limit, prepare
+from backfilld.preflight import Prepared, concurrency_limit, null_key_problem, null_keys_stmt, prepare
 from backfilld.requests import OperatorRequests
 from backfilld.retry import Retrier, Stopped
 from backfilld.status import Status, metric_state
@@ -267,6 +267,7 @@ class JobRunner:
         stuck = self.tally.problem() if st.status != Status.COMPLETED else None
         if stuck:
             await self.fail(JobFailed(stuck))
+        await self.retry.run(self._check_null_keys)
         st.pass_no += 1
         st.last_key, st.pass_rows, st.pass_scanned = None, 0, 0
         self.metrics.passes.labels(self.job.name).set(st.pass_no)
@@ -287,6 +288,15 @@ class JobRunner:
             with self.liveness.waiting():
                 await self._sleep(pause)
         return False
+
+    async def _check_null_keys(self) -> None:
+        """A primary key declared without NOT NULL (SQLite): rows the application gave a NULL key during the pass
+        were not paged; the job fails naming the problem rather than complete without them."""
+        p = self.prepared
+        assert p is not None
+        stmt = null_keys_stmt(self.engine, p.job, p.table, p.key)
+        if stmt is not None and await self.engine.fetch(stmt):
+            raise SchemaError(null_key_problem(p.job, p.key, p.table))
 
     async def _rows_left(self) -> bool:
         """Whether any row needs a value: a fill's one read-only statement (a transform job cannot tell without

@@ -14,6 +14,7 @@ from backfilld.config import JobConfig
 from backfilld.engines.base import (
     BatchPlan,
     Engine,
+    Stmt,
     TableInfo,
     WriteShape,
     advanced,
@@ -48,11 +49,8 @@ def resolve_key(job: JobConfig, info: TableInfo) -> tuple[str, ...]:
         if not info.primary_key:
             raise SchemaError(f"job {job.name!r}: table {job.table!r} has no primary key; set key = [...] to "
                               "the columns of a unique, NOT NULL index")
-        nullable = [c for c in info.primary_key if info.columns[c].nullable]
-        if nullable:  # SQLite lets a non-INTEGER primary key hold NULL, and keyset paging skips those rows
-            raise SchemaError(f"job {job.name!r}: primary key column {nullable[0]!r} of {job.table!r} is declared "
-                              "without NOT NULL, so rows with a NULL key would be skipped; declare it NOT NULL or "
-                              "set key = [...] to a NOT NULL unique index")
+        # SQLite lets a primary key declared without NOT NULL (but INTEGER PRIMARY KEY) hold NULL, and keyset
+        # paging skips such rows: prepare() accepts the key while no row has a NULL in it (null_keys)
         return info.primary_key
     key = tuple(job.key)
     for col in key:
@@ -67,6 +65,32 @@ def resolve_key(job: JobConfig, info: TableInfo) -> tuple[str, ...]:
             raise SchemaError(f"job {job.name!r}: key column {nullable[0]!r} is nullable; rows with a NULL key "
                               "cannot be paged; use the primary key or a NOT NULL unique index")
     return key
+
+
+def null_keys_stmt(engine: Engine, job: JobConfig, info: TableInfo, key: tuple[str, ...]) -> Stmt | None:
+    """Whether any row has a NULL in its key: a statement for a primary key declared without NOT NULL (SQLite
+    allows one), else None."""
+    nullable = [c for c in key if info.columns[c].nullable]
+    if not nullable:
+        return None
+    d = engine.dialect
+    cond = " OR ".join(f"{d.quote(c)} IS NULL" for c in nullable)
+    return Stmt(d.finish(f"SELECT 1 FROM {d.table(job.table)} WHERE {cond} LIMIT 1"))
+
+
+async def check_null_keys(engine: Engine, job: JobConfig, info: TableInfo, key: tuple[str, ...]) -> None:
+    """A primary key declared without NOT NULL is a key while no row has NULL in it (rows with a NULL key cannot
+    be paged: they would be skipped); the job checks again at each pass's end (JobRunner)."""
+    stmt = null_keys_stmt(engine, job, info, key)
+    if stmt is not None and await engine.fetch(stmt):
+        raise SchemaError(null_key_problem(job, key, info))
+
+
+def null_key_problem(job: JobConfig, key: tuple[str, ...], info: TableInfo) -> str:
+    nullable = [c for c in key if info.columns[c].nullable]
+    return (f"job {job.name!r}: primary key column {nullable[0]!r} of {job.table!r} is declared without NOT NULL "
+            "and some rows have a NULL key, which keyset paging would skip; give those rows a key and declare it "
+            "NOT NULL, or set key = [...] to a NOT NULL unique index")
 
 
 def spelled_as_catalog(engine: Engine, job: JobConfig, info: TableInfo) -> JobConfig:
@@ -103,6 +127,7 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
     info = await engine.table_info(job.table)
     job = spelled_as_catalog(engine, job, info)
     key = resolve_key(job, info)
+    await check_null_keys(engine, job, info, key)
     check_targets(job, info, key)
     for name in key:
         why = engine.unpageable_key(info.columns[name])

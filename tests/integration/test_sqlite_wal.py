@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backfilld import daemon
-from backfilld.errors import JobFailed
+from backfilld.errors import JobFailed, SchemaError
 from tests.dbutil import CONCAT, GateAt, TestDb
 
 
@@ -57,3 +57,25 @@ async def test_a_database_file_replaced_or_deleted_during_the_run_fails_the_job(
     assert f"SQLite database file {str(path)!r} was {fault} during the run" in str(failed.value)
     if fault == "deleted":
         os.replace(copy, path)   # for the fixture's cleanup
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+async def test_a_primary_key_declared_without_not_null_is_a_key_while_no_row_has_a_null_in_it(db: TestDb) -> None:
+    """`id BIGINT PRIMARY KEY` (nullable in SQLite, and common): accepted while no row has a NULL id; refused
+    with a clear message when some row has one (keyset paging would skip it); and a NULL id inserted during the
+    run fails the job at the pass's end instead of completing without that row."""
+    table = await db.create("nk", "id BIGINT PRIMARY KEY, name TEXT, deleted INTEGER, label TEXT")
+    await db.many(f"INSERT INTO {table} (id, name, deleted) VALUES (?, ?, 0)", [(i, f"n{i}") for i in range(1, 501)])
+    cfg = db.config([{"name": "j", "table": table, "set": {"label": {"sqlite": CONCAT["sqlite"]}}}],
+                    throttle={"min_batch": 50, "max_batch": 50})
+    [state] = await daemon.run(cfg, daemon.RunOptions())
+    assert state.status == "completed" and state.rows_done == 500
+
+    async def null_key_row() -> None:
+        await db.x(f"INSERT INTO {table} (id, name, deleted) VALUES (NULL, 'late', 0)")
+
+    with pytest.raises(JobFailed, match="some rows have a NULL key, which keyset paging would skip"):
+        await daemon.run(cfg, daemon.RunOptions(restart=True), gate=GateAt({3: null_key_row}))
+    with pytest.raises(SchemaError, match="primary key column 'id' .* declared without NOT NULL and some rows "
+                                          "have a NULL key"):
+        await daemon.run(cfg, daemon.RunOptions(restart=True))
