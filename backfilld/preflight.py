@@ -11,15 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from backfilld.config import JobConfig
-from backfilld.engines.base import (
+from backfilld.engines.base import Engine, advanced, encode_key
+from backfilld.engines.catalog import TableInfo
+from backfilld.engines.statements import (
     BatchPlan,
-    Engine,
-    TableInfo,
     WriteShape,
-    advanced,
     build_count_upto,
     build_transform_plan,
-    encode_key,
     key_args,
     lookups,
 )

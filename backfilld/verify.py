@@ -18,16 +18,8 @@ import structlog
 
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig
-from backfilld.engines.base import (
-    Engine,
-    WriteShape,
-    build_fix_row,
-    build_read,
-    build_verify_read,
-    encode_key,
-    now_iso,
-    range_call,
-)
+from backfilld.engines.base import Engine, encode_key, now_iso
+from backfilld.engines.statements import WriteShape, build_fix_row, build_read, build_verify_read, range_call
 from backfilld.errors import EngineError, RetryableError
 from backfilld.gate import Gate, OpenGate
 from backfilld.preflight import Prepared, prepare

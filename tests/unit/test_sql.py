@@ -8,23 +8,21 @@ import uuid
 
 import pytest
 
-from backfilld.engines.base import (
-    Column,
-    TableInfo,
+from backfilld.engines.base import decode_key, encode_key
+from backfilld.engines.catalog import Column, TableInfo
+from backfilld.engines.mysql import MySQLDialect
+from backfilld.engines.postgresql import PostgresDialect
+from backfilld.engines.sqldialect import operand
+from backfilld.engines.sqlite import SQLiteDialect
+from backfilld.engines.statements import (
     WriteShape,
     build_fix_row,
     build_lookup,
     build_skip,
     build_update,
     build_verify_read,
-    decode_key,
-    encode_key,
-    operand,
     transform_update_parts,
 )
-from backfilld.engines.mysql import MySQLDialect
-from backfilld.engines.postgresql import PostgresDialect
-from backfilld.engines.sqlite import SQLiteDialect
 
 PG, MY, LITE = PostgresDialect(), MySQLDialect(), SQLiteDialect()
 

@@ -20,20 +20,16 @@ import pymysql.converters
 from pymysql.constants import CLIENT
 
 from backfilld.aio import within
-from backfilld.engines.base import (
-    AppActivity,
+from backfilld.engines.base import AppActivity, Engine, lease_key
+from backfilld.engines.catalog import Column, TableInfo
+from backfilld.engines.sqldialect import Dialect, Stmt
+from backfilld.engines.statements import (
     BatchPlan,
-    Column,
-    Dialect,
-    Engine,
     KeyedUpdate,
-    Stmt,
-    TableInfo,
     WriteShape,
     chunks,
     kept_sets,
     keys_limit,
-    lease_key,
     range_call,
     transform_update_parts,
 )

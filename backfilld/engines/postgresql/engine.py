@@ -13,21 +13,10 @@ from typing import Any
 import asyncpg
 
 from backfilld.aio import within
-from backfilld.engines.base import (
-    AppActivity,
-    BatchPlan,
-    Column,
-    Dialect,
-    Engine,
-    Stmt,
-    TableInfo,
-    Unrepresentable,
-    WriteShape,
-    lease_key,
-    operand,
-    range_call,
-    transform_update_parts,
-)
+from backfilld.engines.base import AppActivity, Engine, Unrepresentable, lease_key
+from backfilld.engines.catalog import Column, TableInfo
+from backfilld.engines.sqldialect import Dialect, Stmt, operand
+from backfilld.engines.statements import BatchPlan, WriteShape, range_call, transform_update_parts
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 # SQLSTATEs worth another try: serialization_failure, deadlock_detected, lock_not_available, query_canceled

@@ -16,19 +16,10 @@ import aiosqlite
 import structlog
 
 from backfilld.aio import within
-from backfilld.engines.base import (
-    BatchPlan,
-    Column,
-    Dialect,
-    Engine,
-    Stmt,
-    TableInfo,
-    WriteShape,
-    lease_key,
-    operand,
-    range_call,
-    transform_update_parts,
-)
+from backfilld.engines.base import Engine, lease_key
+from backfilld.engines.catalog import Column, TableInfo
+from backfilld.engines.sqldialect import Dialect, Stmt, operand
+from backfilld.engines.statements import BatchPlan, WriteShape, range_call, transform_update_parts
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 log = structlog.get_logger("backfilld.sqlite")
