@@ -23,7 +23,7 @@ from backfilld.config import DatabaseURL
 from backfilld.engines import Capabilities, capabilities
 from backfilld.engines.catalog import Column, TableInfo
 from backfilld.engines.sqldialect import Dialect, Stmt, _Params
-from backfilld.engines.statements import BatchPlan, WriteShape, build_plan, key_args, keys_limit, range_call
+from backfilld.engines.statements import BatchPlan, TableSpec, WriteShape, build_plan, key_args, keys_limit, range_call
 from backfilld.errors import EngineError, SchemaError
 from backfilld.keys import Unrepresentable, decode_key, encode_key  # noqa: F401 - engines' and callers' names
 from backfilld.state import JobState  # noqa: F401 - callers' name
@@ -220,10 +220,9 @@ class Engine(abc.ABC):
         """Write computed targets; each row is key + sources read + targets read + new targets. Rows written."""
 
     # --- shared operations
-    def plan(self, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-             overwrite: bool, columns: dict[str, Column] | None = None, once_expr: str | None = None,
-             lock: str | None = None) -> BatchPlan:
-        return build_plan(self.dialect, table, key, exprs, where, overwrite, columns, once_expr, lock)
+    def plan(self, spec: TableSpec, once_expr: str | None = None, lock: str | None = None) -> BatchPlan:
+        """A SQL-expression job's statements (statements.build_plan: once_expr, lock)."""
+        return build_plan(self.dialect, spec, once_expr, lock)
 
     def lock_clause(self, info: TableInfo, targets: Sequence[str]) -> str | None:
         """The clause a batch locks its rows with before writing `targets`: the dialect's SKIP LOCKED form

@@ -8,7 +8,7 @@ WriteShape and the parts of a guarded transform write, and how a plan's statemen
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from backfilld.engines.catalog import Column, TableInfo
@@ -108,10 +108,32 @@ class KeyedUpdate:
 Columns = Mapping[str, Column]
 
 
-def key_values(d: Dialect, key: Sequence[str], columns: Columns | None) -> list[str]:
+@dataclass(frozen=True)
+class TableSpec:
+    """What a job's statements are built from, as checked against the catalog: built once per job (preflight),
+    then given to every builder with only what varies per statement (the first range or one after a key, a lock).
+
+    SQL-expression jobs name their targets in exprs; transform jobs leave exprs empty and name sources and targets.
+    """
+
+    table: str
+    key: tuple[str, ...]                  # the columns the job pages by (a unique, NOT NULL index)
+    exprs: Mapping[str, str] = field(default_factory=dict)   # target -> SQL expression, in the job's order
+    where: str | None = None              # the job's filter (SQL); None: every row
+    overwrite: bool = False               # rewrite a target that differs, not only a NULL one
+    columns: Columns = field(default_factory=dict)   # the table's columns (TableInfo.columns); {}: none known
+    sources: tuple[str, ...] = ()         # transform jobs: the columns the transform reads
+    targets: tuple[str, ...] = ()         # the columns written: exprs' own, unless given (transform jobs)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", tuple(self.key))
+        if not self.targets:
+            object.__setattr__(self, "targets", tuple(self.exprs))
+
+
+def key_values(d: Dialect, spec: TableSpec) -> list[str]:
     """The select list of a key's values, as Dialect.key_value reads them."""
-    columns = columns or {}
-    return [d.key_value(c, columns.get(c)) for c in key]
+    return [d.key_value(c, spec.columns.get(c)) for c in spec.key]
 
 
 def kept_sets(d: Dialect, columns: Columns | None, targets: Sequence[str], alias: str = "") -> list[str]:
@@ -122,42 +144,41 @@ def kept_sets(d: Dialect, columns: Columns | None, targets: Sequence[str], alias
             if col.on_update and c not in targets]
 
 
-def lookups(d: Dialect, table: str, key: Sequence[str], columns: Columns | None = None) -> dict[str, Any]:
+def lookups(d: Dialect, spec: TableSpec) -> dict[str, Any]:
     """A plan's range lookups: the n-th next key alone, and the last key and count of up to n next keys."""
-    return {"skip_first": build_skip(d, table, key, after=False, columns=columns),
-            "skip_after": build_skip(d, table, key, after=True, columns=columns),
-            "lookup_first": build_lookup(d, table, key, after=False, columns=columns),
-            "lookup_after": build_lookup(d, table, key, after=True, columns=columns)}
+    return {"skip_first": build_skip(d, spec, after=False), "skip_after": build_skip(d, spec, after=True),
+            "lookup_first": build_lookup(d, spec, after=False), "lookup_after": build_lookup(d, spec, after=True)}
 
 
-def build_skip(d: Dialect, table: str, key: Sequence[str], after: bool, columns: Columns | None = None) -> Stmt:
+def build_skip(d: Dialect, spec: TableSpec, after: bool) -> Stmt:
     """The key `skip` keys past the next one: the last key of a full batch, found by stepping along the key's
     index without the aggregate build_lookup needs (1.4x cheaper on PostgreSQL, 1.4-3x on MariaDB, 3x on
     SQLite, for 100,000 keys here). Nothing when fewer keys are left: build_lookup then finds the tail."""
     p = _Params(d)
-    cols = ", ".join(d.quote(c) for c in key)
-    where = f" WHERE {d.row_cmp(key, '>', p, 'lo')}" if after else ""
-    sql = (f"SELECT {', '.join(key_values(d, key, columns))} FROM {d.table(table)}{where} ORDER BY {cols} "
+    cols = ", ".join(d.quote(c) for c in spec.key)
+    where = f" WHERE {d.row_cmp(spec.key, '>', p, 'lo')}" if after else ""
+    sql = (f"SELECT {', '.join(key_values(d, spec))} FROM {d.table(spec.table)}{where} ORDER BY {cols} "
            f"LIMIT 1 OFFSET {p('skip')}")
     return Stmt(d.finish(sql), tuple(p.names))
 
 
-def build_lookup(d: Dialect, table: str, key: Sequence[str], after: bool, columns: Columns | None = None) -> Stmt:
+def build_lookup(d: Dialect, spec: TableSpec, after: bool) -> Stmt:
     """The last key of the next batch and how many keys the batch holds, in one index range read.
 
     A single-column key takes max() and count() of the range (no sort); a composite key, which has no max,
     sorts the range's keys in reverse and counts them with a window.
     """
     p = _Params(d)
+    key = spec.key
     where = f" WHERE {d.row_cmp(key, '>', p, 'lo')}" if after else ""
     asc = ", ".join(d.quote(c) for c in key)
     # a key read otherwise than as its column (Dialect.key_value) is named bf_k<i>, so that ORDER BY still
     # names the table's column
-    values = key_values(d, key, columns)
+    values = key_values(d, spec)
     names = [v if v == d.quote(c) else f"bf_k{i}" for i, (c, v) in enumerate(zip(key, values, strict=True))]
     sel = ", ".join(v if v == n else f"{v} AS {n}" for v, n in zip(values, names, strict=True))
-    inner = f"(SELECT {sel} FROM {d.table(table)}{where} ORDER BY {asc} LIMIT {p('n')}) AS bf_r"
-    if len(key) == 1 and d.has_max((columns or {}).get(key[0])):
+    inner = f"(SELECT {sel} FROM {d.table(spec.table)}{where} ORDER BY {asc} LIMIT {p('n')}) AS bf_r"
+    if len(key) == 1 and d.has_max(spec.columns.get(key[0])):
         sql = f"SELECT max({names[0]}), count(*) AS bf_n FROM {inner} HAVING count(*) > 0"
     else:
         desc = ", ".join(f"{n} DESC" for n in names)
@@ -165,243 +186,233 @@ def build_lookup(d: Dialect, table: str, key: Sequence[str], after: bool, column
     return Stmt(d.finish(sql), tuple(p.names))
 
 
-def range_conds(d: Dialect, key: Sequence[str], p: _Params, where: str | None, after: bool) -> list[str]:
+def range_conds(d: Dialect, spec: TableSpec, p: _Params, after: bool) -> list[str]:
     """The conditions of a batch's rows: key in (lo, hi] (from the table's start when not after) and the filter."""
-    conds = [d.row_cmp(key, ">", p, "lo")] if after else []
-    conds.append(d.row_cmp(key, "<=", p, "hi"))
-    if where:
-        conds.append(f"({where})")
+    conds = [d.row_cmp(spec.key, ">", p, "lo")] if after else []
+    conds.append(d.row_cmp(spec.key, "<=", p, "hi"))
+    if spec.where:
+        conds.append(f"({spec.where})")
     return conds
 
 
-def needs_fill(d: Dialect, exprs: dict[str, str], overwrite: bool, columns: Columns | None = None) -> str:
+def needs_fill(d: Dialect, spec: TableSpec) -> str:
     """A row's targets are not yet what the job would write."""
-    columns = columns or {}
     conds = []
-    for target, expr in exprs.items():
+    for target, expr in spec.exprs.items():
         t = d.quote(target)
-        conds.append(d.stale(t, f"({expr})", columns.get(target)) if overwrite
+        conds.append(d.stale(t, f"({expr})", spec.columns.get(target)) if spec.overwrite
                      else f"({t} IS NULL AND ({expr}) IS NOT NULL)")
     return "(" + " OR ".join(conds) + ")"
 
 
-def lock_cond(d: Dialect, targets: Sequence[str], exprs: dict[str, str], overwrite: bool,
-              columns: Columns | None = None) -> str:
+def any_null(d: Dialect, spec: TableSpec) -> str:
+    """Some target of the row is NULL."""
+    return "(" + " OR ".join(f"{d.quote(t)} IS NULL" for t in spec.targets) + ")"
+
+
+def lock_cond(d: Dialect, spec: TableSpec) -> str:
     """Which rows of a range a batch locks: those that may need a value (the UPDATE's own guard decides)."""
-    if overwrite:
-        return needs_fill(d, exprs, overwrite, dict(columns or {}))
-    return "(" + " OR ".join(f"{d.quote(t)} IS NULL" for t in targets) + ")"
+    return needs_fill(d, spec) if spec.overwrite else any_null(d, spec)
 
 
-def locked_rows(d: Dialect, table: str, key: Sequence[str], p: _Params, where: str | None, after: bool,
-                cond: str, clause: str) -> str:
-    """`AND (key) IN (...)`: the rows of the range that the batch locked without waiting (SKIP LOCKED), in key
-    order; a row the application holds is passed over, and left for a later pass (see build_leftover)."""
-    cols = ", ".join(d.quote(c) for c in key)
-    conds = [*range_conds(d, key, p, where, after), cond]
-    inner = f"SELECT {cols} FROM {d.table(table)} WHERE {' AND '.join(conds)} ORDER BY {cols} {clause}"
-    return f"({cols}) IN ({inner})" if len(key) > 1 else f"{cols} IN ({inner})"
+def locked_rows(d: Dialect, spec: TableSpec, conds: Sequence[str], clause: str) -> str:
+    """`AND (key) IN (...)`: the rows of the range (conds: its range_conds and which rows to lock) that the batch
+    locked without waiting (SKIP LOCKED), in key order; a row the application holds is passed over, and left
+    for a later pass (see build_leftover)."""
+    cols = ", ".join(d.quote(c) for c in spec.key)
+    inner = f"SELECT {cols} FROM {d.table(spec.table)} WHERE {' AND '.join(conds)} ORDER BY {cols} {clause}"
+    return f"({cols}) IN ({inner})" if len(spec.key) > 1 else f"{cols} IN ({inner})"
 
 
-def build_update(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-                 overwrite: bool, after: bool, columns: Columns | None = None, lock: str | None = None) -> Stmt:
+def build_update(d: Dialect, spec: TableSpec, after: bool, lock: str | None = None) -> Stmt:
     """Fill the targets of the rows in (lo, hi] that need it; a filled target is never overwritten. With lock
     (a SKIP LOCKED clause, on an engine whose lock_inline), only the rows it could lock without waiting."""
     p = _Params(d)
-    conds = range_conds(d, key, p, where, after)
-    conds.append(needs_fill(d, exprs, overwrite, columns))
+    conds = range_conds(d, spec, p, after)
+    conds.append(needs_fill(d, spec))
     if lock:
-        conds.append(locked_rows(d, table, key, p, where, after, lock_cond(d, list(exprs), exprs, overwrite, columns),
-                                 lock))
-    sql = f"{update_head(d, table, exprs, overwrite, columns)} WHERE {' AND '.join(conds)}"
+        conds.append(locked_rows(d, spec, [*range_conds(d, spec, p, after), lock_cond(d, spec)], lock))
+    sql = f"{update_head(d, spec)} WHERE {' AND '.join(conds)}"
     return Stmt(d.finish(sql), tuple(p.names))
 
 
-def update_head(d: Dialect, table: str, exprs: dict[str, str], overwrite: bool, columns: Columns | None) -> str:
+def update_head(d: Dialect, spec: TableSpec) -> str:
     sets = []
-    for target, expr in exprs.items():
+    for target, expr in spec.exprs.items():
         t = d.quote(target)
-        if overwrite or len(exprs) == 1:
+        if spec.overwrite or len(spec.exprs) == 1:
             sets.append(f"{t} = ({expr})")
         else:
             sets.append(f"{t} = COALESCE({t}, ({expr}))")
-    sets += kept_sets(d, columns, list(exprs))
-    return f"UPDATE {d.table(table)} SET {', '.join(sets)}"
+    sets += kept_sets(d, spec.columns, spec.targets)
+    return f"UPDATE {d.table(spec.table)} SET {', '.join(sets)}"
 
 
-def build_fill_once(d: Dialect, table: str, key: Sequence[str], target: str, expr: str, where: str | None,
-                    after: bool, columns: Columns | None = None, lock: str | None = None) -> Stmt:
-    """Fill one target computing the expression once per row: every row in (lo, hi] whose target is NULL gets
-    the expression's value. Exactly what build_update writes, unless the expression is NULL on some row: then
+def build_fill_once(d: Dialect, once: TableSpec, after: bool, lock: str | None = None) -> Stmt:
+    """Fill one target computing the expression once per row (once: the job's spec with its one expression as
+    the single evaluation writes it, see build_plan): every row in (lo, hi] whose target is NULL gets the
+    expression's value. Exactly what build_update writes, unless the expression is NULL on some row: then
     this writes that NULL over NULL, which the engine detects (apply_range_once) so that the job rolls the batch
     back and redoes it with build_update's guard, which computes the expression a second time to skip the row."""
     p = _Params(d)
-    null = f"{d.quote(target)} IS NULL"
-    conds = [*range_conds(d, key, p, where, after), null]
+    null = f"{d.quote(once.targets[0])} IS NULL"
+    conds = [*range_conds(d, once, p, after), null]
     if lock:
-        conds.append(locked_rows(d, table, key, p, where, after, null, lock))
-    sql = f"{fill_once_head(d, table, target, expr, columns)} WHERE {' AND '.join(conds)}"
+        conds.append(locked_rows(d, once, [*range_conds(d, once, p, after), null], lock))
+    sql = f"{update_head(d, once)} WHERE {' AND '.join(conds)}"   # one target: `t = (expr)`, never COALESCE
     return Stmt(d.finish(sql), tuple(p.names))
-
-
-def fill_once_head(d: Dialect, table: str, target: str, expr: str, columns: Columns | None) -> str:
-    sets = ", ".join([f"{d.quote(target)} = ({expr})", *kept_sets(d, columns, [target])])
-    return f"UPDATE {d.table(table)} SET {sets}"
 
 
 # Keys of rows passed over by a batch (locked by the application) read back to log; the count is at least this.
 LEFTOVER_SAMPLE = 100
 
 
-def build_leftover(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-                   overwrite: bool, after: bool, columns: Columns | None = None) -> Stmt:
+def build_leftover(d: Dialect, spec: TableSpec, after: bool) -> Stmt:
     """In a batch's transaction, after its UPDATE: keys of rows in the range that still need a value (the
     application held them locked, so SKIP LOCKED passed them over; or it wrote them since), in key order."""
     p = _Params(d)
-    conds = [*range_conds(d, key, p, where, after), needs_fill(d, exprs, overwrite, dict(columns or {}))]
-    cols = ", ".join(d.quote(c) for c in key)
-    sql = (f"SELECT {', '.join(key_values(d, key, columns))} FROM {d.table(table)} WHERE {' AND '.join(conds)} "
+    conds = [*range_conds(d, spec, p, after), needs_fill(d, spec)]
+    cols = ", ".join(d.quote(c) for c in spec.key)
+    sql = (f"SELECT {', '.join(key_values(d, spec))} FROM {d.table(spec.table)} WHERE {' AND '.join(conds)} "
            f"ORDER BY {cols} LIMIT {LEFTOVER_SAMPLE}")
     return Stmt(d.finish(sql), tuple(p.names))
 
 
-def build_lock(d: Dialect, table: str, key: Sequence[str], where: str | None, after: bool, cond: str,
-               clause: str, columns: Columns | None = None, limit: bool = False) -> Stmt:
-    """Engines whose lock is a statement of its own: lock the rows of (lo, hi] that may need a value, without
-    waiting for any another session holds, and return their keys (in key order). limit: at most `n_keys` of
-    them (a parameter), so that a range whose rows all need a value is read without the row past its end."""
+def build_lock(d: Dialect, spec: TableSpec, after: bool, clause: str) -> Stmt:
+    """Engines whose lock is a statement of its own: lock the rows of (lo, hi] that may need a value (lock_cond),
+    without waiting for any another session holds, and return their keys (in key order). Where the dialect's
+    lock_limit: at most `n_keys` of them (a parameter), so that a range whose rows all need a value is read
+    without the row past its end."""
     p = _Params(d)
-    conds = [*range_conds(d, key, p, where, after), cond]
-    cols = ", ".join(d.quote(c) for c in key)
-    stop = f"LIMIT {p('n_keys')} " if limit else ""
-    sql = (f"SELECT {', '.join(key_values(d, key, columns))} FROM {d.table(table)} WHERE {' AND '.join(conds)} "
+    conds = [*range_conds(d, spec, p, after), lock_cond(d, spec)]
+    cols = ", ".join(d.quote(c) for c in spec.key)
+    stop = f"LIMIT {p('n_keys')} " if d.lock_limit else ""
+    sql = (f"SELECT {', '.join(key_values(d, spec))} FROM {d.table(spec.table)} WHERE {' AND '.join(conds)} "
            f"ORDER BY {cols} {stop}{clause}")
     return Stmt(d.finish(sql), tuple(p.names))
 
 
-def build_nulls_left(d: Dialect, table: str, key: Sequence[str], target: str, where: str | None,
-                     after: bool) -> Stmt:
-    """After build_fill_once in the same transaction: a row in the range whose target is still NULL got NULL."""
+def build_nulls_left(d: Dialect, spec: TableSpec, after: bool) -> Stmt:
+    """After build_fill_once in the same transaction: a row in the range whose one target is still NULL got NULL."""
     p = _Params(d)
-    conds = [*range_conds(d, key, p, where, after), f"{d.quote(target)} IS NULL"]
-    return Stmt(d.finish(f"SELECT 1 FROM {d.table(table)} WHERE {' AND '.join(conds)} LIMIT 1"), tuple(p.names))
+    conds = [*range_conds(d, spec, p, after), f"{d.quote(spec.targets[0])} IS NULL"]
+    return Stmt(d.finish(f"SELECT 1 FROM {d.table(spec.table)} WHERE {' AND '.join(conds)} LIMIT 1"),
+                tuple(p.names))
 
 
-def build_count_upto(d: Dialect, table: str, key: Sequence[str]) -> Stmt:
-    """How many rows (0, 1, or 2 meaning more) have a key up to hi: 1 for the table's first key read back."""
+def build_count_upto(d: Dialect, spec: TableSpec) -> Stmt:
+    """How many rows (0, 1, or 2 meaning more) have a key up to hi: 1 for the table's first key read back.
+    The filter does not apply: every row counts."""
     p = _Params(d)
-    conds = range_conds(d, key, p, None, after=False)
-    sql = f"SELECT count(*) FROM (SELECT 1 AS bf_one FROM {d.table(table)} WHERE {' AND '.join(conds)} LIMIT 2) AS bf_c"
+    upto = d.row_cmp(spec.key, "<=", p, "hi")
+    sql = f"SELECT count(*) FROM (SELECT 1 AS bf_one FROM {d.table(spec.table)} WHERE {upto} LIMIT 2) AS bf_c"
     return Stmt(d.finish(sql), tuple(p.names))
 
 
-def build_sample(d: Dialect, table: str, exprs: dict[str, str], where: str | None) -> Stmt:
+def build_sample(d: Dialect, spec: TableSpec) -> Stmt:
     """Every expression evaluated on n rows; only whether each is NULL comes back, so that a value the driver
     cannot represent (a BC date, 24:00) does not fail the check of an expression the server computes fine."""
     p = _Params(d)
-    cols = ", ".join(f"({e}) IS NULL" for e in exprs.values())
-    filt = f" WHERE ({where})" if where else ""
-    return Stmt(d.finish(f"SELECT {cols} FROM {d.table(table)}{filt} LIMIT {p('n')}"), tuple(p.names))
+    cols = ", ".join(f"({e}) IS NULL" for e in spec.exprs.values())
+    filt = f" WHERE ({spec.where})" if spec.where else ""
+    return Stmt(d.finish(f"SELECT {cols} FROM {d.table(spec.table)}{filt} LIMIT {p('n')}"), tuple(p.names))
 
 
-def build_any_pending(d: Dialect, table: str, exprs: dict[str, str], where: str | None, overwrite: bool,
-                      columns: dict[str, Column] | None = None) -> Stmt:
+def build_any_pending(d: Dialect, spec: TableSpec) -> Stmt:
     """Whether any row still needs a value: one read-only statement that stops at the first it finds."""
-    filt = f"({where}) AND " if where else ""
-    sql = f"SELECT 1 FROM {d.table(table)} WHERE {filt}{needs_fill(d, exprs, overwrite, columns)} LIMIT 1"
-    return Stmt(d.finish(sql))
+    filt = f"({spec.where}) AND " if spec.where else ""
+    return Stmt(d.finish(f"SELECT 1 FROM {d.table(spec.table)} WHERE {filt}{needs_fill(d, spec)} LIMIT 1"))
 
 
-def build_plan(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-               overwrite: bool, columns: dict[str, Column] | None = None, once_expr: str | None = None,
-               lock: str | None = None) -> BatchPlan:
+def build_plan(d: Dialect, spec: TableSpec, once_expr: str | None = None, lock: str | None = None) -> BatchPlan:
     """once_expr: what a single-evaluation batch writes (the job's one expression, or an engine's form of it,
     see Engine.once_expression); None: no single evaluation. lock: the SKIP LOCKED clause batches lock their
     rows with (Engine.lock_clause), never waiting for one the application holds (inline, or as lock_* before
     keyed_*); None: they do not lock first."""
-    if not exprs:
+    if not spec.exprs:
         raise ValueError("a plan needs at least one target expression")
     inline = lock if lock and d.lock_inline else None
-    once: dict[str, Any] = {}
-    if not overwrite and len(exprs) == 1 and once_expr is not None:
-        [target] = exprs
-        once = {"fill_once_first": build_fill_once(d, table, key, target, once_expr, where, after=False,
-                                                   columns=columns, lock=inline),
-                "fill_once_after": build_fill_once(d, table, key, target, once_expr, where, after=True,
-                                                   columns=columns, lock=inline),
-                "nulls_left_first": build_nulls_left(d, table, key, target, where, after=False),
-                "nulls_left_after": build_nulls_left(d, table, key, target, where, after=True)}
-        if lock and not inline:
-            once["keyed_fill_once"] = KeyedUpdate(fill_once_head(d, table, target, once_expr, columns),
-                                                  f"{d.quote(target)} IS NULL", tuple(key))
-    locking: dict[str, Any] = {}
-    if lock:
-        locking = {"left_first": build_leftover(d, table, key, exprs, where, overwrite, after=False, columns=columns),
-                   "left_after": build_leftover(d, table, key, exprs, where, overwrite, after=True, columns=columns)}
-        if not inline:
-            cond = lock_cond(d, list(exprs), exprs, overwrite, columns)
-            locking.update(
-                lock_first=build_lock(d, table, key, where, after=False, cond=cond, clause=lock, columns=columns,
-                                      limit=d.lock_limit),
-                lock_after=build_lock(d, table, key, where, after=True, cond=cond, clause=lock, columns=columns,
-                                      limit=d.lock_limit),
-                keyed_update=KeyedUpdate(update_head(d, table, exprs, overwrite, columns),
-                                         needs_fill(d, exprs, overwrite, columns), tuple(key)))
     return BatchPlan(
-        **once,
-        **locking,
-        **lookups(d, table, key, columns),
-        update_first=build_update(d, table, key, exprs, where, overwrite, after=False, columns=columns, lock=inline),
-        update_after=build_update(d, table, key, exprs, where, overwrite, after=True, columns=columns, lock=inline),
-        sample=build_sample(d, table, exprs, where),
-        any_pending=build_any_pending(d, table, exprs, where, overwrite, columns),
-        key=tuple(key), targets=tuple(exprs),
+        **_once_statements(d, spec, once_expr, lock),
+        **_locking_statements(d, spec, lock),
+        **lookups(d, spec),
+        update_first=build_update(d, spec, after=False, lock=inline),
+        update_after=build_update(d, spec, after=True, lock=inline),
+        sample=build_sample(d, spec),
+        any_pending=build_any_pending(d, spec),
+        key=spec.key, targets=spec.targets,
     )
 
 
-def build_read(d: Dialect, table: str, key: Sequence[str], cols: Sequence[str], where: str | None,
-               cond: str | None, after: bool, columns: Columns | None = None) -> Stmt:
-    """Key and columns of the rows in (lo, hi] that pass the filter and cond."""
+def _once_statements(d: Dialect, spec: TableSpec, once_expr: str | None, lock: str | None) -> dict[str, Any]:
+    """A plan's single-evaluation statements (fill jobs with one target, given once_expr), else none."""
+    if spec.overwrite or len(spec.exprs) != 1 or once_expr is None:
+        return {}
+    once = replace(spec, exprs={spec.targets[0]: once_expr})
+    inline = lock if lock and d.lock_inline else None
+    stmts: dict[str, Any] = {
+        "fill_once_first": build_fill_once(d, once, after=False, lock=inline),
+        "fill_once_after": build_fill_once(d, once, after=True, lock=inline),
+        "nulls_left_first": build_nulls_left(d, spec, after=False),
+        "nulls_left_after": build_nulls_left(d, spec, after=True)}
+    if lock and not inline:
+        stmts["keyed_fill_once"] = KeyedUpdate(update_head(d, once), f"{d.quote(spec.targets[0])} IS NULL", spec.key)
+    return stmts
+
+
+def _locking_statements(d: Dialect, spec: TableSpec, lock: str | None) -> dict[str, Any]:
+    """A plan's statements for batches that lock first (see build_plan's lock), else none."""
+    if not lock:
+        return {}
+    stmts: dict[str, Any] = {"left_first": build_leftover(d, spec, after=False),
+                             "left_after": build_leftover(d, spec, after=True)}
+    if not d.lock_inline:
+        stmts.update(lock_first=build_lock(d, spec, after=False, clause=lock),
+                     lock_after=build_lock(d, spec, after=True, clause=lock),
+                     keyed_update=KeyedUpdate(update_head(d, spec), needs_fill(d, spec), spec.key))
+    return stmts
+
+
+def build_read(d: Dialect, spec: TableSpec, after: bool, cond: str | None = None) -> Stmt:
+    """Key, sources and targets of the rows in (lo, hi] that pass the filter and cond."""
     p = _Params(d)
-    conds = range_conds(d, key, p, where, after)
+    conds = range_conds(d, spec, p, after)
     if cond:
         conds.append(cond)
-    sel = ", ".join([*key_values(d, key, columns), *(d.quote(c) for c in cols)])
-    return Stmt(d.finish(f"SELECT {sel} FROM {d.table(table)} WHERE {' AND '.join(conds)}"), tuple(p.names))
+    sel = ", ".join([*key_values(d, spec), *(d.quote(c) for c in (*spec.sources, *spec.targets))])
+    return Stmt(d.finish(f"SELECT {sel} FROM {d.table(spec.table)} WHERE {' AND '.join(conds)}"), tuple(p.names))
 
 
-def build_transform_read(d: Dialect, table: str, key: Sequence[str], sources: Sequence[str],
-                         targets: Sequence[str], where: str | None, overwrite: bool, after: bool,
-                         columns: Columns | None = None) -> Stmt:
+def build_transform_read(d: Dialect, spec: TableSpec, after: bool) -> Stmt:
     """What a transform batch reads: rows with a target still NULL (or every row, with overwrite)."""
-    cond = None if overwrite else "(" + " OR ".join(f"{d.quote(t)} IS NULL" for t in targets) + ")"
-    return build_read(d, table, key, (*sources, *targets), where, cond, after, columns)
+    return build_read(d, spec, after, None if spec.overwrite else any_null(d, spec))
 
 
-def build_verify_read(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-                      after: bool, columns: dict[str, Column] | None = None) -> Stmt:
+def build_verify_read(d: Dialect, spec: TableSpec, after: bool) -> Stmt:
     """SQL jobs: key, then (target, expected) per target, for rows in the range whose target is missing or wrong."""
     p = _Params(d)
-    conds = range_conds(d, key, p, where, after)
-    columns = columns or {}
+    conds = range_conds(d, spec, p, after)
+    columns = spec.columns
     problems = [f"({d.quote(t)} IS NULL AND ({e}) IS NOT NULL) OR ({d.quote(t)} IS NOT NULL AND "
-                f"{d.stale(d.quote(t), f'({e})', columns.get(t))})" for t, e in exprs.items()]
+                f"{d.stale(d.quote(t), f'({e})', columns.get(t))})" for t, e in spec.exprs.items()]
     conds.append("(" + " OR ".join(problems) + ")")
-    sel = ", ".join([*key_values(d, key, columns),
+    sel = ", ".join([*key_values(d, spec),
                      *(f"{d.as_read(d.quote(t), columns.get(t))}, "
-                       f"{d.as_read(d.cast_to(f'({e})', columns.get(t)), columns.get(t))}" for t, e in exprs.items())])
-    return Stmt(d.finish(f"SELECT {sel} FROM {d.table(table)} WHERE {' AND '.join(conds)}"), tuple(p.names))
+                       f"{d.as_read(d.cast_to(f'({e})', columns.get(t)), columns.get(t))}"
+                       for t, e in spec.exprs.items())])
+    return Stmt(d.finish(f"SELECT {sel} FROM {d.table(spec.table)} WHERE {' AND '.join(conds)}"), tuple(p.names))
 
 
-def build_fix_row(d: Dialect, table: str, key: Sequence[str], exprs: dict[str, str],
-                  columns: Columns | None = None) -> Stmt:
+def build_fix_row(d: Dialect, spec: TableSpec) -> Stmt:
     """SQL jobs: rewrite one row's targets from the expression, only if they still hold what verify read."""
     p = _Params(d)
-    sets = ", ".join([*(f"{d.quote(t)} = ({e})" for t, e in exprs.items()), *kept_sets(d, columns, list(exprs))])
-    conds = [f"{d.quote(k)} = {p(f'k{i}')}" for i, k in enumerate(key)]
-    columns = columns or {}
-    conds += [d.same(d.as_read(d.quote(t), columns.get(t)), p(f"old{i}"), columns.get(t)) for i, t in enumerate(exprs)]
-    return Stmt(d.finish(f"UPDATE {d.table(table)} SET {sets} WHERE {' AND '.join(conds)}"), tuple(p.names))
+    columns = spec.columns
+    sets = ", ".join([*(f"{d.quote(t)} = ({e})" for t, e in spec.exprs.items()),
+                      *kept_sets(d, columns, spec.targets)])
+    conds = [f"{d.quote(k)} = {p(f'k{i}')}" for i, k in enumerate(spec.key)]
+    conds += [d.same(d.as_read(d.quote(t), columns.get(t)), p(f"old{i}"), columns.get(t))
+              for i, t in enumerate(spec.exprs)]
+    return Stmt(d.finish(f"UPDATE {d.table(spec.table)} SET {sets} WHERE {' AND '.join(conds)}"), tuple(p.names))
 
 
 @dataclass(frozen=True)
@@ -459,16 +470,12 @@ def transform_update_parts(d: Dialect, info: TableInfo, shape: WriteShape,
     return sets, joins, guards
 
 
-def build_transform_plan(d: Dialect, table: str, key: Sequence[str], sources: Sequence[str],
-                         targets: Sequence[str], where: str | None, overwrite: bool,
-                         columns: Columns | None = None) -> BatchPlan:
+def build_transform_plan(d: Dialect, spec: TableSpec) -> BatchPlan:
     return BatchPlan(
-        **lookups(d, table, key, columns),
-        key=tuple(key), targets=tuple(targets),
-        read_first=build_transform_read(d, table, key, sources, targets, where, overwrite, after=False,
-                                        columns=columns),
-        read_after=build_transform_read(d, table, key, sources, targets, where, overwrite, after=True,
-                                        columns=columns),
+        **lookups(d, spec),
+        key=spec.key, targets=spec.targets,
+        read_first=build_transform_read(d, spec, after=False),
+        read_after=build_transform_read(d, spec, after=True),
     )
 
 

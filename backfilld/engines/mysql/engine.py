@@ -11,7 +11,7 @@ import math
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import aiomysql
@@ -26,6 +26,7 @@ from backfilld.engines.sqldialect import Dialect, Stmt
 from backfilld.engines.statements import (
     BatchPlan,
     KeyedUpdate,
+    TableSpec,
     WriteShape,
     chunks,
     kept_sets,
@@ -320,16 +321,15 @@ class MySQLEngine(Engine):
         with self.driver_errors():
             await self._c().commit()
 
-    def plan(self, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-             overwrite: bool, columns: dict[str, Column] | None = None, once_expr: str | None = None,
-             lock: str | None = None) -> BatchPlan:
-        plan = super().plan(table, key, exprs, where, overwrite, columns, once_expr, lock)
-        wrap = key_wraps(key, columns or {})
+    def plan(self, spec: TableSpec, once_expr: str | None = None, lock: str | None = None) -> BatchPlan:
+        plan = super().plan(spec, once_expr, lock)
+        key, columns = spec.key, spec.columns
+        wrap = key_wraps(key, columns)
         if plan.keyed_update is not None:
             plan = dataclasses.replace(plan, keyed_update=dataclasses.replace(plan.keyed_update, wrap=wrap))
         if plan.keyed_fill_once is not None:
             plan = dataclasses.replace(plan, keyed_fill_once=dataclasses.replace(plan.keyed_fill_once, wrap=wrap))
-        col = (columns or {}).get(key[0]) if len(key) == 1 else None
+        col = columns.get(key[0]) if len(key) == 1 else None
         if plan.lock_first is None or plan.lock_after is None or col is None or base_type(col) not in _INTEGERS:
             return plan
         # the locked keys of an integer key as one comma-separated text: reading 100,000 one-column rows cost
@@ -635,7 +635,7 @@ def column(name: str, typ: str, nullable: str, collation: str | None, extra: str
                   on_update="on update" in extra)
 
 
-def key_wraps(key: Sequence[str], columns: dict[str, Column]) -> tuple[str, ...]:
+def key_wraps(key: Sequence[str], columns: Mapping[str, Column]) -> tuple[str, ...]:
     """How a keyed statement writes each key value: text converted to the column's character set and collation
     (a value bound as utf8mb4 compares with a latin1 or gbk column otherwise than its own row's value)."""
     out = []
