@@ -2,7 +2,8 @@
 built, and how many of its batches may be in flight.
 
 Owns: resolve_key (the key a job pages by), spelled_as_catalog, prepare (every check, and the BatchPlan),
-check_key_round_trip, concurrency_limit. Delegates SQL to the engine. Writes nothing.
+check_key_round_trip, concurrency_limit; the TableSpec a job's statements are built from. Delegates SQL to
+the engine and engines/statements.py. Writes nothing.
 """
 
 from __future__ import annotations

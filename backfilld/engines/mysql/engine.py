@@ -1,4 +1,4 @@
-"""MySQL 8 and MariaDB engine over aiomysql: dialect, connection, catalog and error mapping."""
+"""MySQL 8 and MariaDB engine over aiomysql: dialect, connection, catalog, error mapping (constant SQL: sql.py)."""
 
 from __future__ import annotations
 

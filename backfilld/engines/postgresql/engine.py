@@ -1,4 +1,4 @@
-"""PostgreSQL engine over asyncpg: dialect, connection, catalog and error mapping."""
+"""PostgreSQL engine over asyncpg: dialect, connection, catalog and error mapping (its constant SQL: sql.py)."""
 
 from __future__ import annotations
 

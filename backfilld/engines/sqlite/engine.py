@@ -1,4 +1,4 @@
-"""SQLite engine over aiosqlite: dialect, connection, catalog and error mapping."""
+"""SQLite engine over aiosqlite: dialect, connection, catalog and error mapping (its constant SQL: sql.py)."""
 
 from __future__ import annotations
 
