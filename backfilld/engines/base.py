@@ -28,6 +28,9 @@ from backfilld.errors import EngineError, SchemaError
 from backfilld.keys import Unrepresentable, decode_key, encode_key  # noqa: F401 - engines' and callers' names
 from backfilld.state import JobState  # noqa: F401 - callers' name
 
+# Column, TableInfo, Dialect, Stmt, BatchPlan, WriteShape, key_args: Engine's own names, which other modules
+# import from here too, as they did before base.py was split (catalog.py, sqldialect.py, statements.py)
+
 
 @dataclass(frozen=True)
 class AppActivity:
