@@ -2,7 +2,8 @@
 built, and how many of its batches may be in flight.
 
 Owns: resolve_key (the key a job pages by), spelled_as_catalog, prepare (every check, and the BatchPlan),
-check_key_round_trip, concurrency_limit. Delegates SQL to the engine. Writes nothing.
+check_key_round_trip, concurrency_limit; the TableSpec a job's statements are built from. Delegates SQL to
+the engine and engines/statements.py. Writes nothing.
 """
 
 from __future__ import annotations
@@ -11,16 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from backfilld.config import JobConfig
-from backfilld.engines.base import (
+from backfilld.engines.base import Engine, advanced, encode_key
+from backfilld.engines.catalog import TableInfo
+from backfilld.engines.sqldialect import Stmt
+from backfilld.engines.statements import (
     BatchPlan,
-    Engine,
-    Stmt,
-    TableInfo,
+    TableSpec,
     WriteShape,
-    advanced,
     build_count_upto,
     build_transform_plan,
-    encode_key,
     key_args,
     lookups,
 )
@@ -38,6 +38,7 @@ class Prepared:
     key: tuple[str, ...]
     exprs: dict[str, str]          # SQL-expression jobs; empty for transform jobs
     plan: BatchPlan
+    spec: TableSpec                # what plan was built from (verify builds its reads from it too)
     fingerprint: str
     transform: Transform | None = None
     shape: WriteShape | None = None
@@ -139,14 +140,15 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
     if job.transform:
         return await prepare_transform(engine, job, info, key, fingerprint)
     exprs = job.expressions(engine.name)
+    spec = TableSpec(job.table, key, exprs, job.where, job.overwrite, info.columns)
     once = None
     if len(exprs) == 1 and not job.overwrite:
         once = await engine.once_expression(job.table, key, next(iter(exprs.values())))
     lock = engine.lock_clause(info, list(exprs)) if engine.skip_locked and await engine.lock_support() is None \
         else None
-    plan = engine.plan(job.table, key, exprs, job.where, job.overwrite, info.columns, once, lock)
+    plan = engine.plan(spec, once, lock)
     await engine.check_expressions(plan)
-    return Prepared(job, info, key, exprs, plan, fingerprint)
+    return Prepared(job, info, key, exprs, plan, spec, fingerprint)
 
 
 def check_targets(job: JobConfig, info: TableInfo, key: tuple[str, ...]) -> None:
@@ -181,15 +183,16 @@ async def prepare_transform(engine: Engine, job: JobConfig, info: TableInfo, key
             raise SchemaError(f"job {job.name!r}: source column {source!r} does not exist in table {job.table!r}")
     assert job.transform is not None
     transform = Transform(job.transform, job.sources, job.targets)
-    plan = build_transform_plan(engine.dialect, job.table, key, job.sources, job.targets, job.where,
-                                job.overwrite, info.columns)
+    spec = TableSpec(job.table, key, {}, job.where, job.overwrite, info.columns, tuple(job.sources),
+                     tuple(job.targets))
+    plan = build_transform_plan(engine.dialect, spec)
     assert plan.read_first is not None
     try:
         await engine.fetch(plan.read_first, {f"hi{i}": None for i in range(len(key))})
     except EngineError as exc:
         raise SchemaError(f"job {job.name!r}: the where filter fails on the table: {exc}") from None
-    shape = WriteShape(tuple(key), tuple(job.sources), tuple(job.targets), job.overwrite)
-    return Prepared(job, info, key, {}, plan, fingerprint, transform, shape)
+    shape = WriteShape(spec.key, spec.sources, spec.targets, spec.overwrite)
+    return Prepared(job, info, key, {}, plan, spec, fingerprint, transform, shape)
 
 
 async def check_key_round_trip(engine: Engine, job: JobConfig, info: TableInfo, key: tuple[str, ...]) -> None:
@@ -197,7 +200,8 @@ async def check_key_round_trip(engine: Engine, job: JobConfig, info: TableInfo, 
     back they must find exactly their own rows in the key's order. A key type the driver or server converts on
     the way (rounded floats, bit strings, a charset that does not round-trip) would otherwise make batches skip
     rows or read the same range forever."""
-    plan = lookups(engine.dialect, job.table, key, info.columns)
+    spec = TableSpec(job.table, key, columns=info.columns)   # the key walk's statements need no more
+    plan = lookups(engine.dialect, spec)
     try:
         first = await engine.fetch(plan["lookup_first"], {"n": 1})
     except RetryableError:
@@ -214,7 +218,7 @@ async def check_key_round_trip(engine: Engine, job: JobConfig, info: TableInfo, 
             raise SchemaError(f"job {job.name!r}: key column {col!r} ({info.columns[col].type}) of {job.table!r}: "
                               f"{exc}; set key = [...] to another unique, NOT NULL index") from None
     try:
-        [(n,)] = await engine.fetch(build_count_upto(engine.dialect, job.table, key), key_args("hi", k1))
+        [(n,)] = await engine.fetch(build_count_upto(engine.dialect, spec), key_args("hi", k1))
         following = await engine.fetch(plan["skip_after"], {"skip": 0, **key_args("lo", k1)})
     except RetryableError:
         raise

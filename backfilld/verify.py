@@ -18,16 +18,8 @@ import structlog
 
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig
-from backfilld.engines.base import (
-    Engine,
-    WriteShape,
-    build_fix_row,
-    build_read,
-    build_verify_read,
-    encode_key,
-    now_iso,
-    range_call,
-)
+from backfilld.engines.base import Engine, encode_key, now_iso
+from backfilld.engines.statements import WriteShape, build_fix_row, build_read, build_verify_read, range_call
 from backfilld.errors import EngineError, RetryableError
 from backfilld.gate import Gate, OpenGate
 from backfilld.preflight import Prepared, prepare
@@ -93,15 +85,11 @@ class Verifier:
         result = VerifyResult(job.name)
         t0 = time.monotonic()
         d = self.engine.dialect
-        columns = p.table.columns
         if p.transform is None:
-            reads = [build_verify_read(d, job.table, p.key, p.exprs, job.where, after=a, columns=columns)
-                     for a in (False, True)]
-            fix_stmt = build_fix_row(d, job.table, p.key, p.exprs, columns)
+            reads = [build_verify_read(d, p.spec, after=a) for a in (False, True)]
+            fix_stmt = build_fix_row(d, p.spec)
         else:
-            cols = (*job.sources, *job.targets)
-            reads = [build_read(d, job.table, p.key, cols, job.where, None, after=a, columns=columns)
-                     for a in (False, True)]
+            reads = [build_read(d, p.spec, after=a) for a in (False, True)]
         # The walk ends: each range starts past the last (Engine.next_range fails when one does not), and it
         # may not check more keys than the table could hold, as a bound on a walk whose key compares
         # otherwise than it sorts (it would go round in circles, or check rows again). The bound starts from

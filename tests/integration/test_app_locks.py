@@ -9,6 +9,7 @@ import pytest
 import structlog
 
 from backfilld import accounting, daemon
+from backfilld.engines.statements import TableSpec
 from backfilld.errors import JobFailed, RetryableError
 from tests.dbutil import CONCAT, SLOW_ON_499, TestDb, holding
 
@@ -136,7 +137,7 @@ async def test_mariadb_batches_update_at_once_and_lock_first_only_where_the_appl
     try:
         w = writer.engine
         info = await w.table_info(table)
-        plan = w.plan(table, ["id"], {"label": "CONCAT('x', name)"}, None, False, info.columns,
+        plan = w.plan(TableSpec(table, ("id",), {"label": "CONCAT('x', name)"}, columns=info.columns),
                       lock=w.lock_clause(info, ["label"]))
 
         async def batch(lo: int, hi: int) -> tuple[int, int, int]:

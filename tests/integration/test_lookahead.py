@@ -16,6 +16,7 @@ import sqlite3
 import pytest
 
 from backfilld import daemon
+from backfilld.engines.statements import TableSpec
 from backfilld.lookahead import Lookahead
 from tests.dbutil import CONCAT, GateAt, TestDb
 
@@ -78,7 +79,7 @@ async def test_a_lookahead_is_used_only_where_it_was_read(db: TestDb) -> None:
     """Same position and no more keys than the batch wants now: used. Otherwise the job looks itself."""
     assert await db.engine.concurrent_reads()
     table = await db.users_with(500)
-    plan = db.engine.plan(table, ("id",), {"label": CONCAT[db.engine_name]}, None, False)
+    plan = db.engine.plan(TableSpec(table, ("id",), {"label": CONCAT[db.engine_name]}))
     ahead = Lookahead(db.engine, "j")
     try:
         ahead.start(plan, (10,), 100)

@@ -8,29 +8,28 @@ import uuid
 
 import pytest
 
-from backfilld.engines.base import (
-    Column,
-    TableInfo,
+from backfilld.engines.base import decode_key, encode_key
+from backfilld.engines.catalog import Column, TableInfo
+from backfilld.engines.mysql import MySQLDialect
+from backfilld.engines.postgresql import PostgresDialect
+from backfilld.engines.sqldialect import operand
+from backfilld.engines.sqlite import SQLiteDialect
+from backfilld.engines.statements import (
+    TableSpec,
     WriteShape,
     build_fix_row,
     build_lookup,
     build_skip,
     build_update,
     build_verify_read,
-    decode_key,
-    encode_key,
-    operand,
     transform_update_parts,
 )
-from backfilld.engines.mysql import MySQLDialect
-from backfilld.engines.postgresql import PostgresDialect
-from backfilld.engines.sqlite import SQLiteDialect
 
 PG, MY, LITE = PostgresDialect(), MySQLDialect(), SQLiteDialect()
 
 
 def test_postgres_lookup_is_a_bounded_keyset_read() -> None:
-    s = build_lookup(PG, "app.users", ["id"], after=True)
+    s = build_lookup(PG, TableSpec("app.users", ("id",)), after=True)
     assert s.sql == ('SELECT max("id"), count(*) AS bf_n FROM (SELECT "id" FROM "app"."users" WHERE "id" > $1 '
                      'ORDER BY "id" LIMIT $2) AS bf_r HAVING count(*) > 0')
     assert s.names == ("lo0", "n")
@@ -38,50 +37,50 @@ def test_postgres_lookup_is_a_bounded_keyset_read() -> None:
 
 
 def test_skip_steps_n_keys_past_the_checkpoint_never_from_the_start() -> None:
-    s = build_skip(PG, "app.users", ["id"], after=True)
+    s = build_skip(PG, TableSpec("app.users", ("id",)), after=True)
     assert s.sql == 'SELECT "id" FROM "app"."users" WHERE "id" > $1 ORDER BY "id" LIMIT 1 OFFSET $2'
     assert s.names == ("lo0", "skip")
-    s = build_skip(MY, "t", ["wiki", "id"], after=True)
+    s = build_skip(MY, TableSpec("t", ("wiki", "id")), after=True)
     assert s.sql == ("SELECT `wiki`, `id` FROM `t` WHERE ((`wiki` > %s) OR (`wiki` = %s AND `id` > %s)) "
                      "ORDER BY `wiki`, `id` LIMIT 1 OFFSET %s")
-    assert build_skip(LITE, "t", ["a"], after=False).names == ("skip",)
+    assert build_skip(LITE, TableSpec("t", ("a",)), after=False).names == ("skip",)
 
 
 def test_composite_lookup_takes_the_last_key_of_the_range() -> None:
-    s = build_lookup(PG, "t", ["wiki", "id"], after=True)
+    s = build_lookup(PG, TableSpec("t", ("wiki", "id")), after=True)
     assert s.sql.endswith('AS bf_r ORDER BY "wiki" DESC, "id" DESC LIMIT 1')
     assert "count(*) OVER ()" in s.sql
 
 
 def test_first_lookup_has_no_lower_bound() -> None:
-    s = build_lookup(LITE, "t", ["a", "b"], after=False)
+    s = build_lookup(LITE, TableSpec("t", ("a", "b")), after=False)
     assert "WHERE" not in s.sql.split("FROM", 2)[2].split(")")[0]
     assert s.names == ("n",)
 
 
 def test_composite_keys_use_row_values_on_postgres_and_sqlite() -> None:
-    s = build_lookup(PG, "t", ["wiki", "id"], after=True)
+    s = build_lookup(PG, TableSpec("t", ("wiki", "id")), after=True)
     assert '("wiki", "id") > ($1, $2)' in s.sql
-    s = build_update(LITE, "t", ["wiki", "id"], {"c": "x"}, None, False, after=True)
+    s = build_update(LITE, TableSpec("t", ("wiki", "id"), {"c": "x"}), after=True)
     assert '("wiki", "id") > (?, ?)' in s.sql and '("wiki", "id") <= (?, ?)' in s.sql
 
 
 def test_composite_keys_are_expanded_on_mysql() -> None:
-    s = build_update(MY, "t", ["wiki", "id"], {"c": "x"}, None, False, after=True)
+    s = build_update(MY, TableSpec("t", ("wiki", "id"), {"c": "x"}), after=True)
     assert "((`wiki` > %s) OR (`wiki` = %s AND `id` > %s))" in s.sql
     assert "((`wiki` < %s) OR (`wiki` = %s AND `id` <= %s))" in s.sql
     assert s.names == ("lo0", "lo0", "lo1", "hi0", "hi0", "hi1")
 
 
 def test_update_writes_only_null_targets_whose_value_exists() -> None:
-    s = build_update(PG, "users", ["id"], {"email_domain": "lower(email)"}, "deleted = 0", False, after=True)
+    s = build_update(PG, TableSpec("users", ("id",), {"email_domain": "lower(email)"}, "deleted = 0"), after=True)
     assert s.sql == ('UPDATE "users" SET "email_domain" = (lower(email)) WHERE "id" > $1 AND "id" <= $2 AND '
                      '(deleted = 0) AND (("email_domain" IS NULL AND (lower(email)) IS NOT NULL))')
     assert "LIMIT" not in s.sql
 
 
 def test_several_targets_never_overwrite_a_filled_one() -> None:
-    s = build_update(LITE, "t", ["id"], {"a": "x", "b": "y"}, None, False, after=False)
+    s = build_update(LITE, TableSpec("t", ("id",), {"a": "x", "b": "y"}), after=False)
     assert '"a" = COALESCE("a", (x)), "b" = COALESCE("b", (y))' in s.sql
     assert '(("a" IS NULL AND (x) IS NOT NULL) OR ("b" IS NULL AND (y) IS NOT NULL))' in s.sql
 
@@ -89,12 +88,12 @@ def test_several_targets_never_overwrite_a_filled_one() -> None:
 @pytest.mark.parametrize("dialect,guard", [(PG, '"c" IS DISTINCT FROM (x)'), (MY, "NOT (`c` <=> (x))"),
                                            (LITE, '"c" IS NOT (x)')])
 def test_overwrite_mode_only_rewrites_differing_values(dialect, guard) -> None:  # noqa: ANN001
-    s = build_update(dialect, "t", ["id"], {"c": "x"}, None, True, after=False)
+    s = build_update(dialect, TableSpec("t", ("id",), {"c": "x"}, overwrite=True), after=False)
     assert guard in s.sql
 
 
 def test_mysql_escapes_percent_in_expressions_but_not_placeholders() -> None:
-    s = build_update(MY, "t", ["id"], {"c": "CONCAT(name, '%s 50%')"}, "name LIKE 'a%'", False, after=True)
+    s = build_update(MY, TableSpec("t", ("id",), {"c": "CONCAT(name, '%s 50%')"}, "name LIKE 'a%'"), after=True)
     assert "'%%s 50%%'" in s.sql and "LIKE 'a%%'" in s.sql
     assert s.sql.count("%s") - s.sql.count("%%s") == 2
 
@@ -174,10 +173,10 @@ def test_transform_guards_compare_sources_and_targets_exactly(dialect, guard) ->
 
 def test_verify_and_its_fix_compare_exactly() -> None:
     columns = {"id": Column("id", "integer", False), "t": col("text")}
-    read = build_verify_read(PG, "x", ["id"], {"t": "lower(s)"}, None, after=False, columns=columns)
+    read = build_verify_read(PG, TableSpec("x", ("id",), {"t": "lower(s)"}, columns=columns), after=False)
     assert '"t" COLLATE "C" IS DISTINCT FROM CAST((lower(s)) AS text) COLLATE "C"' in read.sql
-    fix = build_fix_row(LITE, "x", ["id"], {"t": "lower(s)"}, {"id": Column("id", "INTEGER", False),
-                                                             "t": col("TEXT")})
+    fix = build_fix_row(LITE, TableSpec("x", ("id",), {"t": "lower(s)"}, columns={"id": Column("id", "INTEGER", False),
+                                                                         "t": col("TEXT")}))
     assert fix.sql.endswith('WHERE "id" = ? AND "t" IS ? COLLATE BINARY')
 
 
@@ -185,7 +184,7 @@ def test_a_plain_fill_batch_compares_nothing() -> None:
     """The batch UPDATE of a fill job tests only for NULL: no exact comparison costs it anything."""
     columns = {"id": Column("id", "integer", False), "t": col("text")}
     for d in (PG, MY, LITE):
-        sql = build_update(d, "x", ["id"], {"t": "lower(s)"}, None, False, after=True, columns=columns).sql
+        sql = build_update(d, TableSpec("x", ("id",), {"t": "lower(s)"}, columns=columns), after=True).sql
         assert "COLLATE" not in sql and "BINARY" not in sql and "DISTINCT" not in sql
 
 

@@ -1,4 +1,4 @@
-"""MySQL 8 and MariaDB engine over aiomysql: dialect, connection, catalog and error mapping."""
+"""MySQL 8 and MariaDB engine over aiomysql: dialect, connection, catalog, error mapping (constant SQL: sql.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import math
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiomysql
@@ -20,21 +20,42 @@ import pymysql.converters
 from pymysql.constants import CLIENT
 
 from backfilld.aio import within
-from backfilld.engines.base import (
-    AppActivity,
+from backfilld.engines.base import AppActivity, Engine, lease_key
+from backfilld.engines.catalog import Column, TableInfo
+from backfilld.engines.mysql.sql import (
+    ACTIVE_SESSIONS,
+    BINLOG_FORMAT,
+    ESTIMATE_ROWS,
+    GROUP_CONCAT_MAX,
+    HEARTBEAT_DDL,
+    HEARTBEAT_READ,
+    HEARTBEAT_WRITE,
+    LEASE_HOLDER,
+    LOCK_WAITS,
+    METADATA_LOCK_WAIT_S,
+    READ_COMMITTED,
+    RELEASE_LOCKS,
+    REPLICA_STATUS,
+    ROW_LOCK_WAIT_S,
+    SERVER_FACTS,
+    SET_NAMES,
+    SLAVE_STATUS,
+    TABLE_COLUMNS,
+    TABLE_OPTIONS,
+    THREADS_RUNNING,
+    TRY_LEASE,
+    UNIQUE_INDEX_COLUMNS,
+    UPDATE_TRIGGERS,
+)
+from backfilld.engines.sqldialect import Dialect, Lexicon, Stmt
+from backfilld.engines.statements import (
     BatchPlan,
-    Column,
-    Dialect,
-    Engine,
     KeyedUpdate,
-    Lexicon,
-    Stmt,
-    TableInfo,
+    TableSpec,
     WriteShape,
     chunks,
     kept_sets,
     keys_limit,
-    lease_key,
     range_call,
     transform_update_parts,
 )
@@ -100,7 +121,7 @@ def single_precision(column: Column) -> bool:
 class MySQLDialect(Dialect):
     name = "mysql"
     state_types = {**Dialect.state_types, "count": "int"}
-    state_table_options = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    state_table_options = TABLE_OPTIONS
     quote_char = "`"
     row_values = False
     fold_case = True
@@ -246,14 +267,12 @@ class MySQLEngine(Engine):
             async with self._conn.cursor() as cur:
                 # innodb_lock_wait_timeout has whole-second resolution: round up, at least 1 s
                 wait_s = max(1, math.ceil(self.lock_timeout_s))
-                await cur.execute(f"SET SESSION innodb_lock_wait_timeout = {wait_s}")
+                await cur.execute(ROW_LOCK_WAIT_S.format(seconds=wait_s))
                 # metadata locks too (default: a year): a batch queued behind an ALTER gives up and retries
-                await cur.execute(f"SET SESSION lock_wait_timeout = {wait_s}")
-                await cur.execute("SET NAMES utf8mb4")
-                # room for a batch's locked keys in one GROUP_CONCAT (plan): 64 MiB, allocated only as used
-                await cur.execute("SET SESSION group_concat_max_len = 67108864")
-                await cur.execute("SELECT VERSION(), @@log_bin, @@session.binlog_format, CONNECTION_ID(), "
-                                  "@@innodb_rollback_on_timeout")
+                await cur.execute(METADATA_LOCK_WAIT_S.format(seconds=wait_s))
+                await cur.execute(SET_NAMES)
+                await cur.execute(GROUP_CONCAT_MAX)
+                await cur.execute(SERVER_FACTS)
                 version, log_bin, fmt, self._id, rollback_all = await cur.fetchone()
                 MySQLEngine.own_ids.setdefault(self._server_key, set()).add(self._id)
                 if self._server is None:
@@ -263,7 +282,7 @@ class MySQLEngine(Engine):
                 # locking read then takes no gap locks, which would make the application's inserts next to
                 # its range wait (see enable_concurrent_writes)
                 if self._read_committed or not self._server[1]:
-                    await cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    await cur.execute(READ_COMMITTED)
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
             await self.close()
             raise ConnectError(f"cannot connect to {u}: {translate_mysql(exc)}") from None
@@ -277,7 +296,7 @@ class MySQLEngine(Engine):
                 # that a daemon started right after this one finds the job's lease free
                 with contextlib.suppress(Exception):
                     async with conn.cursor() as cur:
-                        await within(cur.execute("SELECT RELEASE_ALL_LOCKS()"), 2)
+                        await within(cur.execute(RELEASE_LOCKS), 2)
             conn.close()
         self._leased = False
 
@@ -287,12 +306,12 @@ class MySQLEngine(Engine):
         the other session holds until it commits. READ COMMITTED takes no gap or next-key locks (it also stops
         a batch from blocking the application's inserts next to its range). A server that logs statements
         (binlog_format = STATEMENT) refuses InnoDB writes under READ COMMITTED: one batch at a time there."""
-        rows = await self.fetch("SELECT @@log_bin, @@session.binlog_format")
+        rows = await self.fetch(BINLOG_FORMAT)
         log_bin, fmt = rows[0] if rows else (0, "")
         if int(log_bin or 0) and str(fmt).upper() == "STATEMENT":
             return False
         if not self._read_committed:
-            await self.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            await self.execute(READ_COMMITTED)
             self._read_committed = True
         return True
 
@@ -335,16 +354,15 @@ class MySQLEngine(Engine):
         with self.driver_errors():
             await self._c().commit()
 
-    def plan(self, table: str, key: Sequence[str], exprs: dict[str, str], where: str | None,
-             overwrite: bool, columns: dict[str, Column] | None = None, once_expr: str | None = None,
-             lock: str | None = None) -> BatchPlan:
-        plan = super().plan(table, key, exprs, where, overwrite, columns, once_expr, lock)
-        wrap = key_wraps(key, columns or {})
+    def plan(self, spec: TableSpec, once_expr: str | None = None, lock: str | None = None) -> BatchPlan:
+        plan = super().plan(spec, once_expr, lock)
+        key, columns = spec.key, spec.columns
+        wrap = key_wraps(key, columns)
         if plan.keyed_update is not None:
             plan = dataclasses.replace(plan, keyed_update=dataclasses.replace(plan.keyed_update, wrap=wrap))
         if plan.keyed_fill_once is not None:
             plan = dataclasses.replace(plan, keyed_fill_once=dataclasses.replace(plan.keyed_fill_once, wrap=wrap))
-        col = (columns or {}).get(key[0]) if len(key) == 1 else None
+        col = columns.get(key[0]) if len(key) == 1 else None
         if plan.lock_first is None or plan.lock_after is None or col is None or base_type(col) not in _INTEGERS:
             return plan
         # the locked keys of an integer key as one comma-separated text: reading 100,000 one-column rows cost
@@ -451,12 +469,12 @@ class MySQLEngine(Engine):
 
     # a named user lock: held while this connection lives; the name is server-wide, so it includes the database
     async def try_lease(self, name: str) -> bool:
-        rows = await self.fetch(Stmt("SELECT GET_LOCK(%s, 0)", ("k",)), {"k": self._lease(name)})
+        rows = await self.fetch(Stmt(TRY_LEASE, ("k",)), {"k": self._lease(name)})
         self._leased = self._leased or rows[0][0] == 1
         return rows[0][0] == 1
 
     async def lease_holder(self, name: str) -> str | None:
-        rows = await self.fetch(Stmt("SELECT IS_USED_LOCK(%s)", ("k",)), {"k": self._lease(name)})
+        rows = await self.fetch(Stmt(LEASE_HOLDER, ("k",)), {"k": self._lease(name)})
         holder = rows[0][0] if rows else None
         return None if holder is None else f"MySQL connection id {holder} (KILL {holder} if its daemon is gone)"
 
@@ -475,30 +493,21 @@ class MySQLEngine(Engine):
 
     async def table_info(self, table: str) -> TableInfo:
         schema, name = self._split(table)
-        where = "TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s"
         args = {"s": schema, "t": name}
-        cols = await self.fetch(Stmt(
-            f"SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME, EXTRA FROM information_schema.COLUMNS "
-            f"WHERE {where} ORDER BY ORDINAL_POSITION", ("s", "t")), args)
+        cols = await self.fetch(Stmt(TABLE_COLUMNS, ("s", "t")), args)
         if not cols:
             raise SchemaError(f"table {table!r} does not exist in database {self.url.database!r}")
-        idx = await self.fetch(Stmt(
-            f"SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE {where} AND NON_UNIQUE = 0 "
-            "ORDER BY INDEX_NAME, SEQ_IN_INDEX", ("s", "t")), args)
+        idx = await self.fetch(Stmt(UNIQUE_INDEX_COLUMNS, ("s", "t")), args)
         keys: dict[str, list[str]] = {}
         for index, col in idx:
             keys.setdefault(index, []).append(col)
-        triggers = await self.fetch(Stmt(
-            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = COALESCE(%s, DATABASE()) "
-            "AND EVENT_OBJECT_TABLE = %s AND EVENT_MANIPULATION = 'UPDATE' ORDER BY ACTION_ORDER", ("s", "t")), args)
+        triggers = await self.fetch(Stmt(UPDATE_TRIGGERS, ("s", "t")), args)
         return TableInfo(table, {c[0]: column(*c) for c in cols}, tuple(keys.get("PRIMARY", ())),
                          tuple(tuple(v) for v in keys.values()), tuple(r[0] for r in triggers))
 
     async def estimate_rows(self, table: str) -> int:
         schema, name = self._split(table)
-        rows = await self.fetch(Stmt(
-            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) "
-            "AND TABLE_NAME = %s", ("s", "t")), {"s": schema, "t": name})
+        rows = await self.fetch(Stmt(ESTIMATE_ROWS, ("s", "t")), {"s": schema, "t": name})
         return int(rows[0][0] or 0) if rows else 0
 
     async def explain(self, stmt: Stmt, values: dict[str, Any]) -> list[str]:
@@ -540,20 +549,19 @@ class MySQLEngine(Engine):
 
     # --- replication and load
     def heartbeat_ddl(self, table: str) -> str:
-        return (f"CREATE TABLE IF NOT EXISTS {self.dialect.table(table)} (writer varchar(128) NOT NULL PRIMARY KEY, "
-                "ts double NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+        return HEARTBEAT_DDL.format(table=self.dialect.table(table))
 
     async def write_heartbeat(self, table: str, writer: str, ts: float) -> int | None:
-        await self.execute(Stmt(self.dialect.finish(
-            f"INSERT INTO {self.dialect.table(table)} (writer, ts) VALUES ({self.dialect.placeholder(1)}, "
-            f"{self.dialect.placeholder(2)}) ON DUPLICATE KEY UPDATE ts = VALUES(ts)"), ("w", "ts")),
-            {"w": writer, "ts": ts})
+        await self.execute(Stmt(HEARTBEAT_WRITE.format(table=self._bound_table(table)), ("w", "ts")),
+                           {"w": writer, "ts": ts})
         return None
 
+    def _bound_table(self, table: str) -> str:
+        """The quoted table, escaped as finish() escapes a statement bound through the driver (a % doubled)."""
+        return self.dialect.finish(self.dialect.table(table))
+
     async def read_heartbeat(self, table: str, writer: str) -> float | None:
-        rows = await self.fetch(Stmt(self.dialect.finish(
-            f"SELECT ts FROM {self.dialect.table(table)} WHERE writer = {self.dialect.placeholder(1)}"), ("w",)),
-            {"w": writer})
+        rows = await self.fetch(Stmt(HEARTBEAT_READ.format(table=self._bound_table(table)), ("w",)), {"w": writer})
         return float(rows[0][0]) if rows else None
 
     async def _replica_status(self) -> dict[str, Any]:
@@ -561,9 +569,9 @@ class MySQLEngine(Engine):
             warnings.simplefilter("ignore", pymysql.Warning)
             async with self._c().cursor(aiomysql.DictCursor) as cur:
                 try:
-                    await cur.execute("SHOW REPLICA STATUS")  # MariaDB 10.5+, MySQL 8.0.22+
+                    await cur.execute(REPLICA_STATUS)
                 except pymysql.err.ProgrammingError:
-                    await cur.execute("SHOW SLAVE STATUS")  # older servers
+                    await cur.execute(SLAVE_STATUS)
                 rows = await cur.fetchall()
         return dict(rows[0]) if rows else {}
 
@@ -589,15 +597,13 @@ class MySQLEngine(Engine):
     async def app_activity(self) -> AppActivity:
         mine = MySQLEngine.own_ids.get(self._server_key, set()) | {self._id or 0}
         own = ", ".join(str(int(i)) for i in sorted(mine))
-        [(active,)] = await self.fetch(
-            f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND IN ('Query', 'Execute') "
-            f"AND ID NOT IN ({own})")
+        [(active,)] = await self.fetch(ACTIVE_SESSIONS.format(own=own))
         try:   # MariaDB (and MySQL 5.7)
-            rows = await self.fetch(_LOCK_WAITS.format(
+            rows = await self.fetch(LOCK_WAITS.format(
                 waits="information_schema.INNODB_LOCK_WAITS", req="requesting_trx_id", blk="blocking_trx_id", own=own))
         except EngineError as first:   # MySQL 8.0
             try:
-                rows = await self.fetch(_LOCK_WAITS.format(
+                rows = await self.fetch(LOCK_WAITS.format(
                     waits="performance_schema.data_lock_waits", req="REQUESTING_ENGINE_TRANSACTION_ID",
                     blk="BLOCKING_ENGINE_TRANSACTION_ID", own=own))
             except EngineError:
@@ -611,18 +617,9 @@ class MySQLEngine(Engine):
         return AppActivity(int(active), len(rows), longest)
 
     async def load(self) -> float:
-        rows = await self.fetch("SHOW GLOBAL STATUS LIKE 'Threads_running'")
+        rows = await self.fetch(THREADS_RUNNING)
         return max(0.0, float(rows[0][1]) - 1)  # not counting our own statement
 
-
-# application transactions waiting for a lock held by one of backfilld's sessions (own: their connection ids)
-_LOCK_WAITS = """
-SELECT DISTINCT r.trx_id
-FROM {waits} AS w
-JOIN information_schema.INNODB_TRX AS r ON r.trx_id = w.{req}
-JOIN information_schema.INNODB_TRX AS b ON b.trx_id = w.{blk}
-WHERE b.trx_mysql_thread_id IN ({own}) AND r.trx_mysql_thread_id NOT IN ({own})
-"""
 
 
 def once_counted(matched: int, info: bytes) -> int | None:
@@ -652,7 +649,7 @@ def column(name: str, typ: str, nullable: str, collation: str | None, extra: str
                   on_update="on update" in extra)
 
 
-def key_wraps(key: Sequence[str], columns: dict[str, Column]) -> tuple[str, ...]:
+def key_wraps(key: Sequence[str], columns: Mapping[str, Column]) -> tuple[str, ...]:
     """How a keyed statement writes each key value: text converted to the column's character set and collation
     (a value bound as utf8mb4 compares with a latin1 or gbk column otherwise than its own row's value)."""
     out = []

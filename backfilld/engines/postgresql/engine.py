@@ -1,4 +1,4 @@
-"""PostgreSQL engine over asyncpg: dialect, connection, catalog and error mapping."""
+"""PostgreSQL engine over asyncpg: dialect, connection, catalog and error mapping (its constant SQL: sql.py)."""
 
 from __future__ import annotations
 
@@ -13,22 +13,31 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from backfilld.aio import within
-from backfilld.engines.base import (
-    AppActivity,
-    BatchPlan,
-    Column,
-    Dialect,
-    Engine,
-    Lexicon,
-    Stmt,
-    TableInfo,
-    Unrepresentable,
-    WriteShape,
-    lease_key,
-    operand,
-    range_call,
-    transform_update_parts,
+from backfilld.engines.base import AppActivity, Engine, Unrepresentable, lease_key
+from backfilld.engines.catalog import Column, TableInfo
+from backfilld.engines.postgresql.sql import (
+    APP_ACTIVITY,
+    ATTACHED_REPLICAS,
+    DEADLOCK_TIMEOUT_S,
+    ESTIMATE_ROWS,
+    HEARTBEAT_DDL,
+    HEARTBEAT_READ,
+    HEARTBEAT_WRITE,
+    LEASE_HOLDER,
+    LOAD,
+    REPLICA_LAG,
+    TABLE_COLUMNS,
+    TABLE_OID,
+    TRY_LEASE,
+    TYPE_NAME,
+    UNIQUE_INDEXES,
+    UNLOCK_ALL,
+    UPDATE_TRIGGERS,
+    WAL_POSITION,
+    XID_SNAPSHOT,
 )
+from backfilld.engines.sqldialect import Dialect, Lexicon, Stmt, operand
+from backfilld.engines.statements import BatchPlan, WriteShape, range_call, transform_update_parts
 from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
 
 if TYPE_CHECKING:
@@ -290,7 +299,7 @@ class PostgresEngine(Engine):
                 if self._leased and not conn.is_closed():
                     # the server drops a closed session's locks only once its backend has exited; release them
                     # now, so that a daemon started right after this one finds the job's lease free
-                    await within(conn.execute("SELECT pg_advisory_unlock_all()"), 2)
+                    await within(conn.execute(UNLOCK_ALL), 2)
             with contextlib.suppress(Exception):
                 await within(conn.close(), 5)
         self._leased = False
@@ -336,7 +345,7 @@ class PostgresEngine(Engine):
         try:
             stmt = await self._c().prepare(f"SELECT ({expr}) FROM {self.dialect.table(table)}")
             [attr] = stmt.get_attributes()
-            [(typ,)] = await self.fetch(Stmt("SELECT format_type($1::oid, NULL)", ("t",)), {"t": attr.type.oid})
+            [(typ,)] = await self.fetch(Stmt(TYPE_NAME, ("t",)), {"t": attr.type.oid})
         except Exception:  # noqa: BLE001 - preflight reports a broken expression; here: no single evaluation
             return None
         if typ is None or typ == "unknown":
@@ -357,8 +366,7 @@ class PostgresEngine(Engine):
         return self.dialect.skip_locked_clause
 
     async def lock_timeout_problem(self) -> str | None:
-        deadlock_s = (await self.fetch("SELECT setting::float8 / 1000 FROM pg_settings WHERE name = 'deadlock_timeout'"
-                                       ))[0][0]
+        deadlock_s = (await self.fetch(DEADLOCK_TIMEOUT_S))[0][0]
         if deadlock_s and self.lock_timeout_s >= deadlock_s:
             return (f"lock_timeout_s = {self.lock_timeout_s:g} is not below the server's deadlock_timeout "
                     f"({deadlock_s:g} s): a batch waiting for a lock could let the server's deadlock check pick an "
@@ -376,8 +384,7 @@ class PostgresEngine(Engine):
 
     async def _xid_snapshot(self) -> tuple[int, int] | None:
         """(this connection, the next transaction id) when no transaction holding an id is in progress."""
-        rows = await self.fetch("SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint "
-                                "FROM pg_current_snapshot() AS s")
+        rows = await self.fetch(XID_SNAPSHOT)
         xmin, xmax = rows[0]
         return (self._generation, int(xmax)) if xmin == xmax else None
 
@@ -397,18 +404,12 @@ class PostgresEngine(Engine):
     # a session advisory lock: held while this connection lives, gone the moment its backend exits (kill -9 of
     # the daemon closes the socket; a silent network drop is noticed through the keepalives set at connect)
     async def try_lease(self, name: str) -> bool:
-        rows = await self.fetch(Stmt("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", ("k",)),
-                                {"k": lease_key(name)})
+        rows = await self.fetch(Stmt(TRY_LEASE, ("k",)), {"k": lease_key(name)})
         self._leased = self._leased or bool(rows[0][0])
         return bool(rows[0][0])
 
     async def lease_holder(self, name: str) -> str | None:
-        rows = await self.fetch(Stmt(
-            "SELECT l.pid, a.application_name, a.client_addr::text FROM pg_locks l "
-            "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
-            "AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0) "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())", ("k",)),
-            {"k": lease_key(name)})
+        rows = await self.fetch(Stmt(LEASE_HOLDER, ("k",)), {"k": lease_key(name)})
         if not rows:
             return None
         pid, app, addr = rows[0]
@@ -418,31 +419,20 @@ class PostgresEngine(Engine):
         return self.dialect.table(table)
 
     async def table_info(self, table: str) -> TableInfo:
-        rows = await self.fetch(Stmt("SELECT to_regclass($1)::oid", ("t",)), {"t": self._regclass_arg(table)})
+        rows = await self.fetch(Stmt(TABLE_OID, ("t",)), {"t": self._regclass_arg(table)})
         oid = rows[0][0] if rows else None
         if oid is None:
             raise SchemaError(f"table {table!r} does not exist in database {self.url.database!r}")
         # attgenerated 's': GENERATED ALWAYS AS (...) STORED; attidentity 'a': GENERATED ALWAYS AS IDENTITY
-        cols = await self.fetch(Stmt(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull, "
-            "a.attgenerated <> '' OR a.attidentity = 'a' FROM pg_attribute a "
-            "WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", ("oid",)),
-            {"oid": oid})
-        idx = await self.fetch(Stmt(
-            "SELECT i.indisprimary, ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY AS k(n, o) "
-            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o) "
-            "FROM pg_index i WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL "
-            "AND i.indexprs IS NULL", ("oid",)), {"oid": oid})
+        cols = await self.fetch(Stmt(TABLE_COLUMNS, ("oid",)), {"oid": oid})
+        idx = await self.fetch(Stmt(UNIQUE_INDEXES, ("oid",)), {"oid": oid})
         pk = next((tuple(r[1]) for r in idx if r[0]), ())
-        # user triggers that fire on UPDATE (tgtype bit 16), row or statement level
-        triggers = await self.fetch(Stmt("SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal "
-                                         "AND tgtype & 16 <> 0 ORDER BY tgname", ("oid",)), {"oid": oid})
+        triggers = await self.fetch(Stmt(UPDATE_TRIGGERS, ("oid",)), {"oid": oid})
         return TableInfo(table, {c[0]: Column(c[0], c[1], c[2], generated=c[3]) for c in cols}, pk,
                          tuple(tuple(r[1]) for r in idx), tuple(r[0] for r in triggers))
 
     async def estimate_rows(self, table: str) -> int:
-        rows = await self.fetch(Stmt("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)", ("t",)),
-                                {"t": self._regclass_arg(table)})
+        rows = await self.fetch(Stmt(ESTIMATE_ROWS, ("t",)), {"t": self._regclass_arg(table)})
         n = int(rows[0][0]) if rows and rows[0][0] is not None else -1
         if n < 0:  # never analyzed: count once
             n = await self.count_rows(table)
@@ -466,29 +456,22 @@ class PostgresEngine(Engine):
 
     # --- replication and load
     def heartbeat_ddl(self, table: str) -> str:
-        return (f"CREATE TABLE IF NOT EXISTS {self.dialect.table(table)} (writer varchar(128) PRIMARY KEY, "
-                "ts double precision NOT NULL)")
+        return HEARTBEAT_DDL.format(table=self.dialect.table(table))
 
     async def write_heartbeat(self, table: str, writer: str, ts: float) -> int | None:
-        t = self.dialect.table(table)
-        await self.execute(Stmt(f"INSERT INTO {t} (writer, ts) VALUES ($1, $2) ON CONFLICT (writer) DO UPDATE "
-                                "SET ts = EXCLUDED.ts", ("w", "ts")), {"w": writer, "ts": ts})
+        await self.execute(Stmt(HEARTBEAT_WRITE.format(table=self.dialect.table(table)), ("w", "ts")),
+                           {"w": writer, "ts": ts})
         # read after the commit: a replica that replayed up to here has replayed the heartbeat
-        rows = await self.fetch("SELECT pg_current_wal_lsn()::text")
+        rows = await self.fetch(WAL_POSITION)
         return parse_lsn(rows[0][0])
 
     async def read_heartbeat(self, table: str, writer: str) -> float | None:
-        rows = await self.fetch(Stmt(f"SELECT ts FROM {self.dialect.table(table)} WHERE writer = $1", ("w",)),
+        rows = await self.fetch(Stmt(HEARTBEAT_READ.format(table=self.dialect.table(table)), ("w",)),
                                 {"w": writer})
         return float(rows[0][0]) if rows else None
 
     async def native_lag(self) -> tuple[float, str]:
-        rows = await self.fetch(
-            "SELECT pg_is_in_recovery(), pg_is_in_recovery() AND pg_is_wal_replay_paused(), "
-            "CASE WHEN NOT pg_is_in_recovery() THEN NULL "
-            "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
-            "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END, "
-            "(SELECT status FROM pg_stat_wal_receiver)")
+        rows = await self.fetch(REPLICA_LAG)
         in_recovery, paused, lag, receiver = rows[0]
         if not in_recovery:
             return math.inf, "not a standby (pg_is_in_recovery() is false)"
@@ -503,9 +486,7 @@ class PostgresEngine(Engine):
     async def attached_replicas(self) -> list[tuple[str, int]]:
         # physical standbys only (logical walsenders have no client to lag); one per pid, so two standbys
         # with the same name and address are still two replicas
-        rows = await self.fetch("SELECT pid, application_name, coalesce(host(client_addr), 'local'), "
-                                "replay_lsn::text FROM pg_stat_replication WHERE state = 'streaming' "
-                                "ORDER BY 2, 3, 1")
+        rows = await self.fetch(ATTACHED_REPLICAS)
         seen: dict[str, int] = {}
         out = []
         for _pid, app, addr, lsn in rows:
@@ -520,7 +501,7 @@ class PostgresEngine(Engine):
     async def app_activity(self) -> AppActivity:
         # every client session of the cluster but backfilld's (application_name backfilld, backfilld-<role>):
         # all of them share the server's CPU and disks; a wait is timed from pg_locks.waitstart (PostgreSQL 14+)
-        rows = await self.fetch(_APP_ACTIVITY)
+        rows = await self.fetch(APP_ACTIVITY)
         active, waiting, longest, hidden = rows[0]
         if hidden:   # other roles' sessions show no state to a role without pg_read_all_stats
             raise EngineError(f"cannot see what {hidden} session(s) of other roles are doing (pg_stat_activity "
@@ -529,28 +510,9 @@ class PostgresEngine(Engine):
         return AppActivity(int(active), int(waiting), float(longest or 0.0))
 
     async def load(self) -> float:
-        rows = await self.fetch("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        rows = await self.fetch(LOAD)
         return float(rows[0][0])
 
-
-_APP_ACTIVITY = """
-WITH app AS (
-    SELECT pid, state, wait_event_type FROM pg_stat_activity
-    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-      AND coalesce(application_name, '') NOT LIKE 'backfilld%'
-), ours AS (
-    SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'backfilld%'
-), behind AS (   -- pg_blocking_pids() once per waiting session: it takes the lock manager's locks
-    SELECT DISTINCT a.pid FROM app AS a CROSS JOIN LATERAL unnest(pg_blocking_pids(a.pid)) AS b(pid)
-    WHERE a.wait_event_type = 'Lock' AND b.pid IN (SELECT pid FROM ours)
-)
-SELECT (SELECT count(*) FROM app WHERE state = 'active'),
-       (SELECT count(*) FROM behind),
-       (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - l.waitstart)), 0)::float8
-          FROM pg_locks AS l WHERE NOT l.granted AND l.pid IN (SELECT pid FROM behind)),
-       (SELECT count(*) FROM app WHERE state IS NULL)
-"""
 
 
 def build_write(d: PostgresDialect, info: TableInfo, shape: WriteShape, lock: bool = False) -> Stmt:

@@ -1,4 +1,4 @@
-"""SQLite engine over aiosqlite: dialect, connection, catalog and error mapping."""
+"""SQLite engine over aiosqlite: dialect, connection, catalog and error mapping (its constant SQL: sql.py)."""
 
 from __future__ import annotations
 
@@ -16,20 +16,27 @@ import aiosqlite
 import structlog
 
 from backfilld.aio import within
-from backfilld.engines.base import (
-    BatchPlan,
-    Column,
-    Dialect,
-    Engine,
-    Lexicon,
-    Stmt,
-    TableInfo,
-    WriteShape,
-    lease_key,
-    operand,
-    range_call,
-    transform_update_parts,
+from backfilld.engines.base import Engine, lease_key
+from backfilld.engines.catalog import Column, TableInfo
+from backfilld.engines.sqldialect import Dialect, Lexicon, Stmt, operand
+from backfilld.engines.sqlite.sql import (
+    AUTOCHECKPOINT_OFF,
+    AUTOCHECKPOINT_ON,
+    BEGIN,
+    BUSY_TIMEOUT_MS,
+    CHECKPOINT_PASSIVE,
+    COMMIT,
+    DATA_VERSION,
+    INDEX_COLUMNS,
+    INDEXES,
+    JOURNAL_MODE,
+    ROLLBACK,
+    ROWID_SPAN,
+    SYNCHRONOUS_NORMAL,
+    TABLE_COLUMNS,
+    TRIGGERS,
 )
+from backfilld.engines.statements import BatchPlan, WriteShape, range_call, transform_update_parts
 from backfilld.errors import ConfigError, ConnectError, EngineError, RetryableError, SchemaError
 
 if TYPE_CHECKING:
@@ -146,13 +153,13 @@ class SQLiteEngine(Engine):
             self._conn.text_factory = read_text
             self._generation += 1
             self._check_file()
-            await self._conn.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout_s * 1000)}")
+            await self._conn.execute(BUSY_TIMEOUT_MS.format(ms=int(self.lock_timeout_s * 1000)))
             await self._conn.create_function(_NULL_TRAP, 1, self._null_trap)
             if self.fast_commit:
-                async with self._conn.execute("PRAGMA journal_mode") as cur:
+                async with self._conn.execute(JOURNAL_MODE) as cur:
                     mode = (await cur.fetchone() or ("",))[0]
                 if str(mode).lower() == "wal":  # NORMAL is only corruption-safe in WAL mode
-                    await self._conn.execute("PRAGMA synchronous = NORMAL")
+                    await self._conn.execute(SYNCHRONOUS_NORMAL)
                     if not self.role:
                         await self._start_background_checkpoints(path)
         except BaseException as exc:  # cancelled too: an open connection's thread would outlive the process
@@ -172,7 +179,7 @@ class SQLiteEngine(Engine):
         except Exception:  # noqa: BLE001 - then the job's connection keeps checkpointing itself
             self._ckpt = None
             return
-        await self._c().execute("PRAGMA wal_autocheckpoint = 0")
+        await self._c().execute(AUTOCHECKPOINT_OFF)
 
     def _after_commit(self) -> None:
         if self._ckpt is None:
@@ -186,7 +193,7 @@ class SQLiteEngine(Engine):
         try:
             while self._ckpt is not None:
                 self._ckpt_again = False
-                async with self._ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
+                async with self._ckpt.execute(CHECKPOINT_PASSIVE) as cur:
                     await cur.fetchall()
                 if not self._ckpt_again:
                     return
@@ -202,7 +209,7 @@ class SQLiteEngine(Engine):
                 await ckpt.close()
         if restore and self._conn is not None:
             with contextlib.suppress(Exception):
-                await self._conn.execute("PRAGMA wal_autocheckpoint = 1000")
+                await self._conn.execute(AUTOCHECKPOINT_ON)
 
     async def close(self) -> None:
         self._release_leases()
@@ -299,7 +306,7 @@ class SQLiteEngine(Engine):
         # PRAGMA data_version changes when another connection (of any process) commits, never for this
         # connection's own commits, nor for checkpoints; the connection is part of the token, as a reconnect
         # starts a new count
-        rows = await self.fetch(f"PRAGMA {self._split(table)[0]}data_version")
+        rows = await self.fetch(DATA_VERSION.format(schema=self._split(table)[0]))
         return (self._generation, rows[0][0]) if rows else None
 
     async def nothing_else_wrote(self, table: str, token: object, own_commits: int) -> bool:
@@ -313,26 +320,26 @@ class SQLiteEngine(Engine):
         # and an in-memory database is private to its connection
         if self.url.database == ":memory:":
             return False
-        rows = await self.fetch("PRAGMA journal_mode")
+        rows = await self.fetch(JOURNAL_MODE)
         return bool(rows) and str(rows[0][0]).lower() == "wal"
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         # IMMEDIATE takes the write lock up front, so a batch never fails half-way on a lock upgrade
-        await self.execute("BEGIN IMMEDIATE")
+        await self.execute(BEGIN)
         try:
             yield
         except BaseException:
             with contextlib.suppress(Exception):
-                await self.execute("ROLLBACK")
+                await self.execute(ROLLBACK)
             raise
         try:
             self._check_file()
         except EngineError:
             with contextlib.suppress(Exception):
-                await self.execute("ROLLBACK")
+                await self.execute(ROLLBACK)
             raise
-        await self.execute("COMMIT")
+        await self.execute(COMMIT)
         self._after_commit()
 
     def _check_file(self) -> None:
@@ -370,7 +377,7 @@ class SQLiteEngine(Engine):
     async def table_info(self, table: str) -> TableInfo:
         schema, name = self._split(table)
         # table_xinfo lists generated columns too (hidden 2: VIRTUAL, 3: STORED; 1 is a virtual table's hidden one)
-        cols = [c for c in await self.fetch(f"PRAGMA {schema}table_xinfo({name})") if c[6] != 1]
+        cols = [c for c in await self.fetch(TABLE_COLUMNS.format(schema=schema, name=name)) if c[6] != 1]
         if not cols:
             raise SchemaError(f"table {table!r} does not exist in {self.url.database!r}")
         pk = tuple(c[1] for c in sorted((c for c in cols if c[5]), key=lambda c: c[5]))
@@ -378,14 +385,13 @@ class SQLiteEngine(Engine):
         columns = {c[1]: Column(c[1], c[2], not c[3] and not (rowid_alias and c[1] == pk[0]), generated=c[6] in (2, 3))
                    for c in cols}
         uniques = [pk] if pk else []
-        for idx in await self.fetch(f"PRAGMA {schema}index_list({name})"):
+        for idx in await self.fetch(INDEXES.format(schema=schema, name=name)):
             if idx[2] and not (len(idx) > 4 and idx[4]):  # unique and not partial
-                info = await self.fetch(f"PRAGMA {schema}index_info({self.dialect.quote(idx[1])})")
+                info = await self.fetch(INDEX_COLUMNS.format(schema=schema, index=self.dialect.quote(idx[1])))
                 uniques.append(tuple(r[2] for r in sorted(info)))
-        triggers = [n for n, sql in await self.fetch(Stmt(f"SELECT name, sql FROM {schema}sqlite_master WHERE type = "
-                                                          "'trigger' AND tbl_name = ? ORDER BY name", ("t",)),
-                                                     {"t": table.rpartition(".")[2]})
-                    if _UPDATE_EVENT.search(sql or "")]
+        triggers = [n for n, text in await self.fetch(Stmt(TRIGGERS.format(schema=schema), ("t",)),
+                                                      {"t": table.rpartition(".")[2]})
+                    if _UPDATE_EVENT.search(text or "")]
         return TableInfo(table, columns, pk, tuple(uniques), tuple(triggers))
 
     async def estimate_rows(self, table: str) -> int:
@@ -394,7 +400,7 @@ class SQLiteEngine(Engine):
         # million rows here, 3% of that table's backfill. A WITHOUT ROWID table is counted.
         t = self.dialect.table(table)
         try:
-            [(lo, hi)] = await self.fetch(f"SELECT (SELECT min(rowid) FROM {t}), (SELECT max(rowid) FROM {t})")
+            [(lo, hi)] = await self.fetch(ROWID_SPAN.format(table=t))
         except EngineError:   # no rowid
             return await self.count_rows(table)
         return hi - lo + 1 if isinstance(lo, int) and isinstance(hi, int) else 0
