@@ -173,10 +173,9 @@ class Server:
     and a timer SERVE_AFTER_S later. Connections accepted before then wait, unread, and are handed to aiohttp.
     """
 
-    def __init__(self, metrics: Metrics, status: Callable[[], dict[str, Any]], ready: Callable[[], tuple[bool, str]],
-                 serve_after_s: float = SERVE_AFTER_S) -> None:
+    def __init__(self, metrics: Metrics, status: Callable[[], dict[str, Any]], ready: Callable[[], tuple[bool, str]]
+                 ) -> None:
         self.metrics, self.status, self.ready = metrics, status, ready
-        self.serve_after_s = serve_after_s
         self.port: int | None = None
         self._server: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
@@ -190,7 +189,7 @@ class Server:
         self._server = await loop.create_server(self._protocol, host, port, reuse_address=True, backlog=128)
         sockets = self._server.sockets
         self.port = sockets[0].getsockname()[1] if sockets else port
-        self._timer = loop.call_later(self.serve_after_s, self.serve_soon)
+        self._timer = loop.call_later(SERVE_AFTER_S, self.serve_soon)
 
     def serve_soon(self) -> None:
         """Start answering (idempotent): aiohttp is imported in a thread, so batches in flight go on meanwhile."""
