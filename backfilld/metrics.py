@@ -195,6 +195,7 @@ class Server:
         """Start answering (idempotent): aiohttp is imported in a thread, so batches in flight go on meanwhile."""
         if self._serving is None and self._server is not None:
             self._serving = asyncio.create_task(self._serve(), name="http_server")
+            self._serving.add_done_callback(_log_failure)
 
     async def close(self) -> None:
         if self._timer is not None:
@@ -240,8 +241,8 @@ class Server:
                 transport.set_protocol(protocol)
                 protocol.connection_made(transport)
                 transport.resume_reading()
-        parked, self._parked = len(self._parked), set()
-        log.debug("http_serving", port=self.port, waited=parked)
+        waited, self._parked = len(self._parked), set()
+        log.debug("http_serving", port=self.port, connections_waited=waited)
 
     async def _metrics(self, _req: web.Request) -> web.Response:
         from aiohttp import web
@@ -263,6 +264,12 @@ class Server:
         from aiohttp import web
 
         return web.json_response(self.status(), dumps=_dumps)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    # at once, not only when close() re-raises it at the end of the run (a --follow daemon may run for days)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("http_failed", error=repr(task.exception()), detail="the endpoints do not answer")
 
 
 class _Parked(asyncio.Protocol):
