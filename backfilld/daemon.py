@@ -160,7 +160,7 @@ class Daemon:
                 runner = self.current = JobRunner(
                     engine, job, state_table=self.config.state.table, sizer=make_sizer(self.config, job),
                     gate=self.gate, stop=self.stop, metrics=self.metrics, workers=self.config.throttle.workers,
-                    on_batch=functools.partial(self.on_batch, job) if self.on_batch else None)
+                    on_batch=functools.partial(self._on_batch, job))
                 self.runners[job.name] = runner
                 try:
                     state = await runner.start(restart=self.opts.restart)
@@ -214,13 +214,19 @@ class Daemon:
 
         self.server = Server(self.metrics, self.status, self.ready)
         try:
-            await self.server.start(*address)
+            await self.server.listen(*address)
         except OSError as exc:
             raise ConfigError(f"metrics.listen: cannot listen on {self.config.metrics.listen} ({exc.strerror}); "
                               "choose a free host:port, or \"\" to turn the endpoints off") from None
         stack.push_async_callback(self.server.close)
         log.info("http_listening", listen=f"{address[0]}:{self.server.port}",
                  endpoints=["/metrics", "/healthz", "/readyz", "/status"])
+
+    def _on_batch(self, job: JobConfig, result: BatchResult) -> None:
+        if self.server is not None:
+            self.server.serve_soon()   # the first batch is written: aiohttp's import no longer delays it
+        if self.on_batch:
+            self.on_batch(job, result)
 
     async def _tick(self) -> None:
         while True:

@@ -1,17 +1,20 @@
 """Every metric declared once, the progress/ETA arithmetic, and the HTTP endpoints.
 
 Owns: metric names and labels (job, replica, and small fixed sets such as outcome, reason, kind, state;
-never a key, a URL or anything unbounded), the recent-window rate behind the ETA, and the aiohttp server
-for /metrics, /healthz, /readyz and /status. Delegates nothing; reads what the job and throttle report.
+never a key, a URL or anything unbounded), the recent-window rate behind the ETA, and the HTTP server for
+/metrics, /healthz, /readyz and /status (its socket bound at once, aiohttp answering from the first batch on).
+Delegates nothing; reads what the job and throttle report.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -26,6 +29,8 @@ from backfilld.status import metric_states
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+log = structlog.get_logger("backfilld.metrics")
 
 JOB_STATES = metric_states()   # backfilld/status.py: the stored statuses, paused and stopped
 THROTTLE_REASONS = ("lag", "lag_unknown", "load", "load_unknown", "app_wait", "busy", "flag_file", "window", "rate",
@@ -155,35 +160,89 @@ class Progress:
 # ------------------------------------------------------------------------------------------ HTTP
 
 
+# The longest the endpoints wait for a run's first batch before aiohttp is imported anyway (for a job that waits
+# for the throttle from the start). Seconds; the first batch of an unthrottled job commits well within it.
+SERVE_AFTER_S = 0.5
+
+
 class Server:
-    """/metrics (Prometheus text), /healthz (alive), /readyz (connected to the primary), /status (JSON)."""
+    """/metrics (Prometheus text), /healthz (alive), /readyz (connected to the primary), /status (JSON).
+
+    listen() binds and listens at once (a busy port is bad input, found before anything is written); aiohttp, a
+    quarter of a second to import, answers from serve_soon() on: the daemon calls it at the first batch's commit,
+    and a timer SERVE_AFTER_S later. Connections accepted before then wait, unread, and are handed to aiohttp.
+    """
 
     def __init__(self, metrics: Metrics, status: Callable[[], dict[str, Any]], ready: Callable[[], tuple[bool, str]]
                  ) -> None:
         self.metrics, self.status, self.ready = metrics, status, ready
-        self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self._server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
+        self._parked: set[asyncio.Transport] = set()
+        self._serving: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
-    async def start(self, host: str, port: int) -> None:
-        from aiohttp import web  # here, not at the top: aiohttp costs every command ~0.1 s to import
+    async def listen(self, host: str, port: int) -> None:
+        """Bind host:port as aiohttp's TCPSite would (OSError if it cannot) and accept connections from now on."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, host, port, reuse_address=True, backlog=128)
+        sockets = self._server.sockets
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        self._timer = loop.call_later(SERVE_AFTER_S, self.serve_soon)
+
+    def serve_soon(self) -> None:
+        """Start answering (idempotent): aiohttp is imported in a thread, so batches in flight go on meanwhile."""
+        if self._serving is None and self._server is not None:
+            self._serving = asyncio.create_task(self._serve(), name="http_server")
+            self._serving.add_done_callback(_log_failure)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._server is not None:
+            self._server.close()
+        if self._serving is not None:
+            await self._serving   # its error, if any, is the run's
+        for transport in self._parked:  # accepted while aiohttp was never started: the daemon is leaving
+            transport.abort()
+        self._parked.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        if self._runner is not None and self._runner.server is not None:
+            return self._runner.server()
+        return _Parked(self._parked)
+
+    async def _serve(self) -> None:
+        import importlib
+
+        await asyncio.to_thread(importlib.import_module, "aiohttp.web")
+        from aiohttp import web
 
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        await site.start()
-        server: Any = site._server   # the only way to learn the port of port 0 (an asyncio.Server)
-        sockets = server.sockets if server else []
-        self.port = sockets[0].getsockname()[1] if sockets else port
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runner = runner
+        handler = runner.server
+        assert handler is not None, "set up above"
+        for transport in self._parked:
+            if not transport.is_closing():
+                protocol = handler()
+                transport.set_protocol(protocol)
+                protocol.connection_made(transport)
+                transport.resume_reading()
+        waited, self._parked = len(self._parked), set()
+        log.debug("http_serving", port=self.port, connections_waited=waited)
 
     async def _metrics(self, _req: web.Request) -> web.Response:
         from aiohttp import web
@@ -205,6 +264,30 @@ class Server:
         from aiohttp import web
 
         return web.json_response(self.status(), dumps=_dumps)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    # at once, not only when close() re-raises it at the end of the run (a --follow daemon may run for days)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("http_failed", error=repr(task.exception()), detail="the endpoints do not answer")
+
+
+class _Parked(asyncio.Protocol):
+    """A connection accepted before aiohttp answers: not read from until Server._serve hands it over."""
+
+    def __init__(self, parked: set[asyncio.Transport]) -> None:
+        self.parked = parked
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+        self.transport = transport
+        self.parked.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.parked.discard(self.transport)
 
 
 def _dumps(obj: Any) -> str:

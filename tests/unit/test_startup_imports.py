@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -12,9 +13,15 @@ from pathlib import Path
 import pytest
 
 # Runs backfilld as `python -m backfilld ARGS...` does, and at exit writes the names of the modules it imported.
+# With SERVE_AFTER_S in the environment, the HTTP endpoints' timer (metrics.SERVE_AFTER_S) is set to it first.
 HOOK = """
-import atexit, json, runpy, sys
+import atexit, json, os, runpy, sys
 
+if "SERVE_AFTER_S" in os.environ:
+    from backfilld import logs
+    logs.import_structlog()
+    from backfilld import metrics
+    metrics.SERVE_AFTER_S = float(os.environ["SERVE_AFTER_S"])
 out = sys.argv[1]
 atexit.register(lambda: open(out, "w").write(json.dumps(sorted(n for n, m in sys.modules.items() if m is not None))))
 sys.argv = ["backfilld", *sys.argv[2:]]
@@ -24,14 +31,16 @@ DRIVERS = {"asyncpg", "aiomysql", "pymysql", "aiosqlite"}
 OTHER_DRIVERS = DRIVERS - {"aiosqlite"}
 
 
-def backfilld(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+def backfilld(tmp_path: Path, *args: str, serve_after_s: float | None = None
+              ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     out = tmp_path / "modules.json"
+    env = {**os.environ, **({"SERVE_AFTER_S": str(serve_after_s)} if serve_after_s is not None else {})}
     proc = subprocess.run([sys.executable, "-c", HOOK, str(out), *args], check=False, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=env)
     return proc, set(json.loads(out.read_text()))
 
 
-def sqlite_config(tmp_path: Path, listen: str = "") -> Path:
+def sqlite_config(tmp_path: Path, listen: str = "", level: str = "info") -> Path:
     db = tmp_path / "app.db"
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, email_domain TEXT)")
@@ -44,6 +53,7 @@ def sqlite_config(tmp_path: Path, listen: str = "") -> Path:
 url = "sqlite:///{db}"
 [logging]
 format = "json"
+level = "{level}"
 [metrics]
 listen = "{listen}"
 [[jobs]]
@@ -92,6 +102,30 @@ def test_sqlite_run_imports_no_other_driver_and_aiohttp_only_for_the_endpoints(t
     assert {"aiosqlite", "prometheus_client", "backfilld.job"} <= modules
     assert not sorted((OTHER_DRIVERS | {"rich"}) & modules)
     assert ("aiohttp" in modules) == bool(listen)
+
+
+def test_run_binds_the_endpoints_before_its_first_batch_and_imports_aiohttp_after_it(tmp_path: Path) -> None:
+    # the socket listens before anything is written (a busy port is bad input); aiohttp, imported in a thread once
+    # the first batch has committed, answers from http_serving on (the timer that would start it anyway is held off)
+    cfg = sqlite_config(tmp_path, "127.0.0.1:0", level="debug")
+    proc, modules = backfilld(tmp_path, "run", str(cfg), serve_after_s=60)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line)["event"] for line in proc.stderr.splitlines()]
+    assert events.index("http_listening") < events.index("job_started")
+    assert events.index("batch_applied") < events.index("http_serving")
+    assert "aiohttp" in modules
+
+
+def test_run_of_a_completed_job_never_imports_aiohttp(tmp_path: Path) -> None:
+    # no batch and an exit before the timer: the endpoints were bound (and logged) but nobody was answered
+    cfg = sqlite_config(tmp_path, "127.0.0.1:0")
+    first, _ = backfilld(tmp_path, "run", str(cfg))
+    assert first.returncode == 0, first.stderr
+    proc, modules = backfilld(tmp_path, "run", str(cfg), serve_after_s=60)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line)["event"] for line in proc.stderr.splitlines()]
+    assert "http_listening" in events and "batch_applied" not in events
+    assert "aiohttp" not in modules
 
 
 RENDER = """
