@@ -212,7 +212,7 @@ class Daemon:
             return
         from backfilld.metrics import Server
 
-        self.server = Server(self.metrics, self.status, self.ready)
+        self.server = Server(self.metrics, self.status, self.ready, self.stalled)
         try:
             await self.server.listen(*address)
         except OSError as exc:

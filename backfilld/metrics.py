@@ -166,16 +166,18 @@ SERVE_AFTER_S = 0.5
 
 
 class Server:
-    """/metrics (Prometheus text), /healthz (alive), /readyz (connected to the primary), /status (JSON).
+    """/metrics (Prometheus text), /healthz (alive: 503 while a job is stalled), /readyz (connected to the primary and
+    making progress), /status (JSON).
 
     listen() binds and listens at once (a busy port is bad input, found before anything is written); aiohttp, a
     quarter of a second to import, answers from serve_soon() on: the daemon calls it at the first batch's commit,
     and a timer SERVE_AFTER_S later. Connections accepted before then wait, unread, and are handed to aiohttp.
     """
 
-    def __init__(self, metrics: Metrics, status: Callable[[], dict[str, Any]], ready: Callable[[], tuple[bool, str]]
-                 ) -> None:
+    def __init__(self, metrics: Metrics, status: Callable[[], dict[str, Any]], ready: Callable[[], tuple[bool, str]],
+                 alive: Callable[[], str | None] = lambda: None) -> None:
         self.metrics, self.status, self.ready = metrics, status, ready
+        self.alive = alive   # why the daemon is not making progress (a stalled job), or None
         self.port: int | None = None
         self._server: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
@@ -252,6 +254,9 @@ class Server:
     async def _healthz(self, _req: web.Request) -> web.Response:
         from aiohttp import web
 
+        stalled = self.alive()
+        if stalled:
+            return web.json_response({"status": "stalled", "reason": stalled}, status=503)
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, _req: web.Request) -> web.Response:
