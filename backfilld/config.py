@@ -101,6 +101,11 @@ class _Secret(_Model):
     password_env: str | None = None
     password_file: str | None = None
     connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # The longest any one statement may run: the server cancels it (PostgreSQL statement_timeout, MariaDB
+    # max_statement_time), and the client gives up on the connection a little later (STATEMENT_DEADLINE_MARGIN
+    # in engines/base.py) should the server not answer at all (a network path that stopped forwarding); either
+    # way the batch rolls back and the job reconnects and resumes. Seconds; a batch takes target_batch_time_s.
+    statement_timeout_s: Annotated[float, Field(ge=1, le=86_400)] = 60.0
 
     @field_validator("url")
     @classmethod
@@ -135,6 +140,11 @@ class DatabaseConfig(_Secret):
     # their range directly and wait (up to lock_timeout_s) for rows the application holds, for a table that
     # nothing else writes while the job runs.
     skip_locked: bool = True
+    # The longest a batch's transaction may sit idle, waiting for its client: the server ends the session and
+    # with it the transaction and its row locks (PostgreSQL idle_in_transaction_session_timeout, MariaDB
+    # idle_transaction_timeout), so that an application row is never held longer by a client that vanished or
+    # a path that stopped forwarding. A worker's wait for the batch before it gives up a little sooner. Seconds.
+    idle_in_transaction_timeout_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
 
 
 class StateConfig(_Model):

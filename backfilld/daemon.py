@@ -42,7 +42,9 @@ log = structlog.get_logger("backfilld.daemon")
 async def open_engine(config: Config) -> AsyncIterator[Engine]:
     db = config.database
     engine = engines.create(database_url(db), lock_timeout_s=db.lock_timeout_s, connect_timeout_s=db.connect_timeout_s,
-                            fast_commit=db.fast_commit, skip_locked=db.skip_locked)
+                            fast_commit=db.fast_commit, skip_locked=db.skip_locked,
+                            statement_timeout_s=db.statement_timeout_s,
+                            idle_in_transaction_timeout_s=db.idle_in_transaction_timeout_s)
     await engine.connect()
     try:
         yield engine

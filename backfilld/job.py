@@ -43,6 +43,10 @@ __all__ = ["BatchResult", "JobRunner", "Stopped"]
 
 log = structlog.get_logger("backfilld.job")
 
+# A batch waits for the batch before it in key order at most this share of [database]
+# idle_in_transaction_timeout_s (inside its transaction, idle on the server meanwhile), then rolls back.
+TURN_SHARE = 0.8
+
 # Between two sweeps that both found rows: a pause as long as the last sweep took, within these bounds (seconds).
 SWEEP_PAUSE_MIN_S = 0.2
 SWEEP_PAUSE_MAX_S = 30.0
@@ -87,8 +91,10 @@ class JobRunner:
         self.writers = WriterPool(engine, configured=lambda: self.configured_workers, one_worker=self._one_worker)
         self._batch: Write | None = None   # how this job's batches are written (batches.py), set at start
         self._ranges: KeyRanges | None = None   # where they end, set at start
+        # a batch waits for the one before it a little less long than the server keeps its transaction open idle
         self.pipeline = Pipeline(ranges=self, writers=self.writers, write=self._write, landed=self._landed,
-                                 workers=lambda: self.workers, one_worker=self._one_worker)
+                                 workers=lambda: self.workers, one_worker=self._one_worker,
+                                 turn_timeout_s=TURN_SHARE * engine.idle_in_transaction_timeout_s)
 
     @property
     def operator_paused(self) -> bool:

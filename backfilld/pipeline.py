@@ -60,16 +60,23 @@ class Flight:
     task: asyncio.Task[tuple[int, int]] | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)   # committed or rolled back
     committed: bool = False
+    turn_timeout_s: float | None = None   # the longest turn() waits for the batch before it (None: unbounded)
     passed_over: list[Key] = field(default_factory=list)   # keys of rows SKIP LOCKED left (a sample)
 
     async def turn(self) -> None:
         """Inside the batch's transaction, before its checkpoint: wait until the batch before it has ended;
-        Superseded if that one rolled back."""
+        Superseded if that one rolled back. The wait is bounded (turn_timeout_s): a batch before it that hangs
+        (its connection stalled) makes this one give up and roll back, a retryable error, before the server
+        ends this idle transaction itself."""
         prev = self.prev
         if prev is None:
             return
         t0 = time.monotonic()
-        await prev.ended.wait()
+        try:
+            await asyncio.wait_for(prev.ended.wait(), self.turn_timeout_s)
+        except TimeoutError:
+            raise RetryableError(f"the batch before this one did not end within {self.turn_timeout_s:g} s; "
+                                 "rolled back to be retried", kind="timeout") from None
         self.waited += time.monotonic() - t0
         if not prev.committed:
             raise Superseded
@@ -99,8 +106,10 @@ class Pipeline:
     """One pass's batches in flight, in key order."""
 
     def __init__(self, *, ranges: Ranges, writers: Writers, write: Write, landed: Landed,
-                 workers: Callable[[], int], one_worker: Callable[[str], None]) -> None:
+                 workers: Callable[[], int], one_worker: Callable[[str], None],
+                 turn_timeout_s: float | None = None) -> None:
         self.ranges = ranges
+        self.turn_timeout_s = turn_timeout_s   # see Flight.turn
         self.writers = writers
         self.write = write
         self.landed = landed
@@ -154,7 +163,7 @@ class Pipeline:
             return False
         writer = await self.writers.acquire([f.writer for f in self.flights])
         f = Flight(found.lo, found.hi, found.scanned, found.size, writer, found.started,
-                   prev=self.flights[-1] if self.flights else None)
+                   prev=self.flights[-1] if self.flights else None, turn_timeout_s=self.turn_timeout_s)
         f.task = asyncio.create_task(self._fly(f), name="batch")
         self.flights.append(f)
         return True

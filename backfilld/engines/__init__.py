@@ -64,11 +64,13 @@ def capabilities(engine: str) -> Capabilities:
 
 
 def create(url: DatabaseURL, *, lock_timeout_s: float = 0.5, connect_timeout_s: float = 10.0,
-           fast_commit: bool = False, skip_locked: bool = True) -> Engine:
+           fast_commit: bool = False, skip_locked: bool = True, statement_timeout_s: float = 60.0,
+           idle_in_transaction_timeout_s: float = 10.0) -> Engine:
     caps = CAPABILITIES[url.engine]
     engine_cls: type[Engine] = getattr(importlib.import_module(caps.module), caps.cls)
     return engine_cls(url, lock_timeout_s=lock_timeout_s, connect_timeout_s=connect_timeout_s,
-                      fast_commit=fast_commit, skip_locked=skip_locked)
+                      fast_commit=fast_commit, skip_locked=skip_locked, statement_timeout_s=statement_timeout_s,
+                      idle_in_transaction_timeout_s=idle_in_transaction_timeout_s)
 
 
 def dialect(name: str) -> Dialect:

@@ -81,6 +81,18 @@ def now_iso() -> str:
 # ------------------------------------------------------------------------------------------ engine
 
 
+# The client's deadline on a statement exceeds the server's statement timeout by this much (or a tenth of it):
+# the server's cancel comes back first whenever the server can answer at all. Seconds.
+STATEMENT_DEADLINE_MARGIN_S = 2.0
+
+
+def describe(exc: BaseException) -> str:
+    """A driver or socket error's text for a message, never empty (a timeout's str() is "")."""
+    if isinstance(exc, TimeoutError):
+        return str(exc) or "timed out"
+    return str(exc) or type(exc).__name__
+
+
 class Engine(abc.ABC):
     """One connection to one database, and every job-level operation backfilld performs on it: the shared
     implementation of protocols.Driver, plus catalog, lease, state table and batches. The optional abilities
@@ -90,13 +102,23 @@ class Engine(abc.ABC):
     role = ""   # what a second connection is for (see clone); "" for the job's own
 
     def __init__(self, url: DatabaseURL, *, lock_timeout_s: float = 1.0, connect_timeout_s: float = 10.0,
-                 fast_commit: bool = False, skip_locked: bool = True) -> None:
+                 fast_commit: bool = False, skip_locked: bool = True, statement_timeout_s: float = 60.0,
+                 idle_in_transaction_timeout_s: float = 10.0) -> None:
         self.url = url
         self.fast_commit = fast_commit
         # batches lock their rows without waiting for one the application holds ([database] skip_locked)
         self.skip_locked = skip_locked
         self.lock_timeout_s = lock_timeout_s
         self.connect_timeout_s = connect_timeout_s
+        # every wait on the server is bounded ([database] statement_timeout_s, idle_in_transaction_timeout_s)
+        self.statement_timeout_s = statement_timeout_s
+        self.idle_in_transaction_timeout_s = idle_in_transaction_timeout_s
+
+    @property
+    def statement_deadline_s(self) -> float:
+        """The client's own bound on one statement: the server's, plus a margin for the server's cancel to come
+        back. Past it the connection is given up for lost (the server ends the session's transaction)."""
+        return self.statement_timeout_s + max(STATEMENT_DEADLINE_MARGIN_S, 0.1 * self.statement_timeout_s)
 
     @property
     def name(self) -> str:
@@ -141,7 +163,9 @@ class Engine(abc.ABC):
         """An unconnected engine for the same database and settings: a second connection, named for its role
         where the server shows names (PostgreSQL's application_name "backfilld-<role>")."""
         other = type(self)(self.url, lock_timeout_s=self.lock_timeout_s, connect_timeout_s=self.connect_timeout_s,
-                           fast_commit=self.fast_commit, skip_locked=self.skip_locked)
+                           fast_commit=self.fast_commit, skip_locked=self.skip_locked,
+                           statement_timeout_s=self.statement_timeout_s,
+                           idle_in_transaction_timeout_s=self.idle_in_transaction_timeout_s)
         other.role = role
         return other
 

@@ -74,7 +74,9 @@ class Throttle:
         # no fast_commit here: a heartbeat that waits in the WAL writer's buffer would read as replica lag
         db = self.config.database
         return engines.create(database_url(section, where), lock_timeout_s=db.lock_timeout_s,
-                              connect_timeout_s=section.connect_timeout_s)
+                              connect_timeout_s=section.connect_timeout_s,
+                              statement_timeout_s=section.statement_timeout_s,
+                              idle_in_transaction_timeout_s=db.idle_in_transaction_timeout_s)
 
     def _replication(self, section, where: str) -> Replication:  # noqa: ANN001
         return replication(self._engine(section, where))

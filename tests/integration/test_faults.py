@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from backfilld import daemon
-from tests.dbutil import CONCAT, TestDb
+from backfilld.errors import ConnectError
+from tests.dbutil import CONCAT, SLOW_ON_499, GateAt, TestDb, application_session
 from tests.harness.faultproxy import FaultProxy, fault_proxy_fixture
 
 both = pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
@@ -82,3 +83,72 @@ async def test_a_stalled_network_path_makes_the_job_not_ready_until_it_commits_a
     [state] = await asyncio.wait_for(run, 60)
     assert state.status == "completed" and state.rows_done == 2000
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {expr}") == [(2000,)]
+
+
+@both
+async def test_a_path_frozen_mid_batch_releases_its_row_locks_within_the_bounds_and_the_job_resumes(
+        db: TestDb, proxy: FaultProxy) -> None:
+    """The path stops forwarding while a batch's UPDATE runs (row 499 takes a second): the server ends the
+    batch's transaction once it sits idle past idle_in_transaction_timeout_s, so an application UPDATE of a row
+    of that batch goes through during the freeze, within the bounds; the client gives up on the connection past
+    its statement deadline, reconnects once the path is back, and the job ends with every row right, none
+    written twice by backfilld (the audit trigger's count)."""
+    table = await db.users_with(1000)
+    audit = await db.audit_updates(table)
+    expr = SLOW_ON_499[db.engine_name]
+    cfg = db.config([{"name": "j", "table": table, "set": {"label": {db.engine_name: expr}}, "max_retries": 30}],
+                    database={"url": proxy.url_for(db.url), "connect_timeout_s": 2, "statement_timeout_s": 2,
+                              "idle_in_transaction_timeout_s": 1},
+                    throttle={"min_batch": 100, "max_batch": 100, "workers": 1})
+    loop = asyncio.get_running_loop()
+    frozen = asyncio.Event()
+
+    async def freeze_inside_the_slow_batch() -> None:   # before the batch of (400, 500]
+        def freeze() -> None:
+            proxy.freeze()
+            frozen.set()
+        loop.call_later(0.5, freeze)
+
+    app = await application_session(db)
+    run = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(), gate=GateAt({5: freeze_inside_the_slow_batch})))
+    try:
+        await asyncio.wait_for(frozen.wait(), 30)
+        await asyncio.sleep(0.2)
+        if db.engine_name == "postgresql":
+            await app.x("SET lock_timeout = '5s'")
+        else:
+            await app.x("SET SESSION innodb_lock_wait_timeout = 5")
+        t0 = loop.time()
+        assert await app.x(f"UPDATE {table} SET deleted = 0 WHERE id = 499") == 1
+        waited = loop.time() - t0
+        assert waited < 3.0, f"the application waited {waited:.1f} s for a row of the frozen batch"
+        await asyncio.sleep(max(0.0, 6.0 - (loop.time() - t0)))   # past the client's deadline (2 + 2 s)
+        assert not run.done()
+    finally:
+        proxy.thaw()
+        await app.engine.close()
+    [state] = await asyncio.wait_for(run, 120)
+    assert state.status == "completed"
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT[db.engine_name]}") == [(1000,)]
+    counts = dict(await db.q(f"SELECT id, count(*) FROM {audit} GROUP BY id"))
+    assert counts.pop(499) == 2   # the application's UPDATE, and backfilld's
+    assert set(counts.values()) == {1} and len(counts) == 999, "a row written twice, or not at all"
+
+
+@both
+async def test_a_listener_that_accepts_but_never_speaks_fails_the_connect_within_its_timeout(
+        db: TestDb, proxy: FaultProxy) -> None:
+    """`plan` (any command) against a server address that accepts TCP and then says nothing: the whole
+    handshake is bounded by connect_timeout_s, and the error says what happened (it was empty on PostgreSQL,
+    and MySQL hung past its timeout)."""
+    proxy.blackhole_new(True)
+    cfg = db.config([{"name": "j", "table": "t", "set": {"label": "name"}}],
+                    database={"url": proxy.url_for(db.url), "connect_timeout_s": 1})
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(ConnectError) as err:
+        await asyncio.wait_for(daemon.plan(cfg), 30)
+    assert loop.time() - t0 < 5.0
+    message = str(err.value)
+    assert "cannot connect to" in message and "timed out" in message, message
+    assert not message.rstrip().endswith(":"), message

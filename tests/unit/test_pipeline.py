@@ -148,3 +148,16 @@ async def test_fewer_workers_mid_run_lets_the_batches_in_flight_finish_then_goes
             db.most_in_flight = 0
     assert db.most_in_flight == 1
     assert db.checkpoints == landed and db.prefix_ok and landed[-1] == 2000
+
+
+async def test_a_batch_waits_for_the_one_before_it_only_so_long() -> None:
+    """A batch before it that never ends (its connection stalled): turn() gives up after turn_timeout_s with
+    a retryable error, so that this batch rolls back before the server ends its idle transaction."""
+    hung = Flight(None, (10,), 10, 10, writer=None, started=0.0)
+    f = Flight((10,), (20,), 10, 10, writer=None, started=0.0, prev=hung, turn_timeout_s=0.05)
+    with pytest.raises(RetryableError, match=r"did not end within 0.05 s") as err:
+        await f.turn()
+    assert err.value.kind == "timeout"
+    hung.committed = True
+    hung.ended.set()
+    await f.turn()   # ended in time: goes on

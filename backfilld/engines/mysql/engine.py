@@ -11,8 +11,8 @@ import math
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import aiomysql
 import pymysql
@@ -20,7 +20,7 @@ import pymysql.converters
 from pymysql.constants import CLIENT
 
 from backfilld.aio import within
-from backfilld.engines.base import AppActivity, Engine, lease_key
+from backfilld.engines.base import AppActivity, Engine, describe, lease_key
 from backfilld.engines.catalog import Column, TableInfo
 from backfilld.engines.mysql.sql import (
     ACTIVE_SESSIONS,
@@ -32,7 +32,9 @@ from backfilld.engines.mysql.sql import (
     HEARTBEAT_WRITE,
     LEASE_HOLDER,
     LOCK_WAITS,
+    MARIADB_BOUNDS,
     METADATA_LOCK_WAIT_S,
+    MYSQL_BOUNDS,
     READ_COMMITTED,
     RELEASE_LOCKS,
     REPLICA_STATUS,
@@ -66,6 +68,8 @@ if TYPE_CHECKING:
 
 # Server error codes worth another try: lock wait timeout, deadlock, statement timeouts
 # (MySQL max_execution_time, MariaDB max_statement_time).
+T = TypeVar("T")
+
 _RETRY = {1205: "lock_timeout", 1213: "deadlock", 3024: "canceled", 1969: "canceled"}
 # Client and server codes that mean the connection is gone: reconnect, then retry.
 _RECONNECT = {2002, 2003, 2006, 2013, 2055, 1053, 1927, 4031, 0}
@@ -227,7 +231,7 @@ def translate_mysql(exc: BaseException) -> EngineError:
             return ConnectError(msg)
         return EngineError(msg)
     if isinstance(exc, (OSError, asyncio.TimeoutError, ConnectionError, RuntimeError)):
-        return ConnectError(f"connection to MySQL lost or refused: {exc}")
+        return ConnectError(f"connection to MySQL lost or refused: {describe(exc)}")
     return EngineError(f"{type(exc).__name__}: {exc}")
 
 
@@ -259,33 +263,44 @@ class MySQLEngine(Engine):
             raise EngineError(problem)
         u = self.url
         try:
-            self._conn = await aiomysql.connect(
-                host=u.host, port=u.port or 3306, user=u.user or "root", password=u.password or "", db=u.database,
-                charset="utf8mb4", use_unicode=True, autocommit=True, connect_timeout=self.connect_timeout_s,
-                # rowcount = rows matched, as on PostgreSQL and SQLite, not rows whose bytes changed
-                client_flag=CLIENT.FOUND_ROWS)
-            async with self._conn.cursor() as cur:
-                # innodb_lock_wait_timeout has whole-second resolution: round up, at least 1 s
-                wait_s = max(1, math.ceil(self.lock_timeout_s))
-                await cur.execute(ROW_LOCK_WAIT_S.format(seconds=wait_s))
-                # metadata locks too (default: a year): a batch queued behind an ALTER gives up and retries
-                await cur.execute(METADATA_LOCK_WAIT_S.format(seconds=wait_s))
-                await cur.execute(SET_NAMES)
-                await cur.execute(GROUP_CONCAT_MAX)
-                await cur.execute(SERVER_FACTS)
-                version, log_bin, fmt, self._id, rollback_all = await cur.fetchone()
-                MySQLEngine.own_ids.setdefault(self._server_key, set()).add(self._id)
-                if self._server is None:
-                    self._server = (str(version), bool(int(log_bin or 0)) and str(fmt).upper() == "STATEMENT",
-                                    bool(int(rollback_all or 0)))
-                # READ COMMITTED wherever the server allows it (not with binlog_format = STATEMENT): a batch's
-                # locking read then takes no gap locks, which would make the application's inserts next to
-                # its range wait (see enable_concurrent_writes)
-                if self._read_committed or not self._server[1]:
-                    await cur.execute(READ_COMMITTED)
+            # the whole handshake within connect_timeout_s (the driver's own bound covers the TCP connect only:
+            # a listener that accepts but never speaks would hang it)
+            await within(self._connect(), self.connect_timeout_s)
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
             await self.close()
             raise ConnectError(f"cannot connect to {u}: {translate_mysql(exc)}") from None
+
+    async def _connect(self) -> None:
+        u = self.url
+        self._conn = await aiomysql.connect(
+            host=u.host, port=u.port or 3306, user=u.user or "root", password=u.password or "", db=u.database,
+            charset="utf8mb4", use_unicode=True, autocommit=True, connect_timeout=self.connect_timeout_s,
+            # rowcount = rows matched, as on PostgreSQL and SQLite, not rows whose bytes changed
+            client_flag=CLIENT.FOUND_ROWS)
+        async with self._conn.cursor() as cur:
+            # innodb_lock_wait_timeout has whole-second resolution: round up, at least 1 s
+            wait_s = max(1, math.ceil(self.lock_timeout_s))
+            await cur.execute(ROW_LOCK_WAIT_S.format(seconds=wait_s))
+            # metadata locks too (default: a year): a batch queued behind an ALTER gives up and retries
+            await cur.execute(METADATA_LOCK_WAIT_S.format(seconds=wait_s))
+            await cur.execute(SET_NAMES)
+            await cur.execute(GROUP_CONCAT_MAX)
+            await cur.execute(SERVER_FACTS)
+            version, log_bin, fmt, self._id, rollback_all = await cur.fetchone()
+            MySQLEngine.own_ids.setdefault(self._server_key, set()).add(self._id)
+            if self._server is None:
+                self._server = (str(version), bool(int(log_bin or 0)) and str(fmt).upper() == "STATEMENT",
+                                bool(int(rollback_all or 0)))
+            # READ COMMITTED wherever the server allows it (not with binlog_format = STATEMENT): a batch's
+            # locking read then takes no gap locks, which would make the application's inserts next to
+            # its range wait (see enable_concurrent_writes)
+            if self._read_committed or not self._server[1]:
+                await cur.execute(READ_COMMITTED)
+            if "mariadb" in str(version).lower():
+                idle_s = max(1, math.ceil(self.idle_in_transaction_timeout_s))   # whole seconds
+                await cur.execute(MARIADB_BOUNDS.format(statement_s=f"{self.statement_timeout_s:g}", idle_s=idle_s))
+            else:
+                await cur.execute(MYSQL_BOUNDS.format(statement_ms=int(self.statement_timeout_s * 1000)))
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -328,10 +343,11 @@ class MySQLEngine(Engine):
             warnings.simplefilter("ignore", pymysql.Warning)
             async with self._c().cursor() as cur:
                 if isinstance(stmt, str):
-                    await cur.execute(stmt)
+                    await self._within_deadline(cur.execute(stmt))
                 else:
-                    await cur.execute(stmt.sql, tuple(bindable(v) for v in stmt.args(values or {})))
-                rows = await cur.fetchall() if cur.description else ()
+                    await self._within_deadline(cur.execute(stmt.sql, tuple(bindable(v)
+                                                                            for v in stmt.args(values or {}))))
+                rows = await self._within_deadline(cur.fetchall()) if cur.description else ()
                 info = getattr(cur._result, "message", None) or b""  # the driver keeps the OK packet's text there
                 return [tuple(r) for r in rows], cur.rowcount, info if isinstance(info, bytes) else str(info).encode()
 
@@ -341,18 +357,30 @@ class MySQLEngine(Engine):
     async def execute(self, stmt: Stmt | str, values: dict[str, Any] | None = None) -> int:
         return max(0, (await self._run(stmt, values))[1])
 
+    async def _within_deadline(self, step: Awaitable[T]) -> T:
+        """A round trip within statement_deadline_s: past it the server did not answer within its own statement
+        bound, so the connection is given up (closed, not reused) and the error is a lost connection."""
+        try:
+            return await within(step, self.statement_deadline_s)
+        except TimeoutError:
+            if self._conn is not None:
+                self._conn.close()
+            raise ConnectError(f"MySQL did not answer within {self.statement_deadline_s:g} s "
+                               f"(statement_timeout_s {self.statement_timeout_s:g} s); the connection is given "
+                               "up") from None
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         with self.driver_errors():
-            await self._c().begin()
+            await self._within_deadline(self._c().begin())
         try:
             yield
         except BaseException:
             with contextlib.suppress(Exception):
-                await self._c().rollback()
+                await within(self._c().rollback(), self.statement_deadline_s)
             raise
         with self.driver_errors():
-            await self._c().commit()
+            await self._within_deadline(self._c().commit())
 
     def plan(self, spec: TableSpec, once_expr: str | None = None, lock: str | None = None) -> BatchPlan:
         plan = super().plan(spec, once_expr, lock)

@@ -15,6 +15,12 @@ TABLE_OPTIONS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
 ROW_LOCK_WAIT_S = "SET SESSION innodb_lock_wait_timeout = {seconds}"
 # how long a metadata lock (an ALTER's) is waited for, in whole seconds
 METADATA_LOCK_WAIT_S = "SET SESSION lock_wait_timeout = {seconds}"
+# every wait on the server bounded: MariaDB cancels a statement past max_statement_time (seconds) and ends a
+# session whose transaction sat idle past idle_transaction_timeout (whole seconds), releasing its row locks
+MARIADB_BOUNDS = "SET SESSION max_statement_time = {statement_s}, idle_transaction_timeout = {idle_s}"
+# MySQL 8 bounds only SELECTs (milliseconds) and has no idle-transaction timeout (the client's deadline, then
+# wait_timeout, end such a session)
+MYSQL_BOUNDS = "SET SESSION max_execution_time = {statement_ms}"
 # the connection's character set
 SET_NAMES = "SET NAMES utf8mb4"
 # room for a batch's locked keys in one GROUP_CONCAT (MySQLEngine.plan): 64 MiB, allocated only as used

@@ -7,13 +7,13 @@ import contextlib
 import datetime as dt
 import math
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from backfilld.aio import within
-from backfilld.engines.base import AppActivity, Engine, Unrepresentable, lease_key
+from backfilld.engines.base import AppActivity, Engine, Unrepresentable, describe, lease_key
 from backfilld.engines.catalog import Column, TableInfo
 from backfilld.engines.postgresql.sql import (
     APP_ACTIVITY,
@@ -259,7 +259,7 @@ def translate_pg(exc: BaseException) -> EngineError:
     # session while it was idle); like a lost connection, it is cured by a new one
     if isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, asyncio.TimeoutError,
                         ConnectionError)):
-        return ConnectError(f"connection to PostgreSQL lost or refused: {exc}")
+        return ConnectError(f"connection to PostgreSQL lost or refused: {describe(exc)}")
     return EngineError(f"{type(exc).__name__}: {exc}")
 
 
@@ -279,9 +279,14 @@ class PostgresEngine(Engine):
             self._generation += 1
             self._conn = await asyncpg.connect(
                 host=u.host, port=u.port or 5432, user=u.user, password=u.password, database=u.database,
-                timeout=self.connect_timeout_s,
+                timeout=self.connect_timeout_s, command_timeout=self.statement_deadline_s,
                 server_settings={"application_name": f"backfilld-{self.role}" if self.role else "backfilld",
                                  "lock_timeout": f"{int(self.lock_timeout_s * 1000)}ms",
+                                 # every wait on the server bounded: a statement, and a transaction left idle
+                                 # by a client that vanished (its row locks go with the session)
+                                 "statement_timeout": f"{int(self.statement_timeout_s * 1000)}ms",
+                                 "idle_in_transaction_session_timeout":
+                                     f"{int(self.idle_in_transaction_timeout_s * 1000)}ms",
                                  # the server notices a vanished client within about 30 s, and with it
                                  # releases the job's lease (an advisory lock) held by that session
                                  "tcp_keepalives_idle": "15", "tcp_keepalives_interval": "5",
@@ -302,6 +307,8 @@ class PostgresEngine(Engine):
                     await within(conn.execute(UNLOCK_ALL), 2)
             with contextlib.suppress(Exception):
                 await within(conn.close(), 5)
+            if not conn.is_closed():   # the server did not answer the goodbye (a path that stopped forwarding)
+                conn.terminate()
         self._leased = False
 
     def _c(self) -> asyncpg.Connection:
@@ -312,21 +319,34 @@ class PostgresEngine(Engine):
     async def fetch(self, stmt: Stmt | str, values: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         if isinstance(stmt, str):
             stmt = Stmt(stmt)
-        with self.driver_errors():
+        with self.driver_errors(), self._deadline():
             rows = await self._c().fetch(stmt.sql, *stmt.args(values or {}))
         return [tuple(r) for r in rows]
 
     async def execute(self, stmt: Stmt | str, values: dict[str, Any] | None = None) -> int:
         if isinstance(stmt, str):
             stmt = Stmt(stmt)
-        with self.driver_errors():
+        with self.driver_errors(), self._deadline():
             status = await self._c().execute(stmt.sql, *stmt.args(values or {}))
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
+    @contextlib.contextmanager
+    def _deadline(self) -> Iterator[None]:
+        """command_timeout (statement_deadline_s) expired: the server did not answer within its own statement
+        timeout, so the connection is given up (terminated, not reused) and the error is a lost connection."""
+        try:
+            yield
+        except TimeoutError:
+            if self._conn is not None:
+                self._conn.terminate()
+            raise ConnectError(f"PostgreSQL did not answer within {self.statement_deadline_s:g} s "
+                               f"(statement_timeout_s {self.statement_timeout_s:g} s); the connection is given "
+                               "up") from None
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        with self.driver_errors():
+        with self.driver_errors(), self._deadline():
             tx = self._c().transaction()
             await tx.start()
         try:
@@ -335,7 +355,7 @@ class PostgresEngine(Engine):
             with contextlib.suppress(Exception):
                 await tx.rollback()
             raise
-        with self.driver_errors():
+        with self.driver_errors(), self._deadline():
             await tx.commit()
 
     async def once_expression(self, table: str, key: Sequence[str], expr: str) -> str | None:
