@@ -26,16 +26,22 @@ async def state_row(db: TestDb) -> tuple:
     return rows[0] if rows else ()
 
 
+async def started(db: TestDb, cfg: object, stop: asyncio.Event) -> asyncio.Task:
+    """A daemon running the job in the background, once it has committed its first batch."""
+    first = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(), stop=stop))
+    for _ in range(200):
+        if (await state_row(db) or ("", 0))[1] > 0:
+            break
+        await asyncio.sleep(0.05)
+    return first
+
+
 async def test_a_second_daemon_on_a_running_job_refuses_and_writes_nothing(db: TestDb) -> None:
     table = await db.users_with(2000)
     cfg = db.config([job(db, table)], throttle={"max_rows_per_s": 300, "min_batch": 100, "max_batch": 100})
     stop = asyncio.Event()
-    first = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(), stop=stop))
+    first = await started(db, cfg, stop)
     try:
-        for _ in range(200):
-            if (await state_row(db) or ("", 0))[1] > 0:
-                break
-            await asyncio.sleep(0.05)
         before = await state_row(db)
         assert before[0] == "running" and before[1] > 0
 
@@ -62,12 +68,8 @@ async def test_a_stop_during_the_lease_wait_ends_the_daemon_cleanly(db: TestDb) 
     table = await db.users_with(2000)
     cfg = db.config([job(db, table)], throttle={"max_rows_per_s": 300, "min_batch": 100, "max_batch": 100})
     stop_first, stop_second = asyncio.Event(), asyncio.Event()
-    first = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(), stop=stop_first))
+    first = await started(db, cfg, stop_first)
     try:
-        for _ in range(200):
-            if (await state_row(db) or ("", 0))[1] > 0:
-                break
-            await asyncio.sleep(0.05)
         second = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(), stop=stop_second))
         await asyncio.sleep(1.0)   # preflight done, waiting for the lease (LEASE_START_WAIT_S is 3 s)
         assert not second.done()
@@ -89,12 +91,8 @@ async def test_verify_fix_refuses_to_write_beside_a_running_job(db: TestDb) -> N
     table = await db.users_with(2000)
     cfg = db.config([job(db, table)], throttle={"max_rows_per_s": 300, "min_batch": 100, "max_batch": 100})
     stop = asyncio.Event()
-    first = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(), stop=stop))
+    first = await started(db, cfg, stop)
     try:
-        for _ in range(200):
-            if (await state_row(db) or ("", 0))[1] > 0:
-                break
-            await asyncio.sleep(0.05)
         with pytest.raises(LeaseHeld, match="being run by another backfilld"):
             await daemon.verify(cfg, None, fix=True)
         [result] = await daemon.verify(cfg, None, fix=False)
