@@ -265,3 +265,70 @@ async def test_native_probe_sees_stopped_replication(pair: Pair) -> None:
             await asyncio.to_thread(pair.resume)
         [state] = await asyncio.wait_for(run, 300)
     assert state.status == "completed"
+
+
+def audit_updates(p: Pair) -> None:
+    """An audit table on the primary and an AFTER UPDATE trigger recording every row an UPDATE touched."""
+    p.execute("DROP TABLE IF EXISTS items_audit")
+    if p.kind == "postgresql":
+        p.execute("CREATE TABLE items_audit (id bigint NOT NULL)")
+        p.execute("CREATE OR REPLACE FUNCTION items_audit_f() RETURNS trigger LANGUAGE plpgsql AS "
+                  "$$ BEGIN INSERT INTO items_audit(id) VALUES (NEW.id); RETURN NEW; END $$")
+        p.execute("CREATE TRIGGER items_audit_t AFTER UPDATE ON items FOR EACH ROW EXECUTE FUNCTION items_audit_f()")
+    else:
+        p.execute("CREATE TABLE items_audit (id bigint NOT NULL)")
+        p.execute("CREATE TRIGGER items_audit_t AFTER UPDATE ON items FOR EACH ROW "
+                  "INSERT INTO items_audit(id) VALUES (NEW.id)")
+
+
+def kill_backfilld(p: Pair) -> int:
+    """Every backfilld session on the primary killed (pg_terminate_backend; KILL CONNECTION); how many."""
+    if p.kind == "postgresql":
+        rows = p.pair.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name LIKE 'backfilld%'")
+        return len(rows)
+    ids = p.pair.query("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = 'test' AND ID <> CONNECTION_ID() "
+                       "AND COMMAND <> 'Binlog Dump'")
+    for (conn_id,) in ids:
+        p.execute(f"KILL CONNECTION {int(conn_id)}")
+    return len(ids)
+
+
+async def test_a_primary_restart_and_killed_backends_mid_run_leave_every_row_right_and_none_written_twice(
+        pair: Pair) -> None:
+    """The primary shut down fast and started again mid-run, then every backfilld backend killed three
+    times: the job reconnects, takes its lease again, resumes from its checkpoint within its retries and
+    completes, every row right on the primary and the replica, and no row updated twice (the audit trigger)."""
+    rows = 20_000
+    await asyncio.to_thread(pair.create_table, "items", rows)
+    await asyncio.to_thread(audit_updates, pair)
+    cfg = config(pair, min_batch=200, max_batch=200, max_rows_per_s=3000)
+    cfg = cfg.model_copy(update={"jobs": [cfg.jobs[0].model_copy(update={"max_retries": 40})]})
+    rec = Recorder()
+    run = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(restart=True), on_batch=rec))
+
+    async def more_batches(n: int) -> None:
+        start = len(rec.batches)
+        for _ in range(600):
+            if len(rec.batches) >= start + n or run.done():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {n} more batches within 30 s")
+
+    await more_batches(5)
+    await asyncio.to_thread(pair.pair.stop_primary)
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(pair.pair.start_primary)
+    await more_batches(5)
+    killed = 0
+    for _ in range(3):
+        killed += await asyncio.to_thread(kill_backfilld, pair)
+        await more_batches(3)
+    assert killed >= 3
+    [state] = await asyncio.wait_for(run, 180)
+    assert state.status == "completed"
+    assert int(pair.pair.scalar("SELECT count(*) FROM items WHERE label IS NULL")) == 0
+    twice = pair.pair.scalar("SELECT count(*) FROM (SELECT id FROM items_audit GROUP BY id HAVING count(*) > 1) t")
+    assert int(twice) == 0, "rows updated twice"
+    assert int(pair.pair.scalar("SELECT count(DISTINCT id) FROM items_audit")) == rows
+    await check_replica_complete(pair)
