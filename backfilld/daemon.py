@@ -138,6 +138,7 @@ class Daemon:
         for job in jobs:  # every series a dashboard or alert reads exists from the start
             self.metrics.set_state(job.name, "pending")
             self.metrics.operator_paused.labels(job.name).set(0)
+            self.metrics.declare(job.name)
         results: dict[str, JobState] = {}
         failures: list[str] = []
         async with contextlib.AsyncExitStack() as stack:

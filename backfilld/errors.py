@@ -41,6 +41,12 @@ class RetryableError(EngineError):
         self.on_writer = False   # raised on a worker's connection, not the job's own (job.JobRunner)
 
 
+# Every RetryableError.kind the engines and the job raise (metrics label values, exported at 0 from the start;
+# "fatal" and "transform" count errors that were not retried).
+RETRY_KINDS = ("lock_timeout", "deadlock", "serialization", "canceled", "connection", "timeout", "transient")
+ERROR_KINDS = (*RETRY_KINDS, "fatal", "transform")
+
+
 class ConnectError(RetryableError):
     """Could not connect to the database."""
 

@@ -25,6 +25,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from backfilld.errors import ERROR_KINDS, RETRY_KINDS
 from backfilld.status import metric_states
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("backfilld.metrics")
 
 JOB_STATES = metric_states()   # backfilld/status.py: the stored statuses, paused and stopped
+BATCH_OUTCOMES = ("applied", "retried", "failed")   # backfilld_batches_total's outcome
 THROTTLE_REASONS = ("lag", "lag_unknown", "load", "load_unknown", "app_wait", "busy", "flag_file", "window", "rate",
                     "operator")
 # Window of wall time the ETA's rate is measured over, throttled time included. Seconds; long enough to
@@ -98,6 +100,16 @@ class Metrics:
     def set_state(self, job: str, state: str) -> None:
         for s in JOB_STATES:
             self.state.labels(job, s).set(1 if s == state else 0)
+
+    def declare(self, job: str) -> None:
+        """Every labelled counter of a job at 0 for its known label values, from the first scrape: rate() and
+        increase() then see the first error or retry instead of a series that appears with it."""
+        for kind in RETRY_KINDS:
+            self.retries.labels(job, kind)
+        for kind in ERROR_KINDS:
+            self.errors.labels(job, kind)
+        for outcome in BATCH_OUTCOMES:
+            self.batches.labels(job, outcome)
 
     def set_throttled(self, job: str, kinds: tuple[str, ...]) -> None:
         for reason in THROTTLE_REASONS:
