@@ -12,6 +12,7 @@ batches.py, retries to retry.py, SQL to the engine, sizing to chunker, pausing t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -34,7 +35,7 @@ from backfilld.lookahead import Lookahead
 from backfilld.metrics import Metrics, Progress
 from backfilld.pipeline import Flight, Pipeline, Range, Write
 from backfilld.preflight import Prepared, concurrency_limit, null_key_problem, null_keys_stmt, prepare
-from backfilld.requests import OperatorRequests
+from backfilld.requests import REQUEST_POLL_S, OperatorRequests
 from backfilld.retry import Retrier, Stopped
 from backfilld.status import Status, metric_state
 from backfilld.writers import WriterPool
@@ -247,10 +248,24 @@ class JobRunner:
             return None
         if self.pipeline.may_dispatch():
             with self.liveness.waiting():
-                await self.gate.wait(self.job.name, self.stop, len(self.pipeline))
+                await self._wait_gate()
             if self.stop.is_set():
                 return None
         return bool(await self.retry.run(self._step))
+
+    async def _wait_gate(self) -> None:
+        """The gate's wait, with the operator's requests read meanwhile: a `set` (max_lag_s, say) or a pause
+        made while the throttle holds the job counts at once, not only once the throttle lets it go."""
+        wait = asyncio.create_task(self.gate.wait(self.job.name, self.stop, len(self.pipeline)), name="gate")
+        try:
+            while not (await asyncio.wait({wait}, timeout=REQUEST_POLL_S))[0]:
+                await self.retry.run(self.requests.poll)
+            await wait
+        finally:
+            if not wait.done():
+                wait.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await wait
 
     async def _end_pass(self, took: float, writes_seen: object | None, follow: bool) -> bool:
         """A pass ended: complete the job if it found nothing to write, start the next pass (saved). True: the

@@ -142,8 +142,8 @@ class Throttle:
         update: dict[str, float] = dict(self._overrides.get(job, {}))
         if not update:
             return self.cfg
-        if "max_lag_s" in update:
-            update["resume_lag_s"] = min(self.cfg.resume_lag_s, update["max_lag_s"])
+        if "max_lag_s" in update:   # the hysteresis keeps its proportion: resume under the same share of the limit
+            update["resume_lag_s"] = update["max_lag_s"] * self.cfg.resume_lag_s / self.cfg.max_lag_s
         return self.cfg.model_copy(update=update)
 
     def _on_app_reading(self, a: AppActivity) -> None:
@@ -192,10 +192,12 @@ class Throttle:
         kinds: tuple[str, ...] = ()
         waited_for: tuple[str, ...] = ()   # the reasons of the wait that just ended
         last = self.clock()
-        cfg = self.decider.cfg = self.cfg_for(job)   # jobs take turns: the decision is the waiting job's
-        self.metrics.max_lag.set(cfg.max_lag_s)
-        poll = min(POLL_MAX_S, cfg.heartbeat_interval_s)
         while not stop.is_set():
+            # jobs take turns: the decision is the waiting job's, with its live settings as they are now (an
+            # operator's `set` while the job waits here counts from the next look)
+            cfg = self.decider.cfg = self.cfg_for(job)
+            self.metrics.max_lag.set(cfg.max_lag_s)
+            poll = min(POLL_MAX_S, cfg.heartbeat_interval_s)
             self._readings.clear()
             d = self.decide(in_flight)
             now = self.clock()

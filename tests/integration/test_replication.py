@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
-from backfilld import daemon
+from backfilld import control, daemon
 from backfilld.config import from_dict
 from backfilld.job import BatchResult
 from tests.harness.replication import mariadb_pair_fixture, postgres_pair_fixture
@@ -331,4 +331,34 @@ async def test_a_primary_restart_and_killed_backends_mid_run_leave_every_row_rig
     twice = pair.pair.scalar("SELECT count(*) FROM (SELECT id FROM items_audit GROUP BY id HAVING count(*) > 1) t")
     assert int(twice) == 0, "rows updated twice"
     assert int(pair.pair.scalar("SELECT count(DISTINCT id) FROM items_audit")) == rows
+    await check_replica_complete(pair)
+
+
+async def test_a_set_of_max_lag_s_while_the_lag_holds_the_job_counts_at_once(pair: Pair) -> None:
+    """Replay paused, the job held by the lag: an operator accepts more lag (`set max_lag_s=...`) and the job
+    goes on while replay is still paused (the request is read during the throttle's wait, not after it)."""
+    await asyncio.to_thread(pair.create_table, "items", ROWS)
+    cfg = config(pair, **PACED)
+    rec = Recorder()
+    with structlog.testing.capture_logs() as logs:
+        run = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(restart=True), on_batch=rec))
+        await asyncio.wait_for(rec.progress.wait(), 60)
+        mark = len(logs)
+        await asyncio.to_thread(pair.pause)
+        try:
+            await wait_for_event(logs, "throttle_paused", after=mark)
+            held = len(rec.batches)
+            await asyncio.sleep(0.5)
+            assert len(rec.batches) <= held + 1, "batches went on while the lag held the job"
+            await control.request(cfg, "label", settings={"max_lag_s": 3600})
+            await wait_for_event(logs, "throttle_resumed", after=mark, timeout=10)
+            for _ in range(100):
+                if len(rec.batches) >= held + 5:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(rec.batches) >= held + 5, "the job did not go on after the operator's set"
+        finally:
+            await asyncio.to_thread(pair.resume)
+        [state] = await asyncio.wait_for(run, 300)
+    assert state.status == "completed" and state.rows_done == ROWS
     await check_replica_complete(pair)
