@@ -258,7 +258,7 @@ class Daemon:
                          "operator_paused": r.operator_paused, "pass_no": st.pass_no if st else None,
                          "rows_done": st.rows_done if st else 0, "pass_scanned": st.pass_scanned if st else 0,
                          "rows_estimate": r.progress.estimate, "progress": round(r.progress.ratio, 4),
-                         "eta_s": None if eta is None else round(eta, 1), "batch_size": r.sizer.size,
+                         "eta_s": _rounded(eta), "batch_size": r.sizer.size,
                          "since_commit_s": _rounded(r.liveness.since_commit_s()),
                          "error": st.error if st else None})
         throttle: dict[str, Any] = {}

@@ -342,12 +342,10 @@ class MySQLEngine(Engine):
             # notes such as "table already exists" on IF NOT EXISTS are expected, not news
             warnings.simplefilter("ignore", pymysql.Warning)
             async with self._c().cursor() as cur:
-                if isinstance(stmt, str):
-                    await self._within_deadline(cur.execute(stmt))
-                else:
-                    await self._within_deadline(cur.execute(stmt.sql, tuple(bindable(v)
-                                                                            for v in stmt.args(values or {}))))
-                rows = await self._within_deadline(cur.fetchall()) if cur.description else ()
+                args = None if isinstance(stmt, str) else tuple(bindable(v) for v in stmt.args(values or {}))
+                # one deadline for the statement's round trip (the cursor buffers the whole result on execute)
+                await self._within_deadline(cur.execute(stmt if isinstance(stmt, str) else stmt.sql, args))
+                rows = await cur.fetchall() if cur.description else ()
                 info = getattr(cur._result, "message", None) or b""  # the driver keeps the OK packet's text there
                 return [tuple(r) for r in rows], cur.rowcount, info if isinstance(info, bytes) else str(info).encode()
 
