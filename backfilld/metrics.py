@@ -1,6 +1,6 @@
 """Every metric declared once, the progress/ETA arithmetic, and the HTTP endpoints.
 
-Owns: metric names and labels (job, replica, and small fixed sets such as outcome, reason, kind, state;
+Owns: metric names and labels (backfill_job, replica, and small fixed sets such as outcome, reason, kind, state;
 never a key, a URL or anything unbounded), the recent-window rate behind the ETA, and the HTTP server for
 /metrics, /healthz, /readyz and /status (its socket bound at once, aiohttp answering from the first batch on).
 Delegates nothing; reads what the job and throttle report.
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("backfilld.metrics")
 
 JOB_STATES = metric_states()   # backfilld/status.py: the stored statuses, paused and stopped
+# The per-job label. Not `job`: that is Prometheus' own target label (the scrape job), which a series of ours
+# must not set (it would need honor_labels on every scrape config, or be renamed exported_job).
+JOB_LABEL = "backfill_job"
 BATCH_OUTCOMES = ("applied", "retried", "failed")   # backfilld_batches_total's outcome
 THROTTLE_REASONS = ("lag", "lag_unknown", "load", "load_unknown", "app_wait", "busy", "flag_file", "window", "rate",
                     "operator")
@@ -48,42 +51,42 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
         ProcessCollector(registry=r)  # process_start_time_seconds, CPU, memory: restarts show on the dashboard
-        self.rows = Counter("backfilld_rows_processed", "Rows whose target columns a batch wrote.", ["job"],
+        self.rows = Counter("backfilld_rows_processed", "Rows whose target columns a batch wrote.", [JOB_LABEL],
                             registry=r)
-        self.rows_scanned = Counter("backfilld_rows_scanned", "Keys visited by batches (written or not).", ["job"],
+        self.rows_scanned = Counter("backfilld_rows_scanned", "Keys visited by batches (written or not).", [JOB_LABEL],
                                     registry=r)
         self.batches = Counter("backfilld_batches", "Batches by outcome: applied, retried, failed.",
-                               ["job", "outcome"], registry=r)
+                               [JOB_LABEL, "outcome"], registry=r)
         self.batch_duration = Histogram("backfilld_batch_duration_seconds", "Time from range lookup to commit.",
-                                        ["job"], buckets=BATCH_BUCKETS, registry=r)
-        self.batch_size = Gauge("backfilld_batch_size_rows", "Keys the next batch will visit.", ["job"], registry=r)
-        self.rows_remaining = Gauge("backfilld_rows_remaining", "Estimated keys left in the current pass.", ["job"],
+                                        [JOB_LABEL], buckets=BATCH_BUCKETS, registry=r)
+        self.batch_size = Gauge("backfilld_batch_size_rows", "Keys the next batch will visit.", [JOB_LABEL], registry=r)
+        self.rows_remaining = Gauge("backfilld_rows_remaining", "Estimated keys left in the current pass.", [JOB_LABEL],
                                     registry=r)
-        self.progress = Gauge("backfilld_progress_ratio", "Share of the current pass done, 0 to 1.", ["job"],
+        self.progress = Gauge("backfilld_progress_ratio", "Share of the current pass done, 0 to 1.", [JOB_LABEL],
                               registry=r)
         self.eta = Gauge("backfilld_eta_seconds", "Remaining keys over the rate of the last minute of wall time "
-                         "(throttled time included); -1 while unknown.", ["job"], registry=r)
-        self.passes = Gauge("backfilld_pass_number", "The pass the job is in (1 fills, later ones sweep).", ["job"],
+                         "(throttled time included); -1 while unknown.", [JOB_LABEL], registry=r)
+        self.passes = Gauge("backfilld_pass_number", "The pass the job is in (1 fills, later ones sweep).", [JOB_LABEL],
                             registry=r)
-        self.state = Gauge("backfilld_job_state", "1 for the job's current state.", ["job", "state"], registry=r)
+        self.state = Gauge("backfilld_job_state", "1 for the job's current state.", [JOB_LABEL, "state"], registry=r)
         self.last_progress = Gauge("backfilld_last_progress_timestamp_seconds", "When the job last committed a batch.",
-                                   ["job"], registry=r)
-        self.operator_paused = Gauge("backfilld_operator_paused", "1 while an operator has paused the job.", ["job"],
-                                     registry=r)
-        self.retries = Counter("backfilld_retries", "Batch attempts retried, by error kind.", ["job", "kind"],
+                                   [JOB_LABEL], registry=r)
+        self.operator_paused = Gauge("backfilld_operator_paused", "1 while an operator has paused the job.",
+                                     [JOB_LABEL], registry=r)
+        self.retries = Counter("backfilld_retries", "Batch attempts retried, by error kind.", [JOB_LABEL, "kind"],
                                registry=r)
-        self.errors = Counter("backfilld_errors", "Errors by kind (retried or not).", ["job", "kind"], registry=r)
+        self.errors = Counter("backfilld_errors", "Errors by kind (retried or not).", [JOB_LABEL, "kind"], registry=r)
         self.lag = Gauge("backfilld_replica_lag_seconds", "Latest lag reading per replica; +Inf when replication "
                          "is stopped, NaN while unreadable.", ["replica"], registry=r)
         self.max_lag = Gauge("backfilld_max_lag_seconds", "The configured lag limit (throttle.max_lag_s).", registry=r)
-        self.throttled = Gauge("backfilld_throttled", "1 while the job waits for this reason.", ["job", "reason"],
+        self.throttled = Gauge("backfilld_throttled", "1 while the job waits for this reason.", [JOB_LABEL, "reason"],
                                registry=r)
         self.throttled_seconds = Counter("backfilld_throttled_seconds", "Seconds the job waited, by reason.",
-                                         ["job", "reason"], registry=r)
+                                         [JOB_LABEL, "reason"], registry=r)
         # what backfilld costs the application on the primary
         self.rows_skipped_locked = Counter(
             "backfilld_rows_skipped_locked", "Rows a batch passed over because the application held them locked "
-            "(SKIP LOCKED); a later pass writes them.", ["job"], registry=r)
+            "(SKIP LOCKED); a later pass writes them.", [JOB_LABEL], registry=r)
         self.app_lock_waits = Counter(
             "backfilld_app_lock_waits", "Application sessions seen waiting for a lock a backfilld session holds, "
             "summed over the application probe's looks (every 0.25 s).", registry=r)

@@ -366,14 +366,15 @@ def test_alert_rules_parse() -> None:
     assert "backfilld_operator_paused" in by_name["BackfilldJobStalled"]["expr"]
 
 
-def test_scrape_configs_honor_labels() -> None:
-    """backfilld's per-job label is `job`: without honor_labels Prometheus renames it to exported_job."""
+def test_scrape_configs_keep_prometheus_job_label() -> None:
+    """backfilld's per-job label is `backfill_job`, so the shipped scrape configs leave Prometheus' own `job`
+    alone: no honor_labels (which would let a target overwrite the labels Prometheus attaches)."""
     yaml = need("yaml")
     for path in PROM_CONFIGS:
         scrapes = yaml.safe_load(path.read_text(encoding="utf-8"))["scrape_configs"]
         assert scrapes
         for s in scrapes:
-            assert s.get("honor_labels") is True, f"{path.name}: {s['job_name']}"
+            assert not s.get("honor_labels"), f"{path.name}: {s['job_name']}"
 
 
 # ------------------------------------------------------------------------------------------ Docker

@@ -65,7 +65,7 @@ INTERVAL = "1s"
 
 # Every label backfilld may put on a series (plus Prometheus' instance and the histogram's le), and the
 # values the bounded ones may take (metrics.JOB_STATES, metrics.THROTTLE_REASONS, the batch outcomes).
-ALLOWED_LABELS = {"__name__", "instance", "job", "state", "outcome", "reason", "kind", "replica", "le"}
+ALLOWED_LABELS = {"__name__", "instance", "job", "backfill_job", "state", "outcome", "reason", "kind", "replica", "le"}
 BOUNDED = {
     "state": {"pending", "running", "paused", "completed", "failed", "stopped"},
     "reason": {"lag", "lag_unknown", "load", "load_unknown", "app_wait", "busy", "flag_file", "window", "rate",
@@ -370,7 +370,7 @@ def start_prometheus(tmp: Path, targets: list[str]) -> Prom:
     binary = require_tool("prometheus")
     example = yaml.safe_load(PROM_EXAMPLE.read_text(encoding="utf-8"))
     scrape = dict(next(s for s in example["scrape_configs"] if s["job_name"] == "backfilld"))
-    # the example's scrape job as shipped (honor_labels above all), pointed at this run's daemons, every 1 s
+    # the example's scrape job as shipped (no honor_labels), pointed at this run's daemons, every 1 s
     scrape.update(scrape_interval=f"{SCRAPE_S}s", scrape_timeout=f"{SCRAPE_S}s",
                   static_configs=[{"targets": targets}])
     config = {"global": {"scrape_interval": f"{SCRAPE_S}s", "scrape_timeout": f"{SCRAPE_S}s",
@@ -456,7 +456,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):  # one scenario, step by st
 
         # 1. throttled by the flag file, seen by Prometheus
         wait_for("throttled{reason=flag_file} = 1", lambda: scrape_value(daemon.metrics(), "backfilld_throttled",
-                                                                         job=JOB, reason="flag_file") == 1, 30)
+                                                                         backfill_job=JOB, reason="flag_file") == 1, 30)
         wait_scrapes(prom, daemons, time.time(), 2)
         assert daemon.job_status(JOB)["rows_done"] == 0, "the flag file did not hold the job back"
         flag.unlink()
@@ -464,20 +464,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory):  # one scenario, step by st
 
         # 2. paused and resumed by an operator
         cli("pause", JOB, config=cli_config)
-        wait_for("operator pause", lambda: scrape_value(daemon.metrics(), "backfilld_operator_paused", job=JOB) == 1,
-                 30)
+        wait_for("operator pause",
+                 lambda: scrape_value(daemon.metrics(), "backfilld_operator_paused", backfill_job=JOB) == 1, 30)
         assert daemon.job_status(JOB)["operator_paused"] is True
         wait_scrapes(prom, daemons, time.time(), 2)
         cli("resume", JOB, config=cli_config)
-        wait_for("operator resume", lambda: scrape_value(daemon.metrics(), "backfilld_operator_paused", job=JOB) == 0,
-                 30)
+        wait_for("operator resume",
+                 lambda: scrape_value(daemon.metrics(), "backfilld_operator_paused", backfill_job=JOB) == 0, 30)
 
         # 3. SQLite's write lock held by someone else: batches fail with lock_timeout and are retried
         holder = sqlite3.connect(db, timeout=10, isolation_level=None)
         try:
             holder.execute("BEGIN IMMEDIATE")
-            wait_for("a retried batch", lambda: (scrape_value(daemon.metrics(), "backfilld_retries_total", job=JOB,
-                                                              kind="lock_timeout") or 0) >= 1, 30)
+            wait_for("a retried batch",
+                     lambda: (scrape_value(daemon.metrics(), "backfilld_retries_total", backfill_job=JOB,
+                                           kind="lock_timeout") or 0) >= 1, 30)
             wait_scrapes(prom, daemons, time.time(), 1)
         finally:
             holder.execute("ROLLBACK")
@@ -615,7 +616,8 @@ def test_endpoints(stack: Stack) -> None:
 
 def test_scenario_is_in_prometheus(stack: Stack) -> None:
     """What the scenario did, as Prometheus recorded it (and so as the dashboard shows it)."""
-    p, j = stack.prom, f'job="{JOB}", instance="{stack.daemon.address}"'
+    # the backfill job's name in its own label, Prometheus' `job` left as the scrape job's name
+    p, j = stack.prom, f'job="backfilld", backfill_job="{JOB}", instance="{stack.daemon.address}"'
     assert p.scalar(f"sum(backfilld_rows_processed_total{{{j}}})") == ROWS
     assert p.scalar(f'backfilld_job_state{{{j}, state="completed"}}') == 1
     assert p.scalar(f'backfilld_progress_ratio{{{j}}}') == 1
@@ -658,8 +660,8 @@ def test_dashboard_variables_resolve(stack: Stack) -> None:
         values = set(stack.prom.api(f"label/{label}/values", **{"match[]": selector}))
         if label == "instance":
             assert {d.address for d in stack.daemons} <= values, (var["name"], values)
-        if label == "job":
-            # the backfill jobs' own names, not the scrape job's: honor_labels works
+        if label == "backfill_job":
+            # the backfill jobs' own names
             expected = {JOB} | ({PG_JOB} if stack.pg.daemon else set())
             assert values == expected, (var["name"], values)
 
@@ -736,12 +738,13 @@ def test_labels_bounded_and_free_of_secrets(stack: Stack) -> None:
     series = stack.prom.api("series", **{"match[]": '{__name__=~"backfilld_.*"}', "start": f"{stack.started:.3f}",
                                          "end": f"{time.time():.3f}"})
     assert series
-    jobs = {JOB, "backfilld"} | ({PG_JOB} if stack.pg.daemon else set())  # "backfilld": the scrape job's name
+    jobs = {JOB} | ({PG_JOB} if stack.pg.daemon else set())
     instances = {d.address for d in stack.daemons}
     forbidden = [str(stack.tmp), "sqlite", ".toml", "://", "items", "bf_prom", "5432", SECRET, "postgres"]
     for s in series:
         assert set(s) <= ALLOWED_LABELS, s
-        assert s.get("job") in jobs, s
+        assert s["job"] == "backfilld", s   # Prometheus' own: the scrape job's name, never overwritten
+        assert s.get("backfill_job", JOB) in jobs, s
         assert s["instance"] in instances, s
         for label, allowed in BOUNDED.items():
             if label in s:

@@ -18,11 +18,11 @@ def test_a_declared_job_exports_its_counters_at_zero() -> None:
     m.declare("j")
     text = m.exposition().decode()
     for kind in errors.RETRY_KINDS:
-        assert f'backfilld_retries_total{{job="j",kind="{kind}"}} 0.0' in text
+        assert f'backfilld_retries_total{{backfill_job="j",kind="{kind}"}} 0.0' in text
     for kind in errors.ERROR_KINDS:
-        assert f'backfilld_errors_total{{job="j",kind="{kind}"}} 0.0' in text
+        assert f'backfilld_errors_total{{backfill_job="j",kind="{kind}"}} 0.0' in text
     for outcome in BATCH_OUTCOMES:
-        assert f'backfilld_batches_total{{job="j",outcome="{outcome}"}} 0.0' in text
+        assert f'backfilld_batches_total{{backfill_job="j",outcome="{outcome}"}} 0.0' in text
 
 
 def test_every_kind_the_code_raises_or_counts_is_declared() -> None:
