@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -12,9 +13,11 @@ from collections.abc import Iterator
 import pytest
 
 from backfilld import daemon
+from backfilld.accounting import BatchResult
 from backfilld.errors import ConnectError
+from backfilld.metrics import Metrics
 from tests.dbutil import CONCAT, SLOW_ON_499, GateAt, TestDb, application_session
-from tests.harness.faultproxy import FaultProxy, fault_proxy_fixture
+from tests.harness.faultproxy import FaultProxy, ProxyStats, fault_proxy_fixture
 
 both = pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
 
@@ -152,3 +155,133 @@ async def test_a_listener_that_accepts_but_never_speaks_fails_the_connect_within
     message = str(err.value)
     assert "cannot connect to" in message and "timed out" in message, message
     assert not message.rstrip().endswith(":"), message
+
+
+class Commits:
+    """on_batch callback: when each batch committed (loop time), to wait for progress after a fault."""
+
+    def __init__(self) -> None:
+        self.at: list[float] = []
+        self.took: list[tuple[float, float]] = []   # (commit time, batch time from range lookup to commit)
+
+    def __call__(self, _job: object, result: BatchResult) -> None:
+        now = asyncio.get_running_loop().time()
+        self.at.append(now)
+        self.took.append((now, result.took_s))
+
+    async def after(self, t: float, timeout_s: float = 60.0) -> float:
+        """Seconds from t to the first commit after it."""
+        async def seen() -> bool:
+            return any(c > t for c in self.at)
+        await until(seen, timeout_s)
+        return min(c for c in self.at if c > t) - t
+
+
+async def written_once(db: TestDb, table: str, audit: str, rows: int) -> None:
+    """Every row right, and backfilld's UPDATE touched each exactly once (the audit trigger's count)."""
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT[db.engine_name]}") == [(rows,)]
+    counts = dict(await db.q(f"SELECT id, count(*) FROM {audit} GROUP BY id"))
+    assert len(counts) == rows and set(counts.values()) == {1}, "a row written twice, or not at all"
+
+
+# Seconds a job may take to commit again after every connection was reset: a reconnect (well under a second on
+# loopback) after the retry's backoff (0.2 s doubling; a few attempts while the server ends the old sessions).
+RECOVER_S = 15.0
+
+
+@both
+async def test_every_connection_reset_three_times_mid_run_the_job_resumes_exactly(
+        db: TestDb, proxy: FaultProxy) -> None:
+    """RST on every connection of backfilld (the job's, the writers', the probes') three times while it runs:
+    each time it reconnects, re-reads its checkpoint and commits again within RECOVER_S, and it ends with every
+    row right, none written twice."""
+    rows = 6000
+    table = await db.users_with(rows)
+    audit = await db.audit_updates(table)
+    cfg = db.config([{"name": "j", "table": table, "set": {"label": {db.engine_name: CONCAT[db.engine_name]}},
+                      "max_retries": 30}],
+                    database={"url": proxy.url_for(db.url), "connect_timeout_s": 2},
+                    throttle={"max_rows_per_s": 600, "min_batch": 50, "max_batch": 50})
+    loop = asyncio.get_running_loop()
+    commits = Commits()
+    run = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(), on_batch=commits))
+    recovered = []
+    for _ in range(3):
+        await commits.after(commits.at[-1] if commits.at else loop.time() - 60)
+        await asyncio.sleep(0.3)
+        before = proxy.stats()
+        t = loop.time()
+        proxy.reset()
+        assert proxy.stats().resets > before.resets, "nothing was open to reset"
+
+        async def reconnected(before: ProxyStats = before) -> bool:
+            return proxy.stats().accepted > before.accepted
+
+        await until(reconnected, RECOVER_S)   # (a batch whose COMMIT was answered before the RST may land first)
+        recovered.append(loop.time() - t + await commits.after(loop.time(), RECOVER_S))
+    assert not run.done()
+    [state] = await asyncio.wait_for(run, 120)
+    assert state.status == "completed" and state.rows_done == rows
+    await written_once(db, table, audit, rows)
+    assert max(recovered) < RECOVER_S, recovered
+
+
+@both
+async def test_added_latency_slows_the_job_but_it_completes_exactly_without_a_retry(
+        db: TestDb, proxy: FaultProxy) -> None:
+    """50 ms each way on every connection (a 100 ms round trip: another region), set mid-run: batches take
+    longer, but no bound (lock, statement, idle-in-transaction) is reached, so nothing is retried, and the job
+    ends with every row right, none written twice."""
+    rows = 2000
+    table = await db.users_with(rows)
+    audit = await db.audit_updates(table)
+    cfg = db.config([{"name": "j", "table": table, "set": {"label": {db.engine_name: CONCAT[db.engine_name]}}}],
+                    database={"url": proxy.url_for(db.url)},
+                    throttle={"min_batch": 100, "max_batch": 200, "max_rows_per_s": 1000})
+    loop = asyncio.get_running_loop()
+    commits = Commits()
+    metrics = Metrics()
+    d = daemon.Daemon(cfg, daemon.RunOptions(), on_batch=commits, metrics=metrics)
+    run = asyncio.create_task(d.run())
+    await commits.after(loop.time() - 60)
+    proxy.latency(0.05)
+    t = loop.time()
+    await commits.after(t + 0.1)
+    [state] = await asyncio.wait_for(run, 120)
+    took = [s for at, s in commits.took if at - s > t + 0.2]   # batches begun once the latency was in place
+    assert state.status == "completed" and state.rows_done == rows
+    await written_once(db, table, audit, rows)
+    assert took and statistics.median(took) >= 0.2, "the latency did not reach the writers' connections"
+    assert counter_sum(metrics, "backfilld_retries_total") == 0
+
+
+@both
+async def test_a_bandwidth_limit_slows_the_job_but_it_completes_exactly_without_a_retry(
+        db: TestDb, proxy: FaultProxy) -> None:
+    """Every connection limited to 5 kB/s each way from the start (a saturated link; the statements are most
+    of backfilld's traffic, the values stay on the server): the run takes as long as the limit makes it,
+    nothing is retried, and the job ends with every row right, none written twice."""
+    rows = 1500
+    table = await db.users_with(rows)
+    audit = await db.audit_updates(table)
+    rate = 5_000
+    proxy.bandwidth(rate)
+    cfg = db.config([{"name": "j", "table": table, "set": {"label": {db.engine_name: CONCAT[db.engine_name]}}}],
+                    database={"url": proxy.url_for(db.url), "connect_timeout_s": 5},
+                    throttle={"min_batch": 50, "max_batch": 500})
+    metrics = Metrics()
+    d = daemon.Daemon(cfg, daemon.RunOptions(), metrics=metrics)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    [state] = await asyncio.wait_for(d.run(), 180)
+    took = loop.time() - t0
+    assert state.status == "completed" and state.rows_done == rows
+    await written_once(db, table, audit, rows)
+    assert counter_sum(metrics, "backfilld_retries_total") == 0
+    sent = proxy.stats().bytes_to_upstream
+    assert took >= 0.8 * sent / rate, f"{sent} bytes in {took:.1f} s: the limit was not in force"
+
+
+def counter_sum(metrics: Metrics, name: str) -> float:
+    """The sum over every label set of one counter, as a scrape would show it."""
+    return sum(s.value for fam in metrics.registry.collect() for s in fam.samples if s.name == name)

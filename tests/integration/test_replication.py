@@ -19,6 +19,7 @@ import structlog
 from backfilld import control, daemon
 from backfilld.config import from_dict
 from backfilld.job import BatchResult
+from tests.harness.faultproxy import FaultProxy
 from tests.harness.replication import mariadb_pair_fixture, postgres_pair_fixture
 
 pytestmark = pytest.mark.replication
@@ -78,13 +79,13 @@ def pair(request: pytest.FixtureRequest) -> Pair:
     return Pair(kind, request.getfixturevalue("pg_pair" if kind == "postgresql" else "maria_pair"))
 
 
-def config(p: Pair, *, replicas: bool = True, **throttle: Any) -> Any:
+def config(p: Pair, *, replicas: bool = True, replica_url: str | None = None, **throttle: Any) -> Any:
     expr = "name || '!'" if p.kind == "postgresql" else "CONCAT(name, '!')"
     return from_dict({
         "database": {"url": p.pair.primary_url},
         "state": {"table": "bf_state"},
         "metrics": {"listen": ""},
-        "replicas": [{"url": p.pair.replica_url, "name": "replica1"}] if replicas else [],
+        "replicas": [{"url": replica_url or p.pair.replica_url, "name": "replica1"}] if replicas else [],
         "throttle": {"max_lag_s": MAX_LAG_S, "resume_lag_s": 0.5, "heartbeat_interval_s": HEARTBEAT_S,
                      "fail_closed_after_s": 1.0, **throttle},
         "jobs": [{"name": "label", "table": "items", "batch_size": 200, "set": {"label": expr}}],
@@ -188,6 +189,49 @@ async def test_killed_replica_fails_closed_and_restart_lets_it_finish(pair: Pair
         [state] = await asyncio.wait_for(run, 300)
     assert state.status == "completed" and state.rows_done == ROWS
     await check_replica_complete(pair)
+
+
+async def test_a_frozen_path_to_the_replica_fails_closed_and_the_job_goes_on_once_it_thaws(pair: Pair) -> None:
+    """The network path to the replica stops forwarding (tests/harness/faultproxy.py; sockets kept open, so no
+    error comes back, the lag reading just stops): within fail_closed_after_s the job counts the replica as
+    unreadable and writes nothing; once the path thaws it goes on and completes, the replica with it."""
+    await asyncio.to_thread(pair.create_table, "items", ROWS)
+    with FaultProxy.for_url(pair.pair.replica_url) as proxy:
+        cfg = config(pair, replica_url=proxy.url_for(pair.pair.replica_url), **PACED)
+        rec = Recorder()
+        with structlog.testing.capture_logs() as logs:
+            run = asyncio.create_task(daemon.run(cfg, daemon.RunOptions(restart=True), on_batch=rec))
+            await asyncio.wait_for(rec.progress.wait(), 60)
+            mark = len(logs)
+            try:
+                frozen_at = time.monotonic()
+                proxy.freeze()
+                entry = await wait_for_unreadable(logs, after=mark)
+                noticed = time.monotonic() - frozen_at
+                # the last reading goes stale after fail_closed_after_s (1 s here), seen within a probe interval
+                assert noticed < 1.0 + 2.0, f"the job noticed the frozen replica after {noticed:.1f} s"
+                assert "replica1" in entry["reason"], entry
+                await asyncio.sleep(0.5)   # the batch in flight lands
+                held = len(rec.batches)
+                await asyncio.sleep(1.5)
+                assert len(rec.batches) == held, "batches ran while the replica's lag could not be read"
+                assert not run.done()
+            finally:
+                proxy.thaw()
+            [state] = await asyncio.wait_for(run, 300)
+    assert state.status == "completed" and state.rows_done == ROWS
+    await check_replica_complete(pair)
+
+
+async def wait_for_unreadable(logs: list[dict], after: int, timeout: float = 30) -> dict:
+    """The first log entry after `after` whose throttle reason says a replica's lag cannot be read."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in logs[after:]:
+            if entry["event"] in ("throttle_paused", "throttle_reason_changed") and "unreadable" in entry["reason"]:
+                return entry
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no unreadable replica within {timeout} s; saw {[e['event'] for e in logs][-20:]}")
 
 
 async def test_max_lag_of_an_unpaused_run_stays_under_the_limit(pair: Pair) -> None:
