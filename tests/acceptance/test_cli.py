@@ -11,9 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.dbutil import CONCAT, TestDb
+from tests.harness.faultproxy import FaultProxy
 
 ROWS = 12_000
+servers = pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
 
 
 def backfilld(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -130,6 +134,67 @@ async def test_sigterm_finishes_batch_keeps_checkpoint_exits_0(db: TestDb, tmp_p
     assert again.returncode == 0, again.stderr
     assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL")) == [(0,)]
     assert (await db.q(f"SELECT count(*), count(DISTINCT id) FROM {audit}")) == [(ROWS, ROWS)]
+
+
+@servers
+async def test_sigterm_while_the_path_to_the_primary_is_frozen_stops_within_the_deadline_exit_0(
+        db: TestDb, tmp_path: Path) -> None:
+    """The network path stops forwarding mid-run (tests/harness/faultproxy.py) and then SIGTERM comes: the
+    batch in flight cannot finish, so the daemon gives it up at its client deadline (statement_timeout_s 2 s
+    plus the 2 s margin here; 66 s by default, inside TimeoutStopSec=90), exits 0, and the checkpoint names
+    exactly the rows written (the server rolled the batch back); a second run completes, none written twice."""
+    table, audit = await audited_users(db)
+    with FaultProxy.for_url(db.url) as proxy:
+        cfg = write_config(tmp_path / "c.toml", db, table)
+        text = cfg.read_text().replace(f'url = "{db.url}"', f'url = "{proxy.url_for(db.url)}"\n'
+                                       "statement_timeout_s = 2\nidle_in_transaction_timeout_s = 1", 1)
+        cfg.write_text(text)
+        proc = spawn("run", str(cfg))
+        await wait_progress(db, proc, 500)
+        proxy.freeze()
+        await asyncio.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    assert proc.returncode == 0, err
+    assert took < 2 + 2 + 3, f"the daemon took {took:.1f} s to stop"
+    assert "stop_requested" in err and "Traceback" not in err
+    stopped_at = await rows_done(db)
+    assert 0 < stopped_at < ROWS
+    assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NOT NULL")) == [(stopped_at,)]
+    direct = write_config(tmp_path / "direct.toml", db, table)
+    again = backfilld("run", str(direct))
+    assert again.returncode == 0, again.stderr
+    assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL")) == [(0,)]
+    assert (await db.q(f"SELECT count(*), count(DISTINCT id) FROM {audit}")) == [(ROWS, ROWS)]
+
+
+@servers
+async def test_sigterm_while_the_start_is_retried_exits_0_at_once_having_written_nothing(
+        db: TestDb, tmp_path: Path) -> None:
+    """Every connection to the primary is reset as it is made (a server restarting, a proxy in trouble): the
+    daemon retries its start with backoff; SIGTERM then stops it within a second or two, exit 0, nothing
+    written."""
+    table, _ = await audited_users(db)
+    with FaultProxy.for_url(db.url) as proxy:
+        proxy.refuse(True)
+        cfg = write_config(tmp_path / "c.toml", db, table)
+        cfg.write_text(cfg.read_text().replace(f'url = "{db.url}"', f'url = "{proxy.url_for(db.url)}"', 1))
+        proc = spawn("run", str(cfg))
+        deadline = time.monotonic() + 30
+        while proxy.stats().refused < 2:   # the first attempt and a retry
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the daemon did not retry its start"
+            await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    assert proc.returncode == 0, err
+    assert took < 3.0, f"the daemon took {took:.1f} s to stop"
+    assert "Traceback" not in err
+    assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NOT NULL")) == [(0,)]
 
 
 async def test_first_signal_waits_for_the_batch_second_exits_at_once(db: TestDb, tmp_path: Path) -> None:
