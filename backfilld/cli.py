@@ -165,7 +165,8 @@ def status(config: ConfigArg,
         return
     for r in rows:
         parts = [f"{r['job']}: {r['status']}"]
-        for k in ("pass_no", "rows_done", "pass_scanned", "last_key", "updated_at", "finished_at", "error"):
+        for k in ("pass_no", "rows_done", "pass_scanned", "last_key", "updated_at", "finished_at", "error",
+                  "requests_rejected"):
             if k in r:
                 parts.append(f"{k}={r[k]}")
         typer.echo("  ".join(parts))

@@ -11,6 +11,7 @@ from typing import Any
 
 from backfilld.config import Config
 from backfilld.daemon import open_engine
+from backfilld.errors import StateError
 from backfilld.settings import parse_requests
 
 
@@ -19,8 +20,12 @@ async def request(config: Config, job: str, *, paused: bool | None = None,
     config.job(job)  # an unknown job is a clear error, not a stray row
     async with open_engine(config) as engine:
         await engine.ensure_state_table(config.state.table)
-        state = await engine.read_state(config.state.table, job)
-        req = parse_requests(state.requests if state else None)
+        try:
+            state = await engine.read_state(config.state.table, job)
+            stored = state.requests if state else None
+        except StateError:   # the row is unreadable: an operator must still be able to pause the job
+            stored = await engine.read_requests(config.state.table, job)
+        req = parse_requests(stored).as_dict()   # what was not valid is dropped, replaced by this request
         if paused is not None:
             req["paused"] = paused
         if settings:

@@ -24,7 +24,15 @@ from backfilld.aio import wait_event
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig, database_url
 from backfilld.engines.base import Engine, JobState, key_args
-from backfilld.errors import BackfilldError, ConfigError, JobFailed, RetryableError, SchemaError, combined
+from backfilld.errors import (
+    BackfilldError,
+    ConfigError,
+    JobFailed,
+    RetryableError,
+    SchemaError,
+    StateError,
+    combined,
+)
 from backfilld.retry import Retrier, Stopped
 
 # job, metrics and throttle (with prometheus_client) are imported where a command first needs them, so that
@@ -260,6 +268,7 @@ class Daemon:
                          "rows_estimate": r.progress.estimate, "progress": round(r.progress.ratio, 4),
                          "eta_s": _rounded(eta), "batch_size": r.sizer.size,
                          "since_commit_s": _rounded(r.liveness.since_commit_s()),
+                         "requests_rejected": list(r.requests.rejected) or None,
                          "error": st.error if st else None})
         throttle: dict[str, Any] = {}
         if self.throttle is not None:
@@ -442,10 +451,10 @@ async def _plan_job(engine: Engine, config: Config, job: JobConfig) -> dict[str,
 async def status(config: Config) -> list[dict[str, Any]]:
     async with open_engine(config) as engine:
         try:
-            states = await engine.read_states(config.state.table)
+            states = await engine.read_state_rows(config.state.table)
         except BackfilldError:  # no state table yet: nothing has run
             states = []
-    by_name = {s.job: s for s in states}
+    by_name = {str(s.job): s for s in states}
     rows = []
     for job in config.jobs:
         s = by_name.pop(job.name, None)
@@ -454,16 +463,21 @@ async def status(config: Config) -> list[dict[str, Any]]:
     return rows
 
 
-def _state_dict(name: str, s: JobState | None) -> dict[str, Any]:
+def _state_dict(name: str, s: JobState | StateError | None) -> dict[str, Any]:
     if s is None:
         return {"job": name, "status": "not_started"}
+    if isinstance(s, StateError):
+        return {"job": name, "status": "unreadable", "error": str(s)}
     d = s.as_row()
     d["last_key"] = list(s.last_key) if s.last_key else None
     req = d.pop("requests", None)
     if req:
         from backfilld.settings import parse_requests
 
-        d["requests"] = parse_requests(req)
+        parsed = parse_requests(req)
+        d["requests"] = parsed.as_dict()
+        if parsed.problems:
+            d["requests_rejected"] = list(parsed.problems)
     return {k: v for k, v in d.items() if v is not None}
 
 

@@ -27,6 +27,14 @@ class SpecChangedError(BackfilldError):
     """The job's spec changed since its checkpoint; rerun with --restart to start it over."""
 
 
+class StateError(BackfilldError):
+    """The job's state row is unreadable (a value no backfilld wrote) or gone; nothing was written."""
+
+    def __init__(self, message: str | None = None, *, job: object = None) -> None:
+        super().__init__(message)
+        self.job = job   # the row's job column, as read
+
+
 class EngineError(BackfilldError):
     """The database returned an error."""
 

@@ -27,7 +27,7 @@ from backfilld.batches import FillBatch, KeyRanges, TransformBatch, TxnCount
 from backfilld.chunker import BatchSizer
 from backfilld.config import JobConfig
 from backfilld.engines.base import Engine, JobState, now_iso
-from backfilld.errors import EngineError, JobFailed, RetryableError, SchemaError
+from backfilld.errors import EngineError, JobFailed, RetryableError, SchemaError, StateError
 from backfilld.gate import Gate, OpenGate, app_busy
 from backfilld.health import Liveness
 from backfilld.lease import LEASE_RETAKE_WAIT_S, LEASE_START_WAIT_S, Lease, checkpoint
@@ -381,7 +381,7 @@ class JobRunner:
         exc = None
         try:
             exc = await self.pipeline.land_all()
-        except (EngineError, SchemaError) as err:
+        except (EngineError, SchemaError, StateError) as err:
             self.metrics.errors.labels(self.job.name, "fatal").inc()
             await self.fail(err)
         if exc is not None:   # stopping anyway; the checkpoint says what committed
@@ -415,7 +415,9 @@ class JobRunner:
         except EngineError as again:
             self.log.warning("recover_failed", error=str(again))
             return
-        if saved is not None and self.state is not None:
+        if saved is None:
+            await self.fail(state_mod.row_gone(self.state_table, self.job.name))
+        if self.state is not None:
             # update in place: the loop holds this object; status stays what this run decided
             for name in state_mod.PROGRESS:
                 setattr(self.state, name, getattr(saved, name))
@@ -432,10 +434,15 @@ class JobRunner:
             self._set_status(Status.FAILED)
             try:
                 await self._save()
+            except StateError:   # the row was deleted meanwhile: put the failure back where `status` looks
+                try:
+                    await self.engine.write_state(self.state_table, st, insert=True)
+                except EngineError as again:
+                    self.log.error("state_not_saved", error=str(again))
             except EngineError:
                 try:
                     await self.engine.reconnect()
                     await self._save()
-                except EngineError as again:
+                except (EngineError, StateError) as again:
                     self.log.error("state_not_saved", error=str(again))
         raise JobFailed(f"job {self.job.name!r} failed after {attempts} attempt(s): {message}") from None

@@ -72,13 +72,27 @@ _DECODE: dict[str, Callable[[Any], Any]] = {
 
 
 def decode_key(text: str | None) -> tuple[Any, ...] | None:
+    """A key as encode_key wrote it; ValueError for anything else (the text is read back from a table others
+    can write)."""
     if text is None:
         return None
+    values = json.loads(text)
+    if not isinstance(values, list):
+        raise ValueError("not a JSON list")
     out: list[Any] = []
-    for v in json.loads(text):
+    for v in values:
         if isinstance(v, dict):
+            if len(v) != 1:
+                raise ValueError("a tagged value has one tag")
             ((tag, s),) = v.items()
-            out.append(_DECODE[tag](s))
+            if tag not in _DECODE:
+                raise ValueError(f"unknown tag {tag!r}")
+            try:
+                out.append(_DECODE[tag](s))
+            except (ArithmeticError, TypeError, OverflowError) as exc:
+                raise ValueError(str(exc)) from None
+        elif v is not None and not isinstance(v, (str, int, float)):   # bool is an int
+            raise ValueError("a key value is null, a string, a number or a tagged value")
         else:
             out.append(v)
     return tuple(out)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from backfilld.engines.base import Engine, JobState, now_iso
-from backfilld.errors import LeaseHeld, SpecChangedError
+from backfilld.errors import LeaseHeld, SpecChangedError, StateError
 from backfilld.preflight import Prepared
 from backfilld.retry import Stopped
 from backfilld.status import Status
@@ -56,9 +56,17 @@ async def checkpoint(engine: Engine, state_table: str, p: Prepared, job: str, ta
     """The job's state row to run from, under its lease: created, started over, or resumed; SpecChangedError
     when the job's spec changed since its checkpoint."""
     await engine.ensure_state_table(state_table)
-    state = await engine.read_state(state_table, job)
     fresh = JobState(job=job, fingerprint=p.fingerprint, status=Status.RUNNING.value, started_at=now_iso(),
                      updated_at=now_iso())
+    try:
+        state = await engine.read_state(state_table, job)
+    except StateError as exc:
+        if not restart:
+            raise
+        log.warning("state_row_replaced", error=str(exc))   # --restart starts over: the bad row is not needed
+        await engine.write_state(state_table, fresh)
+        log.info("job_restarted", table=table, key=list(p.key), targets=list(p.exprs))
+        return fresh
     if state is None:
         await engine.write_state(state_table, fresh, insert=True)
         log.info("job_started", table=table, key=list(p.key), targets=list(p.exprs))

@@ -17,7 +17,7 @@ from backfilld.chunker import BatchSizer
 from backfilld.engines.base import Engine
 from backfilld.gate import Gate
 from backfilld.metrics import Metrics
-from backfilld.settings import parse_requests
+from backfilld.settings import Requests, parse_requests
 
 # Operator requests (pause, resume, set) are read from the state table at most this often. Seconds:
 # a primary-key read, cheap, but not worth a round trip on every batch of a fast job.
@@ -36,6 +36,8 @@ class OperatorRequests:
         self.paused = False
         self._read_at = float("-inf")
         self.applied: dict[str, Any] = {}   # the operator's live settings in force (kept over a SIGHUP reload)
+        self.rejected: tuple[str, ...] = ()   # what is wrong with the stored requests now (for /status)
+        self._rejected: str | None = None     # the stored text last logged as rejected
 
     @trace.timed("operator request poll")
     async def poll(self) -> None:
@@ -45,7 +47,7 @@ class OperatorRequests:
             if time.monotonic() - self._read_at >= REQUEST_POLL_S:
                 self._read_at = time.monotonic()
                 saved = await self.engine.read_state(self.state_table, self.job)
-                self.apply(parse_requests(saved.requests if saved else None))
+                self.apply(self._checked(saved.requests if saved else None))
             if not self.paused:
                 break
             if paused_since is None:
@@ -57,14 +59,24 @@ class OperatorRequests:
         if paused_since is not None and not self.paused:
             self.log.info("operator_resumed", paused_s=round(time.monotonic() - paused_since, 3))
 
-    def apply(self, req: dict[str, Any]) -> None:
-        paused = bool(req.get("paused"))
+    def _checked(self, text: str | None) -> Requests:
+        """The stored requests, checked; what is not valid is logged (once per text) and never applied."""
+        req = parse_requests(text)
+        if req.problems and text != self._rejected:
+            self.log.error("requests_rejected", problems=list(req.problems),
+                           detail="not applied; `backfilld set` / `pause` / `resume` write valid requests")
+        self._rejected = text if req.problems else None
+        self.rejected = req.problems
+        return req
+
+    def apply(self, req: Requests) -> None:
+        paused = bool(req.paused) if req.paused_valid else self.paused   # a bad one changes nothing
         if paused != self.paused:
             self.paused = paused
             self.metrics.operator_paused.labels(self.job).set(1 if paused else 0)
             self.metrics.throttled.labels(self.job, "operator").set(1 if paused else 0)
             self.paused_changed()
-        changed = {k: v for k, v in settings.known(req.get("set") or {}).items() if self.applied.get(k) != v}
+        changed = {k: v for k, v in req.set.items() if self.applied.get(k) != v}
         if not changed:
             return
         self.applied.update(changed)

@@ -12,7 +12,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from backfilld.errors import EngineError, RetryableError, SchemaError
+from backfilld.errors import EngineError, RetryableError, SchemaError, StateError
 
 if TYPE_CHECKING:
     from backfilld.metrics import Metrics
@@ -68,6 +68,6 @@ class Retrier:
                 if self.stopped():
                     raise Stopped() from None
                 await self.recover(exc)
-            except (EngineError, SchemaError) as exc:
+            except (EngineError, SchemaError, StateError) as exc:
                 self.metrics.errors.labels(self.job, "fatal").inc()
                 await self.fail(exc, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as field_
 from typing import Any, Literal, Protocol
 
 # throttle.workers' upper bound (the config file's and `backfilld set`'s)
@@ -37,8 +38,24 @@ class LiveSetting:
         try:
             value = self.type(raw.strip())
         except ValueError:
-            kind = "a whole number" if self.type is int else "a number"
-            raise ValueError(f"{self.name}: {raw!r} is not {kind}") from None
+            raise ValueError(f"{self.name}: {raw!r} is not {self._kind()}") from None
+        return self._bounded(value)
+
+    def check(self, stored: object) -> int | float:
+        """A value read back from a stored request (JSON: a number, or text as `set` would take it); ValueError
+        saying what is wrong."""
+        if isinstance(stored, str):
+            return self.parse(stored)
+        if isinstance(stored, bool) or not isinstance(stored, (int, float)) \
+                or (self.type is int and not float(stored).is_integer()):
+            shown = repr(stored) if len(repr(stored)) <= 40 else repr(stored)[:37] + "..."
+            raise ValueError(f"{self.name}: {shown} is not {self._kind()}")
+        return self._bounded(self.type(stored))
+
+    def _kind(self) -> str:
+        return "a whole number" if self.type is int else "a number"
+
+    def _bounded(self, value: int | float) -> int | float:
         low_ok = value > self.lo if self.lo_open else value >= self.lo
         if math.isnan(value) or not low_ok or value > self.hi:
             low = f"above {self.lo:g}" if self.lo_open else f"{self.lo:g}"
@@ -78,11 +95,6 @@ def parse(items: list[str]) -> dict[str, int | float]:
     return out
 
 
-def known(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The live settings among stored values (a request written by a newer or older backfilld may hold others)."""
-    return {k: v for k, v in values.items() if k in LIVE}
-
-
 def of(section: object) -> dict[str, Any]:
     """The live settings a config section holds (e.g. [throttle]'s), by name."""
     return {name: getattr(section, name) for name in LIVE if hasattr(section, name)}
@@ -114,18 +126,55 @@ def apply(changed: Mapping[str, Any], *, sizer: Sizer, gate: object, workers: Ca
         retune(job, **gate_settings)
 
 
-def parse_requests(text: str | None) -> dict[str, Any]:
-    """The operator requests stored with a job ({"paused": bool, "set": {setting: value}}); malformed text counts
-    as none (and is logged)."""
+@dataclass(frozen=True)
+class Requests:
+    """Operator requests stored with a job, checked like `backfilld set` input: what is valid, and what was not
+    (each problem named; never applied)."""
+
+    paused: bool | None = None           # None: not asked (or not valid: see problems)
+    paused_valid: bool = True            # False: a "paused" was stored, but not true or false
+    set: Mapping[str, int | float] = field_(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The valid requests as stored: {"paused": bool, "set": {setting: value}}."""
+        out: dict[str, Any] = {}
+        if self.paused is not None:
+            out["paused"] = self.paused
+        if self.set:
+            out["set"] = dict(self.set)
+        return out
+
+
+def parse_requests(text: str | None) -> Requests:
+    """The operator requests stored with a job ({"paused": bool, "set": {setting: value}}), each part checked:
+    a part that is not valid is left out and named in problems. Settings this backfilld does not know (a newer
+    one's) are left out without a problem."""
     if not text:
-        return {}
+        return Requests()
     import json  # here, not at the top: cli imports this module for `set`'s help, --version included
 
     try:
         value = json.loads(text)
-    except ValueError:
-        import structlog
-
-        structlog.get_logger("backfilld.job").warning("requests_unreadable", text=text[:200])
-        return {}
-    return value if isinstance(value, dict) else {}
+    except (ValueError, RecursionError):
+        return Requests(problems=("requests: not JSON",))
+    if not isinstance(value, dict):
+        return Requests(problems=("requests: not a JSON object",))
+    problems: list[str] = []
+    paused, paused_valid = value.get("paused"), True
+    if paused is not None and not isinstance(paused, bool):
+        paused_valid = False
+        problems.append(f"paused: {str(paused)[:40]!r} is not true or false (a JSON boolean)")
+        paused = None
+    chosen: dict[str, int | float] = {}
+    stored = value.get("set")
+    if stored is not None and not isinstance(stored, dict):
+        problems.append("set: not a JSON object of setting: value")
+    for name, raw in (stored.items() if isinstance(stored, dict) else ()):
+        if name not in LIVE:
+            continue
+        try:
+            chosen[name] = LIVE[name].check(raw)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return Requests(paused=paused, paused_valid=paused_valid, set=chosen, problems=tuple(problems))

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from backfilld.errors import StateError
 from backfilld.keys import decode_key, encode_key
+from backfilld.status import Status
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ COLUMNS: tuple[Column, ...] = (
 )
 NAMES = tuple(c.name for c in COLUMNS)
 _COUNTS = tuple(c.name for c in COLUMNS if c.kind in ("count", "total"))
+_STATUSES = tuple(s.value for s in Status)
 # written by others than the job's own save: operators (requests), verify (verified_at, verify_result)
 _NOT_SAVED = ("job", "requests", "verified_at", "verify_result")
 # what a retry reloads from the table: the database, not memory, says what committed
@@ -73,12 +76,46 @@ class JobState:
         return {c: (encode_key(self.last_key) if c == "last_key" else getattr(self, c)) for c in NAMES}
 
     @classmethod
-    def from_row(cls, row: Sequence[Any]) -> JobState:
+    def from_row(cls, row: Sequence[Any], table: str = "the state table") -> JobState:
+        """The row as read back, checked like input (anyone with UPDATE on the table can write it): StateError
+        naming the job, the column and what is wrong, never a value taken on trust."""
         d = dict(zip(NAMES, row, strict=True))
-        d["last_key"] = decode_key(d["last_key"])
+        job = d["job"]
+
+        def bad(column: str, what: str) -> StateError:
+            shown = repr(d[column])
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            return StateError(
+                f"{table}: the row of job {job!r} is unreadable: {column} holds {shown}, {what}. Nothing was "
+                f"written. Correct it with SQL, or start the job over with `backfilld run CONFIG --job {job} "
+                "--restart`", job=job)
+
+        if not isinstance(job, str) or not job:
+            raise StateError(f"{table}: a row has job {job!r}, not a job name; delete it with SQL", job=job)
+        for c in NAMES:
+            if c not in _COUNTS and d[c] is not None and not isinstance(d[c], str):
+                raise bad(c, "not text")
+        if d["status"] not in _STATUSES:
+            raise bad("status", f"not one of {', '.join(_STATUSES)}")
         for c in _COUNTS:
-            d[c] = int(d[c])
+            v = d[c]
+            if isinstance(v, str) and v.isascii() and v.isdigit():
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if c == "pass_no" else 0):
+                raise bad(c, "not a whole number" + (" of 1 or more" if c == "pass_no" else " of 0 or more"))
+            d[c] = v
+        try:
+            d["last_key"] = decode_key(d["last_key"])
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            raise bad("last_key", "not a key backfilld wrote (a JSON list of the key's values)") from None
         return cls(**d)
+
+
+def row_gone(table: str, job: str) -> StateError:
+    """The error of a job whose row was deleted while it ran (a checkpoint that updated no row)."""
+    return StateError(f"{table}: the row of job {job!r} is gone (deleted while the job ran), so its checkpoint "
+                      "cannot be kept; the batch was rolled back. Run the job again: it starts over from its first "
+                      "key", job=job)
 
 
 class Dialect(Protocol):
@@ -131,6 +168,7 @@ def statements(d: Dialect, table: str) -> dict[str, tuple[str, tuple[str, ...]]]
         f"{q('pass_scanned')} = {q('pass_scanned')} + {p('scanned')}, "
         f"{q('updated_at')} = {p('now')} WHERE {q('job')} = {p('job')}"))
     add("select_one", lambda p: f"SELECT {cols} FROM {t} WHERE {q('job')} = {p('job')}")
+    add("select_requests", lambda p: f"SELECT {q('requests')} FROM {t} WHERE {q('job')} = {p('job')}")
     add("select_all", lambda p: f"SELECT {cols} FROM {t} ORDER BY {q('job')}")
     add("set_requests", lambda p: f"UPDATE {t} SET {q('requests')} = {p('requests')} WHERE {q('job')} = {p('job')}")
     add("set_verify", lambda p: (

@@ -25,7 +25,7 @@ from backfilld.engines import Capabilities, capabilities
 from backfilld.engines.catalog import Column, TableInfo
 from backfilld.engines.sqldialect import Dialect, Stmt, _Params
 from backfilld.engines.statements import BatchPlan, TableSpec, WriteShape, build_plan, key_args, keys_limit, range_call
-from backfilld.errors import EngineError, SchemaError
+from backfilld.errors import EngineError, SchemaError, StateError
 from backfilld.keys import Unrepresentable, decode_key, encode_key  # noqa: F401 - engines' and callers' names
 from backfilld.state import JobState  # noqa: F401 - callers' name
 
@@ -342,24 +342,38 @@ class Engine(abc.ABC):
         return {name: Stmt(sql, names) for name, (sql, names) in state.statements(self.dialect, table).items()}
 
     async def read_state(self, table: str, job: str) -> JobState | None:
+        """The job's row, checked (StateError when it holds what no backfilld wrote), or None."""
         rows = await self.fetch(self._state_stmts(table)["select_one"], {"job": job})
-        return JobState.from_row(rows[0]) if rows else None
+        return JobState.from_row(rows[0], table) if rows else None
 
-    async def read_states(self, table: str) -> list[JobState]:
-        return [JobState.from_row(r) for r in await self.fetch(self._state_stmts(table)["select_all"])]
+    async def read_requests(self, table: str, job: str) -> str | None:
+        """The job's stored operator requests alone (readable when the rest of its row is not)."""
+        rows = await self.fetch(self._state_stmts(table)["select_requests"], {"job": job})
+        return rows[0][0] if rows and isinstance(rows[0][0], str) else None
 
-    async def write_state(self, table: str, state: JobState, *, insert: bool = False) -> None:
+    async def read_state_rows(self, table: str) -> list[JobState | StateError]:
+        """Every row, each checked on its own: an unreadable one is its StateError, for `status` to show."""
+        out: list[JobState | StateError] = []
+        for r in await self.fetch(self._state_stmts(table)["select_all"]):
+            try:
+                out.append(JobState.from_row(r, table))
+            except StateError as exc:
+                out.append(exc)
+        return out
+
+    async def write_state(self, table: str, st: JobState, *, insert: bool = False) -> None:
+        """Insert or update the job's row; StateError when an update finds no row (deleted meanwhile)."""
         stmts = self._state_stmts(table)
-        await self.execute(stmts["insert" if insert else "update"], state.as_row())
+        changed = await self.execute(stmts["insert" if insert else "update"], st.as_row())
+        if not insert and changed != 1:
+            raise state.row_gone(table, st.job)
 
     async def write_requests(self, table: str, job: str, requests: str) -> None:
         """Store operator requests for a job; a job that has not run yet gets a pending row."""
         await self.ensure_state_table(table)
-        if await self.read_state(table, job) is None:
+        if not await self.execute(self._state_stmts(table)["set_requests"], {"requests": requests, "job": job}):
             await self.write_state(table, JobState(job=job, fingerprint="", status="pending", requests=requests,
                                                    updated_at=now_iso()), insert=True)
-        else:
-            await self.execute(self._state_stmts(table)["set_requests"], {"requests": requests, "job": job})
 
     async def write_verify(self, table: str, job: str, result: str, verified_at: str | None) -> None:
         """Store a verify result (and, when it was clean and complete, its time) without touching the rest."""
@@ -373,9 +387,11 @@ class Engine(abc.ABC):
     async def advance_state(self, table: str, job: str, last_key: Sequence[Any], rows: int, scanned: int,
                             pending: int = 0) -> None:
         """Move the checkpoint; `pending` rows were left for a later pass (they count toward another pass)."""
-        await self.execute(self._state_stmts(table)["advance"],
-                           {"last_key": encode_key(last_key), "rows": rows, "rows2": rows + pending,
-                            "scanned": scanned, "now": now_iso(), "job": job})
+        changed = await self.execute(self._state_stmts(table)["advance"],
+                                     {"last_key": encode_key(last_key), "rows": rows, "rows2": rows + pending,
+                                      "scanned": scanned, "now": now_iso(), "job": job})
+        if changed != 1:   # in the batch's transaction: raising rolls the batch back with it
+            raise state.row_gone(table, job)
 
     def skipped_table(self, state_table: str) -> str:
         return state_table + "_skipped"

@@ -60,5 +60,34 @@ def test_apply_retunes_what_each_setting_is_for() -> None:
 
 
 def test_stored_requests_that_are_not_live_settings_are_left_out() -> None:
-    assert settings.known({"workers": 2, "colour": "red"}) == {"workers": 2}
-    assert settings.parse_requests("not json") == {} and settings.parse_requests('["a"]') == {}
+    req = settings.parse_requests('{"set": {"workers": 2, "colour": "red"}}')
+    assert req.set == {"workers": 2} and req.problems == ()
+    assert settings.parse_requests("not json").problems == ("requests: not JSON",)
+    assert settings.parse_requests('["a"]').problems == ("requests: not a JSON object",)
+    assert settings.parse_requests("not json").as_dict() == {} and settings.parse_requests(None).as_dict() == {}
+
+
+@pytest.mark.parametrize("text,problem", [
+    ('{"set": {"workers": 0}}', "workers: 0 is out of range (1 to 16)"),
+    ('{"set": {"batch_size": "abc"}}', "batch_size: 'abc' is not a whole number"),
+    ('{"set": {"batch_size": 2.5}}', "batch_size: 2.5 is not a whole number"),
+    ('{"set": {"workers": true}}', "workers: True is not a whole number"),
+    ('{"set": {"max_lag_s": 1e9}}', "max_lag_s: 1000000000.0 is out of range (above 0 to 3600)"),
+    ('{"set": {"max_rows_per_s": -5}}', "max_rows_per_s: -5.0 is out of range (0 to inf)"),
+    ('{"set": {"max_lag_s": NaN}}', "max_lag_s: nan is out of range (above 0 to 3600)"),
+    ('{"set": [1]}', "set: not a JSON object of setting: value"),
+    ('{"paused": "false"}', "paused: 'false' is not true or false (a JSON boolean)"),
+    ('{"paused": 1}', "paused: '1' is not true or false (a JSON boolean)"),
+])
+def test_a_stored_request_out_of_bounds_is_named_and_left_out(text: str, problem: str) -> None:
+    """The state table's requests are checked with the same bounds as `backfilld set` and the config."""
+    req = settings.parse_requests(text)
+    assert req.problems == (problem,)
+    assert req.set == {} and req.paused is None and req.as_dict() == {}
+
+
+def test_the_valid_parts_of_a_stored_request_stand() -> None:
+    req = settings.parse_requests('{"paused": true, "set": {"workers": 0, "batch_size": 500, "max_lag_s": "2"}}')
+    assert req.paused is True and req.paused_valid and req.set == {"batch_size": 500, "max_lag_s": 2.0}
+    assert req.problems == ("workers: 0 is out of range (1 to 16)",)
+    assert not settings.parse_requests('{"paused": "yes"}').paused_valid
