@@ -15,6 +15,7 @@ from backfilld.config import JobConfig
 from backfilld.engines.base import Engine, advanced, encode_key
 from backfilld.engines.catalog import TableInfo
 from backfilld.engines.sqldialect import Stmt
+from backfilld.engines.sqltext import slot_problem
 from backfilld.engines.statements import (
     BatchPlan,
     TableSpec,
@@ -24,7 +25,7 @@ from backfilld.engines.statements import (
     key_args,
     lookups,
 )
-from backfilld.errors import EngineError, RetryableError, SchemaError, combined
+from backfilld.errors import BackfilldError, ConfigError, EngineError, RetryableError, SchemaError, combined
 from backfilld.settings import WORKERS_MAX
 from backfilld.transforms import Transform
 
@@ -122,9 +123,26 @@ def spelled_as_catalog(engine: Engine, job: JobConfig, info: TableInfo) -> JobCo
     return job.model_copy(update=update)
 
 
+def check_slots(engine: Engine, job: JobConfig) -> None:
+    """Each expression and the filter stay in their place in backfilld's statements (sqltext.slot_problem):
+    ConfigError naming every one that does not, before any statement runs with them."""
+    problems: list[BackfilldError] = []
+    if job.where is not None:
+        why = slot_problem(job.where, engine.dialect, condition=True)
+        if why:
+            problems.append(ConfigError(f"job {job.name!r}: where {why}"))
+    for target, expr in (job.expressions(engine.name) if not job.transform else {}).items():
+        why = slot_problem(expr, engine.dialect, condition=False)
+        if why:
+            problems.append(ConfigError(f"job {job.name!r}: set.{target} ({engine.name}) {why}"))
+    if problems:
+        raise combined(problems)
+
+
 async def prepare(engine: Engine, job: JobConfig) -> Prepared:
     """Check table, key and targets against the catalog and every expression on sample rows. Writes nothing.
     Prepared.job is the job as the catalog spells its columns (spelled_as_catalog): use it, not the config's."""
+    check_slots(engine, job)
     info = await engine.table_info(job.table)
     job = spelled_as_catalog(engine, job, info)
     key = resolve_key(job, info)

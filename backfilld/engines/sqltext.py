@@ -279,3 +279,39 @@ def rewrite_columns(sql: str, dialect: Dialect | str, columns: Iterable[str], ta
 
 __all__ = ["ColumnRef", "Token", "as_dialect", "column_refs", "referenced_columns", "rewrite_columns", "split_table",
            "tokenize"]
+
+
+def slot_problem(sql: str, dialect: Dialect | str, *, condition: bool) -> str | None:
+    """Why `sql` is not one expression that stays in its slot of a statement, or None. backfilld puts a job's
+    expressions and filter in parentheses inside its own statements (`SET t = (expr)`, `AND (where)`); text that
+    closes them early, adds an assignment or a second statement, or hides the rest of the statement in a comment
+    would change what the statement does (write past the filter, write a source column), so it is refused."""
+    what = "a condition" if condition else "an expression"
+    try:
+        tokens = tokenize(sql, dialect)
+    except ValueError as exc:
+        return str(exc)
+    depth = 0
+    for t in tokens:
+        if t.kind == "comment":
+            if t.text.startswith("/*!"):
+                return "holds a MySQL executable comment (/*! ... */): write the SQL itself"
+            if not t.text.startswith("/*"):
+                return f"holds a line comment ({t.text[:2]}...), which would hide the rest of the statement; use /* */"
+        if t.kind != "op":
+            continue
+        if t.text == "(":
+            depth += 1
+        elif t.text == ")":
+            depth -= 1
+            if depth < 0:
+                return ("closes a parenthesis it did not open, which would end its place in the statement early; "
+                        f"write one {what.split()[-1]}")
+        elif t.text == ";":
+            return "holds ';' (a second statement)"
+        elif t.text == "," and depth == 0:
+            return (f"holds a ',' outside parentheses: write one {what.split()[-1]}"
+                    + ("" if condition else " (a comma would add an assignment to another column)"))
+    if depth > 0:
+        return "leaves a parenthesis open"
+    return None
