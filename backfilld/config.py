@@ -26,9 +26,9 @@ from backfilld.settings import field as live
 
 _SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql",
             "sqlite": "sqlite"}
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
-_QUALIFIED = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
-_JOB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\Z")
+_QUALIFIED = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?\Z")
+_JOB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 
 class _Model(BaseModel):
@@ -71,10 +71,18 @@ def parse_url(url: str, *, allow_password: bool = False) -> DatabaseURL:
     """Parse a postgresql://, mysql:// (mariadb://) or sqlite:/// URL."""
     try:
         parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"is not a valid URL ({exc})") from None
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
     engine = _SCHEMES.get(parts.scheme.lower())
+    if engine and not capabilities(engine).file_database and "@" in parts.path + parts.query + parts.fragment:
+        # user:pa/ss@host splits at the '/' (or '?', '#'): the password would pass as a host and a path, and
+        # the text is not shown here, since part of it is a password
+        raise ValueError("holds an '@' after its host: a password with '/', '?' or '#' in it? Keep passwords "
+                         "out of the file: use password_env or password_file")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has a port that is not a number from 0 to 65535") from None
     if engine is None:
         raise ValueError(f"has scheme {parts.scheme or '(none)'!r}; use postgresql://, mysql:// (or mariadb://) "
                          "or sqlite:///path")
@@ -249,7 +257,7 @@ class JobConfig(_Model):
     @field_validator("transform")
     @classmethod
     def _transform(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$", v):
+        if v is not None and not re.match(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?\Z", v):
             raise ValueError(f"{v!r} is not \"module:function\" or an entry-point name")
         return v
 
@@ -299,7 +307,7 @@ class JobConfig(_Model):
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)\Z")
 
 
 class ReplicaConfig(_Secret):
@@ -513,7 +521,12 @@ def load(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(f"{p}: is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: is not valid TOML: {exc}") from None
-    return from_dict(data, str(p))
+    except RecursionError:
+        raise ConfigError(f"{p}: nests arrays or tables too deeply to be a backfilld config") from None
+    try:
+        return from_dict(data, str(p))
+    except RecursionError:
+        raise ConfigError(f"{p}: nests arrays or tables too deeply to be a backfilld config") from None
 
 
 def resolve_password(section: _Secret, where: str = "database") -> str | None:
@@ -527,6 +540,8 @@ def resolve_password(section: _Secret, where: str = "database") -> str | None:
     if section.password_file:
         try:
             return Path(section.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}.password_file {section.password_file!r}: is not UTF-8 text") from None
         except OSError as exc:
             raise ConfigError(f"{where}.password_file {section.password_file!r}: cannot read it "
                               f"({exc.strerror})") from None

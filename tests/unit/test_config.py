@@ -52,6 +52,36 @@ def test_password_in_url_is_refused_and_not_echoed() -> None:
     assert "database.url" in msg and "password_env" in msg and "hunter2" not in msg
 
 
+@pytest.mark.parametrize("url", ["postgresql://app:4711/S3cr3t@db/app", "postgresql://app:S3c/r3t@db/app",
+                                 "mysql://app:S3c#r3t@db/app", "mysql://app:S3c?r3t@db/app",
+                                 "postgresql://app:S3cr3t@db:S3cr3t/app"])
+def test_a_password_with_url_delimiters_is_refused_and_not_echoed(url: str) -> None:
+    """'/', '?' and '#' end the user:password part, so the password passed as a host, port or path, and an
+    error printed it."""
+    msg = err({**BASE, "database": {"url": url}})
+    assert "database.url" in msg and "S3c" not in msg and "4711" not in msg, msg
+
+
+@pytest.mark.parametrize("name", ["users\n", "users\n; DROP TABLE x"])
+def test_an_identifier_with_a_trailing_newline_is_refused(name: str) -> None:
+    assert "table" in err({**BASE, "jobs": [{**BASE["jobs"][0], "table": name.replace("\\n", "\n")}]})
+
+
+def test_a_config_nested_too_deeply_is_bad_input_not_a_traceback(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('[database]\nurl = "sqlite:///a.db"\nx = ' + "[" * 100_000, encoding="utf-8")
+    with pytest.raises(ConfigError, match="nests arrays or tables too deeply"):
+        config.load(p)
+
+
+def test_a_password_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    f = tmp_path / "pw"
+    f.write_bytes(b"\xff\xfe")
+    c = config.from_dict({"database": {"url": "postgresql://a@h/d", "password_file": str(f)}})
+    with pytest.raises(ConfigError, match="password_file .* is not UTF-8 text"):
+        config.database_url(c.database)
+
+
 def test_url_never_prints_password() -> None:
     u = config.parse_url("postgresql://app@db/app").with_password("s3cret")
     assert "s3cret" not in str(u) and "s3cret" not in repr(u) and "***" in str(u)
