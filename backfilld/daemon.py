@@ -495,7 +495,7 @@ async def verify(config: Config, names: list[str] | None, *, fix: bool,
         try:
             for job in select_jobs(config, names):
                 if fix:   # --fix writes the targets: never beside a running job (the lease is the job's own)
-                    await Lease(engine, config.state.table, job.name, stopped=lambda: False, sleep=asyncio.sleep,
+                    await Lease(engine, job.table, job.name, stopped=lambda: False, sleep=asyncio.sleep,
                                 log=log.bind(job=job.name)).take(LEASE_START_WAIT_S)
                 result = await Verifier(engine, config, job, fix=fix, gate=throttle, stop=stop).run()
                 await record(engine, config.state.table, result)

@@ -81,7 +81,7 @@ class JobRunner:
                              disconnected=self._disconnected)
         trace.connection(engine, "job")
         self.liveness = Liveness()   # when it last committed; whether it waits by choice (/readyz, /status)
-        self.lease = Lease(engine, state_table, job.name, stopped=self.stop.is_set, sleep=self._sleep, log=self.log)
+        self.lease = Lease(engine, job.table, job.name, stopped=self.stop.is_set, sleep=self._sleep, log=self.log)
         self.requests = OperatorRequests(engine, state_table, job.name, sizer=sizer, gate=self.gate,
                                          metrics=self.metrics, log=self.log, stopped=self.stop.is_set,
                                          sleep=self._sleep, paused_changed=self._paused_changed,

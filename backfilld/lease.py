@@ -28,12 +28,13 @@ LEASE_RETRY_S = 0.5
 
 class Lease:
     """One daemon per job: two daemons on one job would each write correct values, but their checkpoints and
-    counts would interleave."""
+    counts would interleave. The lease is named by the job and the table it writes (in its database), not by
+    the state table: two configs that differ only in [state] table still run the job one at a time."""
 
-    def __init__(self, engine: Engine, state_table: str, job: str, *, stopped: Callable[[], bool],
+    def __init__(self, engine: Engine, table: str, job: str, *, stopped: Callable[[], bool],
                  sleep: Callable[[float], Awaitable[None]], log: Any) -> None:
         self.engine, self.job, self.stopped, self.sleep, self.log = engine, job, stopped, sleep, log
-        self.name = f"{state_table}/{job}"
+        self.name = f"{table}/{job}"
 
     async def take(self, wait_s: float) -> None:
         """Take the lease on the job's connection, trying for wait_s; LeaseHeld names who holds it. Stopped on a

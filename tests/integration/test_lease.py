@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -150,3 +151,42 @@ async def test_the_lease_is_taken_again_after_a_reconnect(db: TestDb) -> None:
     assert state.status == "completed" and state.rows_done == 3000
     holders = await db.q("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
     assert holders == [(0,)], "the lease outlived the daemon"
+
+
+async def test_a_second_config_with_another_state_table_still_waits_for_the_job(db: TestDb) -> None:
+    """The lease is the job's on its table, not its state table's: a config that differs only in [state] table
+    (a copy someone edited) refuses the running job too, and writes nothing."""
+    table = await db.users_with(2000)
+    cfg = db.config([job(db, table)], throttle={"max_rows_per_s": 300, "min_batch": 100, "max_batch": 100})
+    other_state = db.state_table + "_b"
+    db.created.append(other_state)
+    other = db.config([job(db, table)], state={"table": other_state})
+    stop = asyncio.Event()
+    first = await started(db, cfg, stop)
+    try:
+        with pytest.raises(JobFailed) as failed:
+            await daemon.run(other, daemon.RunOptions())
+        assert "being run by another backfilld" in str(failed.value)
+    finally:
+        stop.set()
+        await first
+    with pytest.raises(EngineError):   # the refused daemon did not even create its state table
+        await db.q(f"SELECT count(*) FROM {other_state}")
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+async def test_a_symlink_planted_as_the_sqlite_lease_file_is_refused_not_followed(db: TestDb, tmp_path) -> None:  # noqa: ANN001
+    """The lease file beside the database is opened without following links: one pointing at another file
+    made backfilld truncate and overwrite that file."""
+    from backfilld.engines.base import lease_key
+
+    table = await db.users_with(50)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me", encoding="utf-8")
+    lock = f"{db.parsed.database}-{lease_key(f'{table}/j').replace(':', '-')}.lock"
+    os.symlink(victim, lock)
+    with pytest.raises(JobFailed) as failed:
+        await daemon.run(db.config([job(db, table)]), daemon.RunOptions())
+    assert "is a symbolic link" in str(failed.value) and "remove the link" in str(failed.value)
+    assert victim.read_text(encoding="utf-8") == "keep me"
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NOT NULL") == [(0,)]

@@ -25,13 +25,13 @@ def job(db: TestDb, table: str) -> dict:
     return {"name": "j", "table": table, "set": {"label": {db.engine_name: CONCAT[db.engine_name]}}}
 
 
-async def job_connection(db: TestDb) -> int:
+async def job_connection(db: TestDb, table: str) -> int:
     """Server id of the job's own connection: the one holding the job's lease."""
     if db.engine_name == "postgresql":
         rows = await db.q("SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
                           "WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()")
     else:
-        rows = await db.q("SELECT IS_USED_LOCK(?)", lease_key(f"{db.parsed.database}/{db.state_table}/j"))
+        rows = await db.q("SELECT IS_USED_LOCK(?)", lease_key(f"{db.parsed.database}/{table}/j"))
     assert len(rows) == 1 and rows[0][0] is not None, rows
     return int(rows[0][0])
 
@@ -48,14 +48,14 @@ async def test_a_killed_worker_connection_loses_no_row_and_writes_none_twice(db:
     own: list[int] = []
 
     async def kill_a_worker() -> None:
-        own.append(await job_connection(db))
+        own.append(await job_connection(db, table))
         conns = await db.daemon_connections(WRITER_APP)
         assert len(conns) == 2, f"expected two worker connections, found {conns}"
         await db.kill_connection(conns[-1])
         killed.append(conns[-1])
 
     async def look_again() -> None:
-        own.append(await job_connection(db))
+        own.append(await job_connection(db, table))
 
     [state] = await daemon.run(cfg, daemon.RunOptions(), gate=GateAt({8: kill_a_worker, 20: look_again}))
     assert killed

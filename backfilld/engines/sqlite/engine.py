@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import re
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -251,11 +253,18 @@ class SQLiteEngine(Engine):
     async def try_lease(self, name: str) -> bool:
         if self.url.database == ":memory:" or name in self._leases:
             return True
-        try:
-            fd = os.open(self._lease_path(name), os.O_RDWR | os.O_CREAT, 0o600)
+        path = self._lease_path(name)
+        try:   # never through a symlink: one planted there would have us truncate the file it points to
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise EngineError(f"the job's lease file {path} is a symbolic link; backfilld does not follow "
+                                  "it: remove the link") from None
             raise EngineError(f"cannot create the job's lease file beside the database: {exc.strerror}; the "
                               "directory must be writable (SQLite needs that for its WAL files too)") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise EngineError(f"the job's lease file {path} is not a regular file: remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
