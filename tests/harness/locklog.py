@@ -146,6 +146,9 @@ class Collision:
 class LogReport:
     collisions: list[Collision] = field(default_factory=list)
     other_errors: dict[str, int] = field(default_factory=dict)   # message (PG) / "ERROR n: message" -> count
+    # MariaDB: backfilld's no-wait range UPDATEs (innodb_lock_wait_timeout = 0) that met a row another session
+    # held and gave up at once, as designed (the batch then locks first): nobody waited, so no collision
+    gave_up_at_once: int = 0
 
     def of(self, kind: str | None = None, *, backfilld: bool | None = None) -> list[Collision]:
         return [c for c in self.collisions if (kind is None or c.kind == kind)
@@ -342,6 +345,10 @@ def parse_mariadb_error_log(text: str, markers: Iterable[str] = (), watch: LockW
     return report
 
 
+# a statement that waits for no lock at all (backfilld's no-wait form, backfilld/engines/mysql/engine.py)
+_NO_WAIT = re.compile(r"SET\s+STATEMENT\s+innodb_lock_wait_timeout\s*=\s*0\s+FOR\s", re.IGNORECASE)
+
+
 def _sql_error_entries(text: str) -> list[dict[str, str]]:
     entries: list[dict[str, str]] = []
     seen: set[tuple[str, ...]] = set()
@@ -373,7 +380,9 @@ def parse_mariadb_sql_errors(text: str, markers: Iterable[str] = (), watch: Lock
     report = LogReport()
     for e in _sql_error_entries(text):
         code, thread, sql = int(e["code"]), int(e["thread"]), e["sql"].strip()
-        if code == MY_LOCK_WAIT_TIMEOUT:
+        if code == MY_LOCK_WAIT_TIMEOUT and _NO_WAIT.match(sql) and cls.text(sql):
+            report.gave_up_at_once += 1
+        elif code == MY_LOCK_WAIT_TIMEOUT:
             holders = watch.holders_of(thread, sql) if watch and thread else []
             others = tuple(cls.party(tid, hsql) for tid, _app, hsql in holders)
             report.collisions.append(Collision("lock_timeout", e["ts"], cls.party(thread, sql), others))
@@ -437,7 +446,7 @@ class ServerLog:
             return parse_postgres_log(texts[0], self.markers, watch)
         deadlocks = parse_mariadb_error_log(texts[0], self.markers, watch)
         errors = parse_mariadb_sql_errors(texts[1] if len(texts) > 1 else "", self.markers, watch)
-        return LogReport(deadlocks.collisions + errors.collisions, errors.other_errors)
+        return LogReport(deadlocks.collisions + errors.collisions, errors.other_errors, errors.gave_up_at_once)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -113,7 +113,8 @@ async def test_backfill_beside_sysbench(pair: Any, triggers: bool) -> None:
                 [state] = await asyncio.wait_for(job, JOB_DEADLINE_S)
         report = log.report(mark, watch)
         print(f"{pair.kind} triggers={triggers}: {report.summary()}, sysbench ignored {result.ignored_errors} "
-              f"errors, other server errors {report.other_errors}")
+              f"errors, other server errors {report.other_errors}, backfilld no-wait UPDATEs that gave up at once "
+              f"{report.gave_up_at_once}")
 
         # the application: no collision with backfilld, no error sysbench does not retry
         collided = report.of(backfilld=True)

@@ -106,6 +106,8 @@ SQL_ERRORS = """\
 2026-12-01 22:15:58 10 root[root] @  [127.0.0.1] `test` ERROR 1205: Lock wait timeout exceeded; try restarting transaction : UPDATE `sbtest1` SET `c_digest` = (md5(c))
  WHERE `id` > 0 AND `id` <= 1000 AND `c_digest` IS NULL 
 2026-12-01 22:15:59 12 root[root] @  [127.0.0.1] `test` ERROR 1158: Got an error reading communication packets : 
+2026-12-01 22:16:00 10 root[root] @  [127.0.0.1] `test` ERROR 1205: Lock wait timeout exceeded; try restarting transaction : SET STATEMENT innodb_lock_wait_timeout = 0 FOR UPDATE `sbtest1` SET `c_digest` = (md5(c)) WHERE `id` > 0 AND `id` <= 1000 AND `c_digest` IS NULL ORDER BY `id` LIMIT 1000
+2026-12-01 22:16:01 11 root[root] @  [127.0.0.1] `test` ERROR 1205: Lock wait timeout exceeded; try restarting transaction : SET STATEMENT innodb_lock_wait_timeout = 0 FOR UPDATE sbtest1 SET k=k+1 WHERE id=1
 """
 
 
@@ -120,9 +122,13 @@ def test_mariadb_deadlock_dump_names_the_victim_and_the_cycle() -> None:
 
 def test_mariadb_sql_errors_give_lock_timeouts_once_each() -> None:
     report = parse_mariadb_sql_errors(SQL_ERRORS, markers=["c_digest"])
-    [timeout] = report.collisions   # deadlocks come from the error log; the doubled line counts once
+    # deadlocks come from the error log; the doubled line counts once; backfilld's no-wait UPDATE giving up at
+    # once is no collision (nobody waited), but the same form from another session still counts
+    [timeout, other] = report.collisions
     assert (timeout.kind, timeout.victim.id, timeout.victim.backfilld, timeout.others) == ("lock_timeout", 10, True, ())
+    assert (other.kind, other.victim.id, other.victim.backfilld) == ("lock_timeout", 11, False)
     assert report.other_errors == {"ERROR 1158: Got an error reading communication packets": 1}
+    assert report.gave_up_at_once == 1
 
 
 SYSBENCH_OUT = """\
