@@ -132,7 +132,7 @@ async def test_the_job_connection_killed_with_batches_in_flight_counts_every_row
     killed: list[int] = []
 
     async def kill_the_job_connection() -> None:
-        conn = await job_connection(db)
+        conn = await job_connection(db, table)
         await db.kill_connection(conn)
         killed.append(conn)
 

@@ -43,6 +43,10 @@ from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaEr
 if TYPE_CHECKING:
     from backfilld.engines.triggers import Triggers
 
+# Seconds each step of closing a connection may take (releasing the lease, the goodbye): a stop on a stalled
+# path then ends within one statement deadline (the batch in flight) and this.
+CLOSE_STEP_S = 2.0
+
 # SQLSTATEs worth another try: serialization_failure, deadlock_detected, lock_not_available, query_canceled
 _RETRY = {"40001": "serialization", "40P01": "deadlock", "55P03": "lock_timeout", "57014": "canceled"}
 
@@ -298,15 +302,21 @@ class PostgresEngine(Engine):
             raise ConnectError(f"cannot connect to {u}: {translate_pg(exc)}") from None
 
     async def close(self) -> None:
+        """Release the lease and say goodbye, each bounded by CLOSE_STEP_S; a server that does not answer the
+        first (a path that stopped forwarding) is not asked the second: the socket is dropped at once."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                if self._leased and not conn.is_closed():
-                    # the server drops a closed session's locks only once its backend has exited; release them
-                    # now, so that a daemon started right after this one finds the job's lease free
-                    await within(conn.execute(UNLOCK_ALL), 2)
-            with contextlib.suppress(Exception):
-                await within(conn.close(), 5)
+            answering = True
+            if self._leased and not conn.is_closed():
+                # the server drops a closed session's locks only once its backend has exited; release them
+                # now, so that a daemon started right after this one finds the job's lease free
+                try:
+                    await within(conn.execute(UNLOCK_ALL), CLOSE_STEP_S)
+                except Exception:  # noqa: BLE001 - closing anyway; the server ends the session's locks with it
+                    answering = False
+            if answering:
+                with contextlib.suppress(Exception):
+                    await within(conn.close(), CLOSE_STEP_S)
             if not conn.is_closed():   # the server did not answer the goodbye (a path that stopped forwarding)
                 conn.terminate()
         self._leased = False
