@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -151,6 +152,7 @@ class Daemon:
         failures: list[str] = []
         async with contextlib.AsyncExitStack() as stack:
             self._handle_sighup(stack)
+            _log_loop_errors(asyncio.get_running_loop())
             self.engine = engine = await stack.enter_async_context(open_engine(self.config))
             try:   # every job checked before anything is written, the heartbeat table included
                 for job in jobs:
@@ -461,6 +463,28 @@ async def status(config: Config) -> list[dict[str, Any]]:
         rows.append(_state_dict(job.name, s))
     rows.extend(_state_dict(name, s) for name, s in by_name.items())
     return rows
+
+
+# Seconds between two log lines of the same kind of event-loop error (an accept() failing for want of file
+# descriptors repeats as fast as the loop turns).
+LOOP_ERROR_EVERY_S = 10.0
+
+
+def _log_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Errors asyncio reports outside any task (a failed accept(), a callback's exception) as one JSON log event,
+    at most every LOOP_ERROR_EVERY_S per kind, instead of asyncio's multi-line tracebacks on stderr."""
+    last: dict[str, float] = {}
+
+    def handler(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", "event loop error"))
+        exc = context.get("exception")
+        kind = f"{message}:{type(exc).__name__ if exc else ''}"
+        now = time.monotonic()
+        if now - last.get(kind, float("-inf")) >= LOOP_ERROR_EVERY_S:
+            last[kind] = now
+            log.error("event_loop_error", message=message, error=repr(exc) if exc else None)
+
+    loop.set_exception_handler(handler)
 
 
 def _state_dict(name: str, s: JobState | StateError | None) -> dict[str, Any]:

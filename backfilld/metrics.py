@@ -178,6 +178,15 @@ class Progress:
 # The longest the endpoints wait for a run's first batch before aiohttp is imported anyway (for a job that waits
 # for the throttle from the start). Seconds; the first batch of an unthrottled job commits well within it.
 SERVE_AFTER_S = 0.5
+# HTTP connections open at once; one more is closed as soon as it is accepted (http_connection_refused), so
+# that clients holding connections open cannot take the file descriptors the database connections need.
+# Prometheus, a probe or two and an operator's curl use a handful.
+HTTP_MAX_CONNECTIONS = 32
+# Seconds a connection may sit idle (before its first request, or between requests) before it is closed.
+HTTP_IDLE_S = 10.0
+# Seconds a /metrics exposition is reused: a client looping on /metrics costs at most one render per period,
+# so it cannot slow the batches (they share this event loop). Far below any scrape interval.
+METRICS_REUSE_S = 0.5
 
 
 class Server:
@@ -199,6 +208,9 @@ class Server:
         self._parked: set[asyncio.Transport] = set()
         self._serving: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._exposition: tuple[float, bytes] = (float("-inf"), b"")
+        self.refused = 0   # connections closed at once for HTTP_MAX_CONNECTIONS
+        self._open = 0     # connections accepted (parked or aiohttp's) and not closed yet
 
     async def listen(self, host: str, port: int) -> None:
         """Bind host:port as aiohttp's TCPSite would (OSError if it cannot) and accept connections from now on."""
@@ -232,9 +244,22 @@ class Server:
             self._server = None
 
     def _protocol(self) -> asyncio.BaseProtocol:
-        if self._runner is not None and self._runner.server is not None:
-            return self._runner.server()
-        return _Parked(self._parked)
+        # counted from accept() to close: asyncio accepts a burst of connections before any connection_made
+        handler = self._runner.server if self._runner is not None else None
+        open_now = self._open
+        if open_now >= HTTP_MAX_CONNECTIONS:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning("http_connection_refused", open=open_now, refused=self.refused,
+                            detail=f"at most {HTTP_MAX_CONNECTIONS} HTTP connections are served at once")
+            return _Refused()
+        self._open += 1
+        if handler is not None:
+            return _Counted(handler(), self._closed_one)
+        return _Parked(self._parked, self._closed_one)
+
+    def _closed_one(self) -> None:
+        self._open -= 1
 
     async def _serve(self) -> None:
         import importlib
@@ -247,14 +272,14 @@ class Server:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=HTTP_IDLE_S)
         await runner.setup()
         self._runner = runner
         handler = runner.server
         assert handler is not None, "set up above"
         for transport in self._parked:
             if not transport.is_closing():
-                protocol = handler()
+                protocol = _Counted(handler(), self._closed_one)   # counted since it was parked
                 transport.set_protocol(protocol)
                 protocol.connection_made(transport)
                 transport.resume_reading()
@@ -264,7 +289,12 @@ class Server:
     async def _metrics(self, _req: web.Request) -> web.Response:
         from aiohttp import web
 
-        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        now = time.monotonic()
+        at, body = self._exposition
+        if now - at >= METRICS_REUSE_S:
+            body = self.metrics.exposition()
+            self._exposition = (now, body)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _req: web.Request) -> web.Response:
         from aiohttp import web
@@ -295,8 +325,8 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 class _Parked(asyncio.Protocol):
     """A connection accepted before aiohttp answers: not read from until Server._serve hands it over."""
 
-    def __init__(self, parked: set[asyncio.Transport]) -> None:
-        self.parked = parked
+    def __init__(self, parked: set[asyncio.Transport], closed: Callable[[], None]) -> None:
+        self.parked, self.closed = parked, closed
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -305,9 +335,43 @@ class _Parked(asyncio.Protocol):
         self.transport = transport
         self.parked.add(transport)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:   # closed before it was handed over
+        self.closed()
         if self.transport is not None:
             self.parked.discard(self.transport)
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's protocol for one connection, with its close counted (Server's HTTP_MAX_CONNECTIONS)."""
+
+    def __init__(self, inner: asyncio.Protocol, closed: Callable[[], None]) -> None:
+        self.inner, self.closed = inner, closed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed()
+        self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over HTTP_MAX_CONNECTIONS: closed as soon as it is accepted."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
 
 
 def _dumps(obj: Any) -> str:
