@@ -174,8 +174,9 @@ def test_kubernetes_manifests_validate() -> None:
     an unknown or misspelt field is an error)."""
     kv = need("kubernetes_validate")
     docs = manifests()
-    assert {p.relative_to(K8S).as_posix() for p, _ in docs} >= {"configmap.yaml", "secret.yaml", "job.yaml",
-                                                                 "per-shard/shard-a.yaml", "per-shard/shard-b.yaml"}
+    assert {p.relative_to(K8S).as_posix() for p, _ in docs} >= {
+        "configmap.yaml", "job.yaml", "networkpolicy.yaml", "per-shard/shard-a.yaml", "per-shard/shard-b.yaml",
+        "examples/secret.yaml", "examples/secret-shards.yaml"}
     for path, doc in docs:
         try:
             kv.validate(doc, KUBE_VERSION, strict=True)
@@ -251,11 +252,28 @@ def test_kubernetes_job(index: int) -> None:
     config = tomllib.loads(cm["data"]["backfilld.toml"])
     env = {e["name"]: e for e in c["env"]}
     ref = env[config["database"]["password_env"]]["valueFrom"]["secretKeyRef"]
-    secret = by_kind_name("Secret", ref["name"], path)
+    # ... created out of band: the example of its shape sits in examples/, out of what `kubectl apply -f DIR`
+    # applies, so that applying the folder never overwrites a real Secret with the example's "change-me"
+    assert not [d for p, d in manifests() if p.parent == path.parent and d["kind"] == "Secret"]
+    [secret] = [d for p, d in manifests() if p.parent == K8S / "examples" and d["kind"] == "Secret"
+                and d["metadata"]["name"] == ref["name"]]
     assert ref["key"] in secret["stringData"]
     # a writable /tmp (read-only root filesystem), where the config's flag_file lives
     assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
     assert config["throttle"]["flag_file"].startswith("/tmp/")
+
+
+def test_network_policy_admits_only_metrics_in_and_dns_and_databases_out() -> None:
+    [(_, policy)] = [(p, d) for p, d in manifests() if d["kind"] == "NetworkPolicy"]
+    spec = policy["spec"]
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    for _, job in jobs():   # every Job's pods (the per-shard ones too) are selected
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        assert spec["podSelector"]["matchLabels"].items() <= labels.items()
+    [ingress] = spec["ingress"]
+    assert [p["port"] for p in ingress["ports"]] == [METRICS_PORT]
+    out = {(p["protocol"], p["port"]) for rule in spec["egress"] for p in rule["ports"]}
+    assert out == {("UDP", 53), ("TCP", 53), ("TCP", 5432), ("TCP", 3306)}
 
 
 def test_configmap_config() -> None:
