@@ -89,6 +89,12 @@ def parse_url(url: str, *, allow_password: bool = False) -> DatabaseURL:
     if parts.password and not allow_password:
         raise ValueError("contains a password; keep it out of the file: use password_env or password_file")
     params = tuple((k, v) for k, _, v in (p.partition("=") for p in parts.query.split("&") if p))
+    if params:
+        # none is honoured yet: one silently ignored (sslmode=verify-full) would connect in plaintext and
+        # exit 0, so every parameter is refused by name
+        name = params[0][0][:40]
+        raise ValueError(f"has the parameter {name!r}, which backfilld does not understand (TLS parameters such "
+                         "as sslmode or ssl-mode are not supported yet, and would be ignored); remove it")
     if capabilities(engine).file_database:
         # sqlite:///relative.db, sqlite:////absolute.db, sqlite:///:memory:
         path = unquote(url.split("://", 1)[1])

@@ -82,6 +82,15 @@ def test_a_password_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
         config.database_url(c.database)
 
 
+@pytest.mark.parametrize("url,name", [("postgresql://app@db/app?sslmode=verify-full&sslrootcert=/ca.pem", "sslmode"),
+                                      ("mysql://app@db/app?ssl-mode=VERIFY_IDENTITY", "ssl-mode"),
+                                      ("sqlite:///a.db?mode=ro", "mode")])
+def test_a_url_parameter_backfilld_would_ignore_is_refused_by_name(url: str, name: str) -> None:
+    """sslmode=verify-full was parsed and ignored: the connection went out in plaintext and the run exited 0."""
+    msg = err({**BASE, "database": {"url": url}})
+    assert f"parameter {name!r}" in msg and "not supported yet" in msg, msg
+
+
 def test_url_never_prints_password() -> None:
     u = config.parse_url("postgresql://app@db/app").with_password("s3cret")
     assert "s3cret" not in str(u) and "s3cret" not in repr(u) and "***" in str(u)
