@@ -157,9 +157,9 @@ def parse_requests(text: str | None) -> Requests:
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
-        return Requests(problems=("requests: not JSON",))
-    if not isinstance(value, dict):
-        return Requests(problems=("requests: not a JSON object",))
+        return Requests(paused_valid=False, problems=("requests: not JSON",))
+    if not isinstance(value, dict):   # unreadable as a whole: a pause in force stays, as for a bad "paused"
+        return Requests(paused_valid=False, problems=("requests: not a JSON object",))
     problems: list[str] = []
     paused, paused_valid = value.get("paused"), True
     if paused is not None and not isinstance(paused, bool):

@@ -91,3 +91,5 @@ def test_the_valid_parts_of_a_stored_request_stand() -> None:
     assert req.paused is True and req.paused_valid and req.set == {"batch_size": 500, "max_lag_s": 2.0}
     assert req.problems == ("workers: 0 is out of range (1 to 16)",)
     assert not settings.parse_requests('{"paused": "yes"}').paused_valid
+    # text unreadable as a whole leaves a pause in force too (it does not read as "resume")
+    assert not settings.parse_requests("not json").paused_valid and not settings.parse_requests("[]").paused_valid
