@@ -87,6 +87,14 @@ async def wait_progress(db: TestDb, proc: subprocess.Popen, at_least: int) -> in
     raise AssertionError("no progress within 60 s")
 
 
+async def rerun_completes_exactly(db: TestDb, cfg: Path, table: str, audit: str) -> None:
+    """`run` again: it exits 0, every row is filled, and each was updated exactly once (the audit trigger)."""
+    again = backfilld("run", str(cfg))
+    assert again.returncode == 0, again.stderr
+    assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL")) == [(0,)]
+    assert (await db.q(f"SELECT count(*), count(DISTINCT id) FROM {audit}")) == [(ROWS, ROWS)]
+
+
 async def test_kill_9_then_resume_skips_nothing_and_writes_nothing_twice(db: TestDb, tmp_path: Path) -> None:
     table, audit = await audited_users(db)
     cfg = write_config(tmp_path / "c.toml", db, table)
@@ -130,10 +138,7 @@ async def test_sigterm_finishes_batch_keeps_checkpoint_exits_0(db: TestDb, tmp_p
     status = json.loads(backfilld("status", str(cfg), "--json").stdout)[0]
     assert status["status"] == "running" and status["last_key"] == [stopped_at]
 
-    again = backfilld("run", str(cfg))
-    assert again.returncode == 0, again.stderr
-    assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL")) == [(0,)]
-    assert (await db.q(f"SELECT count(*), count(DISTINCT id) FROM {audit}")) == [(ROWS, ROWS)]
+    await rerun_completes_exactly(db, cfg, table, audit)
 
 
 @servers
@@ -165,11 +170,7 @@ async def test_sigterm_while_the_path_to_the_primary_is_frozen_stops_within_the_
     stopped_at = await rows_done(db)
     assert 0 < stopped_at < ROWS
     assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NOT NULL")) == [(stopped_at,)]
-    direct = write_config(tmp_path / "direct.toml", db, table)
-    again = backfilld("run", str(direct))
-    assert again.returncode == 0, again.stderr
-    assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL")) == [(0,)]
-    assert (await db.q(f"SELECT count(*), count(DISTINCT id) FROM {audit}")) == [(ROWS, ROWS)]
+    await rerun_completes_exactly(db, write_config(tmp_path / "direct.toml", db, table), table, audit)
 
 
 @servers
