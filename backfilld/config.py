@@ -487,6 +487,10 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+# the password of a URL quoted in a message (a URL given where a name belongs is echoed back as that value)
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:'\"]*):[^\s@'\"]*@")
+
+
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     seen = set()
@@ -498,6 +502,7 @@ def _format_errors(exc: ValidationError, source: str) -> str:
             msg = "unknown key (check its spelling against config/example.toml)"
         elif err["type"] == "missing":
             msg = "is required"
+        msg = _URL_PASSWORD.sub(r"\1:***@", msg)   # a URL echoed from any key, its password cut
         line = f"  {loc}: {msg}"
         if line not in seen:
             seen.add(line)

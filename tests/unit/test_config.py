@@ -91,6 +91,12 @@ def test_a_url_parameter_backfilld_would_ignore_is_refused_by_name(url: str, nam
     assert f"parameter {name!r}" in msg and "not supported yet" in msg, msg
 
 
+def test_a_url_given_where_a_name_belongs_is_echoed_without_its_password() -> None:
+    """Found by tests/unit/test_config_fuzz.py: a value echoed in an error may be a URL with a password."""
+    msg = err({**BASE, "replicas": [{"url": "sqlite:///r.db", "name": "postgresql://u:S3c/r3t@h/d"}]})
+    assert "replicas[0].name" in msg and "postgresql://u:***@h/d" in msg and "S3c" not in msg, msg
+
+
 def test_url_never_prints_password() -> None:
     u = config.parse_url("postgresql://app@db/app").with_password("s3cret")
     assert "s3cret" not in str(u) and "s3cret" not in repr(u) and "***" in str(u)
