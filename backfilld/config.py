@@ -527,16 +527,12 @@ def load(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the config file ({exc.strerror})") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return from_dict(tomllib.loads(raw.decode("utf-8")), str(p))
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: is not valid TOML: {exc}") from None
-    except RecursionError:
-        raise ConfigError(f"{p}: nests arrays or tables too deeply to be a backfilld config") from None
-    try:
-        return from_dict(data, str(p))
-    except RecursionError:
+    except RecursionError:   # in the TOML parser or in validating what it made
         raise ConfigError(f"{p}: nests arrays or tables too deeply to be a backfilld config") from None
 
 
