@@ -10,12 +10,20 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.dbutil import TestDb
 
 PG_URL = os.environ.get("BACKFILLD_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("BACKFILLD_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Property-based tests (hypothesis) explore new inputs on each local run; under CI they replay the same
+# derandomized examples, so that a CI result does not depend on luck (what a local run finds becomes a fixed
+# regression test, as test_config.py's URL-in-a-name case did).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if IN_CI:
+    hypothesis_settings.load_profile("ci")
 ENGINES = ["sqlite", "postgresql", "mysql"]
 
 
