@@ -68,9 +68,6 @@ def _main(version: Annotated[bool, typer.Option("--version", help="Print the ver
     if version:
         typer.echo(f"backfilld {__version__}")
         raise typer.Exit(0)
-    from backfilld import logs
-
-    logs.import_structlog()  # a command follows: before its modules import structlog, so that it comes without rich
 
 
 @app.command()

@@ -17,10 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import structlog
-
 from backfilld import config as config_mod
-from backfilld import engines, settings
+from backfilld import engines, logs, settings
 from backfilld.aio import wait_event
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig, database_url
@@ -44,7 +42,7 @@ if TYPE_CHECKING:
     from backfilld.metrics import Metrics, Server
     from backfilld.throttle import Throttle
 
-log = structlog.get_logger("backfilld.daemon")
+log = logs.get_logger("backfilld.daemon")
 
 
 @contextlib.asynccontextmanager

@@ -17,10 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-import structlog
-
+from backfilld import logs, trace
 from backfilld import state as state_mod
-from backfilld import trace
 from backfilld.accounting import Accounting, BatchResult, PassTally
 from backfilld.aio import wait_event
 from backfilld.batches import FillBatch, KeyRanges, TransformBatch, TxnCount
@@ -42,7 +40,7 @@ from backfilld.writers import WriterPool
 
 __all__ = ["BatchResult", "JobRunner", "Stopped"]
 
-log = structlog.get_logger("backfilld.job")
+log = logs.get_logger("backfilld.job")
 
 # A batch waits for the batch before it in key order at most this share of [database]
 # idle_in_transaction_timeout_s (inside its transaction, idle on the server meanwhile), then rolls back.

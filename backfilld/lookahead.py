@@ -23,11 +23,10 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-import structlog
-
+from backfilld import logs
 from backfilld.engines.base import BatchPlan, Engine
 
-log = structlog.get_logger("backfilld.lookahead")
+log = logs.get_logger("backfilld.lookahead")
 
 Range = tuple[tuple[Any, ...], int]
 

@@ -14,7 +14,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -25,13 +24,14 @@ from prometheus_client import (
     generate_latest,
 )
 
+from backfilld import logs
 from backfilld.errors import ERROR_KINDS, RETRY_KINDS
 from backfilld.status import metric_states
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-log = structlog.get_logger("backfilld.metrics")
+log = logs.get_logger("backfilld.metrics")
 
 JOB_STATES = metric_states()   # backfilld/status.py: the stored statuses, paused and stopped
 # The per-job label. Not `job`: that is Prometheus' own target label (the scrape job), which a series of ours

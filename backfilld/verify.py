@@ -14,8 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import structlog
-
+from backfilld import logs
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig
 from backfilld.engines.base import Engine, encode_key, now_iso
@@ -24,7 +23,7 @@ from backfilld.errors import EngineError, RetryableError
 from backfilld.gate import Gate, OpenGate
 from backfilld.preflight import Prepared, prepare
 
-log = structlog.get_logger("backfilld.verify")
+log = logs.get_logger("backfilld.verify")
 
 SAMPLES = 10   # sample keys kept per kind of problem
 

@@ -14,9 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 
-import structlog
-
-from backfilld import engines, trace
+from backfilld import engines, logs, trace
 from backfilld.aio import wait_any, wait_event
 from backfilld.config import Config, ThrottleConfig, database_url
 from backfilld.engines.base import AppActivity, Engine
@@ -35,7 +33,7 @@ from backfilld.throttle.probes import (
     cancel_all,
 )
 
-log = structlog.get_logger("backfilld.throttle")
+log = logs.get_logger("backfilld.throttle")
 
 # How often a waiting job looks at the decision again. Seconds; the readings it looks at refresh every
 # heartbeat_interval_s, so polling faster than that buys nothing.

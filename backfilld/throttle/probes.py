@@ -13,15 +13,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-import structlog
-
+from backfilld import logs
 from backfilld.aio import within
 from backfilld.engines.base import AppActivity
 from backfilld.engines.protocols import AppSessions, Driver, Replication
 from backfilld.errors import EngineError
 from backfilld.throttle.decision import Signal
 
-log = structlog.get_logger("backfilld.throttle")
+log = logs.get_logger("backfilld.throttle")
 
 # Heartbeat samples (WAL position, time) kept for mapping a replica's replay position to a time. At the
 # default 0.1 s interval this covers 10 minutes; a replica further behind reads as at least that far.

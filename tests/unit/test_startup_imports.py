@@ -91,6 +91,13 @@ def test_status_imports_only_the_sqlite_driver_and_not_the_job_machinery(tmp_pat
     assert not sorted(unwanted & modules)
 
 
+def test_status_logs_nothing_so_imports_no_structlog(tmp_path: Path) -> None:
+    """Loggers import structlog on the first event (logs.get_logger): `status` logs none, so never pays for it."""
+    proc, modules = backfilld(tmp_path, "status", str(sqlite_config(tmp_path)))
+    assert proc.returncode == 0, proc.stderr
+    assert "structlog" not in modules and "backfilld.daemon" in modules
+
+
 @pytest.mark.parametrize("listen", ["", "127.0.0.1:0"])
 def test_sqlite_run_imports_no_other_driver_and_aiohttp_only_for_the_endpoints(tmp_path: Path, listen: str) -> None:
     cfg = sqlite_config(tmp_path, listen)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
-import structlog
 
+from backfilld import logs
 from backfilld.aio import within
 from backfilld.engines.base import Engine, lease_key
 from backfilld.engines.catalog import Column, TableInfo
@@ -44,7 +44,7 @@ from backfilld.errors import ConfigError, ConnectError, EngineError, RetryableEr
 if TYPE_CHECKING:
     from backfilld.engines.triggers import Triggers
 
-log = structlog.get_logger("backfilld.sqlite")
+log = logs.get_logger("backfilld.sqlite")
 
 
 class SQLiteDialect(Dialect):
