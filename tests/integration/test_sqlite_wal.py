@@ -79,3 +79,29 @@ async def test_a_primary_key_declared_without_not_null_is_a_key_while_no_row_has
     with pytest.raises(SchemaError, match="primary key column 'id' .* declared without NOT NULL and some rows "
                                           "have a NULL key"):
         await daemon.run(cfg, daemon.RunOptions(restart=True))
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+async def test_the_wal_starts_over_during_the_run_instead_of_growing_as_large_as_the_table(
+        db: TestDb, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the checkpoints in the background the next batch always began before the last one's frames were
+    copied, so the WAL never started over: it grew to the size of everything the job wrote (the table, and
+    more). Once it holds WAL_RESTART_FRAMES, a batch waits for the checkpoint and the WAL starts over: the file
+    (whose size is the most it ever held) stays near that bound plus a batch, far below what the job wrote."""
+    from backfilld.engines.sqlite.engine import SQLiteEngine
+
+    monkeypatch.setattr(SQLiteEngine, "WAL_RESTART_FRAMES", 100)
+    table = await db.create_users()
+    await db.bulk(table, ("id", "name", "deleted"), [(i, f"n{i} {'x' * 200}", 0) for i in range(1, 20_001)])
+    await db.x("PRAGMA wal_checkpoint(TRUNCATE)")
+    [(page,)] = await db.q("PRAGMA page_size")
+    [(pages,)] = await db.q("PRAGMA page_count")
+    cfg = db.config([{"name": "j", "table": table, "set": {"label": {"sqlite": CONCAT["sqlite"]}}}],
+                    throttle={"min_batch": 1000, "max_batch": 1000})
+    [state] = await daemon.run(cfg, daemon.RunOptions())
+    assert state.status == "completed" and state.rows_done == 20_000
+    wal_pages = os.path.getsize(f"{db.parsed.database}-wal") // (page + 24)
+    batch_pages = pages // 20 + 1   # a batch of 1000 of the 20,000 rows rewrites about a twentieth of the pages
+    assert wal_pages <= 100 + 3 * batch_pages + 10, (wal_pages, pages)
+    assert wal_pages < pages // 2   # before: at least every page the job rewrote (the whole table)
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label = {CONCAT['sqlite']}") == [(20_000,)]
