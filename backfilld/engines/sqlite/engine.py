@@ -212,7 +212,7 @@ class SQLiteEngine(Engine):
             while self._ckpt is not None:
                 self._ckpt_again = False
                 async with self._ckpt.execute(CHECKPOINT_PASSIVE) as cur:
-                    rows = await cur.fetchall()
+                    rows = list(await cur.fetchall())
                 self._wal_frames = int(rows[0][1]) if rows else 0   # (busy, frames in the WAL, copied)
                 if not self._ckpt_again:
                     return
