@@ -191,6 +191,8 @@ class SQLiteEngine(Engine):
     # rows of 300-400 bytes), on disk and in the WAL index every connection maps (+14 MiB of RSS at 10M such
     # rows). So once the WAL holds more than this many frames (pages: 256 MiB at SQLite's default 4 KiB page),
     # the next batch waits for the running checkpoint before it begins, and its first write restarts the WAL.
+    # A reader still reading from the WAL then (the next range's lookup, an application's long read) puts the
+    # start-over off to a later batch: SQLite restarts a WAL only when no reader uses it.
     WAL_RESTART_FRAMES = 65_536
 
     async def _before_begin(self) -> None:
