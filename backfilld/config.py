@@ -12,13 +12,23 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from backfilld import tls as tls_mod
 from backfilld.engines import NAMES as ENGINES
 from backfilld.engines import capabilities
 from backfilld.errors import ConfigError
@@ -44,7 +54,10 @@ def _check_ident(value: str, what: str) -> str:
 
 @dataclass(frozen=True)
 class DatabaseURL:
-    """A parsed database URL. str() never shows the password."""
+    """A parsed database URL. str() never shows the password (nor the TLS parameters).
+
+    database_url() adds what the config says around it: the password, [database] require_tls, and which section
+    it came from ("database", "replicas[0]"), for the TLS checks and their messages."""
 
     engine: str
     host: str | None
@@ -52,7 +65,9 @@ class DatabaseURL:
     user: str | None
     database: str
     password: str | None = None
-    params: tuple[tuple[str, str], ...] = ()
+    tls: tls_mod.TLS = tls_mod.TLS()
+    require_tls: bool = False
+    origin: str = "database"
 
     def __str__(self) -> str:
         if capabilities(self.engine).file_database:
@@ -64,7 +79,7 @@ class DatabaseURL:
     __repr__ = __str__
 
     def with_password(self, password: str | None) -> DatabaseURL:
-        return DatabaseURL(self.engine, self.host, self.port, self.user, self.database, password, self.params)
+        return replace(self, password=password)
 
 
 def parse_url(url: str, *, allow_password: bool = False) -> DatabaseURL:
@@ -88,13 +103,10 @@ def parse_url(url: str, *, allow_password: bool = False) -> DatabaseURL:
                          "or sqlite:///path")
     if parts.password and not allow_password:
         raise ValueError("contains a password; keep it out of the file: use password_env or password_file")
-    params = tuple((k, v) for k, _, v in (p.partition("=") for p in parts.query.split("&") if p))
-    if params:
-        # none is honoured yet: one silently ignored (sslmode=verify-full) would connect in plaintext and
-        # exit 0, so every parameter is refused by name
-        name = params[0][0][:40]
-        raise ValueError(f"has the parameter {name!r}, which backfilld does not understand (TLS parameters such "
-                         "as sslmode or ssl-mode are not supported yet, and would be ignored); remove it")
+    params = [(unquote(k), unquote(v)) for k, _, v in (p.partition("=") for p in parts.query.split("&") if p)]
+    # TLS parameters are honoured; any other is refused by name (one silently ignored would connect otherwise
+    # than the URL says, as sslmode=verify-full once did: in plaintext, and exit 0)
+    tls = tls_mod.parse(engine, capabilities(engine).title, params)
     if capabilities(engine).file_database:
         # sqlite:///relative.db, sqlite:////absolute.db, sqlite:///:memory:
         path = unquote(url.split("://", 1)[1])
@@ -102,12 +114,18 @@ def parse_url(url: str, *, allow_password: bool = False) -> DatabaseURL:
         path = path.split("?", 1)[0]
         if not path:
             raise ValueError("names no file; use sqlite:///path/to/file.db")
-        return DatabaseURL(engine, None, None, None, path, None, params)
+        return DatabaseURL(engine, None, None, None, path, None, tls)
     database = unquote(parts.path.lstrip("/"))
     if not database:
         raise ValueError(f"names no database; add it after the host, e.g. {parts.scheme}://user@host/app")
     return DatabaseURL(engine, parts.hostname or "127.0.0.1", port, unquote(parts.username) if parts.username
-                       else None, database, unquote(parts.password) if parts.password else None, params)
+                       else None, database, unquote(parts.password) if parts.password else None, tls)
+
+
+def _context_base(info: ValidationInfo) -> Path | None:
+    """The folder from_dict was given for relative file paths."""
+    base = (info.context or {}).get("base_dir")
+    return base if isinstance(base, Path) else None
 
 
 class _Secret(_Model):
@@ -120,12 +138,24 @@ class _Secret(_Model):
     # in engines/base.py) should the server not answer at all (a network path that stopped forwarding); either
     # way the batch rolls back and the job reconnects and resumes. Seconds; a batch takes target_batch_time_s.
     statement_timeout_s: Annotated[float, Field(ge=1, le=86_400)] = 60.0
+    # the folder relative TLS file paths in the URL are taken from: the config file's (load()); None, the
+    # working directory (from_dict without a file)
+    _base_dir: Path | None = PrivateAttr(default=None)
 
     @field_validator("url")
     @classmethod
-    def _url(cls, v: str) -> str:
-        parse_url(v)
+    def _url(cls, v: str, info: ValidationInfo) -> str:
+        tls = parse_url(v).tls.resolved(_context_base(info))
+        try:   # every file named exists, is readable and loads, before anything connects
+            tls_mod.check_files(tls, "")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return v
+
+    @model_validator(mode="after")
+    def _base(self, info: ValidationInfo) -> _Secret:
+        self._base_dir = _context_base(info)
+        return self
 
     @model_validator(mode="after")
     def _one_secret(self) -> _Secret:
@@ -159,6 +189,10 @@ class DatabaseConfig(_Secret):
     # idle_transaction_timeout), so that an application row is never held longer by a client that vanished or
     # a path that stopped forwarding. A worker's wait for the batch before it gives up a little sooner. Seconds.
     idle_in_transaction_timeout_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    # A connection to a server other than this machine (loopback, unix socket) that ends up in plaintext is an
+    # error, for the primary, every replica and every connection made from them, instead of a warning
+    # (connection_not_encrypted) once per URL. The URL's sslmode / ssl-mode say how to encrypt (README: TLS).
+    require_tls: bool = False
 
 
 class StateConfig(_Model):
@@ -510,9 +544,11 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def from_dict(data: dict[str, Any], source: str = "config") -> Config:
+def from_dict(data: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> Config:
+    """Validate a config; base_dir: the folder relative file paths in URLs are taken from (None: the working
+    directory)."""
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
 
@@ -527,7 +563,7 @@ def load(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the config file ({exc.strerror})") from None
     try:
-        return from_dict(tomllib.loads(raw.decode("utf-8")), str(p))
+        return from_dict(tomllib.loads(raw.decode("utf-8")), str(p), base_dir=p.absolute().parent)
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
@@ -555,5 +591,9 @@ def resolve_password(section: _Secret, where: str = "database") -> str | None:
     return None
 
 
-def database_url(section: _Secret, where: str = "database") -> DatabaseURL:
-    return parse_url(section.url).with_password(resolve_password(section, where))
+def database_url(section: _Secret, where: str = "database", *, require_tls: bool = False) -> DatabaseURL:
+    """The section's URL ready to connect to: its password, its TLS files' paths resolved, [database]
+    require_tls, and `where` it came from."""
+    url = parse_url(section.url)
+    return replace(url, password=resolve_password(section, where), tls=url.tls.resolved(section._base_dir),
+                   require_tls=require_tls, origin=where)

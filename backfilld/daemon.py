@@ -48,8 +48,9 @@ log = logs.get_logger("backfilld.daemon")
 @contextlib.asynccontextmanager
 async def open_engine(config: Config) -> AsyncIterator[Engine]:
     db = config.database
-    engine = engines.create(database_url(db), lock_timeout_s=db.lock_timeout_s, connect_timeout_s=db.connect_timeout_s,
-                            fast_commit=db.fast_commit, skip_locked=db.skip_locked,
+    engine = engines.create(database_url(db, require_tls=db.require_tls), lock_timeout_s=db.lock_timeout_s,
+                            connect_timeout_s=db.connect_timeout_s, fast_commit=db.fast_commit,
+                            skip_locked=db.skip_locked,
                             statement_timeout_s=db.statement_timeout_s,
                             idle_in_transaction_timeout_s=db.idle_in_transaction_timeout_s)
     await engine.connect()

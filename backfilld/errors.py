@@ -62,6 +62,11 @@ class ConnectError(RetryableError):
         super().__init__(message, kind="connection", reconnect=True)
 
 
+class TLSError(EngineError):
+    """The connection's TLS failed, or it is not encrypted where it must be; nothing was written. Not retried:
+    a certificate that failed verification or a server without TLS does not change by waiting."""
+
+
 class JobFailed(BackfilldError):
     """A job stopped with an error; it is recorded in the state table."""
 

@@ -71,8 +71,8 @@ class Throttle:
     def _engine(self, section, where: str) -> Engine:  # noqa: ANN001
         # no fast_commit here: a heartbeat that waits in the WAL writer's buffer would read as replica lag
         db = self.config.database
-        return engines.create(database_url(section, where), lock_timeout_s=db.lock_timeout_s,
-                              connect_timeout_s=section.connect_timeout_s,
+        return engines.create(database_url(section, where, require_tls=db.require_tls),
+                              lock_timeout_s=db.lock_timeout_s, connect_timeout_s=section.connect_timeout_s,
                               statement_timeout_s=section.statement_timeout_s,
                               idle_in_transaction_timeout_s=db.idle_in_transaction_timeout_s)
 

@@ -19,6 +19,7 @@ import pymysql
 import pymysql.converters
 from pymysql.constants import CLIENT
 
+from backfilld import tls
 from backfilld.aio import within
 from backfilld.engines.base import AppActivity, Engine, describe, lease_key
 from backfilld.engines.catalog import Column, TableInfo
@@ -61,7 +62,7 @@ from backfilld.engines.statements import (
     range_call,
     transform_update_parts,
 )
-from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
+from backfilld.errors import ConfigError, ConnectError, EngineError, RetryableError, SchemaError, TLSError
 
 if TYPE_CHECKING:
     from backfilld.engines.triggers import Triggers
@@ -235,6 +236,28 @@ def translate_mysql(exc: BaseException) -> EngineError:
     return EngineError(f"{type(exc).__name__}: {exc}")
 
 
+class _NoTLS(Exception):
+    """The server offers no TLS where the URL requires it."""
+
+
+class _Connection(aiomysql.Connection):
+    """aiomysql's connection, which, given a TLS context, goes on in plaintext when the server offers no TLS.
+    This one refuses to where the URL's ssl-mode requires TLS, before it authenticates (nothing of the
+    password's exchange in plaintext)."""
+
+    tls_required = False
+
+    async def _request_authentication(self) -> None:
+        if self.tls_required and not self.server_capabilities & CLIENT.SSL:
+            raise _NoTLS()
+        await super()._request_authentication()
+
+
+def _refused_plaintext(exc: BaseException) -> bool:
+    """The server refused a connection for being unencrypted (require_secure_transport = ON)."""
+    return isinstance(exc, pymysql.err.MySQLError) and "insecure transport" in str(exc)
+
+
 class MySQLEngine(Engine):
     dialect = MySQLDialect()
 
@@ -266,17 +289,35 @@ class MySQLEngine(Engine):
             # the whole handshake within connect_timeout_s (the driver's own bound covers the TCP connect only:
             # a listener that accepts but never speaks would hang it)
             await within(self._connect(), self.connect_timeout_s)
+        except (ConfigError, TLSError):
+            await self.close()
+            raise
+        except _NoTLS:
+            await self.close()
+            raise TLSError(f"{u.origin}.url: cannot connect to {u}: the server offers no TLS, and {u.tls.spelled} "
+                           "requires it; enable TLS on the server (ssl_cert and ssl_key); nothing was sent but the "
+                           "request") from None
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
             await self.close()
-            raise ConnectError(f"cannot connect to {u}: {translate_mysql(exc)}") from None
+            failure = tls.connect_error(exc, u)
+            if failure is not None:
+                raise failure from None
+            hint = tls.refused_plaintext(u) if _refused_plaintext(exc) else ""
+            raise ConnectError(f"cannot connect to {u}: {translate_mysql(exc)}{hint}") from None
 
     async def _connect(self) -> None:
         u = self.url
-        self._conn = await aiomysql.connect(
+        conn = _Connection(
             host=u.host, port=u.port or 3306, user=u.user or "root", password=u.password or "", db=u.database,
             charset="utf8mb4", use_unicode=True, autocommit=True, connect_timeout=self.connect_timeout_s,
             # rowcount = rows matched, as on PostgreSQL and SQLite, not rows whose bytes changed
-            client_flag=CLIENT.FOUND_ROWS)
+            client_flag=CLIENT.FOUND_ROWS, ssl=tls.context(u.tls, f"{u.origin}.url"))
+        conn.tls_required = u.tls.required
+        self._conn = conn
+        await conn._connect()   # what aiomysql.connect() does, with this connection class
+        writer = conn._writer   # aiomysql has no public accessor for the stream
+        tls.after_connect(u, encrypted=writer is not None and writer.get_extra_info("ssl_object") is not None,
+                          peer=writer.get_extra_info("peername") if writer is not None else None)
         async with self._conn.cursor() as cur:
             # innodb_lock_wait_timeout has whole-second resolution: round up, at least 1 s
             wait_s = max(1, math.ceil(self.lock_timeout_s))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from backfilld import tls
 from backfilld.aio import within
 from backfilld.engines.base import AppActivity, Engine, Unrepresentable, describe, lease_key
 from backfilld.engines.catalog import Column, TableInfo
@@ -38,7 +39,7 @@ from backfilld.engines.postgresql.sql import (
 )
 from backfilld.engines.sqldialect import Dialect, Lexicon, Stmt, operand
 from backfilld.engines.statements import BatchPlan, WriteShape, range_call, transform_update_parts
-from backfilld.errors import ConnectError, EngineError, RetryableError, SchemaError
+from backfilld.errors import ConfigError, ConnectError, EngineError, RetryableError, SchemaError, TLSError
 
 if TYPE_CHECKING:
     from backfilld.engines.triggers import Triggers
@@ -267,6 +268,17 @@ def translate_pg(exc: BaseException) -> EngineError:
     return EngineError(f"{type(exc).__name__}: {exc}")
 
 
+def _declined_tls(exc: BaseException) -> bool:
+    """The server answered the client's TLS request with "no" (it has ssl = off): asyncpg says so in words."""
+    return isinstance(exc, ConnectionError) and "rejected SSL upgrade" in str(exc)
+
+
+def _refused_plaintext(exc: BaseException) -> bool:
+    """The server refused a connection for being unencrypted (pg_hba.conf: hostssl lines only, or hostnossl
+    reject); its message ends "no encryption"."""
+    return isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError) and "no encryption" in str(exc)
+
+
 class PostgresEngine(Engine):
     dialect = PostgresDialect()
 
@@ -281,25 +293,49 @@ class PostgresEngine(Engine):
         u = self.url
         try:
             self._generation += 1
-            self._conn = await asyncpg.connect(
-                host=u.host, port=u.port or 5432, user=u.user, password=u.password, database=u.database,
-                timeout=self.connect_timeout_s, command_timeout=self.statement_deadline_s,
-                server_settings={"application_name": f"backfilld-{self.role}" if self.role else "backfilld",
-                                 "lock_timeout": f"{int(self.lock_timeout_s * 1000)}ms",
-                                 # every wait on the server bounded: a statement, and a transaction left idle
-                                 # by a client that vanished (its row locks go with the session)
-                                 "statement_timeout": f"{int(self.statement_timeout_s * 1000)}ms",
-                                 "idle_in_transaction_session_timeout":
-                                     f"{int(self.idle_in_transaction_timeout_s * 1000)}ms",
-                                 # the server notices a vanished client within about 30 s, and with it
-                                 # releases the job's lease (an advisory lock) held by that session
-                                 "tcp_keepalives_idle": "15", "tcp_keepalives_interval": "5",
-                                 "tcp_keepalives_count": "3",
-                                 **({"synchronous_commit": "off"} if self.fast_commit else {})})
+            # backfilld's own context, or False: asyncpg then reads no PGSSLMODE, ~/.postgresql/ or other default
+            ctx = tls.context(u.tls, f"{u.origin}.url")
+            try:
+                self._conn = await self._open(ctx if ctx is not None else False)
+            except ConnectionError as exc:
+                if not _declined_tls(exc):
+                    raise
+                if u.tls.mode != "prefer":
+                    raise TLSError(f"{u.origin}.url: cannot connect to {u}: the server offers no TLS, and "
+                                   f"{u.tls.spelled} requires it; enable ssl on the server") from None
+                self._conn = await self._open(False)   # prefer, as libpq: plaintext when the server has no TLS
+            transport = self._conn._transport   # asyncpg has no public accessor for it
+            tls.after_connect(u, encrypted=transport.get_extra_info("ssl_object") is not None,
+                              peer=transport.get_extra_info("peername"))
             await set_codecs(self._conn)
+        except (ConfigError, TLSError):
+            await self.close()
+            raise
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
             await self.close()
-            raise ConnectError(f"cannot connect to {u}: {translate_pg(exc)}") from None
+            failure = tls.connect_error(exc, u)
+            if failure is not None:
+                raise failure from None
+            hint = tls.refused_plaintext(u) if _refused_plaintext(exc) else ""
+            raise ConnectError(f"cannot connect to {u}: {translate_pg(exc)}{hint}") from None
+
+    async def _open(self, ssl: Any) -> asyncpg.Connection:
+        u = self.url
+        return await asyncpg.connect(
+            host=u.host, port=u.port or 5432, user=u.user, password=u.password, database=u.database, ssl=ssl,
+            timeout=self.connect_timeout_s, command_timeout=self.statement_deadline_s,
+            server_settings={"application_name": f"backfilld-{self.role}" if self.role else "backfilld",
+                             "lock_timeout": f"{int(self.lock_timeout_s * 1000)}ms",
+                             # every wait on the server bounded: a statement, and a transaction left idle
+                             # by a client that vanished (its row locks go with the session)
+                             "statement_timeout": f"{int(self.statement_timeout_s * 1000)}ms",
+                             "idle_in_transaction_session_timeout":
+                                 f"{int(self.idle_in_transaction_timeout_s * 1000)}ms",
+                             # the server notices a vanished client within about 30 s, and with it
+                             # releases the job's lease (an advisory lock) held by that session
+                             "tcp_keepalives_idle": "15", "tcp_keepalives_interval": "5",
+                             "tcp_keepalives_count": "3",
+                             **({"synchronous_commit": "off"} if self.fast_commit else {})})
 
     async def close(self) -> None:
         """Release the lease and say goodbye, each bounded by CLOSE_STEP_S; a server that does not answer the
