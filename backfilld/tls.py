@@ -327,9 +327,12 @@ def connect_error(exc: BaseException, url: DatabaseURL) -> TLSError | None:
     return None
 
 
-def refused_plaintext(url: DatabaseURL) -> str:
+def refused_plaintext(url: DatabaseURL, *, certain: bool) -> str:
     """What to add to a server's refusal of a plaintext connection backfilld made (mode disable, or prefer
-    against a server that offered no TLS)."""
+    against a server that offered no TLS); not certain: the server's words could mean something else too."""
     spec = url.tls.params
-    return (f"; the server accepts only encrypted connections: set {spec.spell('verify-full')} and "
-            f"{spec.ca}=<the CA's file> in {url.origin}.url")
+    fix = f"set {spec.spell('verify-full')} and {spec.ca}=<the CA's file> in {url.origin}.url"
+    if certain:
+        return f"; the server accepts only encrypted connections: {fix}"
+    return (f"; with {url.tls.spelled} the connection was not encrypted, and a server that requires secure "
+            f"transport refuses it in these words: if it does, {fix}")

@@ -2,7 +2,8 @@
 
 Owns: starting and stopping the probe tasks (each named, each with its own connection), the wait a job
 makes before each batch (logged with its reason and duration), and the rows-per-second pacing.
-A dead probe task (a bug, not a database error) fails the daemon rather than leaving it blind.
+A dead probe task (a bug, not a database error) fails the daemon rather than leaving it blind, and so does a probe
+connection that TLS forbids (tls.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from backfilld.aio import wait_any, wait_event
 from backfilld.config import Config, ThrottleConfig, database_url
 from backfilld.engines.base import AppActivity, Engine
 from backfilld.engines.protocols import Replication, app_sessions, replication
-from backfilld.errors import BackfilldError
+from backfilld.errors import BackfilldError, TLSError
 from backfilld.metrics import Metrics
 from backfilld.throttle.decision import Decider, Decision, Signal
 from backfilld.throttle.probes import (
@@ -171,7 +172,10 @@ class Throttle:
         to apply as well (each about as long as the last batch took on the primary)."""
         for t in self._tasks:
             if t.done() and not t.cancelled() and t.exception() is not None:
-                raise BackfilldError(f"throttle probe {t.get_name()} died: {t.exception()!r}")
+                exc = t.exception()
+                if isinstance(exc, TLSError):   # says itself which URL and what to do
+                    raise exc
+                raise BackfilldError(f"throttle probe {t.get_name()} died: {exc!r}")
         signals = self.lag_signals()
         for s in signals:
             if s.value is not None and s.error is None and s.value != float("inf"):

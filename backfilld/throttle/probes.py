@@ -17,7 +17,7 @@ from backfilld import logs
 from backfilld.aio import within
 from backfilld.engines.base import AppActivity
 from backfilld.engines.protocols import AppSessions, Driver, Replication
-from backfilld.errors import EngineError
+from backfilld.errors import EngineError, TLSError
 from backfilld.throttle.decision import Signal
 
 log = logs.get_logger("backfilld.throttle")
@@ -33,7 +33,8 @@ FIRST_READING_RETRY_S = 0.02
 
 
 class Loop:
-    """Runs one probe step every interval; errors go to on_error, the loop goes on.
+    """Runs one probe step every interval; errors go to on_error, the loop goes on, but for a TLSError, which ends
+    it (Throttle.decide raises it).
 
     `ready` says whether the probe has its first reading; until then a step is retried sooner."""
 
@@ -56,6 +57,8 @@ class Loop:
                 if self._logged_error:
                     log.info("probe_recovered", probe=self.name)
                     self._logged_error = None
+            except TLSError:
+                raise   # a connection that must not be made (or failed verification): the daemon stops with it
             except (TimeoutError, EngineError, OSError) as exc:
                 msg = str(exc) or type(exc).__name__
                 connected = False

@@ -122,13 +122,16 @@ class _Conn:
 
 
 class FaultProxy:
-    """A TCP proxy from 127.0.0.1:``port`` to ``upstream_host``:``upstream_port`` that injects faults on demand.
+    """A TCP proxy from 127.0.0.1:``port`` (or another loopback ``listen_host``) to
+    ``upstream_host``:``upstream_port`` that injects faults on demand.
 
     Listens from construction on; ``close()`` (or leaving the ``with`` block) stops it, closes every
     connection and ends its thread.
     """
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, *, listen_host: str = HOST) -> None:
+        # listen_host: another loopback address (127.0.0.2) reaches the server by a name its certificate lacks
+        self.listen_host = listen_host
         self.upstream = (upstream_host, upstream_port)
         # faults, read by the connections on the loop's thread, changed only there (_set)
         self._frozen = False
@@ -145,7 +148,7 @@ class FaultProxy:
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._listener.bind((HOST, 0))
+            self._listener.bind((listen_host, 0))
             self._listener.listen(128)
             self.port: int = self._listener.getsockname()[1]
             self._loop = asyncio.new_event_loop()
@@ -174,7 +177,7 @@ class FaultProxy:
         if not parts.hostname:
             raise ValueError(f"{parts.scheme or 'the'} URL names no host to replace")
         userinfo, at, _ = parts.netloc.rpartition("@")
-        return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{HOST}:{self.port}"))
+        return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{self.listen_host}:{self.port}"))
 
     def __enter__(self) -> Self:
         return self
@@ -183,7 +186,7 @@ class FaultProxy:
         self.close()
 
     def __repr__(self) -> str:
-        return f"FaultProxy({HOST}:{self.port} -> {self.upstream[0]}:{self.upstream[1]})"
+        return f"FaultProxy({self.listen_host}:{self.port} -> {self.upstream[0]}:{self.upstream[1]})"
 
     # ----------------------------------------------------------------------------------------------------------
     # faults: each settable and clearable at any time, from any thread but the proxy's own

@@ -20,6 +20,11 @@ with ``--user=mysql``; running as any other user, both run as that user.
 
 The harness is synchronous (``psql`` for PostgreSQL, PyMySQL for MariaDB), so its methods can also be
 called from inside async tests; they block the event loop while they run.
+
+``tls=ServerTLS(...)`` gives both servers of a pair a certificate; with ``required=True`` (the default) they refuse
+plaintext TCP connections (PostgreSQL: ``hostssl`` lines only and ``hostnossl ... reject``; MariaDB:
+``require_secure_transport=ON``), and the harness's own connections and the replica's stream use TLS themselves.
+tests/harness/tls.py makes the certificates.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -44,6 +50,7 @@ __all__ = [
     "ServerDied",
     "MariaDBPair",
     "PostgresPair",
+    "ServerTLS",
     "in_ci",
     "mariadb_pair_fixture",
     "postgres_pair_fixture",
@@ -271,6 +278,17 @@ def _poll(what: str, fn: Callable[[], T | None], timeout: float, interval: float
         interval = min(interval * 1.5, 0.5)
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """TLS for a pair's servers: PEM of the server's certificate chain, its key and the CA that signed it.
+    required: plaintext TCP connections are refused (unix sockets stay open to the harness)."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+    required: bool = True
+
+
 _LIVE: set[_Pair] = set()
 _LIVE_LOCK = threading.Lock()
 
@@ -309,7 +327,9 @@ class _Pair:
 
     kind = ""
 
-    def __init__(self, *, startup_timeout: float, base_dir: str | os.PathLike | None, keep_on_failure: bool) -> None:
+    def __init__(self, *, startup_timeout: float, base_dir: str | os.PathLike | None, keep_on_failure: bool,
+                 tls: ServerTLS | None = None) -> None:
+        self.tls = tls
         self.startup_timeout = startup_timeout
         self._base_dir = base_dir
         self.keep_on_failure = keep_on_failure
@@ -364,6 +384,24 @@ class _Pair:
 
     def _start(self) -> None:
         raise NotImplementedError
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the servers' certificate files are (tls set)."""
+        assert self.tmpdir is not None
+        return self.tmpdir / "tls"
+
+    def _write_tls(self, owner: str | None) -> None:
+        """The server's certificate, key (mode 0600, owned by the server's OS user: PostgreSQL insists) and CA."""
+        if self.tls is None:
+            return
+        self.tls_dir.mkdir()
+        for name, pem in (("server.crt", self.tls.cert_pem), ("server.key", self.tls.key_pem),
+                          ("ca.crt", self.tls.ca_pem)):
+            (self.tls_dir / name).write_bytes(pem)
+        os.chmod(self.tls_dir / "server.key", 0o600)
+        os.chmod(self.tls_dir, 0o755)
+        _chown_tree(self.tls_dir, owner)
 
     def _stop_node(self, node: _Node) -> None:
         raise NotImplementedError
@@ -442,8 +480,10 @@ class PostgresPair(_Pair):
         base_dir: str | os.PathLike | None = None,
         extra_conf: dict[str, str | int] | None = None,
         keep_on_failure: bool = False,
+        tls: ServerTLS | None = None,
     ) -> None:
-        super().__init__(startup_timeout=startup_timeout, base_dir=base_dir, keep_on_failure=keep_on_failure)
+        super().__init__(startup_timeout=startup_timeout, base_dir=base_dir, keep_on_failure=keep_on_failure,
+                         tls=tls)
         self.database = database
         self.bin_dir = Path(bin_dir) if bin_dir else PG_BIN_DIR
         self.extra_conf = dict(extra_conf or {})
@@ -536,6 +576,9 @@ class PostgresPair(_Pair):
             "max_worker_processes": 4,
             "autovacuum_naptime": "5s",
         }
+        if self.tls is not None:
+            conf.update(ssl="on", ssl_cert_file=f"'{self.tls_dir / 'server.crt'}'",
+                        ssl_key_file=f"'{self.tls_dir / 'server.key'}'")
         conf.update(self.extra_conf)
         return "\n# --- tests/harness/replication.py ---\n" + "".join(f"{k} = {v}\n" for k, v in conf.items())
 
@@ -543,18 +586,14 @@ class PostgresPair(_Pair):
         assert self.tmpdir is not None
         for node in (self.primary, self.replica):
             node.dir.mkdir()
+        self._write_tls(self.os_user)
         _chown_tree(self.tmpdir, self.os_user)
         os.chmod(self.tmpdir, 0o700)
         self._run([self._bin("initdb"), "-D", str(self.primary.datadir), "-U", self.db_user, "-A", "trust", "-E",
                    "UTF8", "--locale=C", "--no-sync", "--no-instructions"], "initdb", self.startup_timeout)
         with open(self.primary.datadir / "postgresql.conf", "a") as f:
             f.write(self._conf_lines())
-        (self.primary.datadir / "pg_hba.conf").write_text(
-            "local all all trust\n"
-            "local replication all trust\n"
-            f"host all all {HOST}/32 trust\n"
-            f"host replication all {HOST}/32 trust\n"
-        )
+        (self.primary.datadir / "pg_hba.conf").write_text(self._hba())
         self._start_with_port_retry(self.primary, lambda: self._launch(self.primary))
         self._psql("primary", f'CREATE DATABASE "{self.database}"', database="postgres")
         self._run([self._bin("pg_basebackup"), "-h", HOST, "-p", str(self.primary.port), "-U", self.db_user,
@@ -562,6 +601,15 @@ class PostgresPair(_Pair):
                    "--checkpoint=fast", "--no-sync", "--no-manifest"], "pg_basebackup", self.startup_timeout)
         self._start_with_port_retry(self.replica, lambda: self._launch(self.replica))
         self.wait_caught_up(self.startup_timeout)
+
+    def _hba(self) -> str:
+        """Trust on the unix socket and on loopback TCP; with TLS required, TCP over TLS only (the replica's
+        stream too: libpq's default sslmode=prefer takes TLS where the server offers it)."""
+        local = "local all all trust\nlocal replication all trust\n"
+        if self.tls is None or not self.tls.required:
+            return local + f"host all all {HOST}/32 trust\nhost replication all {HOST}/32 trust\n"
+        return (local + f"hostssl all all {HOST}/32 trust\nhostssl replication all {HOST}/32 trust\n"
+                "hostnossl all all 0.0.0.0/0 reject\nhostnossl replication all 0.0.0.0/0 reject\n")
 
     def _launch(self, node: _Node) -> None:
         """Start ``postgres`` on ``node.port`` as a child process and wait until it accepts queries."""
@@ -686,8 +734,10 @@ class MariaDBPair(_Pair):
         base_dir: str | os.PathLike | None = None,
         extra_args: Sequence[str] = (),
         keep_on_failure: bool = False,
+        tls: ServerTLS | None = None,
     ) -> None:
-        super().__init__(startup_timeout=startup_timeout, base_dir=base_dir, keep_on_failure=keep_on_failure)
+        super().__init__(startup_timeout=startup_timeout, base_dir=base_dir, keep_on_failure=keep_on_failure,
+                         tls=tls)
         self.database = database
         self.mariadbd = mariadbd or MARIADBD
         self.install_db = install_db or MARIADB_INSTALL_DB
@@ -728,6 +778,8 @@ class MariaDBPair(_Pair):
             params["unix_socket"] = str(self._socket(node))
         else:
             params.update(host=HOST, port=node.port)
+            if self.tls is not None:
+                params["ssl"] = {"ca": str(self.tls_dir / "ca.crt")}
         params.update(kw)
         return pymysql.connect(**params)
 
@@ -780,6 +832,11 @@ class MariaDBPair(_Pair):
             "--relay-log-index=relay-bin.index",
             *self._common_args(),
         ]
+        if self.tls is not None:
+            args += [f"--ssl-cert={self.tls_dir / 'server.crt'}", f"--ssl-key={self.tls_dir / 'server.key'}",
+                     f"--ssl-ca={self.tls_dir / 'ca.crt'}"]
+            if self.tls.required:
+                args.append("--require-secure-transport=ON")
         if node is self.primary:
             args += ["--log-bin=mysql-bin", "--log-bin-index=mysql-bin.index", "--binlog-format=ROW"]
         else:
@@ -836,6 +893,7 @@ class MariaDBPair(_Pair):
             node.datadir.mkdir()
         _chown_tree(self.primary.dir, self.os_user)
         _chown_tree(self.replica.dir, self.os_user)
+        self._write_tls(self.os_user)
 
         self._parallel([lambda: self._install(self.primary), lambda: self._install(self.replica)])
         self._parallel([
@@ -846,9 +904,10 @@ class MariaDBPair(_Pair):
         self._ensure_root_over_tcp(self.replica)
         # Binlogged, so the replica gets the database through replication.
         self.execute(f"CREATE DATABASE IF NOT EXISTS `{self.database}`", database=None)
+        ssl = f", MASTER_SSL=1, MASTER_SSL_CA='{self.tls_dir / 'ca.crt'}'" if self.tls is not None else ""
         self.execute([
             f"CHANGE MASTER TO MASTER_HOST='{HOST}', MASTER_PORT={self.primary.port}, MASTER_USER='root', "
-            "MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+            f"MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1{ssl}",
             "START SLAVE",
         ], on="replica", database=None)
         self.wait_caught_up(self.startup_timeout)

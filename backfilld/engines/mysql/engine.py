@@ -253,9 +253,21 @@ class _Connection(aiomysql.Connection):
         await super()._request_authentication()
 
 
-def _refused_plaintext(exc: BaseException) -> bool:
-    """The server refused a connection for being unencrypted (require_secure_transport = ON)."""
-    return isinstance(exc, pymysql.err.MySQLError) and "insecure transport" in str(exc)
+# A plaintext connection refused by a server with require_secure_transport = ON: MySQL says so
+# (ER_SECURE_TRANSPORT_REQUIRED); MariaDB answers ER_ACCESS_DENIED_ERROR, as for a wrong password.
+_INSECURE_TRANSPORT = 3159
+_ACCESS_DENIED = 1045
+
+
+def _refused_plaintext(exc: BaseException, mode: str) -> str | None:
+    """Whether a failed connection was refused for being unencrypted: "yes", "maybe" (MariaDB's access denied
+    to a connection made in plaintext), or None."""
+    code = exc.args[0] if isinstance(exc, pymysql.err.MySQLError) and exc.args else None
+    if code == _INSECURE_TRANSPORT:
+        return "yes"
+    if code == _ACCESS_DENIED and mode == "disable":
+        return "maybe"
+    return None
 
 
 class MySQLEngine(Engine):
@@ -302,7 +314,8 @@ class MySQLEngine(Engine):
             failure = tls.connect_error(exc, u)
             if failure is not None:
                 raise failure from None
-            hint = tls.refused_plaintext(u) if _refused_plaintext(exc) else ""
+            refused = _refused_plaintext(exc, u.tls.mode)
+            hint = tls.refused_plaintext(u, certain=refused == "yes") if refused else ""
             raise ConnectError(f"cannot connect to {u}: {translate_mysql(exc)}{hint}") from None
 
     async def _connect(self) -> None:

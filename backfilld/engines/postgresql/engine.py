@@ -316,7 +316,7 @@ class PostgresEngine(Engine):
             failure = tls.connect_error(exc, u)
             if failure is not None:
                 raise failure from None
-            hint = tls.refused_plaintext(u) if _refused_plaintext(exc) else ""
+            hint = tls.refused_plaintext(u, certain=True) if _refused_plaintext(exc) else ""
             raise ConnectError(f"cannot connect to {u}: {translate_pg(exc)}{hint}") from None
 
     async def _open(self, ssl: Any) -> asyncpg.Connection:
