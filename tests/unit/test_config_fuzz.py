@@ -17,7 +17,12 @@ from backfilld.errors import ConfigError
 SECRET = "S3cr3tPW"
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12),
                     st.sampled_from(["sqlite:///a.db", f"postgresql://u:{SECRET}@h/d", "mysql://u@h/d", "lower(x)",
-                                     "id", "users", "00:00-06:00", "info", "json"]))
+                                     "id", "users", "00:00-06:00", "info", "json",
+                                     # TLS parameters: understood, contradicting, naming files that are not there
+                                     "postgresql://u@h/d?sslmode=verify-full&sslrootcert=ca.pem",
+                                     f"postgresql://u:{SECRET}@h/d?sslmode=require",
+                                     "mysql://u@h/d?ssl-mode=REQUIRED&ssl-ca=/nonexistent/ca.pem",
+                                     "mysql://u@h/d?ssl_mode=bogus&ssl-key=k", "sqlite:///a.db?sslmode=disable"]))
 values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
                                                        st.dictionaries(st.text(max_size=8), inner, max_size=3)),
                       max_leaves=10)
