@@ -78,6 +78,10 @@ class DatabaseURL:
 
     __repr__ = __str__
 
+    def __post_init__(self) -> None:
+        if self.tls.engine != self.engine:   # a DatabaseURL made without parse_url: the engine's default TLS
+            object.__setattr__(self, "tls", replace(self.tls, engine=self.engine))
+
     def with_password(self, password: str | None) -> DatabaseURL:
         return replace(self, password=password)
 

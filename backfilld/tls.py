@@ -13,7 +13,7 @@ Imports nothing of backfilld but errors, and ssl and structlog only where they a
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -100,7 +100,7 @@ class TLS:
             return self
 
         def at(p: str | None) -> str | None:
-            return None if p is None else str(base_dir / Path(p).expanduser())
+            return None if p is None else str(base_dir / p)   # an absolute p stays itself; no ~ expansion
 
         return replace(self, ca=at(self.ca), cert=at(self.cert), key=at(self.key))
 
@@ -223,12 +223,12 @@ def _at(where: str) -> str:
     return f"{where}: " if where else ""
 
 
-def _load(where: str, param: str, path: str, load: object) -> None:
+def _load(where: str, param: str, path: str, load: Callable[[], None]) -> None:
     import ssl
 
     _readable(where, param, path)
     try:
-        load()  # type: ignore[operator]
+        load()
     except (ssl.SSLError, ValueError, OSError) as exc:
         reason = getattr(exc, "reason", None) or type(exc).__name__
         if "encrypted" in str(exc) or reason == "BAD_DECRYPT":

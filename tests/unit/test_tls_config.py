@@ -286,3 +286,13 @@ def test_require_tls_is_a_database_key_defaulting_to_false() -> None:
     assert database_url(c.database, require_tls=c.database.require_tls).require_tls is True
     with pytest.raises(ConfigError, match="require_tls"):
         config.from_dict({"database": {"url": "postgresql://a@h/d", "require_tls": "sometimes"}})
+
+
+def test_a_tilde_is_part_of_the_path_not_a_home_directory(tmp_path: Path) -> None:
+    """Found in review: ~user/... expanded by Path.expanduser raised RuntimeError (a traceback) for an unknown
+    user; paths are taken as written."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[database]\nurl = "postgresql://a@h/d?sslmode=verify-full&sslrootcert=~no-such-user/ca.pem"\n')
+    with pytest.raises(ConfigError) as e:
+        config.load(cfg)
+    assert f"sslrootcert {tmp_path / '~no-such-user' / 'ca.pem'}: no such file" in str(e.value), str(e.value)
