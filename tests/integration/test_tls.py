@@ -17,14 +17,15 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
-from backfilld import daemon, tls
+from backfilld import daemon, engines, tls
+from backfilld.config import parse_url
 from backfilld.errors import TLSError
 from tests.dbutil import CONCAT, TestDb
 from tests.harness.faultproxy import FaultProxy
@@ -190,6 +191,17 @@ async def test_require_and_prefer_encrypt_without_a_ca(server: Server, mode: str
     """require encrypts without checking the certificate (none is given); prefer (also the default, no
     parameter) takes TLS where the server offers it."""
     assert await encrypted_by_the_servers_word(server.url(mode, host="127.0.0.1"))
+
+
+@pairs
+async def test_an_encrypted_connection_is_read_as_encrypted(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verdict reads the connection itself (no round trip): taken for remote and under require_tls, a TLS
+    connection passes and a plaintext one (to a server that allows it, see below) would not."""
+    monkeypatch.setattr(tls, "is_local", lambda peer: False)
+    for mode in ("verify-full", "require"):
+        engine = engines.create(replace(parse_url(server.url(mode)), require_tls=True))
+        await engine.connect()
+        await engine.close()
 
 
 # ------------------------------------------------------------------------------------------ what fails
