@@ -7,7 +7,7 @@ modes; the context the engines hand their driver, built here so that each mode m
 says, whatever the driver's own defaults or environment variables; the decision on a plaintext connection
 (nothing on loopback or a unix socket, else a warning once per URL, or an error under [database] require_tls); the
 messages of TLS failures. Delegates connecting, and reading whether a connection is encrypted, to the engines.
-Imports nothing of backfilld but errors, and ssl and structlog only where they are used, so config.py can read it.
+Imports nothing of backfilld but errors and logs, and ssl only where it is used, so config.py can read it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from backfilld import logs
 from backfilld.errors import ConfigError, TLSError
 
 if TYPE_CHECKING:
@@ -238,6 +239,7 @@ def _load(where: str, param: str, path: str, load: Callable[[], None]) -> None:
 
 # ------------------------------------------------------------------------------------------ after connecting
 
+log = logs.get_logger("backfilld.tls")
 _warned: set[str] = set()   # URLs (without password) already warned about in this process
 
 
@@ -291,9 +293,7 @@ def after_connect(url: DatabaseURL, *, encrypted: bool, peer: object) -> None:
     key = str(url)
     if key not in _warned:
         _warned.add(key)
-        import structlog
-
-        structlog.get_logger("backfilld.tls").warning(
+        log.warning(
             "connection_not_encrypted", host=host, role=role(url), url=key, where=where, mode=tls.spelled,
             detail=f"the connection crosses a network in plaintext: add {spec.spell('verify-full')} to the URL "
                    "(with TLS enabled on the server), or set [database] require_tls = true to refuse such "
