@@ -307,8 +307,8 @@ class MySQLEngine(Engine):
         except _NoTLS:
             await self.close()
             raise TLSError(f"{u.origin}.url: cannot connect to {u}: the server offers no TLS, and {u.tls.spelled} "
-                           "requires it; enable TLS on the server (ssl_cert and ssl_key); nothing was sent but the "
-                           "request") from None
+                           "requires it; enable TLS on the server (ssl_cert and ssl_key); nothing of the login was "
+                           "sent") from None
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes one of ours
             await self.close()
             failure = tls.connect_error(exc, u)
