@@ -4,7 +4,6 @@ plaintext connection. Against real TLS servers: tests/integration/test_tls.py.""
 
 from __future__ import annotations
 
-import os
 import ssl
 from dataclasses import replace
 from pathlib import Path
@@ -184,13 +183,15 @@ def test_a_folder_or_a_file_that_is_no_pem_is_a_config_error(tmp_path: Path, pki
     assert "sslcert" in msg and "cannot be loaded as PEM" in msg and "not a certificate" not in msg, msg
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file: an unreadable one cannot be made")
 def test_an_unreadable_file_is_a_config_error(tmp_path: Path, pki: dict[str, Path]) -> None:
-    f = tmp_path / "ca.pem"
-    f.write_bytes(pki["ca"].read_bytes())
-    f.chmod(0)
-    msg = err(f"postgresql://app@db/app?sslmode=verify-full&sslrootcert={f}")
-    assert "cannot read it (Permission denied)" in msg, msg
+    """A path open() refuses (through a file, as if it were a folder: root reads any file, so a chmod 0 would
+    not do), and a folder given as the file."""
+    plain = tmp_path / "plain"
+    plain.write_bytes(pki["ca"].read_bytes())
+    msg = err(f"postgresql://app@db/app?sslmode=verify-full&sslrootcert={plain}/ca.pem")
+    assert "cannot read it (Not a directory)" in msg, msg
+    msg = err(f"postgresql://app@db/app?sslmode=verify-full&sslrootcert={tmp_path}")
+    assert "is a folder, not a PEM file" in msg, msg
 
 
 def test_an_encrypted_key_is_refused_without_prompting(tmp_path: Path, pki: dict[str, Path]) -> None:
