@@ -171,7 +171,11 @@ def statements(d: Dialect, table: str) -> dict[str, tuple[str, tuple[str, ...]]]
     add("select_requests", lambda p: f"SELECT {q('requests')} FROM {t} WHERE {q('job')} = {p('job')}")
     add("select_all", lambda p: f"SELECT {cols} FROM {t} ORDER BY {q('job')}")
     add("set_requests", lambda p: f"UPDATE {t} SET {q('requests')} = {p('requests')} WHERE {q('job')} = {p('job')}")
+    # a verify that checked every row says whether the job is verified now (verified_at its time, or NULL: it
+    # found rows missing or wrong); one stopped part way proves nothing either way and leaves verified_at be
     add("set_verify", lambda p: (
-        f"UPDATE {t} SET {q('verify_result')} = {p('result')}, "
-        f"{q('verified_at')} = COALESCE({p('verified_at')}, {q('verified_at')}) WHERE {q('job')} = {p('job')}"))
+        f"UPDATE {t} SET {q('verify_result')} = {p('result')}, {q('verified_at')} = {p('verified_at')} "
+        f"WHERE {q('job')} = {p('job')}"))
+    add("set_verify_result", lambda p: (
+        f"UPDATE {t} SET {q('verify_result')} = {p('result')} WHERE {q('job')} = {p('job')}"))
     return out

@@ -179,9 +179,10 @@ class Verifier:
 
 
 async def record(engine: Engine, state_table: str, result: VerifyResult) -> None:
-    """Store the result with the job; verified_at only moves when a complete check was clean."""
+    """Store the result with the job. A complete check sets verified_at: its time when it was clean, NULL when
+    it found a row missing or wrong (an earlier clean verify no longer holds); a stopped one leaves it as it was."""
     await engine.write_verify(state_table, result.job, json.dumps(result.as_dict(), default=str, ensure_ascii=False),
-                              result.at if result.clean else None)
+                              result.at if result.clean else None, conclusive=result.complete)
 
 
 def describe(result: VerifyResult, fix: bool) -> list[str]:

@@ -375,14 +375,19 @@ class Engine(abc.ABC):
             await self.write_state(table, JobState(job=job, fingerprint="", status="pending", requests=requests,
                                                    updated_at=now_iso()), insert=True)
 
-    async def write_verify(self, table: str, job: str, result: str, verified_at: str | None) -> None:
-        """Store a verify result (and, when it was clean and complete, its time) without touching the rest."""
+    async def write_verify(self, table: str, job: str, result: str, verified_at: str | None, *,
+                           conclusive: bool = True) -> None:
+        """Store a verify result without touching the rest; a conclusive one (it checked every row) also sets
+        verified_at: its time when it was clean, NULL when it was not."""
         await self.ensure_state_table(table)
         if await self.read_state(table, job) is None:
             await self.write_state(table, JobState(job=job, fingerprint="", status="pending", updated_at=now_iso()),
                                    insert=True)
-        await self.execute(self._state_stmts(table)["set_verify"],
-                           {"result": result, "verified_at": verified_at, "job": job})
+        if conclusive:
+            await self.execute(self._state_stmts(table)["set_verify"],
+                               {"result": result, "verified_at": verified_at, "job": job})
+        else:
+            await self.execute(self._state_stmts(table)["set_verify_result"], {"result": result, "job": job})
 
     async def advance_state(self, table: str, job: str, last_key: Sequence[Any], rows: int, scanned: int,
                             pending: int = 0) -> None:
