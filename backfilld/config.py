@@ -1,8 +1,10 @@
 """Typed, validated, frozen configuration.
 
-Owns: reading the TOML file, validating every key once at the edge, resolving secrets (password_env,
-password_file) and the database URL. Nothing else in backfilld reads os.environ or the config file.
-Every error names the key ("jobs[1].batch_size") and says what is wrong.
+Owns: reading the TOML file and the jobs files it names, validating every key once at the edge, resolving
+secrets (password_env, password_file) and the database URL. Nothing else in backfilld reads os.environ or the
+config file. Every error names the file and the key ("jobs[1].batch_size"), and a job's key its job too, and
+says what is wrong. Delegates finding jobs files, what may be in one besides [[jobs]], the checks across
+files and the jobs' order to jobfiles.py.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,10 +31,12 @@ from pydantic import (
     model_validator,
 )
 
+from backfilld import jobfiles
 from backfilld import tls as tls_mod
 from backfilld.engines import NAMES as ENGINES
 from backfilld.engines import capabilities
-from backfilld.errors import ConfigError
+from backfilld.errors import ConfigError, combined
+from backfilld.jobfiles import Origin
 from backfilld.settings import field as live
 
 _SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql",
@@ -233,6 +238,11 @@ class JobConfig(_Model):
     follow_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
     # consecutive failed attempts of one batch before the job stops with its error recorded
     max_retries: Annotated[int, Field(ge=0, le=1000)] = 10
+    # jobs (of any file) this one starts only after they completed: a later phase's backfill that reads an
+    # earlier one's target. Not part of the fingerprint: it orders work, it is not the work.
+    after: list[str] = Field(default_factory=list)
+    # where the job was defined: set by the loader, not a key of the file (see origin)
+    _origin: Origin | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -240,6 +250,27 @@ class JobConfig(_Model):
         if not _JOB_NAME.match(v):
             raise ValueError(f"{v!r} must be 1-64 characters of letters, digits, '_', '.', '-'")
         return v
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not _JOB_NAME.match(name):
+                raise ValueError(f"{name!r} is not a job name (1-64 characters of letters, digits, '_', '.', '-')")
+        if len(set(v)) != len(v):
+            raise ValueError("names a job twice")
+        return v
+
+    @property
+    def origin(self) -> Origin:
+        """Where the job was defined (one made in code, not loaded: "config", its place unknown)."""
+        return self._origin or Origin("config", None)
+
+    def placed(self, origin: Origin) -> JobConfig:
+        """This job, as defined at origin (the loader's: the origin is not one of the file's keys)."""
+        job = self.model_copy()
+        job._origin = origin
+        return job
 
     @field_validator("table")
     @classmethod
@@ -473,7 +504,31 @@ class LoggingConfig(_Model):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class PackageHeader(_Model):
+    """A jobs file's [package] header: what ships its jobs (plan, status and errors name it)."""
+
+    name: str
+    version: str | None = None
+
+    @field_validator("name", "version")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        if v is not None and not (0 < len(v) <= 100 and v.isprintable() and v.strip() == v):
+            raise ValueError("must be 1-100 printable characters, without leading or trailing spaces")
+        return v
+
+
+class JobsFile(_Model):
+    """A jobs file: [[jobs]], and optionally the [package] that ships them (jobfiles.read checks for nothing else)."""
+
+    package: PackageHeader | None = None
+    jobs: list[JobConfig] = Field(default_factory=list)
+
+
 class Config(_Model):
+    # jobs files whose [[jobs]] run besides this file's own: paths or globs ("*", "?", "[...]", "**"), relative to
+    # this file's folder (jobfiles.find)
+    jobs_files: list[str] = Field(default_factory=list)
     database: DatabaseConfig
     state: StateConfig = StateConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -481,9 +536,19 @@ class Config(_Model):
     replicas: list[ReplicaConfig] = Field(default_factory=list)
     metrics: MetricsConfig = MetricsConfig()
     jobs: list[JobConfig] = Field(default_factory=list)
+    # globs of jobs_files (or --jobs) that matched no file, with who named them: warnings the CLI logs
+    _unmatched: tuple[tuple[str, str], ...] = PrivateAttr(default=())
+
+    @field_validator("jobs_files")
+    @classmethod
+    def _jobs_files(cls, v: list[str]) -> list[str]:
+        for path in v:
+            if not path.strip() or "\x00" in path:
+                raise ValueError(f"{path!r} is not a path or glob")
+        return v
 
     @model_validator(mode="after")
-    def _unique_jobs(self) -> Config:
+    def _replicas(self) -> Config:
         labels = [r.label for r in self.replicas]
         for label in labels:
             if labels.count(label) > 1:
@@ -495,11 +560,7 @@ class Config(_Model):
         caps = capabilities(self.engine)
         if self.replicas and not caps.replicas:
             raise ValueError(f"{caps.title} has no replicas; remove the [[replicas]] entries")
-        names = [j.name for j in self.jobs]
-        for name in names:
-            if names.count(name) > 1:
-                raise ValueError(f"two jobs are named {name!r}; job names must be unique")
-        return self
+        return self   # jobs are checked together with the jobs files' (from_dict)
 
     @property
     def engine(self) -> str:
@@ -510,7 +571,16 @@ class Config(_Model):
             if job.name == name:
                 return job
         known = ", ".join(j.name for j in self.jobs) or "none"
-        raise ConfigError(f"no job named {name!r} in the config (jobs: {known})")
+        raise ConfigError(f"no job named {name!r} in the config or its jobs files (jobs: {known})")
+
+    def run_order(self) -> list[JobConfig]:
+        """Every job, in the order `run` runs them (jobfiles.run_order: as defined, each after its `after`)."""
+        return jobfiles.run_order(self.jobs)
+
+    @property
+    def unmatched_globs(self) -> tuple[tuple[str, str], ...]:
+        """(glob, who names it) for each jobs-file glob that matched no file."""
+        return self._unmatched
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -529,15 +599,19 @@ def _loc(loc: tuple[Any, ...]) -> str:
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:'\"]*):[^\s@'\"]*@")
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+def _format_errors(exc: ValidationError, title: str, data: Any, example: str) -> str:
+    """One line per problem under the title ("site.toml: invalid configuration"), each naming its key, and a
+    job's key its job too: "  jobs[1].batch_size (job 'links'): ..."."""
+    lines = [title]
     seen = set()
     for err in exc.errors(include_url=False, include_input=False):
-        loc = _loc(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-",
-                                                                                              "dict[", "str")))))
+        parts = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "dict[", "str"))))
+        loc = _loc(parts) + _job_named(data, parts)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling against config/example.toml)"
+            msg = f"unknown key (check its spelling against {example})"
+            if parts == ("package",):
+                msg += "; a [package] header belongs in a jobs file, not in the site config"
         elif err["type"] == "missing":
             msg = "is required"
         msg = _URL_PASSWORD.sub(r"\1:***@", msg)   # a URL echoed from any key, its password cut
@@ -548,17 +622,70 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def from_dict(data: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> Config:
-    """Validate a config; base_dir: the folder relative file paths in URLs are taken from (None: the working
-    directory)."""
+def _job_named(data: Any, loc: tuple[Any, ...]) -> str:
+    """" (job 'name')" for a location inside jobs[i] whose name is readable, else ""."""
+    if len(loc) < 2 or loc[0] != "jobs" or not isinstance(loc[1], int) or not isinstance(data, dict):
+        return ""
+    jobs = data.get("jobs")
+    job = jobs[loc[1]] if isinstance(jobs, list) and 0 <= loc[1] < len(jobs) else None
+    name = job.get("name") if isinstance(job, dict) else None
+    return f" (job {name!r})" if isinstance(name, str) and _JOB_NAME.match(name) else ""
+
+
+def from_dict(data: dict[str, Any], source: str = "config", base_dir: Path | None = None, *,
+              jobs_files: Sequence[str | os.PathLike[str]] = (), read_jobs_files: bool = True) -> Config:
+    """The config of this data (a site config's TOML, as read from source), with the jobs of the jobs files its
+    jobs_files name and of jobs_files (the CLI's --jobs, relative to the working directory). base_dir: the
+    folder relative paths in the config (jobs_files, file paths in URLs) are taken from, source's (None: the
+    working directory). read_jobs_files=False: the site's settings and its own jobs alone."""
     try:
-        return Config.model_validate(data, context={"base_dir": base_dir})
+        site = Config.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(_format_errors(exc, f"{source}: invalid configuration", data,
+                                         "config/example.toml")) from None
+    jobs = [job.placed(Origin(source, i)) for i, job in enumerate(site.jobs)]
+    unmatched: list[tuple[str, str]] = []
+    if read_jobs_files:
+        base = base_dir or Path(".")
+        named = [(pattern, base, f"{source}: jobs_files[{i}]") for i, pattern in enumerate(site.jobs_files)]
+        named += [(os.fspath(path), Path("."), "--jobs") for path in jobs_files]
+        found = jobfiles.find(named)
+        bad: list[str] = []
+        for path in found.paths:
+            try:
+                jobs += read_jobs_file(path)
+            except ConfigError as exc:
+                bad.append(str(exc))
+        if bad:   # every file's problems at once
+            raise ConfigError("\n".join(bad))
+        unmatched = found.unmatched
+    problems = jobfiles.problems(jobs)
+    if problems:
+        raise combined([ConfigError(p) for p in problems])
+    cfg = site.model_copy(update={"jobs": jobs})
+    cfg._unmatched = tuple(unmatched)
+    return cfg
 
 
-def load(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a TOML config file."""
+def read_jobs_file(path: str | os.PathLike[str]) -> list[JobConfig]:
+    """The jobs of one jobs file, each with its origin; ConfigError naming the file, and each job and key."""
+    p = Path(path)
+    data = jobfiles.read(p)
+    try:
+        parsed = JobsFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, f"{p}: invalid jobs file", data, "config/example-jobs.toml")) from None
+    except RecursionError:
+        raise ConfigError(f"{p}: nests arrays or tables too deeply to be a jobs file") from None
+    pkg = parsed.package
+    return [job.placed(Origin(str(p), i, pkg.name if pkg else None, pkg.version if pkg else None, jobs_file=True))
+            for i, job in enumerate(parsed.jobs)]
+
+
+def load(path: str | os.PathLike[str], jobs_files: Sequence[str | os.PathLike[str]] = (), *,
+         read_jobs_files: bool = True) -> Config:
+    """Read and validate a TOML config file, and the jobs files it names (relative to its folder) and
+    jobs_files (--jobs) name; read_jobs_files=False reads the site config alone (see from_dict)."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -567,12 +694,13 @@ def load(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the config file ({exc.strerror})") from None
     try:
-        return from_dict(tomllib.loads(raw.decode("utf-8")), str(p), base_dir=p.absolute().parent)
+        return from_dict(tomllib.loads(raw.decode("utf-8")), str(p), base_dir=p.absolute().parent,
+                         jobs_files=jobs_files, read_jobs_files=read_jobs_files)
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: is not valid TOML: {exc}") from None
-    except RecursionError:   # in the TOML parser or in validating what it made
+    except RecursionError:   # in the TOML parser or in validating what it made (a jobs file's: read_jobs_file)
         raise ConfigError(f"{p}: nests arrays or tables too deeply to be a backfilld config") from None
 
 
