@@ -29,6 +29,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 ConfigArg = Annotated[Path, typer.Argument(help="TOML config file (see config/example.toml).",
                                            show_default=False)]
 JobOpt = Annotated[list[str] | None, typer.Option("--job", "-j", help="Only this job (repeatable).")]
+JobsOpt = Annotated[list[Path] | None, typer.Option(
+    "--jobs", help="A jobs file ([[jobs]] only, as an extension ships them) whose jobs to add to the config's own "
+                   "and its jobs_files' (repeatable; relative to the working directory).", show_default=False)]
 
 
 def _fail(exc: BaseException, code: int) -> NoReturn:
@@ -42,15 +45,18 @@ def _exit_code(exc: BackfilldError) -> int:
     return 1
 
 
-def _load(path: Path) -> config_mod.Config:
+def _load(path: Path, jobs_files: list[Path] | None = None) -> config_mod.Config:
     from backfilld import config as config_mod
     from backfilld import logs
 
     try:
-        cfg = config_mod.load(path)
+        cfg = config_mod.load(path, jobs_files or ())
     except ConfigError as exc:
         _fail(exc, 2)
     logs.setup(cfg.logging.level, cfg.logging.format)
+    for pattern, named_by in cfg.unmatched_globs:   # an extensions folder where none ships a backfill (yet)
+        logs.get_logger("backfilld.config").warning("jobs_files_unmatched", pattern=pattern, named_by=named_by,
+                                                    detail="the glob matches no file; no jobs from it")
     return cfg
 
 
@@ -71,16 +77,22 @@ def _main(version: Annotated[bool, typer.Option("--version", help="Print the ver
 
 
 @app.command()
-def run(config: ConfigArg, job: JobOpt = None,
+def run(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
         restart: Annotated[bool, typer.Option(help="Start the jobs over, discarding their checkpoints.")] = False,
         follow: Annotated[bool, typer.Option(help="After completing, keep sweeping for rows old code left "
                                                   "unfilled, until stopped.")] = False) -> None:
-    """Run every job (or those named) to completion. SIGTERM/SIGINT stop after the batches in flight."""
+    """Run every job (or those named) to completion, one after another. SIGTERM/SIGINT stop after the batches in
+    flight.
+
+    Jobs run in the order they are defined (the config's own, then each jobs file's), except that a job with
+    `after = [...]` starts only once those jobs completed (in this run or an earlier one); one whose dependency
+    failed or did not complete does not start, and the run exits 1.
+    """
     import asyncio
 
     from backfilld import daemon
 
-    cfg = _load(config)
+    cfg = _load(config, jobs)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -92,14 +104,15 @@ def run(config: ConfigArg, job: JobOpt = None,
 
 
 @app.command()
-def plan(config: ConfigArg, job: JobOpt = None,
+def plan(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Check every job against the live database and explain what it would do. Writes nothing."""
+    """Check every job against the live database and explain what it would do, in the order `run` runs them.
+    Writes nothing."""
     import json
 
     from backfilld import daemon
 
-    cfg = _load(config)
+    cfg = _load(config, jobs)
     plans = _run_async(daemon.plan(cfg, job))
     if as_json:
         typer.echo(json.dumps(plans, indent=2, default=str))
@@ -107,6 +120,14 @@ def plan(config: ConfigArg, job: JobOpt = None,
     for p in plans:
         typer.echo(f"job {p['job']}: {p['engine']} table {p['table']} key {p['key']}"
                    + (f" where {p['where']}" if p["where"] else ""))
+        origin = p["defined_in"]
+        if origin["jobs_file"]:
+            shipped = " ".join(v for v in (origin["package"], origin["version"]) if v)
+            typer.echo(f"  defined in {origin['file']}" + (f" (shipped by {shipped})" if shipped else ""))
+        if len(plans) > 1 or p["after"]:
+            typer.echo(f"  runs {p['order']} of {len(plans)}"
+                       + (f", once {', '.join(p['after'])} completed (in this run or an earlier one)"
+                          if p["after"] else ""))
         for target, expr in p["targets"].items():
             typer.echo(f"  set {target} = {expr}" + ("" if p["overwrite"] else "   (only where still NULL)"))
         typer.echo(f"  rows (estimate): {p['estimated_rows']}  starting batch size: {p['batch_size']}  "
@@ -148,32 +169,32 @@ def plan(config: ConfigArg, job: JobOpt = None,
 
 
 @app.command()
-def status(config: ConfigArg,
+def status(config: ConfigArg, jobs: JobsOpt = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Show each job's checkpoint and status from the state table."""
+    """Show each job's checkpoint and status from the state table, in the order `run` runs them."""
     import json
 
     from backfilld import daemon
 
-    cfg = _load(config)
+    cfg = _load(config, jobs)
     rows = _run_async(daemon.status(cfg))
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     for r in rows:
         parts = [f"{r['job']}: {r['status']}"]
-        for k in ("pass_no", "rows_done", "pass_scanned", "last_key", "updated_at", "finished_at", "error",
-                  "requests_rejected"):
+        for k in ("pass_no", "rows_done", "pass_scanned", "last_key", "updated_at", "finished_at", "verified_at",
+                  "error", "requests_rejected", "after", "package"):
             if k in r:
-                parts.append(f"{k}={r[k]}")
+                parts.append(f"{k}={','.join(r[k]) if k == 'after' else r[k]}")
         typer.echo("  ".join(parts))
 
 
-JobArg = Annotated[str, typer.Argument(help="Job name, as in the config.", show_default=False)]
+JobArg = Annotated[str, typer.Argument(help="Job name, as in the config or a jobs file.", show_default=False)]
 
 
 @app.command()
-def verify(config: ConfigArg, job: JobOpt = None,
+def verify(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
            fix: Annotated[bool, typer.Option("--fix", help="Rewrite wrong and missing rows, with the same "
                                                             "guards as a batch.")] = False,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
@@ -187,7 +208,7 @@ def verify(config: ConfigArg, job: JobOpt = None,
     from backfilld import daemon
     from backfilld.verify import describe
 
-    cfg = _load(config)
+    cfg = _load(config, jobs)
 
     async def main() -> list[Any]:
         stop = asyncio.Event()
@@ -205,7 +226,7 @@ def verify(config: ConfigArg, job: JobOpt = None,
 
 
 @app.command()
-def wait(config: ConfigArg, job: JobArg,
+def wait(config: ConfigArg, job: JobArg, jobs: JobsOpt = None,
          until: Annotated[str, typer.Option(help="completed, or verified (a clean verify after completing).")]
          = "completed",
          timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds (exit 1).")] = None
@@ -215,27 +236,27 @@ def wait(config: ConfigArg, job: JobArg,
 
     if until not in ("completed", "verified"):
         _fail(ConfigError(f"--until {until!r}: use completed or verified"), 2)
-    cfg = _load(config)
+    cfg = _load(config, jobs)
     state = _run_async(daemon.wait_for(cfg, job, until, timeout))
     typer.echo(f"{job}: {until} (finished_at={state.finished_at}, verified_at={state.verified_at})")
 
 
 @app.command()
-def pause(config: ConfigArg, job: JobArg) -> None:
+def pause(config: ConfigArg, job: JobArg, jobs: JobsOpt = None) -> None:
     """Ask running daemons to pause JOB before its next batch (kept in the state table, survives restarts)."""
     from backfilld import control
 
-    cfg = _load(config)
+    cfg = _load(config, jobs)
     _run_async(control.request(cfg, job, paused=True))
     typer.echo(f"{job}: pause requested; a running daemon pauses before its next batch")
 
 
 @app.command()
-def resume(config: ConfigArg, job: JobArg) -> None:
+def resume(config: ConfigArg, job: JobArg, jobs: JobsOpt = None) -> None:
     """Lift an operator pause of JOB."""
     from backfilld import control
 
-    cfg = _load(config)
+    cfg = _load(config, jobs)
     _run_async(control.request(cfg, job, paused=False))
     typer.echo(f"{job}: resume requested")
 
@@ -243,12 +264,12 @@ def resume(config: ConfigArg, job: JobArg) -> None:
 @app.command("set")
 def set_(config: ConfigArg, job: JobArg,
          settings: Annotated[list[str], typer.Argument(help=f"key=value: {', '.join(live_settings.LIVE)}.",
-                                                       show_default=False)]
-         ) -> None:
+                                                       show_default=False)],
+         jobs: JobsOpt = None) -> None:
     """Change JOB's tuning while it runs; kept in the state table until set again (survives restarts)."""
     from backfilld import control
 
-    cfg = _load(config)
+    cfg = _load(config, jobs)
     try:
         values = live_settings.parse(settings)
     except ValueError as exc:
@@ -263,21 +284,21 @@ app.add_typer(triggers_app, name="triggers")
 
 
 @triggers_app.command("install")
-def triggers_install(config: ConfigArg, job: JobArg) -> None:
+def triggers_install(config: ConfigArg, job: JobArg, jobs: JobsOpt = None) -> None:
     """Create (or replace) JOB's insert and update triggers. SQL-expression jobs only."""
     from backfilld import daemon
 
-    cfg = _load(config)
+    cfg = _load(config, jobs)
     stmts = _run_async(daemon.triggers(cfg, job, "install"))
     typer.echo(f"{job}: sync triggers installed ({len(stmts)} statements); remove them after the reads switch")
 
 
 @triggers_app.command("remove")
-def triggers_remove(config: ConfigArg, job: JobArg) -> None:
+def triggers_remove(config: ConfigArg, job: JobArg, jobs: JobsOpt = None) -> None:
     """Drop JOB's sync triggers."""
     from backfilld import daemon
 
-    cfg = _load(config)
+    cfg = _load(config, jobs)
     _run_async(daemon.triggers(cfg, job, "remove"))
     typer.echo(f"{job}: sync triggers removed")
 

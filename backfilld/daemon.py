@@ -1,8 +1,9 @@
 """Lifecycle: open the engine, run the jobs, stop cleanly on a signal; and the read-only reports (plan, status).
 
 Owns: signal handling (first SIGTERM/SIGINT finishes the batches in flight and keeps the checkpoint; a second
-exits at once), the order jobs run in (one after another, so load on the primary stays that of one job),
-and the exit code. Delegates the batch loop to job.JobRunner.
+exits at once), running the jobs one after another (so load on the primary stays that of one job) in their
+order (jobfiles.run_order), a job's `after` (it starts only once each job it names completed, in this run or an
+earlier one), and the exit code. Delegates the batch loop to job.JobRunner.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import functools
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from backfilld import config as config_mod
-from backfilld import engines, logs, settings
+from backfilld import engines, jobfiles, logs, settings
 from backfilld.aio import wait_event
 from backfilld.chunker import BatchSizer
 from backfilld.config import Config, JobConfig, database_url
@@ -61,11 +62,30 @@ async def open_engine(config: Config) -> AsyncIterator[Engine]:
 
 
 def select_jobs(config: Config, names: list[str] | None) -> list[JobConfig]:
+    """The jobs named (every job without names), in the order they run: as defined (or named), each moved
+    after the jobs of the selection its `after` names."""
     if not names:
         if not config.jobs:
-            raise ConfigError("the config has no [[jobs]]; add one (see config/example.toml)")
-        return list(config.jobs)
-    return [config.job(n) for n in names]
+            raise ConfigError("the config has no [[jobs]]; add one (see config/example.toml), or name a jobs file "
+                              "(jobs_files = [...] in the config, or --jobs FILE)")
+        return jobfiles.run_order(config.jobs)
+    return jobfiles.run_order([config.job(n) for n in dict.fromkeys(names)])
+
+
+@contextlib.contextmanager
+def naming_origin(job: JobConfig) -> Iterator[None]:
+    """A bad-input error about a job defined in a jobs file names the file first (a site runs many extensions'
+    jobs; the job's name alone does not say whose it is)."""
+    try:
+        yield
+    except (ConfigError, SchemaError) as exc:
+        origin = job.origin
+        if not origin.jobs_file:
+            raise
+        where = origin.where() + (f" ({origin.shipped_by})" if origin.shipped_by else "")
+        err = type(exc)(f"{where}: {exc}")
+        err.problems = [f"{where}: {line}" for line in exc.problems]
+        raise err from None
 
 
 def make_sizer(config: Config, job: JobConfig) -> BatchSizer:
@@ -139,7 +159,6 @@ class Daemon:
         self.server: Server | None = None
 
     async def run(self) -> list[JobState]:
-        from backfilld.job import JobRunner
         from backfilld.preflight import prepare
 
         jobs = select_jobs(self.config, self.opts.jobs)
@@ -149,13 +168,16 @@ class Daemon:
             self.metrics.declare(job.name)
         results: dict[str, JobState] = {}
         failures: list[str] = []
+        if len(jobs) > 1 or any(j.after for j in jobs):
+            log.info("run_order", jobs=[j.name for j in jobs], after={j.name: j.after for j in jobs if j.after})
         async with contextlib.AsyncExitStack() as stack:
             self._handle_sighup(stack)
             _log_loop_errors(asyncio.get_running_loop())
             self.engine = engine = await stack.enter_async_context(open_engine(self.config))
             try:   # every job checked before anything is written, the heartbeat table included
                 for job in jobs:
-                    await self._retrier(job, engine).run(functools.partial(prepare, engine, job))
+                    with naming_origin(job):
+                        await self._retrier(job, engine).run(functools.partial(prepare, engine, job))
             except Stopped:
                 log.info("daemon_stopped", detail="stopped during the preflight; nothing was written")
                 return []
@@ -165,41 +187,84 @@ class Daemon:
             await self._serve(stack)
             ticker = asyncio.create_task(self._tick(), name="metrics_ticker")
             stack.push_async_callback(_cancel, ticker)
-            # fill: one job after another, so the primary carries one job's writes at a time
-            for job in jobs:
-                if self.stop.is_set():
-                    break
-                runner = self.current = JobRunner(
-                    engine, job, state_table=self.config.state.table, sizer=make_sizer(self.config, job),
-                    gate=self.gate, stop=self.stop, metrics=self.metrics, workers=self.config.throttle.workers,
-                    on_batch=functools.partial(self._on_batch, job))
-                self.runners[job.name] = runner
-                try:
-                    state = await runner.start(restart=self.opts.restart)
-                    if self.on_start:
-                        self.on_start(job, state, runner.progress.estimate)
-                    results[job.name] = await runner.run()
-                except JobFailed as exc:
-                    failures.append(str(exc))
-                except Stopped:   # before the job could start (a lease wait, a retry): its checkpoint as it was
-                    break
-            # follow: completed jobs take turns sweeping until stopped (one connection, one statement at a time)
-            following = [r for name, r in self.runners.items()
-                         if name in results and results[name].status == "completed"]
-            interval = min((r.job.follow_interval_s for r in following), default=0.0)
-            while self.opts.follow and following and not self.stop.is_set():
-                await wait_event(self.stop, interval)
-                for r in list(following):
-                    if self.stop.is_set():
-                        break
-                    try:
-                        results[r.job.name] = await r.run(follow=True, once=True)
-                    except JobFailed as exc:
-                        failures.append(str(exc))
-                        following.remove(r)
+            await self._fill(engine, jobs, results, failures)
+            if self.opts.follow:
+                await self._follow(results, failures)
         if failures:
             raise JobFailed("; ".join(failures))
         return list(results.values())
+
+    async def _fill(self, engine: Engine, jobs: list[JobConfig], results: dict[str, JobState],
+                    failures: list[str]) -> None:
+        """One job after another, so the primary carries one job's writes at a time; a job whose `after` is not
+        done does not start (and counts as failed)."""
+        from backfilld.job import JobRunner
+
+        not_run: dict[str, str] = {}   # job -> how it ended in this run without completing
+        for job in jobs:
+            if self.stop.is_set():
+                break
+            waiting = await self._waits_for(engine, job, results, not_run)
+            if waiting:
+                log.error("job_not_started", job=job.name, after=job.after, reason=waiting)
+                not_run[job.name] = "did not start"
+                failures.append(f"job {job.name!r} did not start: {waiting}")
+                continue
+            runner = self.current = JobRunner(
+                engine, job, state_table=self.config.state.table, sizer=make_sizer(self.config, job),
+                gate=self.gate, stop=self.stop, metrics=self.metrics, workers=self.config.throttle.workers,
+                on_batch=functools.partial(self._on_batch, job))
+            self.runners[job.name] = runner
+            try:
+                state = await runner.start(restart=self.opts.restart)
+                if self.on_start:
+                    self.on_start(job, state, runner.progress.estimate)
+                results[job.name] = await runner.run()
+            except JobFailed as exc:
+                not_run[job.name] = "failed"
+                failures.append(str(exc))
+            except Stopped:   # before the job could start (a lease wait, a retry): its checkpoint as it was
+                break
+
+    async def _follow(self, results: dict[str, JobState], failures: list[str]) -> None:
+        """Completed jobs take turns sweeping until stopped (one connection, one statement at a time)."""
+        following = [r for name, r in self.runners.items()
+                     if name in results and results[name].status == "completed"]
+        interval = min((r.job.follow_interval_s for r in following), default=0.0)
+        while following and not self.stop.is_set():
+            await wait_event(self.stop, interval)
+            for r in list(following):
+                if self.stop.is_set():
+                    break
+                try:
+                    results[r.job.name] = await r.run(follow=True, once=True)
+                except JobFailed as exc:
+                    failures.append(str(exc))
+                    following.remove(r)
+
+    async def _waits_for(self, engine: Engine, job: JobConfig, results: dict[str, JobState],
+                         not_run: dict[str, str]) -> str | None:
+        """Why the job may not start yet (a job its `after` names has not completed), or None. A job of this run
+        counts as it ended; any other as the state table has it (completed in an earlier run counts)."""
+        for dep in job.after:
+            if dep in not_run:
+                return f"it runs after {dep!r}, which {not_run[dep]} in this run"
+            if dep in results:
+                status = results[dep].status
+                if status != "completed":
+                    return f"it runs after {dep!r}, which is {status}, not completed"
+                continue
+            try:
+                state = await engine.read_state(self.config.state.table, dep)
+            except StateError as exc:
+                return f"it runs after {dep!r}, whose state row is unreadable ({exc})"
+            except BackfilldError:   # no state table yet: nothing ever ran
+                state = None
+            if state is None or state.status != "completed":
+                now = state.status if state else "not started"
+                return (f"it runs after {dep!r}, which has not completed ({now} in {self.config.state.table}); run "
+                        f"both together, or {dep!r} first")
+        return None
 
     def _retrier(self, job: JobConfig, engine: Engine) -> Retrier:
         """Retries of a step before any job runs (the preflight), as a job's own: a lock held at start or a
@@ -315,7 +380,7 @@ class Daemon:
         """Re-read the config file and apply its [throttle] section; an invalid file changes nothing."""
         assert self.opts.config_path
         try:
-            new = config_mod.load(self.opts.config_path)
+            new = config_mod.load(self.opts.config_path, read_jobs_files=False)   # its [throttle] is all we apply
         except ConfigError as exc:
             log.error("config_reload_failed", error=str(exc), detail="the running settings stay")
             return
@@ -362,9 +427,12 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
     out: list[dict[str, Any]] = []
     problems: list[BackfilldError] = []
     async with open_engine(config) as engine:
-        for job in select_jobs(config, names):
+        jobs = select_jobs(config, names)
+        for order, job in enumerate(jobs, start=1):
             try:   # every job's problems, not only the first job's
-                out.append(await _plan_job(engine, config, job))
+                with naming_origin(job):
+                    out.append({**await _plan_job(engine, config, job), "order": order, "after": job.after,
+                                "defined_in": job.origin.as_dict()})
             except (ConfigError, SchemaError) as exc:
                 problems.append(exc)
     if problems:
@@ -457,9 +525,10 @@ async def status(config: Config) -> list[dict[str, Any]]:
             states = []
     by_name = {str(s.job): s for s in states}
     rows = []
-    for job in config.jobs:
+    for job in config.run_order():
         s = by_name.pop(job.name, None)
-        rows.append(_state_dict(job.name, s))
+        rows.append({**_state_dict(job.name, s), **({"after": job.after} if job.after else {}),
+                     **({"package": job.origin.shipped_by} if job.origin.shipped_by else {})})
     rows.extend(_state_dict(name, s) for name, s in by_name.items())
     return rows
 
@@ -520,7 +589,8 @@ async def verify(config: Config, names: list[str] | None, *, fix: bool,
                 if fix:   # --fix writes the targets: never beside a running job (the lease is the job's own)
                     await Lease(engine, job.table, job.name, stopped=lambda: False, sleep=asyncio.sleep,
                                 log=log.bind(job=job.name)).take(LEASE_START_WAIT_S)
-                result = await Verifier(engine, config, job, fix=fix, gate=throttle, stop=stop).run()
+                with naming_origin(job):
+                    result = await Verifier(engine, config, job, fix=fix, gate=throttle, stop=stop).run()
                 await record(engine, config.state.table, result)
                 log.info("verify_finished", **{k: v for k, v in result.as_dict().items() if not k.startswith("sample")})
                 results.append(result)
@@ -570,7 +640,8 @@ async def triggers(config: Config, job_name: str, action: str) -> list[str]:
     async with open_engine(config) as engine:
         if action == "remove":
             return await trig.remove(engine, job.table, job.name)
-        p = await prepare(engine, job)
+        with naming_origin(job):
+            p = await prepare(engine, job)
         return await trig.install(engine, job.table, list(p.key), p.exprs, job.where, job.overwrite, job.name)
 
 
