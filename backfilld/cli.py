@@ -26,12 +26,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "Fills new columns of a live table in small keyset batches, each its own short "
                        "transaction, with a checkpoint that makes any crash resumable.")
 
-ConfigArg = Annotated[Path, typer.Argument(help="TOML config file (see config/example.toml).",
-                                           show_default=False)]
+ConfigArg = Annotated[Path, typer.Argument(help="TOML config file (see config/example.toml); the jobs files its "
+                                                "jobs_files names are read with it.", show_default=False)]
 JobOpt = Annotated[list[str] | None, typer.Option("--job", "-j", help="Only this job (repeatable).")]
 JobsOpt = Annotated[list[Path] | None, typer.Option(
-    "--jobs", help="A jobs file ([[jobs]] only, as an extension ships them) whose jobs to add to the config's own "
-                   "and its jobs_files' (repeatable; relative to the working directory).", show_default=False)]
+    "--jobs", help="A jobs file (jobs and a package header only, as a package or extension ships them): its jobs "
+                   "run besides the config's own and its jobs_files' (repeatable; relative to the working "
+                   "directory; see config/example-jobs.toml).", show_default=False)]
 
 
 def _fail(exc: BaseException, code: int) -> NoReturn:
