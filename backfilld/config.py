@@ -504,27 +504,6 @@ class LoggingConfig(_Model):
     format: Literal["auto", "json", "console"] = "auto"
 
 
-class PackageHeader(_Model):
-    """A jobs file's [package] header: what ships its jobs (plan, status and errors name it)."""
-
-    name: str
-    version: str | None = None
-
-    @field_validator("name", "version")
-    @classmethod
-    def _text(cls, v: str | None) -> str | None:
-        if v is not None and not (0 < len(v) <= 100 and v.isprintable() and v.strip() == v):
-            raise ValueError("must be 1-100 printable characters, without leading or trailing spaces")
-        return v
-
-
-class JobsFile(_Model):
-    """A jobs file: [[jobs]], and optionally the [package] that ships them (jobfiles.read checks for nothing else)."""
-
-    package: PackageHeader | None = None
-    jobs: list[JobConfig] = Field(default_factory=list)
-
-
 class Config(_Model):
     # jobs files whose [[jobs]] run besides this file's own: paths or globs ("*", "?", "[...]", "**"), relative to
     # this file's folder (jobfiles.find)
@@ -602,10 +581,15 @@ _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:'\"]*):[^\s@'\"
 def _format_errors(exc: ValidationError, title: str, data: Any, example: str) -> str:
     """One line per problem under the title ("site.toml: invalid configuration"), each naming its key, and a
     job's key its job too: "  jobs[1].batch_size (job 'links'): ..."."""
-    lines = [title]
-    seen = set()
+    return "\n".join([title, *_error_lines(exc, data, example)])
+
+
+def _error_lines(exc: ValidationError, data: Any, example: str, within: tuple[Any, ...] = ()) -> list[str]:
+    """Each problem as a line naming its key, `within` (a location) prefixed."""
+    lines: list[str] = []
     for err in exc.errors(include_url=False, include_input=False):
-        parts = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "dict[", "str"))))
+        parts = within + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-",
+                                                                                                   "dict[", "str"))))
         loc = _loc(parts) + _job_named(data, parts)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -616,10 +600,9 @@ def _format_errors(exc: ValidationError, title: str, data: Any, example: str) ->
             msg = "is required"
         msg = _URL_PASSWORD.sub(r"\1:***@", msg)   # a URL echoed from any key, its password cut
         line = f"  {loc}: {msg}"
-        if line not in seen:
-            seen.add(line)
+        if line not in lines:
             lines.append(line)
-    return "\n".join(lines)
+    return lines
 
 
 def _job_named(data: Any, loc: tuple[Any, ...]) -> str:
@@ -670,16 +653,21 @@ def from_dict(data: dict[str, Any], source: str = "config", base_dir: Path | Non
 def read_jobs_file(path: str | os.PathLike[str]) -> list[JobConfig]:
     """The jobs of one jobs file, each with its origin; ConfigError naming the file, and each job and key."""
     p = Path(path)
-    data = jobfiles.read(p)
-    try:
-        parsed = JobsFile.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, f"{p}: invalid jobs file", data, "config/example-jobs.toml")) from None
-    except RecursionError:
-        raise ConfigError(f"{p}: nests arrays or tables too deeply to be a jobs file") from None
-    pkg = parsed.package
-    return [job.placed(Origin(str(p), i, pkg.name if pkg else None, pkg.version if pkg else None, jobs_file=True))
-            for i, job in enumerate(parsed.jobs)]
+    content = jobfiles.read(p)
+    data = {"jobs": content.jobs}
+    jobs, lines = [], []
+    for i, raw in enumerate(content.jobs):   # each job on its own: no model of the whole file to build at import
+        try:
+            job = JobConfig.model_validate(raw)
+        except ValidationError as exc:
+            lines += _error_lines(exc, data, "config/example-jobs.toml", within=("jobs", i))
+        except RecursionError:
+            raise ConfigError(f"{p}: nests arrays or tables too deeply to be a jobs file") from None
+        else:
+            jobs.append(job.placed(Origin(str(p), i, content.package, content.version, jobs_file=True)))
+    if lines:
+        raise ConfigError("\n".join([f"{p}: invalid jobs file", *lines]))
+    return jobs
 
 
 def load(path: str | os.PathLike[str], jobs_files: Sequence[str | os.PathLike[str]] = (), *,

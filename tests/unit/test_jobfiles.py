@@ -51,11 +51,11 @@ def test_a_jobs_file_with_its_header_is_read_relative_to_the_config_naming_it(tm
     cfg = config.load(cfg_path)
     assert [j.name for j in cfg.jobs] == ["site_job", "echo_a", "echo_b"]
     a = cfg.job("echo_a").origin
-    assert (Path(a.file).resolve(), a.index, a.package, a.version, a.jobs_file) == (ext.resolve(), 0, "Echo", "1.2.0",
-                                                                                   True)
-    assert a.shipped_by == "Echo 1.2.0" and cfg.job("echo_b").origin.index == 1
+    assert (Path(a.file).resolve(), a.position, a.package, a.version, a.jobs_file) == (
+        ext.resolve(), 0, "Echo", "1.2.0", True)
+    assert a.shipped_by == "Echo 1.2.0" and cfg.job("echo_b").origin.position == 1
     own = cfg.job("site_job").origin
-    assert (own.file, own.index, own.jobs_file) == (str(cfg_path), 0, False)
+    assert (own.file, own.position, own.jobs_file) == (str(cfg_path), 0, False)
 
 
 def test_a_glob_reads_its_matches_in_path_order_and_a_file_named_twice_once(tmp_path: Path) -> None:
