@@ -227,6 +227,48 @@ def verify(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
 
 
 @app.command()
+def rehearse(config: ConfigArg, job: JobOpt = None,
+             sample: Annotated[int, typer.Option(help="Rows to try each job on, spread over the whole key range "
+                                                      "(1 to 1,000,000).")] = 10_000,
+             against: Annotated[list[str] | None, typer.Option(
+                 "--against", help="Also compute each expression's form for another engine on a copy of the sample "
+                                   "there, and compare every row: a database URL without a password, or `sqlite` "
+                                   "for an in-memory SQLite database (repeatable).", show_default=False)] = None,
+             as_json: Annotated[bool, typer.Option("--json", help="Print JSON (its shape: README, Rehearse).")]
+             = False) -> None:
+    """Try every job (or those named) on a sample of its table, writing nothing to it: values that come out NULL,
+    that do not fit the target column, and that raise; with --against, rows where another engine computes
+    otherwise; the time per 1,000 rows of the job's batch (run and rolled back) and the run's estimate.
+
+    Exit 0 when there is nothing to report, 1 when something is (or the rehearsal was stopped), 2 on bad input.
+    """
+    import asyncio
+    import json
+
+    from backfilld import daemon
+    from backfilld import rehearse as rehearse_mod
+
+    try:
+        urls = tuple(rehearse_mod.against_url(u) for u in against or ())
+    except ConfigError as exc:
+        _fail(exc, 2)
+    cfg = _load(config)
+
+    async def main() -> Any:
+        stop = asyncio.Event()
+        with daemon.SignalStop(stop):
+            return await rehearse_mod.rehearse(cfg, job, rehearse_mod.Options(sample=sample, against=urls), stop)
+
+    report = _run_async(main())
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str))
+    else:
+        for line in rehearse_mod.describe(report):
+            typer.echo(line)
+    raise typer.Exit(0 if report.problems == 0 else 1)
+
+
+@app.command()
 def wait(config: ConfigArg, job: JobArg, jobs: JobsOpt = None,
          until: Annotated[str, typer.Option(help="completed, or verified (a clean verify after completing).")]
          = "completed",
