@@ -114,6 +114,11 @@ def shown(value: Any) -> Any:
     return shown(str(value))
 
 
+def _kind(entry: dict[str, Any]) -> str:
+    """What kind of reason a sample entry gives: its text up to the first ':' (a number or value follows)."""
+    return str(entry.get("reason") or entry.get("error") or "").split(":", 1)[0]
+
+
 @dataclass
 class Finding:
     """Rows of one kind of problem: how many, and the first SHOWN of them."""
@@ -126,6 +131,15 @@ class Finding:
         self.count += 1
         if len(self.samples) < SHOWN:
             self.samples.append(entry)
+            return
+        # full: a reason not shown yet takes the place of the last one of a reason shown twice, so that one
+        # common reason (rounding) does not hide a rarer one (out of range)
+        kinds = [_kind(e) for e in self.samples]
+        if _kind(entry) not in kinds:
+            for i in range(len(kinds) - 1, -1, -1):
+                if kinds.count(kinds[i]) > 1:
+                    self.samples[i] = entry
+                    return
 
     def as_dict(self) -> dict[str, Any]:
         return {"count": self.count, "exact": self.exact, "samples": self.samples}
@@ -921,7 +935,8 @@ def _entry(e: dict[str, Any]) -> str:
 def _finding(label: str, f: Finding, detail: Callable[[dict[str, Any]], str]) -> Iterable[str]:
     if not f.count:
         return
-    yield f"    {label}: {f.count}{'' if f.exact else ' at most (ranges that kept failing counted whole)'} rows"
+    rows = "row" if f.count == 1 else "rows"
+    yield f"    {label}: {f.count} {rows}{'' if f.exact else ' at most (ranges that kept failing counted whole)'}"
     for e in f.samples:
         yield f"      {_entry(e)}{detail(e)}"
 

@@ -47,6 +47,7 @@ class RowFailed(Exception):
     error, or on MySQL a warning that strict mode turns into an error in an UPDATE)."""
 
     def __init__(self, message: str) -> None:
+        message = " ".join(message.split())   # a server's DETAIL and HINT lines on one line
         super().__init__(message)
         self.message = message
 

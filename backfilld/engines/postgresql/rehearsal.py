@@ -120,7 +120,7 @@ class PostgresRehearsal(Rehearsal):
             trimmed = f"length(rtrim(({value})::text))" if unit == "characters" else length
             return [f"CASE WHEN {value} IS NULL THEN NULL "
                     f"WHEN {trimmed} > {n} THEN {_literal(f'too long for {t}: ')} || {trimmed} || "
-                    f"{_literal(f' {unit} (the batch fails)')} "
+                    f"{_literal(f' {unit}')} "
                     f"WHEN {length} > {n} THEN {_literal(f'trailing spaces cut to {n} characters')} END"]
         converts = f"CASE WHEN CAST({value} AS {t}) IS NULL THEN NULL END"
         if t in ("real", "double precision"):   # a float is stored to its own precision: only an overflow fails
