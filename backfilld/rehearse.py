@@ -83,8 +83,7 @@ FORMAT = 1
 
 
 class Interrupted(BackfilldError):
-    """The rehearsal was stopped (SIGINT or SIGTERM) before it finished; its scratch tables were dropped, and
-    nothing is reported."""
+    """rehearsal interrupted (SIGINT or SIGTERM) before it finished: scratch tables dropped, nothing reported"""
 
 
 class _RolledBack(Exception):
@@ -529,11 +528,30 @@ async def rehearse(config: Config, names: list[str] | None, opts: Options,
     if not 1 <= opts.sample <= SAMPLE_MAX:
         raise ConfigError(f"--sample {opts.sample}: give 1 to {SAMPLE_MAX:,} rows")
     stop = stop or asyncio.Event()
-    report = Report()
-    async with open_engine(config) as engine:
-        for job in select_jobs(config, names):
-            report.jobs.append(await JobRehearsal(engine, config, job, opts, stop).run())
-    return report
+    jobs = select_jobs(config, names)
+
+    async def work() -> Report:
+        report = Report()
+        async with open_engine(config) as engine:
+            for job in jobs:
+                report.jobs.append(await JobRehearsal(engine, config, job, opts, stop).run())
+        return report
+
+    # a stop cancels the statement in flight too (one over a whole scratch table can take a while): the timed
+    # batch's transaction rolls back, the scratch tables are dropped, the connections close
+    task = asyncio.create_task(work(), name="rehearsal")
+    stopped = asyncio.create_task(stop.wait(), name="rehearsal_stop")
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Interrupted):
+                await task
+    if task.cancelled():
+        raise Interrupted
+    return task.result()
 
 
 class JobRehearsal:
