@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backfilld import engines, logs
-from backfilld.config import Config, DatabaseURL, JobConfig, parse_url
+from backfilld.config import Config, DatabaseURL, JobConfig
 from backfilld.daemon import open_engine, select_jobs
 from backfilld.engines.base import Engine
 from backfilld.engines.rehearsal import (
@@ -34,6 +34,8 @@ from backfilld.engines.rehearsal import (
     Family,
     Rehearsal,
     RowFailed,
+    against_label,
+    against_url,
     build_key_span,
     build_probe,
     build_scratch_insert,
@@ -47,6 +49,9 @@ from backfilld.engines.sqldialect import Stmt
 from backfilld.engines.sqltext import referenced_columns, slot_problem, split_table
 from backfilld.engines.statements import key_args
 from backfilld.errors import BackfilldError, ConfigError, EngineError, RetryableError
+
+__all__ = ["DEFAULT_SAMPLE", "Interrupted", "Options", "Report", "against_label", "against_url", "describe",
+           "rehearse"]
 from backfilld.preflight import Prepared, concurrency_limit, prepare
 
 log = logs.get_logger("backfilld.rehearse")
@@ -499,21 +504,6 @@ def same(family: Family, a: Any, b: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ the rehearsal
-
-
-def against_url(text: str) -> DatabaseURL:
-    """An --against value: "sqlite" alone is an in-memory SQLite database, else a URL as in [database] url
-    (ConfigError naming it otherwise; like the config's, it cannot hold a password)."""
-    if text.strip().lower() == "sqlite":
-        return DatabaseURL("sqlite", None, None, None, ":memory:")
-    try:
-        return parse_url(text)
-    except ValueError as exc:
-        raise ConfigError(f"--against: the URL {exc}") from None
-
-
-def against_label(url: DatabaseURL) -> str:
-    return "sqlite" if url.engine == "sqlite" and url.database == ":memory:" else str(url)
 
 
 @dataclass

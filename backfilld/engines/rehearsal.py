@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from backfilld.config import DatabaseURL, parse_url
+from backfilld.engines import capabilities
 from backfilld.engines.catalog import Column
 from backfilld.engines.sqldialect import Dialect, Stmt, _Params
 from backfilld.engines.statements import TableSpec, any_null, key_values
-from backfilld.errors import EngineError, RetryableError
+from backfilld.errors import ConfigError, EngineError, RetryableError
 
 # The scratch table's own column: the sample row's number, 0..n-1, its primary key. Ranges of it split a failing
 # statement on any engine, whatever order the engine sorts the job's key in (collations differ between engines).
@@ -115,6 +117,26 @@ class Rehearsal:
     async def mode(self, engine: Any) -> str | None:
         """What of the session's settings decides whether a value fits (MySQL's sql_mode), for the report."""
         return None
+
+
+# --against's word for an in-memory database of the file-database engine (SQLite): no file, no server
+IN_MEMORY = "sqlite"
+
+
+def against_url(text: str) -> DatabaseURL:
+    """An --against value: IN_MEMORY alone is an in-memory SQLite database, else a URL as in [database] url
+    (ConfigError naming it otherwise; like the config's, it cannot hold a password, which is never echoed)."""
+    if text.strip().lower() == IN_MEMORY:
+        return parse_url("sqlite:///:memory:")
+    try:
+        return parse_url(text)
+    except ValueError as exc:
+        raise ConfigError(f"--against: the URL {exc}") from None
+
+
+def against_label(url: DatabaseURL) -> str:
+    """How the report names an --against database: as given (IN_MEMORY), else its URL without a password."""
+    return IN_MEMORY if capabilities(url.engine).file_database and url.database == ":memory:" else str(url)
 
 
 def for_engine(name: str) -> Rehearsal:
