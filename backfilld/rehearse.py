@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import decimal
 import json
@@ -740,6 +741,8 @@ class JobRehearsal:
     async def against(self, url: DatabaseURL) -> AgainstReport:
         p = self.p
         db = self.config.database
+        # its TLS parameters are the URL's own (files relative to the working directory); require_tls is the config's
+        url = dataclasses.replace(url, require_tls=db.require_tls, origin="--against")
         other = engines.create(url, lock_timeout_s=db.lock_timeout_s, connect_timeout_s=db.connect_timeout_s,
                                statement_timeout_s=db.statement_timeout_s,
                                idle_in_transaction_timeout_s=db.idle_in_transaction_timeout_s)
