@@ -158,7 +158,7 @@ class TargetReport:
     null: Finding = field(default_factory=Finding)
     does_not_fit: Finding = field(default_factory=Finding)
     raises: Finding = field(default_factory=Finding)
-    fit_checked: str | None = None     # why values were not checked against the column (None: they were)
+    fit_unchecked_why: str | None = None     # why values were not checked against the column (None: they were)
 
     @property
     def problems(self) -> int:
@@ -167,7 +167,7 @@ class TargetReport:
     def as_dict(self) -> dict[str, Any]:
         return {"target": self.target, "column_type": self.column_type, "expression": self.expression,
                 "null": self.null.as_dict(), "does_not_fit": self.does_not_fit.as_dict(),
-                "raises": self.raises.as_dict(), "fit_not_checked": self.fit_checked}
+                "raises": self.raises.as_dict(), "fit_not_checked": self.fit_unchecked_why}
 
 
 @dataclass
@@ -630,7 +630,7 @@ class JobRehearsal:
         """Each value computed without error, checked against the target column by the engine's fit probe."""
         p, d, nk = self.p, self.engine.dialect, len(self.p.key)
         if self.reh.fit_unchecked:
-            tr.fit_checked = self.reh.fit_unchecked
+            tr.fit_unchecked_why = self.reh.fit_unchecked
             return
         probe, refused = None, "the engine has no check for this type"
         for candidate in self.reh.fit_probes("bf_v", column):
@@ -644,7 +644,7 @@ class JobRehearsal:
             probe = candidate
             break
         if probe is None:
-            tr.fit_checked = f"not checked: {refused}"
+            tr.fit_unchecked_why = f"not checked: {refused}"
             return
         stmts = {(lo, hi): build_probe(d, p.spec, expr, probe, lo=lo, hi=hi) for lo in (False, True)
                  for hi in (False, True)}
@@ -692,7 +692,7 @@ class JobRehearsal:
         database."""
         column = self.p.table.columns[tr.target]
         if self.reh.fit_unchecked:
-            tr.fit_checked = self.reh.fit_unchecked
+            tr.fit_unchecked_why = self.reh.fit_unchecked
             return
         if not values:
             return
@@ -710,7 +710,7 @@ class JobRehearsal:
             probe = candidate
             break
         if probe is None:
-            tr.fit_checked = f"not checked: {refused}"
+            tr.fit_unchecked_why = f"not checked: {refused}"
             return
 
         async def run(lo: Any, hi: Any) -> list[tuple[Any, ...]]:
@@ -968,8 +968,8 @@ def describe(report: Report) -> list[str]:
             lines.extend(_finding("does not fit the column", t.does_not_fit,
                                   lambda e: f" -> {_v(e['value'])}: {e['reason']}"))
             lines.extend(_finding("raises", t.raises, lambda e: f": {e['error']}"))
-            if t.fit_checked:
-                lines.append(f"    fit: {t.fit_checked}")
+            if t.fit_unchecked_why:
+                lines.append(f"    fit: {t.fit_unchecked_why}")
             if not t.problems:
                 lines.append("    no problem found")
         lines.extend(_finding("the transform raises", j.transform_raises, lambda e: f": {e['error']}"))
