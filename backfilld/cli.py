@@ -227,7 +227,7 @@ def verify(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
 
 
 @app.command()
-def rehearse(config: ConfigArg, job: JobOpt = None,
+def rehearse(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
              sample: Annotated[int, typer.Option(help="Rows to try each job on, spread over the whole key range "
                                                       "(1 to 1,000,000).")] = 10_000,
              against: Annotated[list[str] | None, typer.Option(
@@ -236,9 +236,10 @@ def rehearse(config: ConfigArg, job: JobOpt = None,
                                    "for an in-memory SQLite database (repeatable).", show_default=False)] = None,
              as_json: Annotated[bool, typer.Option("--json", help="Print JSON (its shape: README, Rehearse).")]
              = False) -> None:
-    """Try every job (or those named) on a sample of its table, writing nothing to it: values that come out NULL,
-    that do not fit the target column, and that raise; with --against, rows where another engine computes
-    otherwise; the time per 1,000 rows of the job's batch (run and rolled back) and the run's estimate.
+    """Try every job (or those named, in the order `run` runs them) on a sample of its table, writing nothing to
+    it: values that come out NULL, that do not fit the target column, and that raise; with --against, rows where
+    another engine computes otherwise; the time per 1,000 rows of the job's batch (run and rolled back) and the
+    run's estimate.
 
     Exit 0 when there is nothing to report, 1 when something is (or the rehearsal was stopped), 2 on bad input.
     """
@@ -252,7 +253,7 @@ def rehearse(config: ConfigArg, job: JobOpt = None,
         urls = tuple(rehearse_mod.against_url(u) for u in against or ())
     except ConfigError as exc:
         _fail(exc, 2)
-    cfg = _load(config)
+    cfg = _load(config, jobs)
 
     async def main() -> Any:
         stop = asyncio.Event()

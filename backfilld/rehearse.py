@@ -28,7 +28,7 @@ from typing import Any
 
 from backfilld import engines, logs
 from backfilld.config import Config, DatabaseURL, JobConfig
-from backfilld.daemon import open_engine, select_jobs
+from backfilld.daemon import naming_origin, open_engine, select_jobs
 from backfilld.engines.base import Engine
 from backfilld.engines.rehearsal import (
     SCRATCH_ROW,
@@ -251,6 +251,7 @@ class JobReport:
     transform_raises: Finding = field(default_factory=Finding)
     against: list[AgainstReport] = field(default_factory=list)
     timing: Timing = field(default_factory=Timing)
+    defined_in: dict[str, Any] = field(default_factory=dict)   # the config or jobs file, as plan's "defined_in"
 
     @property
     def problems(self) -> int:
@@ -259,7 +260,7 @@ class JobReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"job": self.job, "engine": self.engine, "table": self.table, "key": self.key, "kind": self.kind,
-                "sources": self.sources, "mode": self.mode,
+                "defined_in": self.defined_in, "sources": self.sources, "mode": self.mode,
                 "sample": {"requested": self.requested, "rows": self.rows, "method": self.method,
                            "slots": self.slots, "first_key": self.first_key, "last_key": self.last_key},
                 "targets": [t.as_dict() for t in self.targets],
@@ -559,11 +560,13 @@ class JobRehearsal:
             raise Interrupted
 
     async def run(self) -> JobReport:
-        p = self.p = await prepare(self.engine, self.job)
+        with naming_origin(self.job):   # a job of a jobs file: its errors name the file first
+            p = self.p = await prepare(self.engine, self.job)
         job = p.job
         sources = list(job.sources) if p.transform else self.sources(p)
         r = JobReport(job.name, self.engine.name, job.table, list(p.key), "transform" if p.transform else "sql",
-                      self.opts.sample, sources=sources, mode=await self.reh.mode(self.engine))
+                      self.opts.sample, sources=sources, mode=await self.reh.mode(self.engine),
+                      defined_in=self.job.origin.as_dict())
         t0 = time.monotonic()
         self.sample = smp = await take_sample(self.engine, p, sources, self.opts.sample, self.check)
         rows = smp.rows
@@ -957,6 +960,9 @@ def describe(report: Report) -> list[str]:
     lines: list[str] = []
     for j in report.jobs:
         lines.append(f"job {j.job}: {j.engine} table {j.table} key {j.key}")
+        if j.defined_in.get("jobs_file"):
+            shipped = " ".join(str(v) for v in (j.defined_in.get("package"), j.defined_in.get("version")) if v)
+            lines.append(f"  defined in {j.defined_in.get('file')}" + (f" (shipped by {shipped})" if shipped else ""))
         span = f", keys {_v(j.first_key)} to {_v(j.last_key)}" if j.rows else ""
         lines.append(f"  sample: {j.rows} of {j.requested} rows asked for, in {j.slots} runs spread over the key "
                      f"range ({j.method}{span})" + ("" if j.rows else "; no row needs a value"))

@@ -116,10 +116,11 @@ def test_a_target_that_does_not_exist_exits_2(tmp_path: Path) -> None:
 
 
 def test_help_describes_it() -> None:
-    proc = backfilld("rehearse", "--help")
+    proc = backfilld("rehearse", "--help", env={"COLUMNS": "100"})
     assert proc.returncode == 0
-    for word in ("--sample", "--against", "--json", "sqlite", "rolled back", "Exit 0"):
-        assert word in proc.stdout, word
+    text = " ".join(proc.stdout.replace("│", " ").split())   # rich's box and line breaks
+    for words in ("--sample", "--against", "--json", "--jobs", "sqlite", "rolled back", "Exit 0", "writing nothing"):
+        assert words in text, words
 
 
 async def test_sigint_during_a_comparison_stops_drops_the_scratch_table_and_exits_1(tmp_path: Path) -> None:
@@ -163,3 +164,26 @@ async def test_sigint_during_a_comparison_stops_drops_the_scratch_table_and_exit
                 proc_alive.kill()
         await pg.engine.close()
         await real.cleanup()
+
+
+def test_a_jobs_file_is_rehearsed_and_its_errors_name_it(tmp_path: Path) -> None:
+    """--jobs FILE, as an extension ships its backfills: its job is rehearsed (the report says where it is defined),
+    and one whose target does not exist is bad input naming the file first."""
+    db = sqlite_app(tmp_path, 2_000, twice_at=True)
+    site = tmp_path / "site.toml"
+    site.write_text(f'[database]\nurl = "sqlite:///{db}"\n[logging]\nformat = "json"\n[metrics]\nlisten = ""\n',
+                    encoding="utf-8")
+    forms = ", ".join(f'{e} = "{f}"' for e, f in DOMAIN.items())
+    shipped = tmp_path / "backfills.toml"
+    shipped.write_text(f'[package]\nname = "Echo"\nversion = "1.2.0"\n[[jobs]]\nname = "echo_domains"\n'
+                       f'table = "users"\n[jobs.set]\nemail_domain = {{ {forms} }}\n', encoding="utf-8")
+    proc = backfilld("rehearse", str(site), "--jobs", str(shipped), "--json")
+    assert proc.returncode == 0, proc.stderr
+    [job] = json.loads(proc.stdout)["jobs"]
+    assert job["job"] == "echo_domains"
+    assert job["defined_in"] == {"file": str(shipped), "jobs_file": True, "package": "Echo", "version": "1.2.0"}
+    text = backfilld("rehearse", str(site), "--jobs", str(shipped))
+    assert f"defined in {shipped} (shipped by Echo 1.2.0)" in text.stdout
+    shipped.write_text(shipped.read_text().replace("email_domain =", "nope ="), encoding="utf-8")
+    bad = backfilld("rehearse", str(site), "--jobs", str(shipped))
+    assert bad.returncode == 2 and str(shipped) in bad.stderr and "nope" in bad.stderr, bad.stderr

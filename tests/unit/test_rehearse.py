@@ -131,7 +131,7 @@ def test_report_problems_and_shape() -> None:
     d = report.as_dict()
     assert d["format"] == 1 and d["clean"] is False and d["problems"] == 2
     [jd] = d["jobs"]
-    assert set(jd) == {"job", "engine", "table", "key", "kind", "sources", "mode", "sample", "targets",
+    assert set(jd) == {"job", "engine", "table", "key", "kind", "defined_in", "sources", "mode", "sample", "targets",
                        "transform_raises", "against", "timing", "problems"}
     assert set(jd["targets"][0]) == {"target", "column_type", "expression", "null", "does_not_fit", "raises",
                                      "fit_not_checked"}
