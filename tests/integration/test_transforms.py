@@ -233,3 +233,20 @@ async def test_verify_fix_leaves_a_target_changed_only_in_case_or_trailing_space
         assert done
         assert (result.wrong, result.fixed, result.not_fixed) == (1, 0, 1), result.as_dict()
         assert await db.q(f"SELECT dst FROM {table} WHERE id = 5") == [(changed,)]
+
+
+async def test_a_value_too_long_for_its_column_is_never_stored_cut(db: TestDb) -> None:
+    """A transform's value longer than its VARCHAR(10) target: PostgreSQL's explicit cast of the batch's array to
+    varchar(10)[] cut it to 10 characters and stored that; now the batch fails as storing it would (MariaDB's
+    strict mode too). SQLite enforces no length: it stores the whole value. Never a cut one."""
+    table = await db.create("too_long", f"id {db.int_type()} PRIMARY KEY, src VARCHAR(20), dst VARCHAR(10)")
+    await db.many(f"INSERT INTO {table} (id, src) VALUES (?, ?)", [(1, "short"), (2, "ten chars!")])
+    cfg = db.config([exclaim(table)])
+    if db.engine_name == "sqlite":
+        [state] = await daemon.run(cfg, daemon.RunOptions())
+        assert state.status == "completed"
+    else:
+        with pytest.raises(JobFailed, match="(?i)too long"):
+            await daemon.run(cfg, daemon.RunOptions())
+    rows = dict(await db.q(f"SELECT src, dst FROM {table}"))
+    assert rows["ten chars!"] in (None, "ten chars!!"), rows

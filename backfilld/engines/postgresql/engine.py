@@ -581,10 +581,25 @@ class PostgresEngine(Engine):
 
 
 
+# An explicit cast to a length-bounded type cuts what does not fit ('abcdefghijk'::varchar(10) is 'abcdefghij'),
+# where storing the value in the column refuses it. The transform's values are cast to the type without its
+# bound, so that a value too long for its column fails the batch rather than being stored cut.
+_BOUNDED = re.compile(r"^(character varying|character|bit varying|bit)\(\d+\)(\[\])?$")
+_UNBOUNDED = {"character varying": "character varying", "character": "bpchar", "bit varying": "bit varying",
+              "bit": "bit varying"}
+
+
+def _unbounded(typ: str) -> str:
+    m = _BOUNDED.match(typ)
+    return typ if m is None else _UNBOUNDED[m.group(1)] + (m.group(2) or "")
+
+
 def build_write(d: PostgresDialect, info: TableInfo, shape: WriteShape, lock: bool = False) -> Stmt:
     """One UPDATE joined to unnest() of one array per column: one statement and one round trip per batch. With
     lock, only the rows it could lock without waiting (SKIP LOCKED); the others are left for a later pass."""
     types = shape.column_types(info)
+    read = len(shape.key) + len(shape.sources)   # the values after the keys and sources are the targets'
+    types = [*types[:read], *(_unbounded(t) for t in types[read:])]
     sets, joins, guards = transform_update_parts(d, info, shape)
     names = tuple(f"c{i}" for i in range(shape.width))
     src = ("unnest(" + ", ".join(f"${i + 1}::{typ}[]" for i, typ in enumerate(types)) + ") AS bf_v("
