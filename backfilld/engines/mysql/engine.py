@@ -134,7 +134,7 @@ class MySQLDialect(Dialect):
     lock_inline = False   # UPDATE ... WHERE key IN (SELECT ... SKIP LOCKED) locks (and waits for) the whole range
     lock_limit = True
     lexicon = Lexicon(string_quotes="'\"", backslash_escapes=True, ident_quotes=("``",), hash_comments=True,
-                      dash_comment_space=True)
+                      dash_comment_space=True, parser="mysql")
 
     def triggers(self) -> Triggers:
         from backfilld.engines.mysql.triggers import MySQLTriggers  # only when triggers are used

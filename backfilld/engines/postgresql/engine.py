@@ -83,7 +83,7 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     # the lock an UPDATE of non-key columns takes anyway: foreign-key checks (KEY SHARE) do not wait for it
     skip_locked_clause = "FOR NO KEY UPDATE SKIP LOCKED"
-    lexicon = Lexicon(escape_strings=True, dollar_quotes=True)
+    lexicon = Lexicon(escape_strings=True, dollar_quotes=True, parser="postgres")
 
     def triggers(self) -> Triggers:
         from backfilld.engines.postgresql.triggers import PostgresTriggers  # only when triggers are used
