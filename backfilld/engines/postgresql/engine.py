@@ -605,8 +605,12 @@ class PostgresEngine(Engine):
         return AppActivity(int(active), int(waiting), float(longest or 0.0))
 
     async def load(self) -> float:
-        rows = await self.fetch(LOAD)
-        return float(rows[0][0])
+        [(active, hidden)] = await self.fetch(LOAD)
+        if hidden:   # as in app_activity: an unseen session may be running a statement
+            raise EngineError(f"cannot see what {hidden} session(s) of other roles are doing (pg_stat_activity "
+                              "shows their state only to members of pg_read_all_stats): GRANT pg_monitor TO "
+                              "backfilld's role, or leave [throttle] max_load unset")
+        return float(active)
 
 
 
