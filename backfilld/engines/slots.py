@@ -53,7 +53,7 @@ _sqlglot: Any = None
 def _parser() -> Any:
     global _sqlglot
     if _sqlglot is None:
-        import sqlglot  # the first slot checked pays for it (about 0.2 s); status and --version never do
+        import sqlglot  # the first slot checked pays for it (0.29 s here, import and first parse); status never
 
         # sqlglot logs a warning (through the root logger, as plain text on stderr) whenever it falls back to
         # reading a statement as an opaque Command; such a fallback is refused here, and stderr is JSON lines

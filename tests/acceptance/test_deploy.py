@@ -409,8 +409,10 @@ def test_scrape_configs_keep_prometheus_job_label() -> None:
 
 def dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
-    text = re.sub(r"\\\n(\s*#.*\n)*", " ", text)
+    # Docker's rule: comment lines go first (a backslash ending one continues nothing), then continuations join
+    lines = (ln for ln in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+             if not ln.strip().startswith("#"))
+    text = re.sub(r"\\\n", " ", "\n".join(lines))
     out = []
     for line in text.splitlines():
         line = line.strip()
@@ -441,7 +443,10 @@ def dockerignored(rel: str, patterns: list[str]) -> bool:
 def test_dockerfile() -> None:
     ins = dockerfile()
     froms = [a for i, a in ins if i == "FROM"]
-    assert froms and all(a.split()[0] == "python:3.11-slim" for a in froms)
+    assert froms and all(a.split()[0] == "${BASE_IMAGE}" for a in froms)
+    # one base for both stages (the venv links to its python3), CPython 3.11, by digest once one is known
+    [base] = [a for i, a in ins[:ins.index(("FROM", froms[0]))] if i == "ARG" and a.startswith("BASE_IMAGE=")]
+    assert re.fullmatch(r"BASE_IMAGE=python:3\.11-slim(@sha256:[0-9a-f]{64})?", base), base
     final = ins[max(k for k, (i, _) in enumerate(ins) if i == "FROM"):]
     get = {i: a for i, a in final}
     user = get["USER"].split(":")[0]
