@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
+from backfilld import logs
 from backfilld.config import JobConfig
 from backfilld.engines.base import Engine, advanced, encode_key
 from backfilld.engines.catalog import TableInfo
@@ -31,7 +30,7 @@ from backfilld.errors import BackfilldError, ConfigError, EngineError, Retryable
 from backfilld.settings import WORKERS_MAX
 from backfilld.transforms import Transform
 
-log = structlog.get_logger("backfilld.preflight")
+log = logs.get_logger("backfilld.preflight")
 
 
 @dataclass
