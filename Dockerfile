@@ -10,7 +10,14 @@
 # batch in flight finish and keeps the checkpoint: give it time, e.g. `docker stop -t 90`.
 # For a run that exits when done (a Kubernetes Job), pass: run /etc/backfilld/backfilld.toml
 
-FROM python:3.11-slim AS build
+# The base, by name or (for a reproducible build) by digest: python:3.11-slim@sha256:<digest> as `skopeo inspect
+# --format '{{.Digest}}' docker://docker.io/library/python:3.11-slim` gives it on the day. Any image with CPython
+# 3.11 as python3 and groupadd/useradd works: tests/acceptance/test_image.py builds from one made of Debian
+# packages (mmdebstrap, as no other registry is reachable there) with
+#   podman build --build-arg BASE_IMAGE=localhost/backfilld-base:bookworm .
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -18,11 +25,11 @@ WORKDIR /src
 # the image gets the versions CI tested, not whatever is newest on the day it is built.
 COPY pyproject.toml README.md constraints.txt ./
 COPY backfilld ./backfilld
-RUN python -m venv /opt/backfilld \
+RUN python3 -m venv /opt/backfilld \
  && /opt/backfilld/bin/pip install --no-cache-dir -c constraints.txt . \
  && /opt/backfilld/bin/backfilld --version
 
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 # A fixed uid/gid so that Kubernetes' runAsNonRoot/runAsUser (deploy/kubernetes/job.yaml) can check it.
 RUN groupadd --system --gid 10001 backfilld \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \

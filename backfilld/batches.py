@@ -75,6 +75,12 @@ class KeyRanges:
         return await self.engine.next_range(self.plan, after, size)
 
 
+def batch_keys(f: Flight) -> str:
+    """The batch's key range, for an error: the rows to look at (its values are left out of the error itself)."""
+    first = f"after key {encode_key(f.lo)} " if f.lo is not None else "from the table's start "
+    return f"the batch {first}up to key {encode_key(f.hi)}"
+
+
 class FillBatch:
     """An SQL-expression batch: the UPDATE, then (in turn) the checkpoint, one transaction on the batch's
     connection; (rows written, rows pending: passed over because the application held them locked)."""
@@ -100,7 +106,12 @@ class FillBatch:
                 raise
             except EngineError as exc:   # the guarded form tells whether the error is the expression's own
                 self.single_eval_off("its statement failed; batches now run guarded", f, error=str(exc))
-        return await self.commit(False, f)
+        try:
+            return await self.commit(False, f)
+        except RetryableError:
+            raise
+        except EngineError as exc:   # the keys say where; the database's text no longer shows the row's values
+            raise EngineError(f"{batch_keys(f)}: {exc}") from None
 
     def single_eval_off(self, detail: str, f: Flight, **extra: Any) -> None:
         if self.single_eval:   # said once, by whichever batch in flight noticed first

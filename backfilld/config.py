@@ -692,6 +692,11 @@ def load(path: str | os.PathLike[str], jobs_files: Sequence[str | os.PathLike[st
         raise ConfigError(f"{p}: nests arrays or tables too deeply to be a backfilld config") from None
 
 
+# password_file = "%d/NAME": the credential NAME a systemd unit passes in with LoadCredential=NAME:PATH, read from
+# the directory systemd names in $CREDENTIALS_DIRECTORY (as the unit's own %d specifier would)
+CREDENTIALS_PREFIX = "%d/"
+
+
 def resolve_password(section: _Secret, where: str = "database") -> str | None:
     """Read the password named by password_env / password_file. The value never appears in an error."""
     if section.password_env:
@@ -701,8 +706,16 @@ def resolve_password(section: _Secret, where: str = "database") -> str | None:
                               "environment; export it or use password_file")
         return value
     if section.password_file:
+        path = section.password_file
+        if path.startswith(CREDENTIALS_PREFIX):   # systemd's LoadCredential= (deploy/systemd/backfilld.service)
+            directory = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not directory:
+                raise ConfigError(f"{where}.password_file {path!r} names a systemd credential, but "
+                                  "CREDENTIALS_DIRECTORY is not set: run under a unit with LoadCredential=, or "
+                                  "give the file's path")
+            path = str(Path(directory) / path.removeprefix(CREDENTIALS_PREFIX))
         try:
-            return Path(section.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+            return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
         except UnicodeDecodeError:
             raise ConfigError(f"{where}.password_file {section.password_file!r}: is not UTF-8 text") from None
         except OSError as exc:

@@ -6,6 +6,11 @@ wrapped at the engine boundary (engines/) into these, so nothing above the engin
 
 from __future__ import annotations
 
+# What stands in an error's text where the database quoted a row's value (a cast that failed, a duplicate
+# entry): the engines translate their drivers' errors without the values (engines/*/engine.py, translate_*), so
+# that none reaches the state table's error column, a log line or /status. The batch's keys are said instead.
+VALUE_NOT_SHOWN = "(value not shown)"
+
 
 class BackfilldError(Exception):
     """backfilld failed."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from backfilld import logs
 from backfilld.config import JobConfig
 from backfilld.engines.base import Engine, advanced, encode_key
 from backfilld.engines.catalog import TableInfo
+from backfilld.engines.slots import slot_check
 from backfilld.engines.sqldialect import Stmt
-from backfilld.engines.sqltext import slot_problem
 from backfilld.engines.statements import (
     BatchPlan,
     TableSpec,
@@ -28,6 +29,8 @@ from backfilld.engines.statements import (
 from backfilld.errors import BackfilldError, ConfigError, EngineError, RetryableError, SchemaError, combined
 from backfilld.settings import WORKERS_MAX
 from backfilld.transforms import Transform
+
+log = logs.get_logger("backfilld.preflight")
 
 
 @dataclass
@@ -124,17 +127,21 @@ def spelled_as_catalog(engine: Engine, job: JobConfig, info: TableInfo) -> JobCo
 
 
 def check_slots(engine: Engine, job: JobConfig) -> None:
-    """Each expression and the filter stay in their place in backfilld's statements (sqltext.slot_problem):
-    ConfigError naming every one that does not, before any statement runs with them."""
+    """Each expression and the filter stay in their place in backfilld's statements (engines/slots.py: the
+    engine's lexical rules, then its grammar as sqlglot parses it): ConfigError naming every one that does not,
+    before any statement runs with them. Text sqlglot cannot parse stands on the lexical verdict, and is logged
+    (sql_slot_not_parsed): the server parses it at preflight, inside parentheses it cannot close."""
+    slots = [("where", job.where, True)] if job.where is not None else []
+    if not job.transform:
+        slots += [(f"set.{target}", expr, False) for target, expr in job.expressions(engine.name).items()]
     problems: list[BackfilldError] = []
-    if job.where is not None:
-        why = slot_problem(job.where, engine.dialect, condition=True)
-        if why:
-            problems.append(ConfigError(f"job {job.name!r}: where {why}"))
-    for target, expr in (job.expressions(engine.name) if not job.transform else {}).items():
-        why = slot_problem(expr, engine.dialect, condition=False)
-        if why:
-            problems.append(ConfigError(f"job {job.name!r}: set.{target} ({engine.name}) {why}"))
+    for key, sql, condition in slots:
+        slot = slot_check(sql, engine.dialect, condition=condition)
+        if slot.problem:
+            where = key if key == "where" else f"{key} ({engine.name})"
+            problems.append(ConfigError(f"job {job.name!r}: {where} {slot.problem}"))
+        elif slot.unparsed:
+            log.warning("sql_slot_not_parsed", job=job.name, key=key, engine=engine.name, parser=slot.unparsed)
     if problems:
         raise combined(problems)
 

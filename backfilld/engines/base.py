@@ -25,7 +25,7 @@ from backfilld.engines import Capabilities, capabilities
 from backfilld.engines.catalog import Column, TableInfo
 from backfilld.engines.sqldialect import Dialect, Stmt, _Params
 from backfilld.engines.statements import BatchPlan, TableSpec, WriteShape, build_plan, key_args, keys_limit, range_call
-from backfilld.errors import EngineError, SchemaError, StateError
+from backfilld.errors import EngineError, RetryableError, SchemaError, StateError
 from backfilld.keys import Unrepresentable, decode_key, encode_key  # noqa: F401 - engines' and callers' names
 from backfilld.state import JobState  # noqa: F401 - callers' name
 
@@ -330,7 +330,27 @@ class Engine(abc.ABC):
         return await self.fetch(*range_call(plan.read_first, plan.read_after, lo, hi))
 
     async def ensure_state_table(self, table: str) -> None:
-        await self.execute(self.state_table_ddl(table))
+        """Create the state table unless it is there: one created beforehand, with grants of its own, spares
+        backfilld the CREATE privilege (PostgreSQL and MySQL check it for CREATE TABLE IF NOT EXISTS before they
+        look; README, Trust boundaries: minimal grants)."""
+        if await self.has_table(table):
+            return
+        try:
+            await self.execute(self.state_table_ddl(table))
+        except RetryableError:
+            raise
+        except EngineError as exc:
+            raise EngineError(f"the state table {table!r} does not exist and cannot be created ({exc}): grant "
+                              "backfilld's user CREATE where it goes, or create it beforehand (backfilld's DDL: "
+                              "README, Trust boundaries) and grant SELECT, INSERT, UPDATE on it") from None
+
+    async def has_table(self, table: str) -> bool:
+        """Whether the table exists (and this session can see it in the catalog)."""
+        try:
+            await self.table_info(table)
+        except SchemaError:
+            return False
+        return True
 
     def _state_stmts(self, table: str) -> dict[str, Stmt]:
         cache: dict[str, dict[str, Stmt]] = self.__dict__.setdefault("_state_cache", {})
@@ -402,6 +422,8 @@ class Engine(abc.ABC):
         return state_table + "_skipped"
 
     async def ensure_skipped_table(self, state_table: str) -> None:
+        if await self.has_table(self.skipped_table(state_table)):   # as ensure_state_table
+            return
         t = self.dialect.table(self.skipped_table(state_table))
         await self.execute(f"CREATE TABLE IF NOT EXISTS {t} (job varchar(64) NOT NULL, row_key varchar(700) NOT NULL, "
                            "error text, at_time varchar(40))")

@@ -90,6 +90,9 @@ class Lexicon:
     ident_quotes: tuple[str, ...] = ('""',)   # identifier quotes, each its opening and its closing character
     hash_comments: bool = False   # '#' opens a line comment (MySQL)
     dash_comment_space: bool = False   # '--' opens a comment only before whitespace (MySQL)
+    # sqlglot's name for the engine's dialect, which parses a job's SQL in its slot (engines/slots.py); None:
+    # the lexical checks alone
+    parser: str | None = None
 
 
 class Dialect:

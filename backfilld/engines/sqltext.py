@@ -1,9 +1,14 @@
 """SQL text as tokens: where user SQL (a job's expressions and filter) references a table's columns.
 
 Owns: the tokenizer (tokenize), finding column references in it (column_refs, referenced_columns) and rewriting
-them (rewrite_columns), for sync triggers that must evaluate an expression over NEW or OLD. Delegates each
-engine's lexical rules (its quotes, comments, escapes, how it folds names) to its Dialect (Dialect.lexicon,
-Dialect.fold_case) and its quoting to Dialect.quote; knows no engine by name.
+them (rewrite_columns), for sync triggers that must evaluate an expression over NEW or OLD; and the lexical slot
+check (slot_problem), the first of engines/slots.py's two gates. Delegates each engine's lexical rules (its
+quotes, comments, escapes, how it folds names) to its Dialect (Dialect.lexicon, Dialect.fold_case) and its
+quoting to Dialect.quote; knows no engine by name.
+
+sqlglot (engines/slots.py) parses the same text but does not replace this: it reads past a trailing line
+comment the slot check must refuse, and it cannot parse some valid SQL (see slots.py), for which the triggers
+would still need these column references; on every expression the tests write it finds the same columns.
 """
 
 from __future__ import annotations

@@ -243,18 +243,10 @@ async def install(engine: Engine, table: str, key: Sequence[str] | None, exprs: 
     return stmts
 
 
-async def _table_exists(engine: Engine, table: str) -> bool:
-    try:
-        await engine.table_info(table)
-    except SchemaError:
-        return False
-    return True
-
-
 async def remove(engine: Engine, table: str, job_name: str) -> list[str]:
     """Drop the job's sync triggers (and PostgreSQL's function); returns the statements run. Idempotent."""
     trig = engine.dialect.triggers()
-    exists = not trig.drops_on_table or await _table_exists(engine, table)
+    exists = not trig.drops_on_table or await engine.has_table(table)
     stmts = build_remove_sql(engine.dialect, table, job_name, table_exists=exists)
     await trig.run_ddl(engine, stmts)
     return stmts

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
+import os
 import re
 import shlex
 import shutil
@@ -30,7 +31,6 @@ from tests.conftest import IN_CI
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "systemd" / "backfilld.service"
-ENV_EXAMPLE = DEPLOY / "systemd" / "backfilld.env.example"
 K8S = DEPLOY / "kubernetes"
 DASHBOARD = DEPLOY / "grafana" / "backfilld.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
@@ -132,7 +132,9 @@ def test_systemd_unit_settings() -> None:
     assert re.fullmatch(r"\d+s?", timeout) and int(timeout.rstrip("s")) >= 60, "too short for the batch in flight"
     assert unit_value(e, "Restart") == "on-failure"
     assert unit_value(e, "RestartPreventExitStatus") == "2"  # bad input: a restart cannot fix it
-    assert unit_value(e, "EnvironmentFile") == "-/etc/backfilld/backfilld.env"
+    # the password as a credential (LoadCredential=), not in the environment its children would inherit
+    assert unit_value(e, "EnvironmentFile") is None and not [k for _, k, v in e if k == "Environment" and "PASS" in v]
+    assert unit_value(e, "LoadCredential") == "db-password:/etc/backfilld/db-password"
     assert unit_value(e, "User") == "backfilld" and unit_value(e, "DynamicUser") == "yes"
     for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
                        "PrivateTmp": "yes", "PrivateDevices": "yes", "CapabilityBoundingSet": "",
@@ -143,13 +145,20 @@ def test_systemd_unit_settings() -> None:
     assert families == {"AF_UNIX", "AF_INET", "AF_INET6"}
 
 
-def test_env_example() -> None:
-    lines = [ln for ln in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines() if ln and not ln.startswith("#")]
-    assert lines and all(re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", ln) for ln in lines), lines
-    names = {ln.split("=", 1)[0] for ln in lines}
-    # the same variable name as the Kubernetes example's password_env, so one config serves both
-    configs = [tomllib.loads(d["data"]["backfilld.toml"]) for _, d in manifests() if d["kind"] == "ConfigMap"]
-    assert all(c["database"]["password_env"] in names for c in configs)
+def test_the_config_reads_the_units_credential(tmp_path: Path) -> None:
+    """The credential the unit loads is the one config/example.toml's password_file names, and backfilld reads it
+    from $CREDENTIALS_DIRECTORY as systemd sets it (a process, as the unit starts it)."""
+    e = unit_entries(UNIT.read_text(encoding="utf-8"))
+    name, _, source = (unit_value(e, "LoadCredential") or "").partition(":")
+    assert source.startswith("/etc/backfilld/")
+    example = (ROOT / "config" / "example.toml").read_text(encoding="utf-8")
+    assert f'# password_file = "%d/{name}"' in example
+    (tmp_path / name).write_text("pw-from-systemd\n", encoding="utf-8")
+    probe = ("from backfilld import config; c = config.from_dict({'database': {'url': 'postgresql://a@h/d', "
+             f"'password_file': '%d/{name}'}}}}); print(config.database_url(c.database).password)")
+    env = {**os.environ, "CREDENTIALS_DIRECTORY": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert (r.returncode, r.stdout) == (0, "pw-from-systemd\n"), r.stderr
 
 
 # ------------------------------------------------------------------------------------------ Kubernetes
@@ -400,8 +409,10 @@ def test_scrape_configs_keep_prometheus_job_label() -> None:
 
 def dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
-    text = re.sub(r"\\\n(\s*#.*\n)*", " ", text)
+    # Docker's rule: comment lines go first (a backslash ending one continues nothing), then continuations join
+    lines = (ln for ln in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+             if not ln.strip().startswith("#"))
+    text = re.sub(r"\\\n", " ", "\n".join(lines))
     out = []
     for line in text.splitlines():
         line = line.strip()
@@ -432,7 +443,10 @@ def dockerignored(rel: str, patterns: list[str]) -> bool:
 def test_dockerfile() -> None:
     ins = dockerfile()
     froms = [a for i, a in ins if i == "FROM"]
-    assert froms and all(a.split()[0] == "python:3.11-slim" for a in froms)
+    assert froms and all(a.split()[0] == "${BASE_IMAGE}" for a in froms)
+    # one base for both stages (the venv links to its python3), CPython 3.11, by digest once one is known
+    [base] = [a for i, a in ins[:ins.index(("FROM", froms[0]))] if i == "ARG" and a.startswith("BASE_IMAGE=")]
+    assert re.fullmatch(r"BASE_IMAGE=python:3\.11-slim(@sha256:[0-9a-f]{64})?", base), base
     final = ins[max(k for k, (i, _) in enumerate(ins) if i == "FROM"):]
     get = {i: a for i, a in final}
     user = get["USER"].split(":")[0]

@@ -168,6 +168,21 @@ def test_password_env_and_file(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     assert "not both" in err({"database": {"url": "postgresql://a@h/d", "password_file": "x", "password_env": "y"}})
 
 
+def test_password_file_from_systemd_credentials(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """password_file = "%d/NAME" reads the credential LoadCredential=NAME:... passed in (deploy/systemd/)."""
+    (tmp_path / "db-password").write_text("s3cret-pw\n")
+    c = config.from_dict({"database": {"url": "postgresql://a@h/d", "password_file": "%d/db-password"}})
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert config.database_url(c.database).password == "s3cret-pw"
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    with pytest.raises(ConfigError, match="names a systemd credential, but CREDENTIALS_DIRECTORY is not set"):
+        config.database_url(c.database)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "elsewhere"))
+    with pytest.raises(ConfigError, match="cannot read it") as exc:
+        config.database_url(c.database)
+    assert "s3cret" not in str(exc.value)
+
+
 def test_load_reports_toml_errors(tmp_path) -> None:  # noqa: ANN001
     p = tmp_path / "c.toml"
     p.write_text("[database\nurl=1")

@@ -62,7 +62,15 @@ from backfilld.engines.statements import (
     range_call,
     transform_update_parts,
 )
-from backfilld.errors import ConfigError, ConnectError, EngineError, RetryableError, SchemaError, TLSError
+from backfilld.errors import (
+    VALUE_NOT_SHOWN,
+    ConfigError,
+    ConnectError,
+    EngineError,
+    RetryableError,
+    SchemaError,
+    TLSError,
+)
 
 if TYPE_CHECKING:
     from backfilld.engines.triggers import Triggers
@@ -134,7 +142,7 @@ class MySQLDialect(Dialect):
     lock_inline = False   # UPDATE ... WHERE key IN (SELECT ... SKIP LOCKED) locks (and waits for) the whole range
     lock_limit = True
     lexicon = Lexicon(string_quotes="'\"", backslash_escapes=True, ident_quotes=("``",), hash_comments=True,
-                      dash_comment_space=True)
+                      dash_comment_space=True, parser="mysql")
 
     def triggers(self) -> Triggers:
         from backfilld.engines.mysql.triggers import MySQLTriggers  # only when triggers are used
@@ -221,10 +229,35 @@ class MySQLDialect(Dialect):
         return sql.replace("%", "%%").replace(self._MARK, "%s")
 
 
+# Errors whose text quotes a row's value, in single quotes the server does not escape, before what it names:
+ER_DUP_ENTRY = 1062                  # Duplicate entry 'v1' for key 'a'
+ER_TRUNCATED_WRONG_VALUE = 1292      # Truncated incorrect INTEGER value: 'abc' / Incorrect date value: 'abc' for column
+ER_ILLEGAL_VALUE_FOR_TYPE = 1367     # Illegal double '1e999' value found during parsing
+ER_TRUNCATED_WRONG_VALUE_FOR_FIELD = 1366   # Incorrect integer value: 'abc' for column `db`.`t`.`c` at row 1
+ER_INVALID_CHARACTER_STRING = 1300   # Invalid utf8mb4 character string: 'E228A1'
+ER_WRONG_VALUE_FOR_TYPE = 1411       # Incorrect datetime value: 'v1' for function str_to_date
+ER_WRONG_VALUE = 1525                # Incorrect DATE value: 'abc'
+ER_CANNOT_CONVERT_CHARACTER = 3854   # Cannot convert string '\xE2\x82' from binary to utf8mb4
+_VALUE_CODES = {ER_DUP_ENTRY, ER_TRUNCATED_WRONG_VALUE, ER_ILLEGAL_VALUE_FOR_TYPE, ER_TRUNCATED_WRONG_VALUE_FOR_FIELD,
+                ER_INVALID_CHARACTER_STRING, ER_WRONG_VALUE_FOR_TYPE, ER_WRONG_VALUE, ER_CANNOT_CONVERT_CHARACTER}
+# what follows the value's closing quote in those texts, if anything does
+_AFTER_VALUE = re.compile(r"' (?:for (?:key|column|function)|at row|value found|from \w+ to) ")
+
+
+def mysql_message(code: int, text: str) -> str:
+    """The server's text without the row's value it quotes (_VALUE_CODES): from its first quote to the first
+    quote followed by what such a value is followed by (or to the end), which stays."""
+    if code not in _VALUE_CODES or "'" not in text:
+        return text
+    start = text.index("'")
+    after = _AFTER_VALUE.search(text, start + 1)
+    return text[:start] + VALUE_NOT_SHOWN + (text[after.start() + 1:] if after else "")
+
+
 def translate_mysql(exc: BaseException) -> EngineError:
     if isinstance(exc, pymysql.err.MySQLError):
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-        text = exc.args[1] if len(exc.args) > 1 else str(exc)
+        text = mysql_message(code, exc.args[1] if len(exc.args) > 1 else str(exc))
         msg = f"{code}: {text}" if code else f"connection closed: {text or type(exc).__name__}"
         if code in _RETRY:
             return RetryableError(msg, kind=_RETRY[code])

@@ -39,7 +39,15 @@ from backfilld.engines.postgresql.sql import (
 )
 from backfilld.engines.sqldialect import Dialect, Lexicon, Stmt, operand
 from backfilld.engines.statements import BatchPlan, WriteShape, range_call, transform_update_parts
-from backfilld.errors import ConfigError, ConnectError, EngineError, RetryableError, SchemaError, TLSError
+from backfilld.errors import (
+    VALUE_NOT_SHOWN,
+    ConfigError,
+    ConnectError,
+    EngineError,
+    RetryableError,
+    SchemaError,
+    TLSError,
+)
 
 if TYPE_CHECKING:
     from backfilld.engines.triggers import Triggers
@@ -83,7 +91,7 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     # the lock an UPDATE of non-key columns takes anyway: foreign-key checks (KEY SHARE) do not wait for it
     skip_locked_clause = "FOR NO KEY UPDATE SKIP LOCKED"
-    lexicon = Lexicon(escape_strings=True, dollar_quotes=True)
+    lexicon = Lexicon(escape_strings=True, dollar_quotes=True, parser="postgres")
 
     def triggers(self) -> Triggers:
         from backfilld.engines.postgresql.triggers import PostgresTriggers  # only when triggers are used
@@ -251,10 +259,31 @@ async def set_codecs(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typ, schema="pg_catalog", encoder=encoder, decoder=decoder, format="tuple")
 
 
+# A data exception (SQLSTATE class 22) quotes the value that failed, in double quotes that are not escaped
+# (`invalid input syntax for type integer: "a"b"`, `value "99999999999" is out of range for type integer`), or
+# shows its bytes (`invalid byte sequence for encoding "UTF8": 0xe2 0x28`): both are replaced. The quotes are
+# matched greedily, first to last, as the value may hold one; a message naming an encoding quotes only that.
+_PG_QUOTED = re.compile(r'".*"', re.DOTALL)
+_PG_BYTES = re.compile(r"0x[0-9a-f]{2}(?: 0x[0-9a-f]{2})*")
+
+
+def pg_message(exc: asyncpg.PostgresError) -> str:
+    """The server's message and hint without a row's values. Its DETAIL is left out: it holds them (a unique
+    violation's `Key (a)=(v1)`, a check violation's `Failing row contains (...)`, a deadlock's statements)."""
+    state = getattr(exc, "sqlstate", "") or ""
+    text = getattr(exc, "message", None) or str(exc).split("\n", 1)[0]
+    if state.startswith("22") and _NULL_WRITTEN not in text:   # the trap's text is backfilld's and a key
+        if 'encoding "' not in text:
+            text = _PG_QUOTED.sub(VALUE_NOT_SHOWN, text)
+        text = _PG_BYTES.sub(VALUE_NOT_SHOWN, text)
+    hint = getattr(exc, "hint", None)
+    return f"{text}\nHINT:  {hint}" if hint else text
+
+
 def translate_pg(exc: BaseException) -> EngineError:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
-        msg = f"{state}: {exc}"
+        msg = f"{state}: {pg_message(exc)}"
         if state in _RETRY:
             return RetryableError(msg, kind=_RETRY[state])
         if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
@@ -576,8 +605,12 @@ class PostgresEngine(Engine):
         return AppActivity(int(active), int(waiting), float(longest or 0.0))
 
     async def load(self) -> float:
-        rows = await self.fetch(LOAD)
-        return float(rows[0][0])
+        [(active, hidden)] = await self.fetch(LOAD)
+        if hidden:   # as in app_activity: an unseen session may be running a statement
+            raise EngineError(f"cannot see what {hidden} session(s) of other roles are doing (pg_stat_activity "
+                              "shows their state only to members of pg_read_all_stats): GRANT pg_monitor TO "
+                              "backfilld's role, or leave [throttle] max_load unset")
+        return float(active)
 
 
 

@@ -74,16 +74,20 @@ ATTACHED_REPLICAS = ("SELECT pid, application_name, coalesce(host(client_addr), 
                      "ORDER BY 2, 3, 1")
 
 # --- load and the application
-# client sessions running a statement now, other than this one
-LOAD = ("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-        "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+# A role without pg_read_all_stats sees other roles' sessions with state and backend_type NULL: such a row
+# (with a user: not an auxiliary process) may be a client running a statement, so it is counted as hidden,
+# which the engine refuses to read as "idle".
+# client sessions running a statement now, other than this one; and those whose state this role cannot see
+LOAD = ("SELECT count(*) FILTER (WHERE state = 'active' AND backend_type = 'client backend'), "
+        "count(*) FILTER (WHERE backend_type IS NULL AND usesysid IS NOT NULL) "
+        "FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
 # the application's sessions (every client session but backfilld's): active ones, those waiting for a lock a
 # backfilld session holds, the longest of those waits (s), and those whose state this role cannot see
 APP_ACTIVITY = """
 WITH app AS (
     SELECT pid, state, wait_event_type FROM pg_stat_activity
-    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-      AND coalesce(application_name, '') NOT LIKE 'backfilld%'
+    WHERE (backend_type = 'client backend' OR backend_type IS NULL AND usesysid IS NOT NULL)
+      AND pid <> pg_backend_pid() AND coalesce(application_name, '') NOT LIKE 'backfilld%'
 ), ours AS (
     SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'backfilld%'
 ), behind AS (   -- pg_blocking_pids() once per waiting session: it takes the lock manager's locks

@@ -52,7 +52,7 @@ class SQLiteDialect(Dialect):
     state_types = {"name": "TEXT", "status": "TEXT", "count": "INTEGER", "total": "INTEGER", "text": "TEXT",
                    "time": "TEXT"}
     fold_case = True
-    lexicon = Lexicon(ident_quotes=('""', "``", "[]"))
+    lexicon = Lexicon(ident_quotes=('""', "``", "[]"), parser="sqlite")
 
     def triggers(self) -> Triggers:
         from backfilld.engines.sqlite.triggers import SQLiteTriggers  # only when triggers are used

@@ -1,0 +1,172 @@
+"""The least privileges a job needs (README, Trust boundaries: minimal grants), proved on PostgreSQL and MariaDB: a
+user holding exactly those runs a job to completion and verifies it, as a process, its password read as a systemd
+credential (password_file = "%d/..."); each grant taken away gives the error backfilld prints for it, and a
+missing one that writes nothing more than it should."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from backfilld import state
+from tests.acceptance.test_cli import backfilld
+from tests.dbutil import TestDb
+
+pytestmark = pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
+ROWS = 2000
+
+# per engine: (the job's expression, the grants a job needs, with USER, TABLE and STATE put in)
+EXPR = {"postgresql": "name || '!'", "mysql": "CONCAT(name, '!')"}
+TABLE_GRANTS = ["GRANT SELECT (id, name, label), UPDATE (label) ON {table} TO {user}",
+                "GRANT SELECT, INSERT, UPDATE ON {state} TO {user}"]
+# what the application probe (on by default) reads: other sessions' state and lock waits
+PROBE_GRANT = {"postgresql": "GRANT pg_read_all_stats TO {user}", "mysql": "GRANT PROCESS ON *.* TO {user}"}
+
+
+class User:
+    """A database user unique to the test, with a password, dropped afterwards."""
+
+    def __init__(self, db: TestDb) -> None:
+        self.db, self.name = db, db.name("bfuser")
+        self.password = f"pw-{self.name}"
+        self.sql = f'"{self.name}"' if db.engine_name == "postgresql" else f"'{self.name}'@'%'"
+
+    async def create(self) -> None:
+        if self.db.engine_name == "postgresql":
+            await self.db.engine.execute(f"CREATE ROLE {self.sql} LOGIN PASSWORD '{self.password}'")
+        else:
+            await self.db.engine.execute(f"CREATE USER {self.sql} IDENTIFIED BY '{self.password}'")
+
+    async def grant(self, template: str, **names: str) -> None:
+        await self.db.engine.execute(template.format(user=self.sql, **names))
+
+    async def drop(self) -> None:
+        if self.db.engine_name == "postgresql":
+            await self.db.engine.execute(f"DROP OWNED BY {self.sql}")
+            await self.db.engine.execute(f"DROP ROLE IF EXISTS {self.sql}")
+        else:
+            await self.db.engine.execute(f"DROP USER IF EXISTS {self.sql}")
+
+
+def config(tmp_path: Path, db: TestDb, user: User, table: str) -> tuple[Path, dict[str, str]]:
+    """The job's config connecting as the user, and the environment a systemd unit with
+    LoadCredential=db-password:... gives the daemon."""
+    creds = tmp_path / "credentials"
+    creds.mkdir(exist_ok=True)
+    (creds / "db-password").write_text(user.password + "\n", encoding="utf-8")
+    u = urlsplit(db.url)
+    path = tmp_path / "backfilld.toml"
+    path.write_text(f"""
+[database]
+url = "{u.scheme}://{user.name}@{u.hostname}:{u.port}{u.path}"
+password_file = "%d/db-password"
+[state]
+table = "{db.state_table}"
+[logging]
+format = "json"
+[metrics]
+listen = ""
+[throttle]
+min_batch = 200
+max_batch = 200
+[[jobs]]
+name = "j"
+table = "{table}"
+batch_size = 200
+[jobs.set]
+label = "{EXPR[db.engine_name]}"
+""", encoding="utf-8")
+    db.created.append(db.state_table)
+    return path, {"CREDENTIALS_DIRECTORY": str(creds)}
+
+
+def events(proc: subprocess.CompletedProcess) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture
+async def user(db: TestDb) -> Any:
+    u = User(db)
+    await u.create()
+    try:
+        yield u
+    finally:
+        for t in reversed(db.created):   # the user's grants on them go first (PostgreSQL: DROP OWNED)
+            await db.engine.execute(f"DROP TABLE IF EXISTS {t}")
+        db.created.clear()
+        await u.drop()
+
+
+async def setup(db: TestDb, user: User, *, state_table: bool = True, probe: bool = True,
+                update: bool = True) -> str:
+    """The table, and the grants (all of them unless one is left out)."""
+    table = await db.users_with(ROWS)
+    if state_table:   # created beforehand, as a DBA would, with grants of its own: no CREATE for backfilld
+        await db.engine.execute(state.ddl(db.engine.dialect, db.state_table))
+        db.created.append(db.state_table)
+    grants = TABLE_GRANTS if update else [TABLE_GRANTS[0].replace(", UPDATE (label)", ""), TABLE_GRANTS[1]]
+    for g in grants if state_table else grants[:1]:
+        await user.grant(g, table=table, state=db.state_table)
+    if probe:
+        await user.grant(PROBE_GRANT[db.engine_name])
+    return table
+
+
+async def test_the_minimal_grants_run_a_job_to_completion_and_verify_it(db: TestDb, user: User,
+                                                                      tmp_path: Path) -> None:
+    table = await setup(db, user)
+    cfg, env = config(tmp_path, db, user, table)
+    run = backfilld("run", str(cfg), env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = [e["event"] for e in events(run)]
+    assert "job_completed" in seen and "probe_failed" not in seen, run.stderr[-3000:]
+    verify = backfilld("verify", str(cfg), env=env)
+    assert verify.returncode == 0 and "every row is right" in verify.stdout, verify.stdout + verify.stderr
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL") == [(0,)]
+
+
+async def test_without_update_the_first_batch_fails_naming_the_table(db: TestDb, user: User, tmp_path: Path) -> None:
+    table = await setup(db, user, update=False)
+    cfg, env = config(tmp_path, db, user, table)
+    run = backfilld("run", str(cfg), env=env)
+    said = {"postgresql": f"42501: permission denied for table {table}",
+            "mysql": "1142: UPDATE command denied to user"}[db.engine_name]
+    assert run.returncode == 1 and said in run.stderr.splitlines()[-1], run.stderr[-3000:]
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NOT NULL") == [(0,)]
+
+
+async def test_without_a_state_table_or_create_the_error_says_both_ways_out(db: TestDb, user: User,
+                                                                           tmp_path: Path) -> None:
+    table = await setup(db, user, state_table=False)
+    cfg, env = config(tmp_path, db, user, table)
+    run = backfilld("run", str(cfg), env=env)
+    last = run.stderr.splitlines()[-1]
+    assert run.returncode == 1 and f"the state table '{db.state_table}' does not exist and cannot be created" in last
+    assert "grant backfilld's user CREATE" in last and "create it beforehand" in last, last
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NOT NULL") == [(0,)]
+
+
+async def test_without_the_probe_grant_the_probe_names_it_and_the_job_still_completes(db: TestDb, user: User,
+                                                                                     tmp_path: Path) -> None:
+    """The probe fails closed (the application counts as busy: the job goes on at the busy pace) and says which
+    grant it lacks. On PostgreSQL an application's session of another user is there for it to see (the test's own
+    connection is named backfilld, and so is left out)."""
+    table = await setup(db, user, probe=False)
+    cfg, env = config(tmp_path, db, user, table)
+    app = await asyncpg.connect(db.url) if db.engine_name == "postgresql" else None
+    try:
+        run = backfilld("run", str(cfg), env=env)
+    finally:
+        if app is not None:
+            await app.close()
+    assert run.returncode == 0, run.stderr[-3000:]
+    failed = [e for e in events(run) if e["event"] == "probe_failed"]
+    grant = {"postgresql": "pg_read_all_stats", "mysql": "PROCESS privilege"}[db.engine_name]
+    assert failed and all(grant in e["error"] for e in failed), failed
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL") == [(0,)]
