@@ -12,7 +12,7 @@
 
 # The base, by name or (for a reproducible build) by digest: python:3.11-slim@sha256:<digest> as `skopeo inspect
 # --format '{{.Digest}}' docker://docker.io/library/python:3.11-slim` gives it on the day. Any image with CPython
-# 3.11 as python3 and groupadd/useradd works: tests/acceptance/test_image.py builds from one made of Debian
+# 3.11 as python3 and groupadd/useradd works: scripts/build_image.py builds from one made of Debian
 # packages (mmdebstrap, as no other registry is reachable there) with
 #   podman build --build-arg BASE_IMAGE=localhost/backfilld-base:bookworm .
 ARG BASE_IMAGE=python:3.11-slim
