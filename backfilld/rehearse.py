@@ -629,25 +629,32 @@ class JobRehearsal:
         await self.fit(tr, expr, column, iso.ok)
         return tr
 
+    async def first_probe(self, tr: TargetReport, candidates: Iterable[str],
+                          attempt: Callable[[str], Awaitable[object]]) -> str | None:
+        """The first of the engine's fit probes the server accepts (attempt runs it once); None, with the reason in
+        tr.fit_unchecked_why, when it accepts none."""
+        refused = "the engine has no check for this type"
+        for candidate in candidates:
+            try:
+                await attempt(candidate)
+            except RetryableError:
+                raise
+            except EngineError as exc:
+                refused = str(exc)
+                continue
+            return candidate
+        tr.fit_unchecked_why = f"not checked: {refused}"
+        return None
+
     async def fit(self, tr: TargetReport, expr: str, column: Any, ranges: list[tuple[Any, Any, list[Any]]]) -> None:
         """Each value computed without error, checked against the target column by the engine's fit probe."""
         p, d, nk = self.p, self.engine.dialect, len(self.p.key)
         if self.reh.fit_unchecked:
             tr.fit_unchecked_why = self.reh.fit_unchecked
             return
-        probe, refused = None, "the engine has no check for this type"
-        for candidate in self.reh.fit_probes("bf_v", column):
-            try:
-                await self.engine.fetch(build_probe(d, p.spec, expr, candidate, lo=False, hi=False, empty=True))
-            except RetryableError:
-                raise
-            except EngineError as exc:
-                refused = str(exc)
-                continue
-            probe = candidate
-            break
+        probe = await self.first_probe(tr, self.reh.fit_probes("bf_v", column), lambda candidate: self.engine.fetch(
+            build_probe(d, p.spec, expr, candidate, lo=False, hi=False, empty=True)))
         if probe is None:
-            tr.fit_unchecked_why = f"not checked: {refused}"
             return
         stmts = {(lo, hi): build_probe(d, p.spec, expr, probe, lo=lo, hi=hi) for lo in (False, True)
                  for hi in (False, True)}
@@ -700,20 +707,11 @@ class JobRehearsal:
         if not values:
             return
         d = self.engine.dialect
-        probe, refused = None, "the engine has no check for this type"
-        for candidate in self.reh.fit_probes(self.reh.value_expr(column), column):
-            try:   # one NULL: whether the server takes the probe for the column's type at all
-                await self.engine.fetch(build_value_probe(d, candidate, 1), {"i0": self.reh.value_param(0),
-                                                                             "v0": None})
-            except RetryableError:
-                raise
-            except EngineError as exc:
-                refused = str(exc)
-                continue
-            probe = candidate
-            break
+        # one NULL: whether the server takes the probe for the column's type at all
+        probe = await self.first_probe(tr, self.reh.fit_probes(self.reh.value_expr(column), column),
+                                       lambda candidate: self.engine.fetch(build_value_probe(d, candidate, 1), {
+                                           "i0": self.reh.value_param(0), "v0": None}))
         if probe is None:
-            tr.fit_unchecked_why = f"not checked: {refused}"
             return
 
         async def run(lo: Any, hi: Any) -> list[tuple[Any, ...]]:
