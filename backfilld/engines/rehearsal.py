@@ -11,6 +11,7 @@ Nothing here writes to a job's table: the one write of a rehearsal, the timed ba
 
 from __future__ import annotations
 
+import decimal
 import importlib
 import re
 from collections.abc import Sequence
@@ -240,3 +241,15 @@ def build_scratch_values(d: Dialect, table_ref: str, expr: str, *, lo: bool, hi:
 def plain_type(column_type: str) -> str:
     """A type name without its length, precision or scale (character varying(10) -> character varying)."""
     return re.sub(r"\s*\(\s*\d+\s*(,\s*\d+\s*)?\)", "", column_type).strip()
+
+
+def as_number(value: Any) -> decimal.Decimal:
+    """A sample's value as the exact number a numeric column would be given (ValueError when it is none)."""
+    if isinstance(value, bool):
+        return decimal.Decimal(int(value))
+    if isinstance(value, float):
+        return decimal.Decimal(repr(value))
+    try:
+        return decimal.Decimal(str(value).strip())
+    except decimal.InvalidOperation:
+        raise ValueError(f"{value!r} is not a number") from None

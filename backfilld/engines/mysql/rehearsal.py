@@ -14,7 +14,6 @@ TIMESTAMP range are not checked. Delegates the statements around it to engines/r
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import json
 import re
 import warnings as py_warnings
@@ -22,7 +21,7 @@ from typing import Any
 
 from backfilld.engines.catalog import Column
 from backfilld.engines.mysql.engine import base_type, single_precision
-from backfilld.engines.rehearsal import Family, Rehearsal, RowFailed
+from backfilld.engines.rehearsal import Family, Rehearsal, RowFailed, as_number
 from backfilld.engines.sqldialect import Dialect, Stmt
 from backfilld.errors import EngineError, RetryableError
 
@@ -90,12 +89,12 @@ class MySQLRehearsal(Rehearsal):
             return None
         k = family.kind
         if k == "int":
-            n = _number(value)
+            n = as_number(value)
             if n != n.to_integral_value():
                 raise ValueError(f"{value!r} is not an integer")
             return int(n)
         if k == "decimal":
-            n = _number(value)
+            n = as_number(value)
             if not n.is_finite():
                 raise ValueError(f"{value!r} has no MySQL DECIMAL")
             return n
@@ -211,17 +210,6 @@ class MySQLRehearsal(Rehearsal):
         return (f"sql_mode {mode or '(empty)'}: "
                 + ("strict, so a value that does not fit fails its batch" if strict else
                    "not strict, so a value that does not fit is stored cut or converted, with a warning"))
-
-
-def _number(value: Any) -> decimal.Decimal:
-    if isinstance(value, bool):
-        return decimal.Decimal(int(value))
-    if isinstance(value, float):
-        return decimal.Decimal(repr(value))
-    try:
-        return decimal.Decimal(str(value).strip())
-    except decimal.InvalidOperation:
-        raise ValueError(f"{value!r} is not a number") from None
 
 
 def _datetime(value: Any, kind: str) -> Any:

@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from backfilld.engines.catalog import Column
-from backfilld.engines.rehearsal import Family, Rehearsal, plain_type
+from backfilld.engines.rehearsal import Family, Rehearsal, as_number, plain_type
 from backfilld.engines.sqldialect import Dialect
 from backfilld.keys import Unrepresentable
 
@@ -78,12 +78,12 @@ class PostgresRehearsal(Rehearsal):
                 return value
             return value.text
         if k == "int":
-            n = _number(value)
+            n = as_number(value)
             if n != n.to_integral_value():
                 raise ValueError(f"{value!r} is not an integer")
             return decimal.Decimal(int(n)) if family.unsigned else int(n)
         if k == "decimal":
-            n = _number(value)
+            n = as_number(value)
             if not n.is_finite() and family.precision:
                 raise ValueError(f"{value!r} does not fit numeric({family.precision},{family.scale})")
             return n
@@ -152,17 +152,6 @@ class PostgresRehearsal(Rehearsal):
 
     def temp_drop(self, d: Dialect, name: str) -> str:
         return f"DROP TABLE IF EXISTS pg_temp.{d.quote(name)}"
-
-
-def _number(value: Any) -> decimal.Decimal:
-    if isinstance(value, bool):
-        return decimal.Decimal(int(value))
-    if isinstance(value, float):
-        return decimal.Decimal(repr(value))
-    try:
-        return decimal.Decimal(str(value).strip())
-    except decimal.InvalidOperation:
-        raise ValueError(f"{value!r} is not a number") from None
 
 
 def _boolean(value: Any) -> bool:
