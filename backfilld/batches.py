@@ -130,6 +130,8 @@ class FillBatch:
         apply = w.apply_range_once if once else w.apply_range
         self.txns.begun += 1
         async with w.transaction():
+            if plan.lookup_insert is not None:   # a lookup job: its missing lookup rows first
+                await w.create_lookups(plan, f.lo, f.hi)
             rows = await apply(plan, f.lo, f.hi, f.scanned)
             if rows is None:
                 raise NullWritten

@@ -142,6 +142,10 @@ def check_slots(engine: Engine, job: JobConfig) -> None:
             problems.append(ConfigError(f"job {job.name!r}: {where} {slot.problem}"))
         elif slot.unparsed:
             log.warning("sql_slot_not_parsed", job=job.name, key=key, engine=engine.name, parser=slot.unparsed)
+    if job.lookup is not None:
+        from backfilld import lookup
+
+        problems += lookup.check_slots(engine, job)
     if problems:
         raise combined(problems)
 
@@ -164,10 +168,17 @@ async def prepare(engine: Engine, job: JobConfig) -> Prepared:
     await check_key_round_trip(engine, job, info, key)
     if job.transform:
         return await prepare_transform(engine, job, info, key, fingerprint)
-    exprs = job.expressions(engine.name)
-    spec = TableSpec(job.table, key, exprs, job.where, job.overwrite, info.columns)
+    lookup_spec = None
+    if job.lookup is not None:
+        from backfilld import lookup
+
+        exprs, lookup_spec = await lookup.prepare(engine, job, info)
+    else:
+        exprs = job.expressions(engine.name)
+    spec = TableSpec(job.table, key, exprs, job.where, job.overwrite, info.columns, lookup=lookup_spec)
     once = None
-    if len(exprs) == 1 and not job.overwrite:
+    # a lookup job's expression is NULL until its batch created the lookup row: computed under its guard only
+    if len(exprs) == 1 and not job.overwrite and lookup_spec is None:
         once = await engine.once_expression(job.table, key, next(iter(exprs.values())))
     lock = engine.lock_clause(info, list(exprs)) if engine.skip_locked and await engine.lock_support() is None \
         else None
@@ -268,6 +279,9 @@ async def concurrency_limit(engine: Engine, p: Prepared) -> tuple[int, str | Non
     more may, the engine's session is made fit to write beside others (Engine.enable_concurrent_writes)."""
     if p.transform is not None:
         return 1, "a Python transform job writes one batch at a time"
+    if p.spec.lookup is not None:
+        # two batches creating the same new lookup value at once would wait for each other's uncommitted row
+        return 1, "a lookup job writes one batch at a time (its batches create lookup rows)"
     if not await engine.enable_concurrent_writes():
         return 1, (engine.capabilities.single_writer
                    or "the server logs statements (binlog_format = STATEMENT), which READ COMMITTED writes need")

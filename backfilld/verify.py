@@ -108,7 +108,7 @@ class Verifier:
             hi, scanned = found
             rows = await self.engine.fetch(*range_call(reads[0], reads[1], last, hi))
             if p.transform is None:
-                await self._check_sql(p, rows, result, fix_stmt)
+                await self._check_sql(p, rows, result, fix_stmt, (last, hi))
             else:
                 await self._check_transform(p, rows, result)
             result.rows_checked += scanned
@@ -127,16 +127,23 @@ class Verifier:
         result.at = now_iso()
         return result
 
-    async def _check_sql(self, p: Prepared, rows: list[tuple[Any, ...]], result: VerifyResult, fix_stmt: Any) -> None:
+    async def _check_sql(self, p: Prepared, rows: list[tuple[Any, ...]], result: VerifyResult, fix_stmt: Any,
+                         span: tuple[tuple[Any, ...] | None, tuple[Any, ...]]) -> None:
         nk = len(p.key)
         fixes = []
+        lookup = p.spec.lookup is not None
         for row in rows:
             key = row[:nk]
             pairs = [(row[nk + 2 * i], row[nk + 2 * i + 1]) for i in range(len(p.exprs))]
-            missing = any(t is None and e is not None for t, e in pairs)
+            # a lookup job's row read here with its target NULL is missing, its lookup row there or not yet
+            missing = any(t is None and (e is not None or lookup) for t, e in pairs)
             result.note("missing" if missing else "wrong", key)
             fixes.append({**{f"k{i}": v for i, v in enumerate(key)},
                           **{f"old{i}": t for i, (t, _) in enumerate(pairs)}})
+        if self.fix and fixes and lookup:
+            # the lookup rows the range's current sources need, first (committed: a fix then finds them)
+            async with self.engine.transaction():
+                await self.engine.create_lookups(p.plan, *span, every_row=True)
         if self.fix and fixes:
             # one row a statement, each its own transaction: a fix waiting for a row the application holds
             # (up to lock_timeout_s) holds no other row meanwhile, so it is never in a deadlock with it; a row

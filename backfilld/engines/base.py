@@ -325,6 +325,21 @@ class Engine(abc.ABC):
         added one)."""
         return None if await self.fetch(*range_call(plan.nulls_left_first, plan.nulls_left_after, lo, hi)) else rows
 
+    async def create_lookups(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any], *,
+                             every_row: bool = False) -> int:
+        """A lookup job, inside the batch's transaction before its UPDATE: insert the lookup rows the range's
+        rows need (every_row: all its rows, for verify --fix) that do not exist yet, in the order of their match
+        values; one another session inserts meanwhile is left alone. Returns the rows inserted. Only missing
+        values are inserted, so no sequence or AUTO_INCREMENT value is spent on a row that exists already."""
+        assert plan.lookup_insert is not None
+        first, after = ((plan.missing_any_first, plan.missing_any_after) if every_row
+                        else (plan.missing_first, plan.missing_after))
+        rows = await self.fetch(*range_call(first, after, lo, hi))
+        created = 0
+        for stmt, values in plan.lookup_insert.statements(self.dialect, rows):
+            created += await self.execute(stmt, values)
+        return created
+
     async def read_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any]
                          ) -> list[tuple[Any, ...]]:
         return await self.fetch(*range_call(plan.read_first, plan.read_after, lo, hi))

@@ -17,6 +17,9 @@ class Column:
     collation: str | None = None    # MySQL text columns: the column's collation (charset is its prefix)
     generated: bool = False         # computed by the database (GENERATED ALWAYS AS, identity ALWAYS): never set
     on_update: bool = False         # the server sets it in any UPDATE of the row (MySQL ON UPDATE ...)
+    # the server gives it a value on INSERT: identity or serial (a nextval default), AUTO_INCREMENT, SQLite's
+    # rowid (INTEGER PRIMARY KEY): what a lookup table's id must be
+    auto_id: bool = False
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,11 @@ class Dialect:
         schema = table.rpartition(".")[0]
         return f"{self.quote(schema)}.{self.quote(name)}" if schema else self.quote(name)
 
+    def on_conflict_nothing(self, id_col: str, unique: Sequence[str]) -> str:
+        """What follows an INSERT of lookup rows so that a row another session inserted meanwhile (a conflict on
+        the unique index of `unique`) is left as it is, without an error; any other error still raises."""
+        return f"ON CONFLICT ({', '.join(self.quote(c) for c in unique)}) DO NOTHING"
+
     def triggers(self) -> Triggers:
         """The engine's sync-trigger SQL and DDL (engines/<engine>/triggers.py, imported when first asked for)."""
         raise NotImplementedError(f"{self.name} has no sync triggers")

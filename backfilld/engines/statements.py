@@ -51,6 +51,13 @@ class BatchPlan:
     # MySQL, a one-column integer key: the locking read's keys in one row, as text (Engine.locked_keys)
     lock_list_first: Stmt | None = None
     lock_list_after: Stmt | None = None
+    # lookup jobs: the range's match values without a lookup row (rows still to fill; every row of the range,
+    # for verify --fix), and the INSERT that creates them (Engine.create_lookups)
+    missing_first: Stmt | None = None
+    missing_after: Stmt | None = None
+    missing_any_first: Stmt | None = None
+    missing_any_after: Stmt | None = None
+    lookup_insert: LookupInsert | None = None
 
 
 # Keys per statement of a keyed UPDATE: a long IN list costs MySQL's range optimizer memory (past
@@ -109,6 +116,56 @@ Columns = Mapping[str, Column]
 
 
 @dataclass(frozen=True)
+class LookupSpec:
+    """A lookup job's lookup table: target = the id of the lookup row whose match columns equal the row's match
+    expressions (each already qualified by the job's table: they sit in a subquery over the lookup table)."""
+
+    table: str
+    id: str
+    match: Mapping[str, str]              # lookup column -> SQL over the job's row
+    values: Mapping[str, str] = field(default_factory=dict)   # lookup column -> SQL, set when a row is created
+    # the lookup table's columns (TableInfo.columns), to read match values as they bind back
+    columns: Columns = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LookupInsert:
+    """INSERT of lookup rows (match and values columns) that does nothing for one another session inserted
+    meanwhile: `INSERT INTO lookup (cols) VALUES (...), ... <the dialect's on-conflict-nothing>`."""
+
+    table: str
+    columns: tuple[str, ...]   # the match columns, then the values columns
+    id: str
+    matched: int               # how many of columns are match columns (the unique index a conflict is on)
+
+    def stmt(self, d: Dialect, n: int) -> Stmt:
+        p = _Params(d)
+        rows = ", ".join("(" + ", ".join(p(f"v{i}_{j}") for j in range(len(self.columns))) + ")" for i in range(n))
+        cols = ", ".join(d.quote(c) for c in self.columns)
+        sql = (f"INSERT INTO {d.table(self.table)} ({cols}) VALUES {rows} "
+               f"{d.on_conflict_nothing(self.id, self.columns[:self.matched])}")
+        return Stmt(d.finish(sql), tuple(p.names))
+
+    def statements(self, d: Dialect, rows: Sequence[Sequence[Any]]) -> Iterator[tuple[Stmt, dict[str, Any]]]:
+        for part in chunks(rows):
+            yield self.stmt(d, len(part)), {f"v{i}_{j}": v for i, row in enumerate(part) for j, v in enumerate(row)}
+
+
+LOOKUP_ALIAS = "bf_l"
+
+
+def lookup_expr(d: Dialect, lk: LookupSpec) -> str:
+    """The id of the lookup row matching the row: what a lookup job's target is set to (NULL: none yet)."""
+    conds = " AND ".join(f"{LOOKUP_ALIAS}.{d.quote(c)} = ({e})" for c, e in lk.match.items())
+    return f"SELECT {LOOKUP_ALIAS}.{d.quote(lk.id)} FROM {d.table(lk.table)} {LOOKUP_ALIAS} WHERE {conds}"
+
+
+def wanted(d: Dialect, lk: LookupSpec) -> str:
+    """The row has a lookup row to point at: every match value is known (a NULL one matches no row)."""
+    return "(" + " AND ".join(f"({e}) IS NOT NULL" for e in lk.match.values()) + ")"
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """What a job's statements are built from, as checked against the catalog: built once per job (preflight),
     then given to every builder with only what varies per statement (the first range or one after a key, a lock).
@@ -124,6 +181,7 @@ class TableSpec:
     columns: Columns = field(default_factory=dict)   # the table's columns (TableInfo.columns); {}: none known
     sources: tuple[str, ...] = ()         # transform jobs: the columns the transform reads
     targets: tuple[str, ...] = ()         # the columns written: exprs' own, unless given (transform jobs)
+    lookup: LookupSpec | None = None      # lookup jobs: exprs holds the target's lookup_expr
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", tuple(self.key))
@@ -196,13 +254,24 @@ def range_conds(d: Dialect, spec: TableSpec, p: _Params, after: bool) -> list[st
 
 
 def needs_fill(d: Dialect, spec: TableSpec) -> str:
-    """A row's targets are not yet what the job would write."""
+    """A row's targets are not yet what the job would write. A lookup job's row needs its target while it is
+    NULL and the row has match values, whether or not its lookup row exists yet (the batch creates it)."""
+    if spec.lookup is not None:
+        return f"({d.quote(spec.targets[0])} IS NULL AND {wanted(d, spec.lookup)})"
     conds = []
     for target, expr in spec.exprs.items():
         t = d.quote(target)
         conds.append(d.stale(t, f"({expr})", spec.columns.get(target)) if spec.overwrite
                      else f"({t} IS NULL AND ({expr}) IS NOT NULL)")
     return "(" + " OR ".join(conds) + ")"
+
+
+def write_guard(d: Dialect, spec: TableSpec) -> str:
+    """Which rows a batch's UPDATE writes: those needing a value, and for a lookup job only where the lookup row
+    exists at the moment of the write (one the batch could not create, a source changed meanwhile, stays pending)."""
+    if spec.lookup is not None:
+        return f"({needs_fill(d, spec)} AND EXISTS ({lookup_expr(d, spec.lookup)}))"
+    return needs_fill(d, spec)
 
 
 def any_null(d: Dialect, spec: TableSpec) -> str:
@@ -229,7 +298,7 @@ def build_update(d: Dialect, spec: TableSpec, after: bool, lock: str | None = No
     (a SKIP LOCKED clause, on an engine whose lock_inline), only the rows it could lock without waiting."""
     p = _Params(d)
     conds = range_conds(d, spec, p, after)
-    conds.append(needs_fill(d, spec))
+    conds.append(write_guard(d, spec))
     if lock:
         conds.append(locked_rows(d, spec, [*range_conds(d, spec, p, after), lock_cond(d, spec)], lock))
     sql = f"{update_head(d, spec)} WHERE {' AND '.join(conds)}"
@@ -335,6 +404,7 @@ def build_plan(d: Dialect, spec: TableSpec, once_expr: str | None = None, lock: 
     return BatchPlan(
         **_once_statements(d, spec, once_expr, lock),
         **_locking_statements(d, spec, lock),
+        **_lookup_statements(d, spec),
         **lookups(d, spec),
         update_first=build_update(d, spec, after=False, lock=inline),
         update_after=build_update(d, spec, after=True, lock=inline),
@@ -369,8 +439,36 @@ def _locking_statements(d: Dialect, spec: TableSpec, lock: str | None) -> dict[s
     if not d.lock_inline:
         stmts.update(lock_first=build_lock(d, spec, after=False, clause=lock),
                      lock_after=build_lock(d, spec, after=True, clause=lock),
-                     keyed_update=KeyedUpdate(update_head(d, spec), needs_fill(d, spec), spec.key))
+                     keyed_update=KeyedUpdate(update_head(d, spec), write_guard(d, spec), spec.key))
     return stmts
+
+
+def build_missing(d: Dialect, spec: TableSpec, after: bool, *, every_row: bool = False) -> Stmt:
+    """A lookup job: the distinct match values (and values, from one of their rows) of the range's rows that have
+    no lookup row yet, in the order of the match values: a batch's rows still to fill, or (every_row, verify
+    --fix) every row of the range. A plain read: it locks nothing, on any engine."""
+    lk = spec.lookup
+    assert lk is not None
+    p = _Params(d)
+    conds = range_conds(d, spec, p, after)
+    conds.append(needs_fill(d, spec) if not every_row else wanted(d, lk))
+    conds.append(f"NOT EXISTS ({lookup_expr(d, lk)})")
+    match = [f"({e})" for e in lk.match.values()]
+    sel = [*match, *(f"MIN({e})" for e in lk.values.values())]
+    order = ", ".join(str(i + 1) for i in range(len(match)))
+    sql = (f"SELECT {', '.join(sel)} FROM {d.table(spec.table)} WHERE {' AND '.join(conds)} "
+           f"GROUP BY {', '.join(match)} ORDER BY {order}")
+    return Stmt(d.finish(sql), tuple(p.names))
+
+
+def _lookup_statements(d: Dialect, spec: TableSpec) -> dict[str, Any]:
+    lk = spec.lookup
+    if lk is None:
+        return {}
+    return {"missing_first": build_missing(d, spec, after=False), "missing_after": build_missing(d, spec, after=True),
+            "missing_any_first": build_missing(d, spec, after=False, every_row=True),
+            "missing_any_after": build_missing(d, spec, after=True, every_row=True),
+            "lookup_insert": LookupInsert(lk.table, (*lk.match, *lk.values), lk.id, len(lk.match))}
 
 
 def build_read(d: Dialect, spec: TableSpec, after: bool, cond: str | None = None) -> Stmt:
@@ -393,7 +491,10 @@ def build_verify_read(d: Dialect, spec: TableSpec, after: bool) -> Stmt:
     p = _Params(d)
     conds = range_conds(d, spec, p, after)
     columns = spec.columns
-    problems = [f"({d.quote(t)} IS NULL AND ({e}) IS NOT NULL) OR ({d.quote(t)} IS NOT NULL AND "
+    # a lookup job's target is missing while the row has match values, whether or not its lookup row exists
+    known = {t: wanted(d, spec.lookup) if spec.lookup is not None else f"({e}) IS NOT NULL"
+             for t, e in spec.exprs.items()}
+    problems = [f"({d.quote(t)} IS NULL AND {known[t]}) OR ({d.quote(t)} IS NOT NULL AND "
                 f"{d.stale(d.quote(t), f'({e})', columns.get(t))})" for t, e in spec.exprs.items()]
     conds.append("(" + " OR ".join(problems) + ")")
     sel = ", ".join([*key_values(d, spec),

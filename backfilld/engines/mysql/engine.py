@@ -144,6 +144,12 @@ class MySQLDialect(Dialect):
     lexicon = Lexicon(string_quotes="'\"", backslash_escapes=True, ident_quotes=("``",), hash_comments=True,
                       dash_comment_space=True, parser="mysql")
 
+    def on_conflict_nothing(self, id_col: str, unique: Sequence[str]) -> str:
+        # not INSERT IGNORE, which turns every error into a warning; a no-op update on a duplicate key (of any
+        # unique index: MySQL cannot name one) keeps the existing row as it is
+        q = self.quote(id_col)
+        return f"ON DUPLICATE KEY UPDATE {q} = {q}"
+
     def triggers(self) -> Triggers:
         from backfilld.engines.mysql.triggers import MySQLTriggers  # only when triggers are used
 
@@ -759,7 +765,7 @@ def column(name: str, typ: str, nullable: str, collation: str | None, extra: str
     extra = (extra or "").lower()
     return Column(name, typ, nullable == "YES", collation,
                   generated=re.search(r"\b(virtual|stored|persistent) generated\b", extra) is not None,
-                  on_update="on update" in extra)
+                  on_update="on update" in extra, auto_id="auto_increment" in extra)
 
 
 def key_wraps(key: Sequence[str], columns: Mapping[str, Column]) -> tuple[str, ...]:

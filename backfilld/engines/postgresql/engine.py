@@ -523,7 +523,7 @@ class PostgresEngine(Engine):
         idx = await self.fetch(Stmt(UNIQUE_INDEXES, ("oid",)), {"oid": oid})
         pk = next((tuple(r[1]) for r in idx if r[0]), ())
         triggers = await self.fetch(Stmt(UPDATE_TRIGGERS, ("oid",)), {"oid": oid})
-        return TableInfo(table, {c[0]: Column(c[0], c[1], c[2], generated=c[3]) for c in cols}, pk,
+        return TableInfo(table, {c[0]: Column(c[0], c[1], c[2], generated=c[3], auto_id=c[4]) for c in cols}, pk,
                          tuple(tuple(r[1]) for r in idx), tuple(r[0] for r in triggers))
 
     async def estimate_rows(self, table: str) -> int:

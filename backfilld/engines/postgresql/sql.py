@@ -21,10 +21,13 @@ UNLOCK_ALL = "SELECT pg_advisory_unlock_all()"
 # --- the catalog
 # the table's oid from its quoted name; NULL when there is no such table
 TABLE_OID = "SELECT to_regclass($1)::oid"
-# the table's columns in order: name, type (format_type), nullable, generated (STORED, or identity ALWAYS)
+# the table's columns in order: name, type (format_type), nullable, generated (STORED, or identity ALWAYS),
+# given a value on INSERT (identity, or a nextval() default: serial)
 TABLE_COLUMNS = (
     "SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull, "
-    "a.attgenerated <> '' OR a.attidentity = 'a' FROM pg_attribute a "
+    "a.attgenerated <> '' OR a.attidentity = 'a', "
+    "a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', false) "
+    "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
     "WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum")
 # the table's unique indexes on plain columns (no expression, not partial): primary or not, and their columns
 UNIQUE_INDEXES = (

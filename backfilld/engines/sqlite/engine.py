@@ -411,8 +411,8 @@ class SQLiteEngine(Engine):
             raise SchemaError(f"table {table!r} does not exist in {self.url.database!r}")
         pk = tuple(c[1] for c in sorted((c for c in cols if c[5]), key=lambda c: c[5]))
         rowid_alias = len(pk) == 1 and next(c for c in cols if c[1] == pk[0])[2].upper() == "INTEGER"
-        columns = {c[1]: Column(c[1], c[2], not c[3] and not (rowid_alias and c[1] == pk[0]), generated=c[6] in (2, 3))
-                   for c in cols}
+        columns = {c[1]: Column(c[1], c[2], not c[3] and not (rowid_alias and c[1] == pk[0]), generated=c[6] in (2, 3),
+                                auto_id=rowid_alias and c[1] == pk[0]) for c in cols}
         uniques = [pk] if pk else []
         for idx in await self.fetch(INDEXES.format(schema=schema, name=name)):
             if idx[2] and not (len(idx) > 4 and idx[4]):  # unique and not partial
