@@ -140,6 +140,11 @@ class Dialect:
         the unique index of `unique`) is left as it is, without an error; any other error still raises."""
         return f"ON CONFLICT ({', '.join(self.quote(c) for c in unique)}) DO NOTHING"
 
+    def database_ddl(self, name: str) -> tuple[str, str]:
+        """CREATE and DROP (IF EXISTS, whoever is connected) of a whole database: backfilld.testing's scratch
+        databases, on a server engine."""
+        raise NotImplementedError(f"{self.name} has no databases to create")
+
     def triggers(self) -> Triggers:
         """The engine's sync-trigger SQL and DDL (engines/<engine>/triggers.py, imported when first asked for)."""
         raise NotImplementedError(f"{self.name} has no sync triggers")

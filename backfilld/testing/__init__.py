@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backfilld.config import DatabaseURL, parse_url
+from backfilld.engines import capabilities
 from backfilld.engines.sqltext import tokenize
 
 T = TypeVar("T")
@@ -534,7 +535,7 @@ def _labels(funcs: list[tuple[str, AppFunction]]) -> list[str]:
 
 
 def _url_text(url: DatabaseURL) -> str:
-    if url.engine == "sqlite":
+    if capabilities(url.engine).file_database:
         return f"sqlite:///{url.database}"
     return str(url.with_password(None))
 
@@ -578,9 +579,9 @@ def server_database(engine: str, environ: Mapping[str, str] | None = None) -> Sc
     Unavailable when the URL is missing or the server does not answer, with the reason."""
     admin = server_url(engine, environ)
     name = f"backfilld_test_{uuid.uuid4().hex[:12]}"
-    quoted = f'"{name}"' if engine == "postgresql" else f"`{name}`"
-    create = f"CREATE DATABASE {quoted}" + (" CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if engine == "mysql" else "")
-    drop = f"DROP DATABASE IF EXISTS {quoted}" + (" WITH (FORCE)" if engine == "postgresql" else "")
+    from backfilld import engines
+
+    create, drop = engines.dialect(engine).database_ddl(name)
 
     async def on_admin(statement: str) -> None:
         s = _Session(admin, lock_timeout_s=APP_LOCK_TIMEOUT_S)
@@ -618,7 +619,7 @@ def server_database(engine: str, environ: Mapping[str, str] | None = None) -> Sc
 def scratch_database(engine: str, folder: str | os.PathLike[str], environ: Mapping[str, str] | None = None
                      ) -> ScratchDatabase:
     """A new scratch database of this engine (SQLite in folder), open; close() drops it."""
-    if engine == "sqlite":
+    if engine in ENGINES and capabilities(engine).file_database:
         return sqlite_database(folder)
     if engine not in URL_ENV:
         raise ValueError(f"unknown engine {engine!r}; one of {', '.join(ENGINES)}")

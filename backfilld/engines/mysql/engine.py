@@ -144,6 +144,10 @@ class MySQLDialect(Dialect):
     lexicon = Lexicon(string_quotes="'\"", backslash_escapes=True, ident_quotes=("``",), hash_comments=True,
                       dash_comment_space=True, parser="mysql")
 
+    def database_ddl(self, name: str) -> tuple[str, str]:
+        q = self.quote(name)
+        return f"CREATE DATABASE {q} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin", f"DROP DATABASE IF EXISTS {q}"
+
     def on_conflict_nothing(self, id_col: str, unique: Sequence[str]) -> str:
         # not INSERT IGNORE, which turns every error into a warning; a no-op update on a duplicate key (of any
         # unique index: MySQL cannot name one) keeps the existing row as it is

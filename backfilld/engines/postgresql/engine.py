@@ -93,6 +93,10 @@ class PostgresDialect(Dialect):
     skip_locked_clause = "FOR NO KEY UPDATE SKIP LOCKED"
     lexicon = Lexicon(escape_strings=True, dollar_quotes=True, parser="postgres")
 
+    def database_ddl(self, name: str) -> tuple[str, str]:
+        q = self.quote(name)
+        return f"CREATE DATABASE {q}", f"DROP DATABASE IF EXISTS {q} WITH (FORCE)"   # FORCE: PostgreSQL 13+
+
     def triggers(self) -> Triggers:
         from backfilld.engines.postgresql.triggers import PostgresTriggers  # only when triggers are used
 
