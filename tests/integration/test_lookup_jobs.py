@@ -30,13 +30,14 @@ async def linktarget(db: TestDb, *, unique: bool = True) -> str:
     return lt
 
 
-async def pagelinks(db: TestDb, n: int, seed: int = 1) -> tuple[str, dict[int, tuple[int, str]]]:
+async def pagelinks(db: TestDb, n: int, seed: int = 1, step: int = 1) -> tuple[str, dict[int, tuple[int, str]]]:
+    """n links with ids step, 2 step, ... (step 2: even ids, gaps for a writer's inserts), target NULL."""
     title = "VARBINARY(255)" if db.engine_name == "mysql" else "TEXT"
     i = db.int_type()
     pl = await db.create("pagelinks", f"pl_id {i} NOT NULL PRIMARY KEY, pl_from {i} NOT NULL, "
                                       f"pl_namespace INTEGER NOT NULL, pl_title {title} NOT NULL, pl_target_id {i}")
     rnd = random.Random(seed)
-    rows = {k: (rnd.choice([0, 0, 0, 1, 4]), rnd.choice(TITLES)) for k in range(1, n + 1)}
+    rows = {k * step: (rnd.choice([0, 0, 0, 1, 4]), rnd.choice(TITLES)) for k in range(1, n + 1)}
     await db.bulk(pl, ("pl_id", "pl_from", "pl_namespace", "pl_title"),
                   [(k, k % 97, ns, title) for k, (ns, title) in rows.items()])
     return pl, rows
