@@ -145,6 +145,11 @@ def plan(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
             first = "if it gave up, the locking read" if "no_wait" in p["sql"] else "per batch, first the locking read"
             typer.echo(f"  {first} of the range's keys (rows the application holds are passed over):\n    "
                        + p["sql"]["lock"])
+        if "lookup_missing" in p["sql"]:
+            typer.echo("  per batch, first the match values of its rows that have no lookup row yet (a plain read):"
+                       "\n    " + p["sql"]["lookup_missing"])
+            typer.echo("  then the lookup rows created, in that order (shown for two):\n    "
+                       + p["sql"]["lookup_insert"])
         if "update_once" in p["sql"]:
             typer.echo("  per batch, update computing the expression once a row (one transaction with the "
                        "checkpoint):\n    " + p["sql"]["update_once"])

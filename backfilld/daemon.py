@@ -455,7 +455,8 @@ async def _plan_job(engine: Engine, config: Config, job: JobConfig) -> dict[str,
     warnings = []
     for label, stmt in (("lookup", p.plan.skip_after), *((("lock", p.plan.lock_after),) if p.plan.lock_after
                                                          else ()),
-                        ("update", p.plan.update_after or p.plan.read_after)):
+                        ("update", p.plan.update_after or p.plan.read_after),
+                        *((("lookup_missing", p.plan.missing_after),) if p.plan.missing_after else ())):
         try:
             lines = await engine.explain(stmt, values)
         except BackfilldError as exc:
@@ -512,7 +513,11 @@ async def _plan_job(engine: Engine, config: Config, job: JobConfig) -> dict[str,
                            else _sql(p.plan.update_after or p.plan.read_after)),
                 **({"update_once": p.plan.keyed_fill_once.stmt(engine.dialect, 2).sql
                     if p.plan.keyed_fill_once else p.plan.fill_once_after.sql}
-                   if p.plan.fill_once_after else {})},
+                   if p.plan.fill_once_after else {}),
+                # lookup jobs: the batch's missing match values, and the INSERT of their lookup rows
+                **({"lookup_missing": _sql(p.plan.missing_after),
+                    "lookup_insert": p.plan.lookup_insert.stmt(engine.dialect, 2).sql}
+                   if p.plan.lookup_insert is not None else {})},
         "explain": explains, "warnings": warnings,
     }
 

@@ -521,6 +521,12 @@ async def rehearse(config: Config, names: list[str] | None, opts: Options,
         raise ConfigError(f"--sample {opts.sample}: give 1 to {SAMPLE_MAX:,} rows")
     stop = stop or asyncio.Event()
     jobs = select_jobs(config, names)
+    lookups = [j.name for j in jobs if j.lookup is not None]
+    if lookups:
+        raise ConfigError(f"job {lookups[0]!r} is a lookup job, which rehearse does not rehearse yet (its target "
+                          "is an id the run creates); `plan` shows its statements, and a run against a copy "
+                          "of the database shows the rest" + ("; name the other jobs with --job" if len(jobs) > 1
+                                                               else ""))
 
     async def work() -> Report:
         report = Report()
