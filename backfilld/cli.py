@@ -29,6 +29,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 ConfigArg = Annotated[Path, typer.Argument(help="TOML config file (see config/example.toml); the jobs files its "
                                                 "jobs_files names are read with it.", show_default=False)]
 JobOpt = Annotated[list[str] | None, typer.Option("--job", "-j", help="Only this job (repeatable).")]
+ShardOpt = Annotated[str | None, typer.Option(
+    "--shard", help="Farm mode: take shard I of N (I/N, 0 <= I < N) of the farm's databases, a stable share by "
+                    "name, so that N processes cover each exactly once; default: JOB_COMPLETION_INDEX (a Kubernetes "
+                    "Indexed Job) with BACKFILLD_SHARDS, else every database.", show_default=False)]
+DatabaseOpt = Annotated[str | None, typer.Option(
+    "--database", help="Farm mode: only this database of the farm (as `status` names it); default: all.",
+    show_default=False)]
 JobsOpt = Annotated[list[Path] | None, typer.Option(
     "--jobs", help="A jobs file (jobs and a package header only, as a package or extension ships them): its jobs "
                    "run besides the config's own and its jobs_files' (repeatable; relative to the working "
@@ -81,7 +88,8 @@ def _main(version: Annotated[bool, typer.Option("--version", help="Print the ver
 def run(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
         restart: Annotated[bool, typer.Option(help="Start the jobs over, discarding their checkpoints.")] = False,
         follow: Annotated[bool, typer.Option(help="After completing, keep sweeping for rows old code left "
-                                                  "unfilled, until stopped.")] = False) -> None:
+                                                  "unfilled, until stopped.")] = False,
+        shard: ShardOpt = None) -> None:
     """Run every job (or those named) to completion, one after another. SIGTERM/SIGINT stop after the batches in
     flight.
 
@@ -94,14 +102,35 @@ def run(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
     from backfilld import daemon
 
     cfg = _load(config, jobs)
+    opts = daemon.RunOptions(jobs=job, restart=restart, follow=follow, config_path=str(config))
+    if cfg.farm is not None:
+        _run_async(_farm_run(cfg, opts, shard))
+        return
+    if shard is not None:
+        _fail(ConfigError("--shard splits a farm's databases: the config has no [farm] section"), 2)
 
     async def main() -> None:
         stop = asyncio.Event()
         with daemon.SignalStop(stop):
-            await daemon.run(cfg, daemon.RunOptions(jobs=job, restart=restart, follow=follow,
-                                                    config_path=str(config)), stop=stop)
+            await daemon.run(cfg, opts, stop=stop)
 
     _run_async(main())
+
+
+async def _farm_run(cfg: Any, opts: Any, shard: str | None) -> None:
+    import asyncio
+
+    from backfilld import daemon, farm
+    from backfilld.errors import JobFailed
+
+    opts.config_path = None   # SIGHUP re-reads one database's [throttle]; a farm's hosts keep theirs
+    stop = asyncio.Event()
+    with daemon.SignalStop(stop):
+        summary = await farm.run(cfg, shard=farm.parse_shard(shard), stop=stop, run_one=farm.daemon_run(opts))
+    if summary.failed:
+        names = ", ".join(o.member for o in summary.failed[:10]) + (" ..." if len(summary.failed) > 10 else "")
+        raise JobFailed(f"{len(summary.failed)} of {len(summary.outcomes)} databases failed: {names} (each one's "
+                        "error: farm_database_failed in the log, and its state row)")
 
 
 @app.command()
@@ -176,13 +205,31 @@ def plan(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
 
 @app.command()
 def status(config: ConfigArg, jobs: JobsOpt = None,
-           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Show each job's checkpoint and status from the state table, in the order `run` runs them."""
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+           shard: ShardOpt = None) -> None:
+    """Show each job's checkpoint and status from the state table, in the order `run` runs them. Farm mode: each
+    database's, and the farm's databases done, running, failed and pending."""
     import json
 
     from backfilld import daemon
 
     cfg = _load(config, jobs)
+    if cfg.farm is not None:
+        from backfilld import farm
+
+        report = _run_async(farm.status(cfg, farm.parse_shard(shard)))
+        if as_json:
+            typer.echo(json.dumps(report, indent=2, default=str))
+            return
+        for d in report["databases"]:
+            jobs_text = "  ".join(f"{j['job']}={j['status']}" for j in d["jobs"])
+            typer.echo(f"{d['database']}: {d['state']}  rows_done={d.get('rows_done', 0)}  {jobs_text}"
+                       + (f"  error={d['error']}" if d.get("error") else ""))
+        c = report["counts"]
+        typer.echo(f"farm: {len(report['databases'])} databases: {c['done']} done, {c['running']} running, "
+                   f"{c['failed']} failed, {c['pending']} pending, {c['unreadable']} unreadable; "
+                   f"rows_done={report['rows_done']}")
+        return
     rows = _run_async(daemon.status(cfg))
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
@@ -291,22 +338,18 @@ def wait(config: ConfigArg, job: JobArg, jobs: JobsOpt = None,
 
 
 @app.command()
-def pause(config: ConfigArg, job: JobArg, jobs: JobsOpt = None) -> None:
+def pause(config: ConfigArg, job: JobArg, jobs: JobsOpt = None, database: DatabaseOpt = None) -> None:
     """Ask running daemons to pause JOB before its next batch (kept in the state table, survives restarts)."""
-    from backfilld import control
-
     cfg = _load(config, jobs)
-    _run_async(control.request(cfg, job, paused=True))
+    _run_async(_request(cfg, job, database, paused=True))
     typer.echo(f"{job}: pause requested; a running daemon pauses before its next batch")
 
 
 @app.command()
-def resume(config: ConfigArg, job: JobArg, jobs: JobsOpt = None) -> None:
+def resume(config: ConfigArg, job: JobArg, jobs: JobsOpt = None, database: DatabaseOpt = None) -> None:
     """Lift an operator pause of JOB."""
-    from backfilld import control
-
     cfg = _load(config, jobs)
-    _run_async(control.request(cfg, job, paused=False))
+    _run_async(_request(cfg, job, database, paused=False))
     typer.echo(f"{job}: resume requested")
 
 
@@ -314,17 +357,32 @@ def resume(config: ConfigArg, job: JobArg, jobs: JobsOpt = None) -> None:
 def set_(config: ConfigArg, job: JobArg,
          settings: Annotated[list[str], typer.Argument(help=f"key=value: {', '.join(live_settings.LIVE)}.",
                                                        show_default=False)],
-         jobs: JobsOpt = None) -> None:
+         jobs: JobsOpt = None, database: DatabaseOpt = None) -> None:
     """Change JOB's tuning while it runs; kept in the state table until set again (survives restarts)."""
-    from backfilld import control
-
     cfg = _load(config, jobs)
     try:
         values = live_settings.parse(settings)
     except ValueError as exc:
         _fail(exc, 2)
-    _run_async(control.request(cfg, job, settings=values))
+    _run_async(_request(cfg, job, database, settings=values))
     typer.echo(f"{job}: " + ", ".join(f"{k}={v}" for k, v in values.items()) + " requested")
+
+
+async def _request(cfg: Any, job: str, database: str | None, **request: Any) -> None:
+    """An operator request to the job's state row: in the config's database, or in farm mode in the one named
+    (--database) or in every database of the farm."""
+    from backfilld import control
+
+    if cfg.farm is None:
+        if database is not None:
+            raise ConfigError("--database names a database of a farm: the config has no [farm] section")
+        await control.request(cfg, job, **request)
+        return
+    from backfilld import farm
+
+    targets = [farm.select(cfg, database)] if database is not None else farm.members(cfg)
+    for m in targets:
+        await control.request(m.config, job, **request)
 
 
 triggers_app = typer.Typer(help="Sync triggers that keep a job's targets right while old code writes.",

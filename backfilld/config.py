@@ -483,6 +483,64 @@ class ReplicaConfig(_Secret):
         return f"{u.host}:{u.port}" if u.port else str(u.host)
 
 
+_DB_NAME = re.compile(r"^[A-Za-z0-9_$][A-Za-z0-9_$-]{0,63}\Z")
+
+
+def _check_db_names(names: list[str]) -> list[str]:
+    for name in names:
+        if not _DB_NAME.match(name):
+            raise ValueError(f"{name!r} is not a database name (1-64 letters, digits, '_', '$', '-')")
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"names database {twice!r} twice")
+    return names
+
+
+class FarmHost(_Secret):
+    """One more server of a farm ([[farm.hosts]]): its databases, its replicas, its password source. url's
+    database part names the database its heartbeat and probes use; each farm database replaces it."""
+
+    name: str | None = None
+    databases: list[str] = Field(default_factory=list)
+    databases_file: str | None = None
+    replicas: list[ReplicaConfig] = Field(default_factory=list)
+
+    @field_validator("databases")
+    @classmethod
+    def _databases(cls, v: list[str]) -> list[str]:
+        return _check_db_names(v)
+
+    @property
+    def label(self) -> str:
+        """The host in logs, status and metrics: the configured name, else host:port (never credentials)."""
+        if self.name:
+            return self.name
+        u = parse_url(self.url)
+        return f"{u.host}:{u.port}" if u.port else str(u.host)
+
+
+class FarmConfig(_Model):
+    """Farm mode: the same jobs in many databases (README: Farm mode)."""
+
+    # names of databases on the [database] server (its replicas: [[replicas]])
+    databases: list[str] = Field(default_factory=list)
+    # a file of such names, one per line, '#' comments; relative to the config file
+    databases_file: str | None = None
+    # SQLite files, each a database of the farm; relative to the config file
+    sqlite_glob: str | None = None
+    hosts: list[FarmHost] = Field(default_factory=list)
+    # databases being written at once on one primary, and across the farm
+    max_concurrent_per_host: Annotated[int, Field(ge=1, le=64)] = 2
+    max_concurrent: Annotated[int, Field(ge=1, le=256)] = 8
+    # continue: a failed database is recorded and the farm goes on; stop: the first failure stops them all
+    on_failure: Literal["continue", "stop"] = "continue"
+
+    @field_validator("databases")
+    @classmethod
+    def _databases(cls, v: list[str]) -> list[str]:
+        return _check_db_names(v)
+
+
 class ThrottleConfig(_Model):
     # Pause when any replica is further behind than this. Seconds; sub-second values work with the heartbeat
     # probe (GitHub runs gh-ost at 0.3-0.5 s).
@@ -594,6 +652,7 @@ class Config(_Model):
     replicas: list[ReplicaConfig] = Field(default_factory=list)
     metrics: MetricsConfig = MetricsConfig()
     jobs: list[JobConfig] = Field(default_factory=list)
+    farm: FarmConfig | None = None
     # globs of jobs_files (or --jobs) that matched no file, with who named them: warnings the CLI logs
     _unmatched: tuple[tuple[str, str], ...] = PrivateAttr(default=())
 

@@ -1,0 +1,347 @@
+"""Farm mode: the same jobs in many databases, one lag budget per replica set, failures isolated.
+
+Owns: the farm's databases (Member: each database, on which host, with its own config: its URL, the host's
+replicas), the shard a process takes (`--shard I/N`, or a Kubernetes Indexed Job's JOB_COMPLETION_INDEX), the
+concurrency caps (per host and across the farm), one throttle per host shared by that host's databases (HostGate:
+lag is probed once per replica set and every batch of the set waits on the same decision, counting the set's
+batches in flight), and the farm's summary. Each database runs exactly as a single-database run does
+(daemon.Daemon: its state row, lease, checkpoint, resume, sweeps), with the host's gate instead of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import hashlib
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from backfilld import logs
+from backfilld.config import Config, FarmHost, _check_db_names, parse_url
+from backfilld.engines import capabilities
+from backfilld.errors import BackfilldError, ConfigError
+
+log = logs.get_logger("backfilld.farm")
+
+SHARD_ENV = ("JOB_COMPLETION_INDEX", "BACKFILLD_SHARDS")   # a Kubernetes Indexed Job's index; the shard count
+
+
+@dataclass(frozen=True)
+class Member:
+    """One database of the farm: its name (unique across the farm: host/database, or the SQLite file), the host
+    whose primary and replicas it shares, and the config a single-database run of it would have."""
+
+    name: str
+    host: str
+    config: Config
+
+
+@dataclass
+class Outcome:
+    member: str
+    host: str
+    status: str                  # completed, failed, stopped
+    error: str | None = None
+    rows: int = 0
+    took_s: float = 0.0
+
+
+@dataclass
+class Summary:
+    outcomes: list[Outcome] = field(default_factory=list)
+    skipped_by_shard: int = 0
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for o in self.outcomes:
+            out[o.status] = out.get(o.status, 0) + 1
+        return out
+
+
+# ------------------------------------------------------------------------------------------ the members
+
+
+def _with_database(url: str, database: str) -> str:
+    """The server URL naming another database (its user, host, port and TLS parameters kept)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(database, safe=""), parts.query, parts.fragment))
+
+
+def read_dblist(path: Path) -> list[str]:
+    """A dblist: one database name per line; '#' starts a comment; blank lines are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"farm: cannot read the databases file {path} ({exc.strerror})") from None
+    names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    names = [n for n in names if n]
+    try:
+        return _check_db_names(names)
+    except ValueError as exc:
+        raise ConfigError(f"farm: databases file {path}: {exc}") from None
+
+
+def members(config: Config) -> list[Member]:
+    """Every database of the farm, in a stable order: the [database] server's, then each [[farm.hosts]]'s, then
+    the SQLite files (sorted). ConfigError when the config has no [farm] or it names no database."""
+    farm = config.farm
+    if farm is None:
+        raise ConfigError("the config has no [farm] section")
+    base = config.database._base_dir or Path(".")
+    out: list[Member] = []
+
+    def names(listed: list[str], file: str | None) -> list[str]:
+        found = list(listed)
+        if file:
+            found += read_dblist(base / file)
+        return list(dict.fromkeys(found))
+
+    def server(host_label: str, section_cfg: Config, dbs: Iterable[str]) -> None:
+        for db in dbs:
+            database = section_cfg.database.model_copy(update={"url": _with_database(section_cfg.database.url, db)})
+            database._base_dir = section_cfg.database._base_dir
+            out.append(Member(f"{host_label}/{db}", host_label, section_cfg.model_copy(update={"database": database})))
+
+    own = names(farm.databases, farm.databases_file)
+    if own:
+        if capabilities(config.engine).file_database:
+            raise ConfigError("farm.databases names databases on a server, but [database] is SQLite: use "
+                              "farm.sqlite_glob for SQLite files")
+        server(_label(config.database.url), config, own)
+    for i, host in enumerate(farm.hosts):
+        host_cfg = _host_config(config, host)
+        dbs = names(host.databases, host.databases_file)
+        if not dbs:
+            raise ConfigError(f"farm.hosts[{i}] ({host.label}) names no database: give databases = [...] or "
+                              "databases_file")
+        server(host.label, host_cfg, dbs)
+    if farm.sqlite_glob:
+        pattern = farm.sqlite_glob if os.path.isabs(farm.sqlite_glob) else str(base / farm.sqlite_glob)
+        for path in sorted(glob.glob(pattern, recursive=True)):
+            database = config.database.model_copy(update={"url": f"sqlite:///{os.path.abspath(path)}"})
+            cfg = config.model_copy(update={"database": database, "replicas": []})
+            out.append(Member(os.path.abspath(path), os.path.abspath(path), cfg))   # each file its own primary
+    if not out:
+        raise ConfigError("[farm] names no database: give databases, databases_file, sqlite_glob or [[farm.hosts]] "
+                          "(a sqlite_glob that matches no file counts as none)")
+    labels = [m.name for m in out]
+    if len(set(labels)) != len(labels):
+        twice = next(n for n in labels if labels.count(n) > 1)
+        raise ConfigError(f"farm: database {twice!r} is named twice")
+    return out
+
+
+def _label(url: str) -> str:
+    u = parse_url(url)
+    return f"{u.host}:{u.port}" if u.port else str(u.host)
+
+
+def _host_config(config: Config, host: FarmHost) -> Config:
+    """The site config with this host's primary and replicas in place of [database]'s."""
+    database = config.database.model_copy(update={"url": host.url, "password_env": host.password_env,
+                                                  "password_file": host.password_file})
+    database._base_dir = host._base_dir or config.database._base_dir
+    for r in host.replicas:
+        if parse_url(r.url).engine != parse_url(host.url).engine:
+            raise ConfigError(f"farm host {host.label}: replica {r.label!r} is {parse_url(r.url).engine} but "
+                              f"the host is {parse_url(host.url).engine}")
+    return config.model_copy(update={"database": database, "replicas": list(host.replicas)})
+
+
+# ------------------------------------------------------------------------------------------ shards
+
+
+def parse_shard(text: str | None, environ: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """`I/N` (0 <= I < N), else a Kubernetes Indexed Job's JOB_COMPLETION_INDEX with BACKFILLD_SHARDS; None: all."""
+    env = os.environ if environ is None else environ
+    if text is None:
+        index, count = env.get(SHARD_ENV[0]), env.get(SHARD_ENV[1])
+        if index is None or count is None:
+            return None
+        text = f"{index}/{count}"
+        where = f"{SHARD_ENV[0]}={index} with {SHARD_ENV[1]}={count}"
+    else:
+        where = f"--shard {text}"
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"{where}: give I/N, the shard I of N (0 <= I < N), e.g. 0/3") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"{where}: give I/N with 0 <= I < N, e.g. 0/3")
+    return i, n
+
+
+def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
+    """Whether the database belongs to the shard: a hash of its name, stable across processes and releases, so
+    that N processes with shards 0..N-1 cover every database exactly once."""
+    if shard is None:
+        return True
+    i, n = shard
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % n == i
+
+
+# ------------------------------------------------------------------------------------------ the shared gate
+
+
+class HostGate:
+    """One host's throttle, shared by its databases: the lag probes run once for the replica set, and each batch
+    of any of its databases waits on the same decision, counting every batch of the set in flight."""
+
+    def __init__(self, throttle: Any) -> None:
+        self.throttle = throttle
+        self.in_flight = 0   # batches of this host's databases written now (waited, not yet landed)
+
+    async def wait(self, job: str, stop: asyncio.Event, in_flight: int = 0) -> None:
+        await self.throttle.wait(job, stop, self.in_flight + in_flight)
+        self.in_flight += 1
+
+    def after_batch(self, job: str, rows: int, took_s: float) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        self.throttle.after_batch(job, rows, took_s)
+
+    def __getattr__(self, name: str) -> Any:   # busy(), current, retune_live, ...: the throttle's own
+        return getattr(self.throttle, name)
+
+
+# ------------------------------------------------------------------------------------------ the farm run
+
+
+RunOne = Callable[[Member, Any, asyncio.Event], Awaitable[list[Any]]]
+
+
+def daemon_run(opts: Any) -> RunOne:
+    """Each database as `backfilld run` runs one (daemon.run with opts), behind the host's gate; its own HTTP
+    endpoints off (the farm's are the process's)."""
+    from backfilld import daemon
+
+    async def run_one(m: Member, gate: Any, stop: asyncio.Event) -> list[Any]:
+        cfg = m.config.model_copy(update={"metrics": m.config.metrics.model_copy(update={"listen": ""})})
+        return await daemon.run(cfg, opts, stop=stop, gate=gate)
+
+    return run_one
+
+
+def throttle_of(config: Config) -> Any:
+    from backfilld.throttle import Throttle
+
+    return Throttle(config)
+
+
+async def run(config: Config, *, shard: tuple[int, int] | None, stop: asyncio.Event, run_one: RunOne,
+              make_throttle: Callable[[Config], Any] = throttle_of) -> Summary:
+    """Run every database of the shard: at most max_concurrent at once, max_concurrent_per_host on one host,
+    each host's databases behind one HostGate. A failed database is recorded (its error in its state row where
+    it got that far, and in the log) and the others go on, unless on_failure = "stop"."""
+    assert config.farm is not None
+    farm = config.farm
+    everyone = members(config)
+    mine = [m for m in everyone if in_shard(m.name, shard)]
+    summary = Summary(skipped_by_shard=len(everyone) - len(mine))
+    log.info("farm_started", databases=len(mine), of=len(everyone), shard=f"{shard[0]}/{shard[1]}" if shard else None,
+             hosts=sorted({m.host for m in mine}), max_concurrent=farm.max_concurrent,
+             max_concurrent_per_host=farm.max_concurrent_per_host)
+    overall = asyncio.Semaphore(farm.max_concurrent)
+    per_host: dict[str, asyncio.Semaphore] = {}
+    gates: dict[str, HostGate] = {}
+    gate_lock = asyncio.Lock()
+
+    async def gate_for(m: Member) -> HostGate:
+        async with gate_lock:
+            if m.host not in gates:
+                throttle = make_throttle(m.config)
+                await throttle.start()
+                gates[m.host] = HostGate(throttle)
+            return gates[m.host]
+
+    async def one(m: Member) -> None:
+        sem = per_host.setdefault(m.host, asyncio.Semaphore(farm.max_concurrent_per_host))
+        async with sem, overall:
+            if stop.is_set():
+                return
+            t0 = time.monotonic()
+            log.info("farm_database_started", database=m.name, host=m.host)
+            try:
+                gate = await gate_for(m)
+                states = await run_one(m, gate, stop)
+            except Exception as exc:  # noqa: BLE001 - one database's failure, whatever it is, is that database's
+                error = str(exc) if isinstance(exc, BackfilldError) else f"{type(exc).__name__}: {exc}"
+                summary.outcomes.append(Outcome(m.name, m.host, "failed", error, took_s=time.monotonic() - t0))
+                log.error("farm_database_failed", database=m.name, host=m.host, error=error)
+                if farm.on_failure == "stop":
+                    log.error("farm_stopping", detail="on_failure = \"stop\": the databases in flight finish their "
+                                                      "batches, no other starts")
+                    stop.set()
+                return
+            status = "completed" if states and all(s.status == "completed" for s in states) else (
+                "stopped" if stop.is_set() else "completed" if not states else states[-1].status)
+            summary.outcomes.append(Outcome(m.name, m.host, status, rows=sum(s.rows_done for s in states),
+                                            took_s=time.monotonic() - t0))
+            log.info("farm_database_finished", database=m.name, host=m.host, status=status,
+                     rows_done=sum(s.rows_done for s in states), took_s=round(time.monotonic() - t0, 3))
+
+    try:
+        await asyncio.gather(*(one(m) for m in mine))
+    finally:
+        for g in gates.values():
+            await g.throttle.close()
+    counts = summary.counts()
+    log.info("farm_finished", **counts, not_run=len(mine) - len(summary.outcomes),
+             failed_databases=[o.member for o in summary.failed])
+    return summary
+
+
+async def status(config: Config, shard: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Each database's jobs as `status` reads them (daemon.status), max_concurrent at a time, and the farm's
+    counts: a database is done when every job completed, failed when one failed, running when one runs, pending
+    when none started (or its state table is not there yet), unreadable when it cannot be read."""
+    from backfilld import daemon
+
+    assert config.farm is not None
+    mine = [m for m in members(config) if in_shard(m.name, shard)]
+    sem = asyncio.Semaphore(config.farm.max_concurrent)
+    out: list[dict[str, Any]] = [{} for _ in mine]
+
+    async def one(i: int, m: Member) -> None:
+        async with sem:
+            try:
+                jobs = await daemon.status(m.config)
+            except BackfilldError as exc:
+                out[i] = {"database": m.name, "host": m.host, "state": "unreadable", "error": str(exc), "jobs": []}
+                return
+            statuses = [j["status"] for j in jobs]
+            if "failed" in statuses:
+                state = "failed"
+            elif statuses and all(s == "completed" for s in statuses):
+                state = "done"
+            elif all(s in ("not_started", "pending") for s in statuses):
+                state = "pending"
+            else:
+                state = "running"
+            out[i] = {"database": m.name, "host": m.host, "state": state,
+                      "rows_done": sum(int(j.get("rows_done") or 0) for j in jobs), "jobs": jobs}
+
+    await asyncio.gather(*(one(i, m) for i, m in enumerate(mine)))
+    counts: dict[str, int] = {k: 0 for k in ("done", "running", "failed", "pending", "unreadable")}
+    for d in out:
+        counts[d["state"]] += 1
+    return {"databases": out, "counts": counts, "rows_done": sum(int(d.get("rows_done") or 0) for d in out)}
+
+
+def select(config: Config, database: str) -> Member:
+    """The farm database named (its full name, or the database name alone where that is unique)."""
+    found = [m for m in members(config) if m.name == database or m.name.rpartition("/")[2] == database
+             or Path(m.name).name == database]
+    if len(found) != 1:
+        known = ", ".join(m.name for m in members(config)[:10])
+        raise ConfigError(f"--database {database!r} names {'no' if not found else 'more than one'} database of "
+                          f"the farm (e.g. {known}); give its full name as status shows it")
+    return found[0]
