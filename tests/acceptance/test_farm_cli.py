@@ -1,0 +1,267 @@
+"""Farm mode as a process on real databases: 50 SQLite files, 30 PostgreSQL databases, 20 MariaDB databases (one
+config each, and one mixed config of [[farm.hosts]]), one of them broken; kill -9 mid-farm and run again;
+three shards covering each database exactly once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from backfilld import engines
+from backfilld.config import parse_url
+from tests.acceptance.test_cli import backfilld, spawn
+from tests.conftest import MYSQL_URL, PG_URL, require_server
+
+ROWS = 2000
+EXPR = {"postgresql": "lower(split_part(email, '@', 2))", "mysql": "lower(substring_index(email, '@', -1))",
+        "sqlite": "lower(substr(email, instr(email, '@') + 1))"}
+SERVER = {"postgresql": PG_URL, "mysql": MYSQL_URL}
+
+
+def table_sql(engine: str, broken: bool = False) -> list[str]:
+    cols = "id BIGINT NOT NULL PRIMARY KEY, email VARCHAR(100) NOT NULL" + ("" if broken else ", domain VARCHAR(100)")
+    fill = {"postgresql": f"INSERT INTO users (id, email) SELECT i, 'u' || i || '@Ex' || (i % 7) || '.Org' FROM "
+                          f"generate_series(1, {ROWS}) AS i",
+            "mysql": f"INSERT INTO users (id, email) SELECT seq, CONCAT('u', seq, '@Ex', seq % 7, '.Org') FROM "
+                     f"seq_1_to_{ROWS}",
+            "sqlite": f"WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {ROWS}) "
+                      "INSERT INTO users (id, email) SELECT i, 'u' || i || '@Ex' || (i % 7) || '.Org' FROM c"}[engine]
+    return [f"CREATE TABLE users ({cols})", fill]
+
+
+def with_db(url: str, name: str) -> str:
+    p = urlsplit(url)
+    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
+
+
+class ServerFarm:
+    """n databases on one server, named <prefix>_<i>, each with a users table (database `broken` without the
+    target column); dropped afterwards."""
+
+    def __init__(self, engine: str, n: int, broken: int | None) -> None:
+        self.engine, self.n, self.broken = engine, n, broken
+        self.prefix = f"bffarm_{uuid.uuid4().hex[:6]}"
+        self.names = [f"{self.prefix}_{i}" for i in range(n)]
+
+    async def create(self) -> None:
+        require_server(SERVER[self.engine])
+        admin = engines.create(parse_url(SERVER[self.engine]))
+        await admin.connect()
+        try:
+            for name in self.names:
+                await admin.execute(admin.dialect.database_ddl(name)[0])
+        finally:
+            await admin.close()
+        for i, name in enumerate(self.names):
+            e = engines.create(parse_url(with_db(SERVER[self.engine], name)))
+            await e.connect()
+            try:
+                for stmt in table_sql(self.engine, broken=i == self.broken):
+                    await e.execute(stmt)
+            finally:
+                await e.close()
+
+    async def drop(self) -> None:
+        admin = engines.create(parse_url(SERVER[self.engine]))
+        await admin.connect()
+        try:
+            for name in self.names:
+                await admin.execute(admin.dialect.database_ddl(name)[1])
+        finally:
+            await admin.close()
+
+    async def wrong(self, name: str) -> int:
+        e = engines.create(parse_url(with_db(SERVER[self.engine], name)))
+        await e.connect()
+        try:
+            rows = await e.fetch("SELECT email, domain FROM users")
+        finally:
+            await e.close()
+        return sum(1 for email, domain in rows if domain != email.split("@")[1].lower()) + (ROWS - len(rows))
+
+
+@pytest.fixture
+async def pg_farm() -> AsyncIterator[ServerFarm]:
+    f = ServerFarm("postgresql", 30, broken=17)
+    await f.create()
+    try:
+        yield f
+    finally:
+        await f.drop()
+
+
+@pytest.fixture
+async def my_farm() -> AsyncIterator[ServerFarm]:
+    f = ServerFarm("mysql", 20, broken=5)
+    await f.create()
+    try:
+        yield f
+    finally:
+        await f.drop()
+
+
+def sqlite_farm(folder: Path, n: int, broken: int | None) -> list[Path]:
+    folder.mkdir()
+    paths = []
+    for i in range(n):
+        p = folder / f"wiki{i:03d}.sqlite"
+        con = sqlite3.connect(p)
+        con.execute("PRAGMA journal_mode=WAL")
+        for stmt in table_sql("sqlite", broken=i == broken):
+            con.execute(stmt)
+        con.commit()
+        con.close()
+        paths.append(p)
+    return paths
+
+
+def sqlite_wrong(path: Path) -> int:
+    con = sqlite3.connect(path)
+    rows = con.execute("SELECT email, domain FROM users").fetchall()
+    con.close()
+    return sum(1 for email, domain in rows if domain != email.split("@")[1].lower())
+
+
+def job_toml(engines_: tuple[str, ...]) -> str:
+    forms = ", ".join(f'{e} = "{EXPR[e]}"' for e in engines_)
+    return f"""
+[[jobs]]
+name = "domain"
+table = "users"
+[jobs.set]
+domain = {{ {forms} }}
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def outcome(err: str) -> dict:
+    [finished] = [json.loads(line) for line in err.splitlines() if '"farm_finished"' in line]
+    return finished
+
+
+def test_a_farm_of_50_sqlite_files_with_one_broken(tmp_path: Path) -> None:
+    paths = sqlite_farm(tmp_path / "wikis", 50, broken=31)
+    cfg = write(tmp_path / "farm.toml", f"""
+[database]
+url = "sqlite:///{tmp_path}/unused.sqlite"
+[logging]
+format = "json"
+[metrics]
+listen = ""
+[farm]
+sqlite_glob = "wikis/*.sqlite"
+max_concurrent = 4
+""" + job_toml(("sqlite",)))
+    run = backfilld("run", str(cfg))
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "1 of 50 databases failed" in run.stderr and "wiki031.sqlite" in run.stderr
+    done = outcome(run.stderr)
+    assert done["completed"] == 49 and done["failed"] == 1 and done["failed_databases"] == [str(paths[31])]
+    assert all(sqlite_wrong(p) == 0 for i, p in enumerate(paths) if i != 31)
+    status = json.loads(backfilld("status", str(cfg), "--json").stdout)
+    assert status["counts"]["done"] == 49 and status["rows_done"] == 49 * ROWS
+    # three shards: each database in exactly one
+    seen: list[str] = []
+    for i in range(3):
+        part = json.loads(backfilld("status", str(cfg), "--json", "--shard", f"{i}/3").stdout)
+        seen += [d["database"] for d in part["databases"]]
+    assert sorted(seen) == sorted(str(p) for p in paths)
+
+
+@pytest.mark.postgresql
+async def test_a_farm_of_30_postgresql_databases_with_one_broken(pg_farm: ServerFarm, tmp_path: Path) -> None:
+    await run_server_farm(pg_farm, tmp_path)
+
+
+@pytest.mark.mysql
+async def test_a_farm_of_20_mariadb_databases_with_one_broken(my_farm: ServerFarm, tmp_path: Path) -> None:
+    await run_server_farm(my_farm, tmp_path)
+
+
+async def run_server_farm(f: ServerFarm, tmp_path: Path) -> None:
+    (tmp_path / "all.dblist").write_text("# every wiki\n" + "\n".join(f.names) + "\n")
+    cfg = write(tmp_path / "farm.toml", f"""
+[database]
+url = "{SERVER[f.engine]}"
+[logging]
+format = "json"
+[metrics]
+listen = ""
+[throttle]
+max_batch = 500
+max_rows_per_s = 20000
+[farm]
+databases_file = "all.dblist"
+max_concurrent_per_host = 2
+""" + job_toml((f.engine,)))
+    # killed once some databases are done and others are halfway
+    proc = spawn("run", str(cfg))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = json.loads(backfilld("status", str(cfg), "--json").stdout)
+        if status["counts"]["done"] >= 4:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    before = {d["database"]: d["jobs"][0] for d in status["databases"] if d["state"] == "done"}
+    assert 4 <= len(before) < f.n - 1, "kill -9 came too late to interrupt the farm"
+    run = backfilld("run", str(cfg), timeout=600)
+    assert run.returncode == 1, run.stderr[-2000:]
+    broken = f.names[f.broken or 0]
+    assert "1 of " in run.stderr and broken in run.stderr
+    for name in f.names:
+        if name != broken:
+            assert await f.wrong(name) == 0, name
+    now = json.loads(backfilld("status", str(cfg), "--json").stdout)
+    after = {d["database"]: d["jobs"][0] for d in now["databases"]}
+    for db, job in before.items():   # finished databases were not done again
+        assert after[db]["finished_at"] == job["finished_at"] and after[db]["rows_done"] == job["rows_done"]
+    counts = json.loads(backfilld("status", str(cfg), "--json").stdout)["counts"]
+    assert counts["done"] == f.n - 1 and counts["failed"] + counts["pending"] == 1
+
+
+@pytest.mark.postgresql
+@pytest.mark.mysql
+async def test_one_mixed_config_of_hosts(pg_farm: ServerFarm, my_farm: ServerFarm, tmp_path: Path) -> None:
+    paths = sqlite_farm(tmp_path / "wikis", 5, broken=None)
+    my = parse_url(MYSQL_URL)
+    cfg = write(tmp_path / "farm.toml", f"""
+[database]
+url = "{SERVER['postgresql']}"
+[logging]
+format = "json"
+[metrics]
+listen = ""
+[farm]
+databases = {json.dumps(pg_farm.names[:10])}
+sqlite_glob = "wikis/*.sqlite"
+max_concurrent = 6
+[[farm.hosts]]
+name = "s2"
+url = "mysql://{my.user}@{my.host}:{my.port}/{my.database}"
+databases = {json.dumps(my_farm.names[:10])}
+""" + job_toml(("postgresql", "mysql", "sqlite")))
+    run = backfilld("run", str(cfg), timeout=600)
+    # the two broken databases (pg 17 is not among the first 10; mysql 5 is) fail alone
+    assert run.returncode == 1, run.stderr[-2000:]
+    done = outcome(run.stderr)
+    assert done["completed"] == 24 and done["failed_databases"] == [f"s2/{my_farm.names[5]}"]
+    for name in pg_farm.names[:10]:
+        assert await pg_farm.wrong(name) == 0
+    for i, name in enumerate(my_farm.names[:10]):
+        if i != 5:
+            assert await my_farm.wrong(name) == 0
+    assert all(sqlite_wrong(p) == 0 for p in paths)
