@@ -126,7 +126,7 @@ async def _farm_run(cfg: Any, opts: Any, shard: str | None) -> None:
     opts.config_path = None   # SIGHUP re-reads one database's [throttle]; a farm's hosts keep theirs
     stop = asyncio.Event()
     with daemon.SignalStop(stop):
-        summary = await farm.run(cfg, shard=farm.parse_shard(shard), stop=stop, run_one=farm.daemon_run(opts))
+        summary = await farm.run_with_endpoints(cfg, opts, shard=farm.parse_shard(shard), stop=stop)
     if summary.failed:
         names = ", ".join(o.member for o in summary.failed[:10]) + (" ..." if len(summary.failed) > 10 else "")
         raise JobFailed(f"{len(summary.failed)} of {len(summary.outcomes)} databases failed: {names} (each one's "

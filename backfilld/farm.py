@@ -39,6 +39,9 @@ class Member:
     name: str
     host: str
     config: Config
+    # the host's own config: its primary as the config names it (the database its heartbeat and probes use) and
+    # its replicas; the host's throttle is made from it, not from any one database's
+    host_config: Config
 
 
 @dataclass
@@ -109,7 +112,8 @@ def members(config: Config) -> list[Member]:
         for db in dbs:
             database = section_cfg.database.model_copy(update={"url": _with_database(section_cfg.database.url, db)})
             database._base_dir = section_cfg.database._base_dir
-            out.append(Member(f"{host_label}/{db}", host_label, section_cfg.model_copy(update={"database": database})))
+            out.append(Member(f"{host_label}/{db}", host_label, section_cfg.model_copy(update={"database": database}),
+                              section_cfg))
 
     own = names(farm.databases, farm.databases_file)
     if own:
@@ -129,7 +133,7 @@ def members(config: Config) -> list[Member]:
         for path in sorted(glob.glob(pattern, recursive=True)):
             database = config.database.model_copy(update={"url": f"sqlite:///{os.path.abspath(path)}"})
             cfg = config.model_copy(update={"database": database, "replicas": []})
-            out.append(Member(os.path.abspath(path), os.path.abspath(path), cfg))   # each file its own primary
+            out.append(Member(os.path.abspath(path), os.path.abspath(path), cfg, cfg))   # each file its own primary
     if not out:
         raise ConfigError("[farm] names no database: give databases, databases_file, sqlite_glob or [[farm.hosts]] "
                           "(a sqlite_glob that matches no file counts as none)")
@@ -212,32 +216,145 @@ class HostGate:
         return getattr(self.throttle, name)
 
 
+# ------------------------------------------------------------------------------------------ metrics and endpoints
+
+# states of backfilld_farm_databases: this process's share of the farm
+FARM_STATES = ("pending", "running", "completed", "failed", "stopped")
+
+
+class FarmMetrics:
+    """The farm's /metrics: its own gauges (databases by state, the failed ones), every running database's job
+    metrics with a `database` label, and each host throttle's (replica lag, the application probe) with a `host`
+    label. A database's series leave with it when it finishes (memory grows with concurrency, not with the farm);
+    its outcome stays in backfilld_farm_databases and, if it failed, backfilld_farm_database_failed."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
+
+        r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)
+        self.databases = Gauge("backfilld_farm_databases", "Databases of this process's share of the farm, by "
+                               "state (pending, running, completed, failed, stopped).", ["state"], registry=r)
+        self.failed = Gauge("backfilld_farm_database_failed", "1 for each database of the farm that failed in this "
+                            "run (its error: farm_database_failed in the log).", ["database"], registry=r)
+        self.up = Gauge("backfilld_up", "1 while the daemon runs.", registry=r)
+        self.up.set(1)
+        self.members: dict[str, Any] = {}   # database -> the Metrics of its running daemon
+        self.hosts: dict[str, Any] = {}     # host -> its throttle's Metrics
+        r.register(_Series(self))
+
+    def count(self, counts: dict[str, int]) -> None:
+        for s in FARM_STATES:
+            self.databases.labels(s).set(counts.get(s, 0))
+
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class _Series:
+    """A prometheus_client collector of the running databases' and the hosts' series, relabelled."""
+
+    def __init__(self, fm: FarmMetrics) -> None:
+        self.fm = fm
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import Metric
+
+        from backfilld.metrics import JOB_LABEL
+
+        merged: dict[str, Any] = {}
+
+        def add(registry: Any, label: str, value: str, with_job: bool) -> None:
+            for family in registry.collect():
+                if family.name.startswith("process_") or family.name == "backfilld_up":
+                    continue
+                samples = [s for s in family.samples if (JOB_LABEL in s.labels) == with_job]
+                if not samples:
+                    continue
+                out = merged.get(family.name)
+                if out is None:
+                    out = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                for s in samples:
+                    out.add_sample(s.name, {**s.labels, label: value}, s.value, s.timestamp, s.exemplar)
+
+        for db, m in list(self.fm.members.items()):   # a database's job series
+            add(m.registry, "database", db, True)
+        for host, m in list(self.fm.hosts.items()):   # a replica set's lag and its primary's application
+            add(m.registry, "host", host, False)
+        return list(merged.values())
+
+
 # ------------------------------------------------------------------------------------------ the farm run
 
 
 RunOne = Callable[[Member, Any, asyncio.Event], Awaitable[list[Any]]]
 
 
-def daemon_run(opts: Any) -> RunOne:
-    """Each database as `backfilld run` runs one (daemon.run with opts), behind the host's gate; its own HTTP
-    endpoints off (the farm's are the process's)."""
+class Running:
+    """The databases being run now, each with its Daemon: what the farm's /status, /readyz, /healthz and /metrics
+    read."""
+
+    def __init__(self, metrics: FarmMetrics | None = None) -> None:
+        self.metrics = metrics
+        self.daemons: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+        self.failed: list[dict[str, str]] = []
+
+    def status(self) -> dict[str, Any]:
+        return {"farm": dict(self.counts), "failed": self.failed[-100:],
+                "running": [{"database": db, **d.status()} for db, d in list(self.daemons.items())]}
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.daemons:
+            return True, "no database is running now"
+        answers = [(db, *d.ready()) for db, d in list(self.daemons.items())]
+        bad = [f"{db}: {why}" for db, ok, why in answers if not ok]
+        if len(bad) == len(answers):
+            return False, "; ".join(bad[:5])
+        return True, f"{len(answers) - len(bad)} of {len(answers)} running databases connected"
+
+    def stalled(self) -> str | None:
+        for db, d in list(self.daemons.items()):
+            why = d.stalled()
+            if why:
+                return f"database {db}: {why}"
+        return None
+
+
+def daemon_run(opts: Any, running: Running | None = None) -> RunOne:
+    """Each database as `backfilld run` runs one (a Daemon with opts), behind the host's gate; its own HTTP
+    endpoints off (the farm's are the process's: running is what they read)."""
     from backfilld import daemon
+    from backfilld.metrics import Metrics
 
     async def run_one(m: Member, gate: Any, stop: asyncio.Event) -> list[Any]:
         cfg = m.config.model_copy(update={"metrics": m.config.metrics.model_copy(update={"listen": ""})})
-        return await daemon.run(cfg, opts, stop=stop, gate=gate)
+        d = daemon.Daemon(cfg, opts, stop=stop, gate=gate, metrics=Metrics())
+        if running is None:
+            return await d.run()
+        running.daemons[m.name] = d
+        if running.metrics is not None:
+            running.metrics.members[m.name] = d.metrics
+        try:
+            return await d.run()
+        finally:
+            running.daemons.pop(m.name, None)
+            if running.metrics is not None:
+                running.metrics.members.pop(m.name, None)
 
     return run_one
 
 
-def throttle_of(config: Config) -> Any:
+def throttle_of(config: Config, metrics: Any = None) -> Any:
     from backfilld.throttle import Throttle
 
-    return Throttle(config)
+    return Throttle(config, metrics=metrics) if metrics is not None else Throttle(config)
 
 
 async def run(config: Config, *, shard: tuple[int, int] | None, stop: asyncio.Event, run_one: RunOne,
-              make_throttle: Callable[[Config], Any] = throttle_of) -> Summary:
+              make_throttle: Callable[..., Any] = throttle_of, running: Running | None = None) -> Summary:
     """Run every database of the shard: at most max_concurrent at once, max_concurrent_per_host on one host,
     each host's databases behind one HostGate. A failed database is recorded (its error in its state row where
     it got that far, and in the log) and the others go on, unless on_failure = "stop"."""
@@ -249,6 +366,17 @@ async def run(config: Config, *, shard: tuple[int, int] | None, stop: asyncio.Ev
     log.info("farm_started", databases=len(mine), of=len(everyone), shard=f"{shard[0]}/{shard[1]}" if shard else None,
              hosts=sorted({m.host for m in mine}), max_concurrent=farm.max_concurrent,
              max_concurrent_per_host=farm.max_concurrent_per_host)
+    running = running or Running()
+    running.counts = {"pending": len(mine)}
+
+    def moved(old: str, new: str) -> None:
+        running.counts[old] = running.counts.get(old, 0) - 1
+        running.counts[new] = running.counts.get(new, 0) + 1
+        if running.metrics is not None:
+            running.metrics.count(running.counts)
+
+    if running.metrics is not None:
+        running.metrics.count(running.counts)
     overall = asyncio.Semaphore(farm.max_concurrent)
     per_host: dict[str, asyncio.Semaphore] = {}
     gates: dict[str, HostGate] = {}
@@ -257,7 +385,13 @@ async def run(config: Config, *, shard: tuple[int, int] | None, stop: asyncio.Ev
     async def gate_for(m: Member) -> HostGate:
         async with gate_lock:
             if m.host not in gates:
-                throttle = make_throttle(m.config)
+                if running.metrics is not None:
+                    from backfilld.metrics import Metrics
+
+                    host_metrics = running.metrics.hosts[m.host] = Metrics()
+                    throttle = make_throttle(m.host_config, host_metrics)
+                else:
+                    throttle = make_throttle(m.host_config)
                 await throttle.start()
                 gates[m.host] = HostGate(throttle)
             return gates[m.host]
@@ -268,6 +402,7 @@ async def run(config: Config, *, shard: tuple[int, int] | None, stop: asyncio.Ev
             if stop.is_set():
                 return
             t0 = time.monotonic()
+            moved("pending", "running")
             log.info("farm_database_started", database=m.name, host=m.host)
             try:
                 gate = await gate_for(m)
@@ -275,6 +410,10 @@ async def run(config: Config, *, shard: tuple[int, int] | None, stop: asyncio.Ev
             except Exception as exc:  # noqa: BLE001 - one database's failure, whatever it is, is that database's
                 error = str(exc) if isinstance(exc, BackfilldError) else f"{type(exc).__name__}: {exc}"
                 summary.outcomes.append(Outcome(m.name, m.host, "failed", error, took_s=time.monotonic() - t0))
+                moved("running", "failed")
+                running.failed.append({"database": m.name, "error": error})
+                if running.metrics is not None:
+                    running.metrics.failed.labels(m.name).set(1)
                 log.error("farm_database_failed", database=m.name, host=m.host, error=error)
                 if farm.on_failure == "stop":
                     log.error("farm_stopping", detail="on_failure = \"stop\": the databases in flight finish their "
@@ -285,6 +424,7 @@ async def run(config: Config, *, shard: tuple[int, int] | None, stop: asyncio.Ev
                 "stopped" if stop.is_set() else "completed" if not states else states[-1].status)
             summary.outcomes.append(Outcome(m.name, m.host, status, rows=sum(s.rows_done for s in states),
                                             took_s=time.monotonic() - t0))
+            moved("running", status if status in FARM_STATES else "completed")
             log.info("farm_database_finished", database=m.name, host=m.host, status=status,
                      rows_done=sum(s.rows_done for s in states), took_s=round(time.monotonic() - t0, 3))
 
@@ -345,3 +485,31 @@ def select(config: Config, database: str) -> Member:
         raise ConfigError(f"--database {database!r} names {'no' if not found else 'more than one'} database of "
                           f"the farm (e.g. {known}); give its full name as status shows it")
     return found[0]
+
+
+async def run_with_endpoints(config: Config, opts: Any, *, shard: tuple[int, int] | None,
+                             stop: asyncio.Event) -> Summary:
+    """A farm run as `backfilld run` makes it: each database a Daemon behind its host's gate, and the process's
+    HTTP endpoints ([metrics] listen) answering for the farm: /metrics (FarmMetrics), /status (the farm's counts,
+    the failed databases and each running one's jobs), /readyz, /healthz (503 naming a stalled database)."""
+    from backfilld.metrics import Server
+
+    metrics = FarmMetrics()
+    running = Running(metrics)
+    server = None
+    address = config.metrics.address
+    if address is not None:
+        server = Server(metrics, running.status, running.ready, running.stalled)   # type: ignore[arg-type]
+        try:
+            await server.listen(*address)
+        except OSError as exc:
+            raise ConfigError(f"metrics.listen: cannot listen on {config.metrics.listen} ({exc.strerror}); "
+                              "choose a free host:port, or \"\" to turn the endpoints off") from None
+        server.serve_soon()
+        log.info("http_listening", listen=f"{address[0]}:{server.port}",
+                 endpoints=["/metrics", "/healthz", "/readyz", "/status"])
+    try:
+        return await run(config, shard=shard, stop=stop, run_one=daemon_run(opts, running), running=running)
+    finally:
+        if server is not None:
+            await server.close()

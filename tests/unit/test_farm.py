@@ -36,6 +36,9 @@ def test_members_come_from_the_list_the_file_the_hosts_and_the_glob_in_order(tmp
     assert ms[4].config.database.url == "mysql://app@db2:3306/zhwiki"
     assert [r.url for r in ms[4].config.replicas] == ["mysql://app@db2r:3306/mysql"]
     assert ms[5].config.database.url == f"sqlite:///{tmp_path / 'w' / 'a.sqlite'}" and ms[5].config.replicas == []
+    # each host's throttle is made from the host's own primary (the database its URL names) and replicas
+    assert ms[0].host_config.database.url == "postgresql://app@db1:5432/postgres"
+    assert ms[4].host_config.database.url == "mysql://app@db2:3306/mysql" and ms[4].host_config.replicas
 
 
 @pytest.mark.parametrize(("section", "fragment"), [
