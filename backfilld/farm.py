@@ -133,7 +133,10 @@ def members(config: Config) -> list[Member]:
         for path in sorted(glob.glob(pattern, recursive=True)):
             database = config.database.model_copy(update={"url": f"sqlite:///{os.path.abspath(path)}"})
             cfg = config.model_copy(update={"database": database, "replicas": []})
-            out.append(Member(os.path.abspath(path), os.path.abspath(path), cfg, cfg))   # each file its own primary
+            # named by its path from the config's folder (status, the log, the database label), absolute if outside
+            rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base))
+            name = rel if not rel.startswith("..") else os.path.abspath(path)
+            out.append(Member(name, name, cfg, cfg))   # each file its own primary
     if not out:
         raise ConfigError("[farm] names no database: give databases, databases_file, sqlite_glob or [[farm.hosts]] "
                           "(a sqlite_glob that matches no file counts as none)")

@@ -168,7 +168,7 @@ max_concurrent = 4
     assert run.returncode == 1, run.stderr[-2000:]
     assert "1 of 50 databases failed" in run.stderr and "wiki031.sqlite" in run.stderr
     done = outcome(run.stderr)
-    assert done["completed"] == 49 and done["failed"] == 1 and done["failed_databases"] == [str(paths[31])]
+    assert done["completed"] == 49 and done["failed"] == 1 and done["failed_databases"] == ["wikis/wiki031.sqlite"]
     assert all(sqlite_wrong(p) == 0 for i, p in enumerate(paths) if i != 31)
     status = json.loads(backfilld("status", str(cfg), "--json").stdout)
     assert status["counts"]["done"] == 49 and status["rows_done"] == 49 * ROWS
@@ -177,7 +177,7 @@ max_concurrent = 4
     for i in range(3):
         part = json.loads(backfilld("status", str(cfg), "--json", "--shard", f"{i}/3").stdout)
         seen += [d["database"] for d in part["databases"]]
-    assert sorted(seen) == sorted(str(p) for p in paths)
+    assert sorted(seen) == sorted(f"wikis/{p.name}" for p in paths)
 
 
 @pytest.mark.postgresql

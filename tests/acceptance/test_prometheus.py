@@ -65,7 +65,11 @@ INTERVAL = "1s"
 
 # Every label backfilld may put on a series (plus Prometheus' instance and the histogram's le), and the
 # values the bounded ones may take (metrics.JOB_STATES, metrics.THROTTLE_REASONS, the batch outcomes).
-ALLOWED_LABELS = {"__name__", "instance", "job", "backfill_job", "state", "outcome", "reason", "kind", "replica", "le"}
+ALLOWED_LABELS = {"__name__", "instance", "job", "backfill_job", "state", "outcome", "reason", "kind", "replica", "le",
+                  "database", "host"}
+# a third daemon runs a farm of FARM_DBS SQLite files (farm mode: its series carry database and host labels)
+FARM_JOB = "farm_label"
+FARM_DBS = [f"wikis/wiki{i}.sqlite" for i in range(3)]
 BOUNDED = {
     "state": {"pending", "running", "paused", "completed", "failed", "stopped"},
     "reason": {"lag", "lag_unknown", "load", "load_unknown", "app_wait", "busy", "flag_file", "window", "rate",
@@ -255,6 +259,42 @@ label = "'item-' || id"
 """
 
 
+def start_farm_daemon(tmp: Path) -> DaemonProc:
+    """A farm of three SQLite files, each a small table, run with --follow like the others."""
+    folder = tmp / "farm"
+    (folder / "wikis").mkdir(parents=True)
+    for name in FARM_DBS:
+        make_items(folder / name, rows=ROWS // 4)
+    config = folder / "farm.toml"
+    config.write_text(f"""
+[database]
+url = "sqlite:///{folder}/unused.sqlite"
+
+[logging]
+level = "info"
+format = "json"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[throttle]
+max_rows_per_s = 1500
+min_batch = 100
+max_batch = 500
+
+[farm]
+sqlite_glob = "wikis/*.sqlite"
+
+[[jobs]]
+name = "{FARM_JOB}"
+table = "items"
+follow_interval_s = 1.0
+[jobs.set]
+label = "'item-' || id"
+""", encoding="utf-8")
+    return start_daemon("farm", config, tmp / "farm.log", {})
+
+
 # ------------------------------------------------------------------------------------------ PostgreSQL
 
 
@@ -422,11 +462,11 @@ class Stack:
     daemons: list[DaemonProc] = field(default_factory=list)
 
 
-def make_items(db: Path) -> None:
+def make_items(db: Path, rows: int = ROWS) -> None:
     con = sqlite3.connect(db)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, label TEXT)")
-    con.executemany("INSERT INTO items (id, name) VALUES (?, ?)", ((i, f"n{i}") for i in range(1, ROWS + 1)))
+    con.executemany("INSERT INTO items (id, name) VALUES (?, ?)", ((i, f"n{i}") for i in range(1, rows + 1)))
     con.commit()
     con.close()
 
@@ -448,9 +488,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory):  # one scenario, step by st
     daemon = start_daemon("sqlite", config, tmp / "sqlite.log", {})
     pg = PgSide()
     prom: Prom | None = None
+    farm: DaemonProc | None = None
     try:
+        farm = start_farm_daemon(tmp)
         pg = start_pg_daemon(tmp)
-        daemons = [daemon] + ([pg.daemon] if pg.daemon else [])
+        daemons = [daemon, farm] + ([pg.daemon] if pg.daemon else [])
         prom = start_prometheus(tmp, [d.address for d in daemons])
         s = Stack(tmp, db, daemon, cli_config, pg, prom, started, daemons=daemons)
 
@@ -495,11 +537,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory):  # one scenario, step by st
         if pg.daemon:
             wait_for("the PostgreSQL job to complete", lambda: pg.daemon.job_status(PG_JOB)["status"] == "completed",
                      60, 0.5)
+        # --follow: a farm database that completed goes on sweeping, its job's state completed
+        wait_for("the farm's databases to complete",
+                 lambda: all(scrape_value(farm.metrics(), "backfilld_job_state", backfill_job=FARM_JOB, database=db,
+                                          state="completed") == 1 for db in FARM_DBS), 120, 0.5)
         wait_scrapes(prom, daemons, time.time(), 3)
         s.finished = time.time()
         yield s
     finally:
-        for d in (daemon, pg.daemon):
+        for d in (daemon, farm, pg.daemon):
             if d is not None:
                 stop_process(d.proc)
         if prom is not None:
@@ -662,7 +708,7 @@ def test_dashboard_variables_resolve(stack: Stack) -> None:
             assert {d.address for d in stack.daemons} <= values, (var["name"], values)
         if label == "backfill_job":
             # the backfill jobs' own names
-            expected = {JOB} | ({PG_JOB} if stack.pg.daemon else set())
+            expected = {JOB, FARM_JOB} | ({PG_JOB} if stack.pg.daemon else set())
             assert values == expected, (var["name"], values)
 
 
@@ -738,7 +784,7 @@ def test_labels_bounded_and_free_of_secrets(stack: Stack) -> None:
     series = stack.prom.api("series", **{"match[]": '{__name__=~"backfilld_.*"}', "start": f"{stack.started:.3f}",
                                          "end": f"{time.time():.3f}"})
     assert series
-    jobs = {JOB} | ({PG_JOB} if stack.pg.daemon else set())
+    jobs = {JOB, FARM_JOB} | ({PG_JOB} if stack.pg.daemon else set())
     instances = {d.address for d in stack.daemons}
     forbidden = [str(stack.tmp), "sqlite", ".toml", "://", "items", "bf_prom", "5432", SECRET, "postgres"]
     for s in series:
@@ -751,7 +797,12 @@ def test_labels_bounded_and_free_of_secrets(stack: Stack) -> None:
                 assert s[label] in allowed, s
         if "replica" in s:
             assert s["replica"] == REPLICA, s
-        for value in s.values():
+        for label in ("database", "host"):   # a farm's SQLite files, named by their path from the config
+            if label in s:
+                assert s[label] in FARM_DBS, s
+        for label, value in s.items():
+            if label in ("database", "host"):
+                continue
             for bad in forbidden:
                 assert bad not in value, f"label value {value!r} contains {bad!r}: {s}"
     # the password appears nowhere the daemon shows: metrics, status, log

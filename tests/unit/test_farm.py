@@ -31,7 +31,7 @@ def test_members_come_from_the_list_the_file_the_hosts_and_the_glob_in_order(tmp
                          "replicas": [{"url": "mysql://app@db2r:3306/mysql"}]}])
     ms = farm.members(cfg)
     assert [m.name for m in ms] == ["db1:5432/enwiki", "db1:5432/metawiki", "db1:5432/dewiki", "db1:5432/frwiki",
-                                    "s2/zhwiki", str(tmp_path / "w" / "a.sqlite"), str(tmp_path / "w" / "b.sqlite")]
+                                    "s2/zhwiki", "w/a.sqlite", "w/b.sqlite"]
     assert ms[0].config.database.url == "postgresql://app@db1:5432/enwiki"
     assert ms[4].config.database.url == "mysql://app@db2:3306/zhwiki"
     assert [r.url for r in ms[4].config.replicas] == ["mysql://app@db2r:3306/mysql"]
