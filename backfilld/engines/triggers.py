@@ -1,4 +1,4 @@
-"""Sync triggers: keep a SQL-expression job's targets right while old application code still writes.
+"""Sync triggers: keep a SQL-expression or lookup job's targets right while old application code still writes.
 
 The batch fills rows that exist; these triggers cover the rows old code inserts and updates meanwhile, so a
 job needs no sweeps once they are installed. One BEFORE trigger per event on PostgreSQL and MySQL/MariaDB
@@ -39,12 +39,16 @@ PostgreSQL selects them from a derived table made of the record (`FROM (SELECT N
 in the UPDATE of the row itself, and over OLD from a derived table of OLD's columns; MySQL/MariaDB triggers can
 only assign NEW, so the expression is rewritten by a tokenizer that prefixes the table's columns with NEW. or
 OLD. (see rewrite_columns for what it understands). An expression may not read a target column: the result
-would depend on the order targets are assigned, which differs between engines.
+would depend on the order targets are assigned, which differs between engines. A lookup job's match and values
+expressions come qualified by the table's own name (lookup.prepare: they sit in a subquery over the lookup table):
+the derived table of NEW or OLD carries that name on PostgreSQL and SQLite (SQLite's statements read the written
+row from the table itself), and MySQL's rewriting turns table.column into NEW.column like a bare column.
 
 Owns: the rule above, the trigger names, the checks every engine's triggers share, and installing, removing and
 finding them (install, remove, installed). Delegates each engine's trigger SQL, how its DDL runs and how it finds
 its triggers to the engine's Triggers (engines/<engine>/triggers.py, reached through Dialect.triggers() and
-imported only then), and reading expressions to engines/sqltext.py (re-exported here); tests no engine name.
+imported only then), reading expressions to engines/sqltext.py (re-exported here), and a lookup job's look-up
+(lookup_expr, wanted) to engines/statements.py; tests no engine name.
 """
 
 from __future__ import annotations

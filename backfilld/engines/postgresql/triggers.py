@@ -162,5 +162,5 @@ def _install_lookup(d: Dialect, spec: TriggerSpec, lk: LookupSpec) -> list[str]:
             "  RETURN NEW;",
             "END"]
     when = {"INSERT": f" WHEN (NEW.{c} IS NULL)", "UPDATE": f" WHEN ({open_})"}
-    texts = (spec.where, *lk.match.values(), *lk.values.values())
+    texts = (spec.where, lk.table, lk.id, *lk.match, *lk.values, *lk.match.values(), *lk.values.values())
     return _ddl(d, spec, decl, body, when, _dollar_tag(*texts))
