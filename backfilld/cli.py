@@ -392,7 +392,7 @@ app.add_typer(triggers_app, name="triggers")
 
 @triggers_app.command("install")
 def triggers_install(config: ConfigArg, job: JobArg, jobs: JobsOpt = None) -> None:
-    """Create (or replace) JOB's insert and update triggers. SQL-expression jobs only."""
+    """Create (or replace) JOB's insert and update triggers. SQL-expression and lookup jobs, not Python transforms."""
     from backfilld import daemon
 
     cfg = _load(config, jobs)

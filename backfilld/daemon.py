@@ -489,7 +489,7 @@ async def _plan_job(engine: Engine, config: Config, job: JobConfig) -> dict[str,
         trig_info["installed"] = await trig.installed(engine, job.table, job.name)
         trig_info["install_sql"] = trig.build_install_sql(
             engine.name, job.table, p.table.columns, list(p.key), p.exprs, job.where, job.overwrite,
-            job.name)
+            job.name, lookup=p.spec.lookup)
     # MariaDB: the batch's range UPDATE first, failing at once on a row held (then the lock read)
     batch_stmt = p.plan.fill_once_after if p.plan.keyed_fill_once else p.plan.update_after
     no_wait = None
@@ -634,7 +634,7 @@ class WaitTimeout(BackfilldError):
 
 
 async def triggers(config: Config, job_name: str, action: str) -> list[str]:
-    """Install or remove a SQL-expression job's sync triggers; the statements run."""
+    """Install or remove a SQL-expression or lookup job's sync triggers; the statements run."""
     from backfilld.engines import triggers as trig
     from backfilld.preflight import prepare
 
@@ -647,7 +647,8 @@ async def triggers(config: Config, job_name: str, action: str) -> list[str]:
             return await trig.remove(engine, job.table, job.name)
         with naming_origin(job):
             p = await prepare(engine, job)
-        return await trig.install(engine, job.table, list(p.key), p.exprs, job.where, job.overwrite, job.name)
+        return await trig.install(engine, job.table, list(p.key), p.exprs, job.where, job.overwrite, job.name,
+                                  lookup=p.spec.lookup)
 
 
 def _sql(stmt: Any) -> str:

@@ -1,4 +1,4 @@
-"""Sync triggers: keep a SQL-expression job's targets right while old application code still writes.
+"""Sync triggers: keep a SQL-expression or lookup job's targets right while old application code still writes.
 
 The batch fills rows that exist; these triggers cover the rows old code inserts and updates meanwhile, so a
 job needs no sweeps once they are installed. One BEFORE trigger per event on PostgreSQL and MySQL/MariaDB
@@ -19,6 +19,15 @@ overwrite = false (the default)
          that is NULL: a derived value follows its sources.
       3. Otherwise (the statement changed the target, or the target held a hand-written value) -> untouched.
 
+Lookup jobs ([jobs.lookup], TriggerSpec.lookup): the one target is the id of the lookup row matching the row's
+match expressions, and the triggers get or create that row. The rule is the one above for a fill job, where
+"target = expression(NEW)" means: if every match value of NEW is known, make sure the lookup row exists (insert
+it with the dialect's on-conflict-nothing form, only after a look-up found none, so no sequence or AUTO_INCREMENT
+value is spent on a value that has its row; an existing lookup row is never changed or deleted), then target =
+its id; if a match value is NULL, target = NULL (as `wanted` in engines/statements.py). Rule 2 applies only when a
+column the match expressions read changed (otherwise the row's lookup row is the same), and "derived" means
+OLD.target was the id of OLD's lookup row. The values columns are written only when a lookup row is created.
+
 "The same" is exact: null-safe, and on strings byte for byte (never a case-insensitive collation, citext or
 trailing-space padding), so a hand-written 'Example.com' is never taken for the derived 'example.com'; the
 engine's dialect defines it (Dialect.same, and Dialect.holds for "equals expression(OLD)", as the column would
@@ -30,12 +39,16 @@ PostgreSQL selects them from a derived table made of the record (`FROM (SELECT N
 in the UPDATE of the row itself, and over OLD from a derived table of OLD's columns; MySQL/MariaDB triggers can
 only assign NEW, so the expression is rewritten by a tokenizer that prefixes the table's columns with NEW. or
 OLD. (see rewrite_columns for what it understands). An expression may not read a target column: the result
-would depend on the order targets are assigned, which differs between engines.
+would depend on the order targets are assigned, which differs between engines. A lookup job's match and values
+expressions come qualified by the table's own name (lookup.prepare: they sit in a subquery over the lookup table):
+the derived table of NEW or OLD carries that name on PostgreSQL and SQLite (SQLite's statements read the written
+row from the table itself), and MySQL's rewriting turns table.column into NEW.column like a bare column.
 
 Owns: the rule above, the trigger names, the checks every engine's triggers share, and installing, removing and
 finding them (install, remove, installed). Delegates each engine's trigger SQL, how its DDL runs and how it finds
 its triggers to the engine's Triggers (engines/<engine>/triggers.py, reached through Dialect.triggers() and
-imported only then), and reading expressions to engines/sqltext.py (re-exported here); tests no engine name.
+imported only then), reading expressions to engines/sqltext.py (re-exported here), and a lookup job's look-up
+(lookup_expr, wanted) to engines/statements.py; tests no engine name.
 """
 
 from __future__ import annotations
@@ -44,7 +57,7 @@ import abc
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from backfilld.engines.base import Column, Dialect, Engine, Stmt
@@ -58,6 +71,7 @@ from backfilld.engines.sqltext import (
     split_table,
     tokenize,
 )
+from backfilld.engines.statements import LookupSpec
 from backfilld.errors import SchemaError
 
 # ------------------------------------------------------------------------------------------ names
@@ -100,6 +114,17 @@ class TriggerSpec:
     overwrite: bool
     names: TriggerNames
     or_replace: bool = False  # the server replaces a trigger in one statement (CREATE OR REPLACE TRIGGER)
+    # a lookup job: its lookup table (match and values expressions qualified by the table's name, as
+    # lookup.prepare builds them, without comments); exprs is then {target: lookup_expr}
+    lookup: LookupSpec | None = None
+
+    def match_sources(self, d: Dialect) -> list[str]:
+        """A lookup job's columns its match expressions read, each once: what moves the row to another lookup row."""
+        assert self.lookup is not None
+        out: list[str] = []
+        for expr in self.lookup.match.values():
+            out += [c for c in referenced_columns(expr, d, list(self.columns), self.table) if c not in out]
+        return out
 
 
 class Triggers(abc.ABC):
@@ -168,9 +193,11 @@ def _no_comments(sql: str, d: Dialect) -> str:
 
 
 def _check(d: Dialect, table: str, types: Mapping[str, Any], key: Sequence[str], exprs: Mapping[str, str],
-           where: str | None) -> None:
+           where: str | None, lookup: LookupSpec | None) -> None:
     if not exprs:
         raise SchemaError("sync triggers need at least one target")
+    if lookup is not None and len(exprs) != 1:
+        raise SchemaError("a lookup job's sync triggers fill exactly one target")
     if types:
         lower = {c.lower(): c for c in types}
         for target in exprs:
@@ -179,12 +206,22 @@ def _check(d: Dialect, table: str, types: Mapping[str, Any], key: Sequence[str],
         for col in key:
             if col not in types:
                 raise SchemaError(f"key column {col!r} does not exist in table {table!r}")
-    for target, expr in exprs.items():
+    # (target, what it is computed from, SQL): a lookup job's target is its look-up, which reads of the row only
+    # what the match and values expressions read
+    if lookup is None:
+        checked = [(t, "its expression", e) for t, e in exprs.items()]
+    else:
+        checked = [(next(iter(exprs)), f"lookup.{part}.{c}", e)
+                   for part, m in (("match", lookup.match), ("values", lookup.values)) for c, e in m.items()]
+    for target, what, expr in checked:
         try:
             reads = referenced_columns(expr, d, list(types) or list(exprs), table)
         except ValueError as exc:
-            raise SchemaError(f"target {target!r}: cannot read the expression: {exc}") from None
+            raise SchemaError(f"target {target!r}: cannot read {what}: {exc}") from None
         wrong = [c for c in reads if c in exprs or c.lower() in {t.lower() for t in exprs}]
+        if wrong and lookup is not None:
+            raise SchemaError(f"target {target!r}: {what} reads the target column {wrong[0]!r}; a sync trigger "
+                              "cannot look up by the column it fills. Match on source columns")
         if wrong:
             raise SchemaError(f"target {target!r}: its expression reads target column {wrong[0]!r}; a sync "
                               "trigger cannot keep an expression over another target (the result would depend "
@@ -198,13 +235,15 @@ def _check(d: Dialect, table: str, types: Mapping[str, Any], key: Sequence[str],
 
 def build_install_sql(dialect: Dialect | str, table: str, columns: Mapping[str, Any] | Iterable[str],
                       key: Sequence[str], exprs: Mapping[str, str], where: str | None, overwrite: bool,
-                      job_name: str, *, mariadb: bool = False) -> list[str]:
+                      job_name: str, *, mariadb: bool = False, lookup: LookupSpec | None = None) -> list[str]:
     """The statements that (re)create a job's sync triggers, in order. Pure: no database needed.
 
     columns: the table's columns, as names, name -> declared type, or TableInfo.columns. MySQL needs them to
     rewrite expressions (and the types to compare strings exactly); SQLite to read OLD; PostgreSQL only checks
-    the targets against them. key: the columns SQLite finds the row by (rowid when empty); unused elsewhere.
-    mariadb: the server replaces a trigger atomically (MariaDB's CREATE OR REPLACE TRIGGER): no DROP first.
+    the targets against them (and, for a lookup job, finds the match expressions' columns). key: the columns
+    SQLite finds the row by (rowid when empty); unused elsewhere. mariadb: the server replaces a trigger
+    atomically (MariaDB's CREATE OR REPLACE TRIGGER): no DROP first. lookup: a lookup job's lookup table
+    (Prepared.spec.lookup), with exprs its one target's look-up: the triggers get or create the lookup row.
     dialect: the engine's Dialect, or its name as in config.
     """
     d = as_dialect(dialect)
@@ -213,11 +252,14 @@ def build_install_sql(dialect: Dialect | str, table: str, columns: Mapping[str, 
     # a line comment inside an expression would swallow what the trigger writes after it on the line
     exprs = {t: _no_comments(e, d) for t, e in exprs.items()}
     where = _no_comments(where, d) if where is not None else None
-    if trig.needs_columns and not types:
-        raise SchemaError(f"{d.name} sync triggers need the table's columns")
-    _check(d, table, types, key, exprs, where)
+    if lookup is not None:
+        lookup = replace(lookup, match={c: _no_comments(e, d) for c, e in lookup.match.items()},
+                         values={c: _no_comments(e, d) for c, e in lookup.values.items()})
+    if (trig.needs_columns or lookup is not None) and not types:
+        raise SchemaError(f"{d.name} sync triggers{' of a lookup job' if lookup else ''} need the table's columns")
+    _check(d, table, types, key, exprs, where, lookup)
     return trig.install_sql(TriggerSpec(table, types, tuple(key), dict(exprs), where, overwrite,
-                                        trigger_names(table, job_name), or_replace=mariadb))
+                                        trigger_names(table, job_name), or_replace=mariadb, lookup=lookup))
 
 
 def build_remove_sql(dialect: Dialect | str, table: str, job_name: str, *, table_exists: bool = True) -> list[str]:
@@ -228,17 +270,18 @@ def build_remove_sql(dialect: Dialect | str, table: str, job_name: str, *, table
 
 
 async def install(engine: Engine, table: str, key: Sequence[str] | None, exprs: Mapping[str, str],
-                  where: str | None, overwrite: bool, job_name: str) -> list[str]:
+                  where: str | None, overwrite: bool, job_name: str, *, lookup: LookupSpec | None = None
+                  ) -> list[str]:
     """(Re)create the job's sync triggers; returns the statements run. Idempotent.
 
     key: the job's key (SQLite finds the written row by it); None or empty for the primary key (rowid when
-    the table has none).
+    the table has none). lookup: a lookup job's lookup table (see build_install_sql).
     """
     info = await engine.table_info(table)
     key = list(key or info.primary_key)
     trig = engine.dialect.triggers()
     stmts = build_install_sql(engine.dialect, table, info.columns, key, exprs, where, overwrite, job_name,
-                              mariadb=await trig.replaces_atomically(engine))
+                              mariadb=await trig.replaces_atomically(engine), lookup=lookup)
     await trig.run_ddl(engine, stmts)
     return stmts
 

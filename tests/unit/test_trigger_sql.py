@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from backfilld.engines.base import Column
+from backfilld.engines.sqltext import as_dialect, split_table
+from backfilld.engines.statements import LookupSpec, lookup_expr
 from backfilld.engines.triggers import (
     build_install_sql,
     build_remove_sql,
@@ -256,3 +258,110 @@ def test_mysql_double_dash_needs_a_space_and_comments_do_not_swallow_the_trigger
     assert "SET NEW.`c` = (NEW.`id` + 1);" in ins and "--" not in ins
     fn = build_install_sql("postgresql", "t", ["id", "c"], [], {"c": "id /* x */ + 1 -- y"}, None, False, "j")[2]
     assert "(id   + 1) INTO" in fn
+
+
+# ------------------------------------------------------------------------------------------ lookup jobs
+
+PL = {"pl_id": "bigint", "pl_namespace": "integer", "pl_title": "text", "pl_from": "integer",
+      "pl_target_id": "bigint", "lt_title": "int"}   # lt_title: a job column named like a lookup column
+
+
+def lookup_sql(dialect: str, table: str = "pagelinks", lookup_table: str = "linktarget",
+               where: str | None = "pl_from <> 0", **kw: object) -> list[str]:
+    """A linktarget-style lookup job's triggers, its spec as lookup.prepare builds it (qualified expressions)."""
+    d = as_dialect(dialect)
+    t = d.quote(split_table(table)[1])
+    lk = LookupSpec(lookup_table, "lt_id", {"lt_namespace": f"{t}.{d.quote('pl_namespace')}",
+                                             "lt_title": f"lower({t}.{d.quote('pl_title')}) /* c */"},
+                    {"lt_first": f"{t}.{d.quote('pl_from')}"})
+    return build_install_sql(dialect, table, PL, ["pl_id"], {"pl_target_id": lookup_expr(d, lk)}, where, False,
+                             "pl", lookup=lk, **kw)  # type: ignore[arg-type]
+
+
+def test_postgres_lookup_function_gets_or_creates() -> None:
+    *_, fn, ins, upd = lookup_sql("postgresql")
+    find = ('(SELECT bf_l."lt_id" FROM "linktarget" bf_l WHERE bf_l."lt_namespace" = ("pagelinks"."pl_namespace") '
+            'AND bf_l."lt_title" = (lower("pagelinks"."pl_title")))')
+    assert (f"SELECT true, {find}, ((\"pagelinks\".\"pl_namespace\") IS NOT NULL AND "
+            "(lower(\"pagelinks\".\"pl_title\")) IS NOT NULL) INTO bf_match, bf_n0, bf_want "
+            'FROM (SELECT NEW.*) AS "pagelinks" WHERE (pl_from <> 0);') in fn
+    # insert only when the look-up found nothing, then look up again
+    assert ("  IF bf_n0 IS NULL AND bf_want THEN\n"
+            '    INSERT INTO "linktarget" ("lt_namespace", "lt_title", "lt_first") '
+            'SELECT ("pagelinks"."pl_namespace"), (lower("pagelinks"."pl_title")), ("pagelinks"."pl_from") '
+            'FROM (SELECT NEW.*) AS "pagelinks" '
+            'ON CONFLICT ("lt_namespace", "lt_title") DO NOTHING;\n'
+            f'    SELECT {find} INTO bf_n0 FROM (SELECT NEW.*) AS "pagelinks";\n'
+            "  END IF;\n"
+            '  NEW."pl_target_id" := bf_n0;') in fn
+    # derived: OLD's target was the id of OLD's lookup row
+    assert f'SELECT {find} INTO bf_o0 FROM (SELECT OLD.*) AS "pagelinks";' in fn
+    assert ins.endswith('FOR EACH ROW WHEN (NEW."pl_target_id" IS NULL) EXECUTE FUNCTION "' +
+                        trigger_names("pagelinks", "pl").function + '"()')
+    # only a NULL target, or one left as it was while a match source changed, enters the function
+    assert ('WHEN (NEW."pl_target_id" IS NULL OR (NEW."pl_target_id" IS NOT DISTINCT FROM OLD."pl_target_id" AND '
+            '(NEW."pl_namespace" IS DISTINCT FROM OLD."pl_namespace" OR NEW."pl_title" COLLATE "C" IS DISTINCT FROM '
+            'OLD."pl_title" COLLATE "C")))') in upd
+    assert "pl_from IS DISTINCT" not in upd   # a values source does not move the row to another lookup row
+
+
+def test_mysql_lookup_triggers_rewrite_the_qualified_expressions() -> None:
+    drops_ins_upd = lookup_sql("mysql", table="db.pagelinks", lookup_table="db.linktarget")
+    ins, upd = drops_ins_upd[2:]
+    find = ("SELECT bf_l.`lt_id` FROM `db`.`linktarget` bf_l WHERE bf_l.`lt_namespace` = (NEW.`pl_namespace`) "
+            "AND bf_l.`lt_title` = (lower(NEW.`pl_title`))")
+    assert ins.startswith("CREATE TRIGGER `db`.`bf_pl_")
+    assert ("IF (NEW.`pl_from` <> 0) THEN\n"
+            "    IF NEW.`pl_target_id` IS NULL THEN\n"
+            "      IF ((NEW.`pl_namespace`) IS NOT NULL AND (lower(NEW.`pl_title`)) IS NOT NULL) THEN\n"
+            f"        SET NEW.`pl_target_id` = ({find});\n"
+            "        IF NEW.`pl_target_id` IS NULL THEN\n"
+            "          INSERT INTO `db`.`linktarget` (`lt_namespace`, `lt_title`, `lt_first`) VALUES "
+            "((NEW.`pl_namespace`), (lower(NEW.`pl_title`)), (NEW.`pl_from`)) "
+            "ON DUPLICATE KEY UPDATE `lt_id` = `lt_id`;\n"
+            f"          SET NEW.`pl_target_id` = ({find} LOCK IN SHARE MODE);\n"
+            "        END IF;\n"
+            "      ELSE\n"
+            "        SET NEW.`pl_target_id` = NULL;\n") in ins
+    assert "OLD." not in ins
+    # bf_l.lt_title is the lookup table's column, never the job's column of that name
+    assert "NEW.`lt_title`" not in ins
+    assert ("IF NEW.`pl_target_id` IS NULL OR (NEW.`pl_target_id` <=> OLD.`pl_target_id` AND NOT "
+            "(NEW.`pl_namespace` <=> OLD.`pl_namespace` AND CAST(CONVERT(NEW.`pl_title` USING utf8mb4) AS BINARY) "
+            "<=> CAST(CONVERT(OLD.`pl_title` USING utf8mb4) AS BINARY)) AND OLD.`pl_target_id` <=> "
+            "CAST((SELECT bf_l.`lt_id` FROM `db`.`linktarget` bf_l WHERE bf_l.`lt_namespace` = (OLD.`pl_namespace`) "
+            "AND bf_l.`lt_title` = (lower(OLD.`pl_title`))) AS SIGNED)) THEN") in upd
+    assert all(s.startswith("CREATE OR REPLACE TRIGGER") for s in lookup_sql("mysql", mariadb=True))
+
+
+def test_sqlite_lookup_triggers_insert_what_is_missing_then_update_the_row() -> None:
+    ins, upd = lookup_sql("sqlite", table="main.pagelinks", lookup_table="linktarget", where=None)[2:]
+    find = ('(SELECT bf_l."lt_id" FROM "linktarget" bf_l WHERE bf_l."lt_namespace" = ("pagelinks"."pl_namespace") '
+            'AND bf_l."lt_title" = (lower("pagelinks"."pl_title")))')
+    assert ins.startswith('CREATE TRIGGER "main"."bf_pl_')
+    assert ('AFTER INSERT ON "pagelinks" FOR EACH ROW\nWHEN NEW."pl_target_id" IS NULL\nBEGIN\n'
+            '  INSERT INTO "linktarget" ("lt_namespace", "lt_title", "lt_first")\n'
+            '  SELECT ("pagelinks"."pl_namespace"), (lower("pagelinks"."pl_title")), ("pagelinks"."pl_from") '
+            'FROM "pagelinks"\n  WHERE "pl_id" = NEW."pl_id" AND "pl_target_id" IS NULL AND') in ins
+    assert f'AND NOT EXISTS ({find[1:-1]})\n  ON CONFLICT ("lt_namespace", "lt_title") DO NOTHING;' in ins
+    assert (f'UPDATE "pagelinks" SET "pl_target_id" = {find}\n  WHERE "pl_id" = NEW."pl_id" AND '
+            f'(("pl_target_id" IS NULL AND {find} IS NOT NULL));\nEND') in ins
+    assert ('WHEN NEW."pl_target_id" IS NULL OR (NEW."pl_target_id" IS OLD."pl_target_id" COLLATE BINARY AND '
+            '(NEW."pl_namespace" IS NOT OLD."pl_namespace" COLLATE BINARY OR NEW."pl_title" IS NOT '
+            'OLD."pl_title" COLLATE BINARY))') in upd
+    assert f'(SELECT {find} FROM (SELECT OLD."pl_id" AS "pl_id", ' in upd
+    with pytest.raises(SchemaError, match="another schema"):
+        lookup_sql("sqlite", table="main.pagelinks", lookup_table="other.linktarget")
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql", "sqlite"])
+def test_lookup_triggers_are_checked(dialect: str) -> None:
+    d = as_dialect(dialect)
+    lk = LookupSpec("lt", "lt_id", {"lt_title": "pl_target_id + 1"})
+    with pytest.raises(SchemaError, match=r"lookup.match.lt_title reads the target column 'pl_target_id'"):
+        build_install_sql(dialect, "pagelinks", PL, ["pl_id"], {"pl_target_id": lookup_expr(d, lk)}, None, False,
+                          "pl", lookup=lk)
+    lk = LookupSpec("lt", "lt_id", {"lt_title": "pl_title"})
+    with pytest.raises(SchemaError, match="need the table's columns"):
+        build_install_sql(dialect, "pagelinks", [], [], {"pl_target_id": lookup_expr(d, lk)}, None, False, "pl",
+                          lookup=lk)

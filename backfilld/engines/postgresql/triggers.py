@@ -1,5 +1,10 @@
 """PostgreSQL sync triggers: two BEFORE triggers calling one plpgsql function that evaluates over (SELECT NEW.*).
 
+A lookup job's function looks the lookup row up; when there is none (and every match value is known) it inserts it
+(INSERT ... SELECT over NEW ... ON CONFLICT (match columns) DO NOTHING) and looks up again, a statement with its
+own snapshot under READ COMMITTED, so a row another session committed meanwhile is found; under REPEATABLE READ
+or SERIALIZABLE such a conflict is a serialization failure the application retries, never a NULL target.
+
 Owns: the function and trigger DDL (install_sql), dropping them (remove_sql: the triggers ON their table, then the
 function), and the catalog query that finds them. Delegates the rule they follow, the names, the checks and
 running the DDL to engines/triggers.py (the DDL runs in one transaction, its wait for the table's lock bounded by
@@ -12,6 +17,7 @@ from collections.abc import Callable
 
 from backfilld.engines.base import Dialect
 from backfilld.engines.sqltext import split_table
+from backfilld.engines.statements import LookupSpec, lookup_expr, wanted
 from backfilld.engines.triggers import TriggerNames, Triggers, TriggerSpec
 
 
@@ -28,6 +34,8 @@ class PostgresTriggers(Triggers):
     drops_on_table = True
 
     def install_sql(self, spec: TriggerSpec) -> list[str]:
+        if spec.lookup is not None:
+            return _install_lookup(self.dialect, spec, spec.lookup)
         return _install(self.dialect, spec)
 
     def remove_sql(self, table: str, names: TriggerNames, table_exists: bool) -> list[str]:
@@ -42,8 +50,7 @@ class PostgresTriggers(Triggers):
 
 def _install(d: Dialect, spec: TriggerSpec) -> list[str]:
     q, same = d.quote, d.same
-    table, types, exprs, where, overwrite, names = (spec.table, spec.columns, spec.exprs, spec.where, spec.overwrite,
-                                                    spec.names)
+    table, types, exprs, where, overwrite = spec.table, spec.columns, spec.exprs, spec.where, spec.overwrite
     t = d.table(table)
     alias = q(split_table(table)[1])  # so that table.column in an expression still resolves
     targets = list(exprs)
@@ -96,8 +103,12 @@ def _install(d: Dialect, spec: TriggerSpec) -> list[str]:
                      "    END IF;",
                      "  END IF;"]
     body += ["  RETURN NEW;", "END"]
-    tag = _dollar_tag(where, *exprs.values())
-    fn = d.in_schema(table, names.function)
+    return _ddl(d, spec, decl, body, when, _dollar_tag(where, *exprs.values()))
+
+
+def _ddl(d: Dialect, spec: TriggerSpec, decl: list[str], body: list[str], when: dict[str, str], tag: str) -> list[str]:
+    q, t, names = d.quote, d.table(spec.table), spec.names
+    fn = d.in_schema(spec.table, names.function)
     src = "\n".join(["#variable_conflict use_column", "DECLARE", *decl, *body])
     return [
         f"DROP TRIGGER IF EXISTS {q(names.insert)} ON {t}",
@@ -108,3 +119,48 @@ def _install(d: Dialect, spec: TriggerSpec) -> list[str]:
         f"CREATE TRIGGER {q(names.insert)} BEFORE INSERT ON {t} FOR EACH ROW{when['INSERT']} EXECUTE FUNCTION {fn}()",
         f"CREATE TRIGGER {q(names.update)} BEFORE UPDATE ON {t} FOR EACH ROW{when['UPDATE']} EXECUTE FUNCTION {fn}()",
     ]
+
+
+def _install_lookup(d: Dialect, spec: TriggerSpec, lk: LookupSpec) -> list[str]:
+    """A lookup job's function (see the module's docstring and engines/triggers.py for the rule). Its
+    expressions are qualified by the table's name: over (SELECT NEW.*) AS <that name> they read the record."""
+    q = d.quote
+    [target] = spec.exprs
+    c, col = q(target), spec.columns.get(target)
+    t = d.table(spec.table)
+    alias = q(split_table(spec.table)[1])
+    new_row, old_row = f"FROM (SELECT NEW.*) AS {alias}", f"FROM (SELECT OLD.*) AS {alias}"
+    find = f"({lookup_expr(d, lk)})"
+    sources = spec.match_sources(d)
+    # what the trigger has to look at: a NULL target, or one the statement left as it was while it changed a
+    # column the match expressions read (then only a derived target follows); never an UPDATE that wrote the
+    # target (the batch, verify --fix, new code)
+    moved = " OR ".join(d.differs(f"NEW.{q(s)}", f"OLD.{q(s)}", spec.columns.get(s)) for s in sources)
+    open_ = f"NEW.{c} IS NULL" + (f" OR ({d.same(f'NEW.{c}', f'OLD.{c}', col)} AND ({moved}))" if sources else "")
+    filt = f" WHERE ({spec.where})" if spec.where else ""
+    cols = [*lk.match, *lk.values]
+    insert = (f"INSERT INTO {d.table(lk.table)} ({', '.join(q(x) for x in cols)}) "
+              f"SELECT {', '.join(f'({e})' for e in (*lk.match.values(), *lk.values.values()))} {new_row} "
+              f"{d.on_conflict_nothing(lk.id, tuple(lk.match))};")
+    decl = ["  bf_match boolean;", "  bf_want boolean;", f"  bf_n0 {t}.{c}%TYPE;", f"  bf_o0 {t}.{c}%TYPE;"]
+    body = ["BEGIN",
+            f"  IF TG_OP = 'INSERT' AND NEW.{c} IS NOT NULL THEN RETURN NEW; END IF;",
+            "  IF TG_OP = 'UPDATE' THEN",
+            f"    IF NOT ({open_}) THEN RETURN NEW; END IF;",
+            "  END IF;",
+            f"  SELECT true, {find}, {wanted(d, lk)} INTO bf_match, bf_n0, bf_want {new_row}{filt};",
+            "  IF bf_match IS NULL THEN RETURN NEW; END IF;  -- the where filter does not hold on NEW",
+            f"  IF TG_OP = 'UPDATE' AND NEW.{c} IS NOT NULL THEN",
+            f"    SELECT {find} INTO bf_o0 {old_row};",
+            f"    IF NOT ({d.same(f'OLD.{c}', 'bf_o0', col)}) THEN RETURN NEW; END IF;  -- not derived: kept",
+            "  END IF;",
+            "  IF bf_n0 IS NULL AND bf_want THEN",
+            f"    {insert}",
+            f"    SELECT {find} INTO bf_n0 {new_row};",
+            "  END IF;",
+            f"  NEW.{c} := bf_n0;",
+            "  RETURN NEW;",
+            "END"]
+    when = {"INSERT": f" WHEN (NEW.{c} IS NULL)", "UPDATE": f" WHEN ({open_})"}
+    texts = (spec.where, lk.table, lk.id, *lk.match, *lk.values, *lk.match.values(), *lk.values.values())
+    return _ddl(d, spec, decl, body, when, _dollar_tag(*texts))
