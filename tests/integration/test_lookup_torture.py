@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from backfilld import daemon
 from backfilld.verify import Verifier
 from tests.dbutil import TestDb
@@ -19,13 +21,16 @@ ROWS = 100_000
 WRITER_S = 6.0
 
 
-async def test_lookup_job_beside_old_and_new_code(db: TestDb, tmp_path: Path) -> None:
+@pytest.mark.parametrize("triggers", [False, True], ids=["sweeps_and_verify_fix", "sync_triggers"])
+async def test_lookup_job_beside_old_and_new_code(db: TestDb, tmp_path: Path, triggers: bool) -> None:
     lt = await linktarget(db)
     await db.bulk(lt, ("lt_namespace", "lt_title"), [(0, f"Title_{i}") for i in range(0, 300, 3)])
     before = {r[0]: (r[1], text(r[2])) for r in await db.q(f"SELECT lt_id, lt_namespace, lt_title FROM {lt}")}
     pl, _ = await pagelinks(db, ROWS, step=2)   # even ids: the writer's old code inserts into the gaps
     # paced so that the writer runs through the job's fill pass and into its sweeps
     cfg = db.config([job(pl, lt)], throttle={"max_rows_per_s": 20_000, "min_batch": 500, "max_batch": 500})
+    if triggers:   # old code's inserts and title changes get their targets (and lookup rows) from the triggers
+        await daemon.triggers(cfg, "pl_target", "install")
     stop_file, out = tmp_path / "stop", tmp_path / "writer.json"
     writer = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.fixtures.lookup_writer", db.url, pl,
                                                   lt, str(stop_file), str(out), "11", str(WRITER_S), str(ROWS))
@@ -41,13 +46,19 @@ async def test_lookup_job_beside_old_and_new_code(db: TestDb, tmp_path: Path) ->
     assert min(log["old_insert"], log["old_update"], log["new_update"], log["new_insert"]) > 20, log
     assert log["created"] > 0, "new code never created a lookup row: the race was not run"
 
-    # the documented procedure once the old code is gone: run once more (rows inserted after the last sweep),
-    # then verify --fix (titles old code changed after their rows were filled), then verify
-    [again] = await daemon.run(cfg, daemon.RunOptions())
-    assert again.status == "completed"
-    fixed = await Verifier(db.engine, cfg, cfg.jobs[0], fix=True).run()
-    assert fixed.fixed == fixed.missing + fixed.wrong, fixed.as_dict()
-    assert fixed.wrong > 0, "old code changed titles of filled rows: verify must find them"
+    if triggers:
+        # the triggers kept every row right while old code wrote: no sweep after it, no repair
+        first = await Verifier(db.engine, cfg, cfg.jobs[0]).run()
+        assert first.clean, first.as_dict()
+        await daemon.triggers(cfg, "pl_target", "remove")
+    else:
+        # the documented procedure once the old code is gone: run once more (rows inserted after the last
+        # sweep), then verify --fix (titles old code changed after their rows were filled), then verify
+        [again] = await daemon.run(cfg, daemon.RunOptions())
+        assert again.status == "completed"
+        fixed = await Verifier(db.engine, cfg, cfg.jobs[0], fix=True).run()
+        assert fixed.fixed == fixed.missing + fixed.wrong, fixed.as_dict()
+        assert fixed.wrong > 0, "old code changed titles of filled rows: verify must find them"
     final = await Verifier(db.engine, cfg, cfg.jobs[0]).run()
     assert final.clean, final.as_dict()
 
