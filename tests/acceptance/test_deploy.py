@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,8 @@ def test_kubernetes_schema_check_is_real() -> None:
 
 
 def jobs() -> list[tuple[Path, dict[str, Any]]]:
-    found = [(p, d) for p, d in manifests() if d["kind"] == "Job"]
+    """The Jobs of one daemon each (the farm's Indexed Job, several pods by design, has its own test)."""
+    found = [(p, d) for p, d in manifests() if d["kind"] == "Job" and p.parent.name != "farm"]
     assert len(found) >= 3, "job.yaml and one Job per shard in per-shard/"
     return found
 
@@ -270,6 +272,43 @@ def test_kubernetes_job(index: int) -> None:
     # a writable /tmp (read-only root filesystem), where the config's flag_file lives
     assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
     assert config["throttle"]["flag_file"].startswith("/tmp/")
+
+
+def test_farm_indexed_job_shards_the_farm() -> None:
+    """farm/job.yaml: an Indexed Job whose pods each take their shard of the farm in the ConfigMap beside it."""
+    [(path, job)] = [(p, d) for p, d in manifests() if d["kind"] == "Job" and p.parent.name == "farm"]
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"] >= 2
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "OnFailure" and pod["terminationGracePeriodSeconds"] >= 60
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    # the shard count the pods split by is the Job's own completion count (JOB_COMPLETION_INDEX is Kubernetes')
+    assert env["BACKFILLD_SHARDS"]["value"] == str(spec["completions"])
+    assert c["args"] == ["run", CONFIG_PATH]
+    for probe, path_ in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+        assert c[probe]["httpGet"]["path"] == path_
+    config_volume = next(v for v in pod["volumes"] if "configMap" in v)
+    cm = by_kind_name("ConfigMap", config_volume["configMap"]["name"], path)
+    mounted = {i["key"]: i["path"] for i in config_volume["configMap"]["items"]}
+    data = tomllib.loads(cm["data"]["backfilld.toml"])
+    # the dblist the config names is mounted beside it
+    assert mounted[data["farm"]["databases_file"]] == data["farm"]["databases_file"]
+    from backfilld import farm
+
+    with tempfile.TemporaryDirectory() as tmp:   # the files as the pod sees them in /etc/backfilld
+        for key, name in mounted.items():
+            Path(tmp, name).write_text(cm["data"][key], encoding="utf-8")
+        cfg = from_dict(data, "farm/configmap.yaml", base_dir=Path(tmp))
+        names = [m.name for m in farm.members(cfg)]
+        assert len(names) == 4
+        shards = [{n for n in names if farm.in_shard(n, (i, spec["completions"]))} for i in range(spec["completions"])]
+        assert sorted(n for s in shards for n in s) == sorted(names), "each database in exactly one pod's shard"
+    env_ref = env[cfg.database.password_env]["valueFrom"]["secretKeyRef"]
+    [secret] = [d for p, d in manifests() if p.parent == K8S / "examples" and d["kind"] == "Secret"
+                and d["metadata"]["name"] == env_ref["name"]]
+    assert env_ref["key"] in secret["stringData"]
 
 
 def test_network_policy_admits_only_metrics_in_and_dns_and_databases_out() -> None:
