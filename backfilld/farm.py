@@ -14,6 +14,7 @@ import asyncio
 import glob
 import hashlib
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from backfilld.errors import BackfilldError, ConfigError
 
 log = logs.get_logger("backfilld.farm")
 
+# files beside a SQLite database that a glob like "wikis/*" also matches: never a database of the farm
+_SIDECAR = re.compile(r"(-wal|-shm|-journal|-backfilld-[0-9a-f]+\.lock)$")
 SHARD_ENV = ("JOB_COMPLETION_INDEX", "BACKFILLD_SHARDS")   # a Kubernetes Indexed Job's index; the shard count
 
 
@@ -131,6 +134,8 @@ def members(config: Config) -> list[Member]:
     if farm.sqlite_glob:
         pattern = farm.sqlite_glob if os.path.isabs(farm.sqlite_glob) else str(base / farm.sqlite_glob)
         for path in sorted(glob.glob(pattern, recursive=True)):
+            if _SIDECAR.search(path) or not os.path.isfile(path):
+                continue   # SQLite's own files beside a database (-wal, -shm, -journal) and backfilld's lease files
             database = config.database.model_copy(update={"url": f"sqlite:///{os.path.abspath(path)}"})
             cfg = config.model_copy(update={"database": database, "replicas": []})
             # named by its path from the config's folder (status, the log, the database label), absolute if outside

@@ -26,7 +26,9 @@ def test_members_come_from_the_list_the_file_the_hosts_and_the_glob_in_order(tmp
     (tmp_path / "w").mkdir()
     for n in ("b", "a"):
         (tmp_path / "w" / f"{n}.sqlite").touch()
-    cfg = config(tmp_path, databases=["enwiki", "metawiki"], databases_file="all.dblist", sqlite_glob="w/*.sqlite",
+    for sidecar in ("a.sqlite-wal", "a.sqlite-shm", "a.sqlite-journal", "a.sqlite-backfilld-3dbf2e43.lock"):
+        (tmp_path / "w" / sidecar).touch()   # SQLite's and backfilld's files beside a database: not databases
+    cfg = config(tmp_path, databases=["enwiki", "metawiki"], databases_file="all.dblist", sqlite_glob="w/*",
                  hosts=[{"url": "mysql://app@db2:3306/mysql", "name": "s2", "databases": ["zhwiki"],
                          "replicas": [{"url": "mysql://app@db2r:3306/mysql"}]}])
     ms = farm.members(cfg)
