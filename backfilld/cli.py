@@ -226,9 +226,10 @@ def status(config: ConfigArg, jobs: JobsOpt = None,
             typer.echo(f"{d['database']}: {d['state']}  rows_done={d.get('rows_done', 0)}  {jobs_text}"
                        + (f"  error={d['error']}" if d.get("error") else ""))
         c = report["counts"]
+        eta = report["eta_s"]
         typer.echo(f"farm: {len(report['databases'])} databases: {c['done']} done, {c['running']} running, "
                    f"{c['failed']} failed, {c['pending']} pending, {c['unreadable']} unreadable; "
-                   f"rows_done={report['rows_done']}")
+                   f"rows_done={report['rows_done']}; eta_s={'unknown' if eta is None else eta}")
         return
     rows = _run_async(daemon.status(cfg))
     if as_json:
@@ -250,10 +251,12 @@ JobArg = Annotated[str, typer.Argument(help="Job name, as in the config or a job
 def verify(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
            fix: Annotated[bool, typer.Option("--fix", help="Rewrite wrong and missing rows, with the same "
                                                             "guards as a batch.")] = False,
-           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+           shard: ShardOpt = None, database: DatabaseOpt = None) -> None:
     """Check every row of each job against its expression or transform; exit 1 unless none is missing or wrong.
 
-    The result and its time go into the state table (see `wait --until verified`).
+    The result and its time go into the state table (see `wait --until verified`). Farm mode: in every database of
+    the farm (or the shard, or --database), one after another.
     """
     import asyncio
     import json
@@ -262,20 +265,41 @@ def verify(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
     from backfilld.verify import describe
 
     cfg = _load(config, jobs)
+    if cfg.farm is None and (shard is not None or database is not None):
+        _fail(ConfigError("--shard and --database pick databases of a farm: the config has no [farm] section"), 2)
 
     async def main() -> list[Any]:
         stop = asyncio.Event()
         with daemon.SignalStop(stop):
-            return await daemon.verify(cfg, job, fix=fix, stop=stop)
+            if cfg.farm is None:
+                return await daemon.verify(cfg, job, fix=fix, stop=stop)
+            from backfilld import farm
 
+            out: list[Any] = []
+            for m in farm.chosen(cfg, farm.parse_shard(shard), database):
+                if stop.is_set():
+                    break
+                try:
+                    found = await daemon.verify(m.config, job, fix=fix, stop=stop)
+                except BackfilldError as exc:   # one database's problem: said, counted, and the others go on
+                    failed.append(f"{m.name}: {exc}")
+                    continue
+                for r in found:
+                    r.job = f"{m.name}: {r.job}"   # which database each result is of
+                    out.append(r)
+            return out
+
+    failed: list[str] = []
     results = _run_async(main())
+    for line in failed:
+        typer.echo(f"backfilld: error: {line}", err=True)
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in results], indent=2, default=str, ensure_ascii=False))
     else:
         for r in results:
             for line in describe(r, fix):
                 typer.echo(line)
-    raise typer.Exit(0 if all(r.clean for r in results) else 1)
+    raise typer.Exit(0 if all(r.clean for r in results) and not failed else 1)
 
 
 @app.command()

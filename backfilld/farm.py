@@ -481,7 +481,40 @@ async def status(config: Config, shard: tuple[int, int] | None = None) -> dict[s
     counts: dict[str, int] = {k: 0 for k in ("done", "running", "failed", "pending", "unreadable")}
     for d in out:
         counts[d["state"]] += 1
-    return {"databases": out, "counts": counts, "rows_done": sum(int(d.get("rows_done") or 0) for d in out)}
+    return {"databases": out, "counts": counts, "rows_done": sum(int(d.get("rows_done") or 0) for d in out),
+            "eta_s": eta_s(out, config.farm.max_concurrent)}
+
+
+def _seconds(job: dict[str, Any]) -> float | None:
+    """How long a completed job's run took, from its state row's started_at and finished_at."""
+    from datetime import datetime
+
+    try:
+        return (datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def eta_s(databases: list[dict[str, Any]], concurrency: int) -> float | None:
+    """The farm's remaining time, estimated: the databases not done (pending and running, a running one as half
+    left) times the median time a done database took, over the databases that run at once. None until a
+    database is done, or when none is left (0)."""
+    left = sum(1.0 for d in databases if d["state"] == "pending") + \
+        sum(0.5 for d in databases if d["state"] == "running")
+    if not left:
+        return 0.0
+    took = sorted(t for d in databases if d["state"] == "done"
+                  for t in [sum(filter(None, (_seconds(j) for j in d["jobs"])))] if t > 0)
+    if not took:
+        return None
+    return round(left * took[len(took) // 2] / max(1, concurrency), 1)
+
+
+def chosen(config: Config, shard: tuple[int, int] | None, database: str | None) -> list[Member]:
+    """The databases a command acts on: the one named, else those of the shard (every one without a shard)."""
+    if database is not None:
+        return [select(config, database)]
+    return [m for m in members(config) if in_shard(m.name, shard)]
 
 
 def select(config: Config, database: str) -> Member:

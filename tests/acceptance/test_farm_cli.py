@@ -172,6 +172,14 @@ max_concurrent = 4
     assert all(sqlite_wrong(p) == 0 for i, p in enumerate(paths) if i != 31)
     status = json.loads(backfilld("status", str(cfg), "--json").stdout)
     assert status["counts"]["done"] == 49 and status["rows_done"] == 49 * ROWS
+    assert status["eta_s"] is not None and status["eta_s"] >= 0   # the broken one left: pending
+    # verify in every database: the broken one named, the others clean; one database alone
+    verified = backfilld("verify", str(cfg))
+    assert verified.returncode == 1
+    assert "wikis/wiki031.sqlite: job 'domain': target column 'domain' does not exist" in verified.stderr
+    assert verified.stdout.count("verified: every row is right") == 49
+    one = backfilld("verify", str(cfg), "--database", "wiki007.sqlite")
+    assert one.returncode == 0 and one.stdout.startswith("wikis/wiki007.sqlite: domain: checked 2000 rows"), one
     # three shards: each database in exactly one
     seen: list[str] = []
     for i in range(3):
