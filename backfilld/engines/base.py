@@ -22,7 +22,9 @@ from typing import Any
 from backfilld import state
 from backfilld.config import DatabaseURL
 from backfilld.engines import Capabilities, capabilities
+from backfilld.engines.assessment import LogVolume, PendingIndex, Privileges, TableSize, Writes
 from backfilld.engines.catalog import Column, TableInfo
+from backfilld.engines.grants import Need
 from backfilld.engines.sqldialect import Dialect, Stmt, _Params
 from backfilld.engines.statements import BatchPlan, TableSpec, WriteShape, build_plan, key_args, keys_limit, range_call
 from backfilld.errors import EngineError, RetryableError, SchemaError, StateError
@@ -205,6 +207,33 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def explain_uses_index(self, lines: list[str]) -> bool:
         """Whether an EXPLAIN output reads a key range rather than the whole table."""
+
+    # --- plan's assessment (engines/assessment.py, engines/grants.py): read-only looks at the user's grants, the
+    # table's size, the replication log's settings and the indexes; plan prints them as estimates
+    @abc.abstractmethod
+    async def privileges(self, needs: Sequence[Need]) -> Privileges:
+        """The configured user's standing against each need: held or lacking, with the GRANT that gives what
+        lacks; a catalog that cannot be read makes a need "not checked" with the reason, never an error."""
+
+    @abc.abstractmethod
+    async def table_size(self, table: str, rows: int) -> TableSize:
+        """The table's data on disk and its average row (rows: the row estimate, for engines that divide)."""
+
+    @abc.abstractmethod
+    async def log_volume(self, size: TableSize, writes: Writes) -> LogVolume:
+        """What the run's writes put into the replication log (WAL, binlog), by the server's settings."""
+
+    @abc.abstractmethod
+    def pending_index(self, spec: TableSpec, name: str, key_bytes: int, target_bytes: int) -> PendingIndex | None:
+        """The index that would serve the sweep's "any row left?" check (statements.build_any_pending), or None
+        when no index can (an overwrite job compares every row's target with its expression)."""
+
+    async def index_serves(self, table: str, stmt: Stmt, values: dict[str, Any]) -> tuple[bool, list[str]]:
+        """Whether an index serves the statement's conditions (rather than a read of the whole table), and its
+        EXPLAIN. Here: what the planner picks (explain_uses_index); engines whose planner scans a small table
+        whatever its indexes ask it again, steered off the scan."""
+        lines = await self.explain(stmt, values)
+        return self.explain_uses_index(lines), lines
 
     def state_table_ddl(self, table: str) -> str:
         return state.ddl(self.dialect, table)

@@ -393,6 +393,12 @@ def build_any_pending(d: Dialect, spec: TableSpec) -> Stmt:
     return Stmt(d.finish(f"SELECT 1 FROM {d.table(spec.table)} WHERE {filt}{needs_fill(d, spec)} LIMIT 1"))
 
 
+def build_filter_probe(d: Dialect, spec: TableSpec) -> Stmt:
+    """The job's filter alone over the whole table (plan EXPLAINs it: whether an index serves the filter)."""
+    assert spec.where, "a filter probe needs the job's where"
+    return Stmt(d.finish(f"SELECT 1 FROM {d.table(spec.table)} WHERE ({spec.where}) LIMIT 1"))
+
+
 def build_plan(d: Dialect, spec: TableSpec, once_expr: str | None = None, lock: str | None = None) -> BatchPlan:
     """once_expr: what a single-evaluation batch writes (the job's one expression, or an engine's form of it,
     see Engine.once_expression); None: no single evaluation. lock: the SKIP LOCKED clause batches lock their

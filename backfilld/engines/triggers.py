@@ -139,6 +139,8 @@ class Triggers(abc.ABC):
     needs_columns = True
     # DROP TRIGGER names the table (... ON table): remove() drops only what else there is once the table is gone
     drops_on_table = False
+    # the triggers call a function created beside the table: installing them needs CREATE on its schema too
+    creates_function = False
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect

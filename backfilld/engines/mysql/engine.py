@@ -21,11 +21,19 @@ from pymysql.constants import CLIENT
 
 from backfilld import tls
 from backfilld.aio import within
+from backfilld.engines import grants
+from backfilld.engines.assessment import LogVolume, PendingIndex, Privileges, TableSize, Writes, bare_ident
 from backfilld.engines.base import AppActivity, Engine, describe, lease_key
 from backfilld.engines.catalog import Column, TableInfo
+from backfilld.engines.grants import Held, Need
 from backfilld.engines.mysql.sql import (
     ACTIVE_SESSIONS,
     BINLOG_FORMAT,
+    BINLOG_SETTINGS,
+    COLUMN_PRIVILEGES,
+    CURRENT_ACCOUNT,
+    CURRENT_ACCOUNT_ONLY,
+    CURRENT_DATABASE,
     ESTIMATE_ROWS,
     GROUP_CONCAT_MAX,
     HEARTBEAT_DDL,
@@ -40,15 +48,19 @@ from backfilld.engines.mysql.sql import (
     RELEASE_LOCKS,
     REPLICA_STATUS,
     ROW_LOCK_WAIT_S,
+    SCHEMA_PRIVILEGES,
     SERVER_FACTS,
     SET_NAMES,
     SLAVE_STATUS,
     TABLE_COLUMNS,
     TABLE_OPTIONS,
+    TABLE_PRIVILEGES,
+    TABLE_SIZE,
     THREADS_RUNNING,
     TRY_LEASE,
     UNIQUE_INDEX_COLUMNS,
     UPDATE_TRIGGERS,
+    USER_PRIVILEGES,
 )
 from backfilld.engines.sqldialect import Dialect, Lexicon, Stmt
 from backfilld.engines.statements import (
@@ -647,6 +659,133 @@ class MySQLEngine(Engine):
         return not any(("type=ALL" in ln or "type=index" in ln) and "DERIVED" not in ln and "<derived" not in ln
                        for ln in lines)
 
+    # --- plan's assessment
+    def _name(self, ident: str) -> str:
+        return ident if bare_ident(ident, lower_only=False) else self.dialect.quote(ident)
+
+    def _grant(self, need: Need, account: str, schema: str, columns: Sequence[str] = (),
+               privileges: Sequence[str] = ()) -> str:
+        user, _, host = account.rpartition("@")
+        to = "'" + user.replace("'", "''") + "'@'" + host.replace("'", "''") + "'"
+        if need.on == "server":
+            mariadb = "mariadb" in (self._server[0] if self._server else "").lower()
+            return f"GRANT {_SERVER_PRIVILEGES[need.privileges[0]][mariadb]} ON *.* TO {to}"
+        privs = ", ".join(privileges or need.privileges)
+        if need.on == "schema":
+            return f"GRANT {privs} ON {self._name(schema)}.* TO {to}"
+        cols = f" ({', '.join(self._name(c) for c in columns)})" if columns else ""
+        return f"GRANT {privs}{cols} ON {self._name(schema)}.{self._name(self._split(need.name)[1])} TO {to}"
+
+    async def privileges(self, needs: Sequence[Need]) -> Privileges:
+        try:
+            try:
+                [(account, role)] = await self.fetch(CURRENT_ACCOUNT)
+            except EngineError:   # a server without roles
+                [(account, role)] = await self.fetch(CURRENT_ACCOUNT_ONLY)
+            [(database,)] = await self.fetch(CURRENT_DATABASE)
+        except EngineError as exc:
+            return Privileges(None, detail=f"could not check: {exc}")
+        account, role = str(account), None if role in (None, "NONE") else str(role)
+        user, _, host = account.rpartition("@")
+        grantee = "'" + user + "'@'" + host + "'"   # as information_schema spells it
+        try:
+            owned = _Grants(
+                {str(r[0]) for r in await self.fetch(Stmt(USER_PRIVILEGES, ("g",)), {"g": grantee})},
+                [(str(a), str(b)) for a, b in await self.fetch(Stmt(SCHEMA_PRIVILEGES, ("g",)), {"g": grantee})],
+                {tuple(map(str, r)) for r in await self.fetch(Stmt(TABLE_PRIVILEGES, ("g",)), {"g": grantee})},
+                {tuple(map(str, r)) for r in await self.fetch(Stmt(COLUMN_PRIVILEGES, ("g",)), {"g": grantee})})
+        except EngineError as exc:
+            unread = f"could not check: information_schema's privilege tables are not readable ({exc})"
+            return Privileges(account, tuple(Held(n, None, self._grant(n, account, self._split(n.name)[0] or
+                                                                          str(database or "")), detail=unread)
+                                             for n in needs))
+        held = []
+        for need in needs:
+            schema = (self._split(need.name)[0] if need.on == "table" else need.name) or str(database or "")
+            if need.where == "replicas":
+                mariadb = "mariadb" in (self._server[0] if self._server else "").lower()
+                called = f"{_SERVER_PRIVILEGES[need.privileges[0]][mariadb]} (global)" if need.on == "server" else ""
+                held.append(Held(need, None, self._grant(need, account, schema), called=called,
+                                 detail="not checked: plan connects to the primary only; run it there"))
+                continue
+            called = f"{_SERVER_PRIVILEGES[need.privileges[0]][0]} (global)" if need.on == "server" else ""
+            missing = owned.missing(need, schema, self._split(need.name)[1])
+            if missing is None:
+                held.append(Held(need, True, called=called))
+                continue
+            columns, privileges = missing
+            grant = self._grant(need, account, schema, columns, privileges)
+            if role is not None:   # information_schema shows the user's own grants, not its role's
+                held.append(Held(need, None, grant, columns, detail=f"not shown: the role {role} in force may grant "
+                                 f"it (information_schema lists the user's own grants; see SHOW GRANTS FOR {role})",
+                                 called=called))
+            else:
+                held.append(Held(need, False, grant, columns, called=called))
+        return Privileges(account, tuple(held))
+
+    async def table_size(self, table: str, rows: int) -> TableSize:
+        schema, name = self._split(table)
+        try:
+            found = await self.fetch(Stmt(TABLE_SIZE, ("s", "t")), {"s": schema, "t": name})
+        except EngineError as exc:
+            return TableSize(None, None, "information_schema.TABLES", detail=f"could not read: {exc}")
+        if not found:
+            return TableSize(None, None, "information_schema.TABLES", detail="no such table")
+        data, avg, n = (int(v or 0) for v in found[0])
+        if avg > 0:
+            return TableSize(data, float(avg), "information_schema.TABLES AVG_ROW_LENGTH")
+        n = n or rows
+        return TableSize(data, data / n if n > 0 else None, "information_schema.TABLES DATA_LENGTH / the rows")
+
+    async def log_volume(self, size: TableSize, writes: Writes) -> LogVolume:
+        try:
+            [(log_bin, fmt, image)] = await self.fetch(BINLOG_SETTINGS)
+        except EngineError as exc:
+            return LogVolume(None, None, {}, f"could not read the binlog settings: {exc}")
+        settings = {"log_bin": "ON" if int(log_bin or 0) else "OFF", "binlog_format": str(fmt).upper(),
+                    "binlog_row_image": str(image).upper()}
+        per_batch = writes.batches * BINLOG_TRANSACTION_BYTES
+        notes = []
+        if settings["log_bin"] == "OFF":   # still estimated: what the same run writes once the binlog is on
+            notes.append("binary logging is off (log_bin = OFF): this run writes no binlog, and nothing replicates "
+                         "through one; the figure is what it would write with log_bin on")
+        if settings["binlog_format"] == "STATEMENT":
+            logged = writes.batches * writes.statement_bytes + per_batch
+            notes.append("each replica runs every batch's UPDATE again: its replay time, not the log's size, is the "
+                         "replica's lag; backfilld writes one batch at a time under STATEMENT")
+            return LogVolume(logged, logged / writes.rows if writes.rows else None, settings,
+                             "batches x (the UPDATE's text + a transaction's events)", tuple(notes))
+        if settings["binlog_format"] == "MIXED":
+            notes.append("binlog_format = MIXED: backfilld's sessions run in READ COMMITTED, under which InnoDB's "
+                         "changes are logged as rows")
+        if size.row_bytes is None:
+            return LogVolume(None, None, settings, "the table's row size is not known", tuple(notes))
+        per_row: float
+        if settings["binlog_row_image"] == "MINIMAL":
+            per_row = writes.key_bytes + writes.target_bytes + BINLOG_ROW_BYTES
+            how = "rows x (the key, as the before image, + the targets, as the after image)"
+        else:   # FULL, NOBLOB: every column before and after (NOBLOB leaves out unchanged BLOB/TEXT columns)
+            per_row = 2 * size.row_bytes + BINLOG_ROW_BYTES
+            how = (f"rows x 2 x row size {size.row_bytes:.0f} B (binlog_row_image = {settings['binlog_row_image']}: "
+                   "the row before and after)")
+        total = writes.rows * per_row + per_batch
+        return LogVolume(int(total), per_row, settings, how + " + a transaction's events per batch", tuple(notes))
+
+    def pending_index(self, spec: TableSpec, name: str, key_bytes: int, target_bytes: int) -> PendingIndex | None:
+        if spec.overwrite:
+            return None
+        t = self.dialect.table(spec.table)
+        targets = spec.targets
+        ddl = tuple(f"ALTER TABLE {t} ADD INDEX {self._name(name if len(targets) == 1 else f'{name}_{i}')} "
+                    f"({self.dialect.quote(c)}), ALGORITHM=INPLACE, LOCK=NONE" for i, c in enumerate(targets))
+        # an InnoDB secondary entry: the indexed value, the primary key, and a record header of about 7 bytes
+        entry = target_bytes // max(1, len(targets)) + key_bytes + 7
+        return PendingIndex(ddl, False, entry,
+                            "MySQL/MariaDB have no partial indexes: an index on a target holds every row, and every "
+                            "batch's UPDATE moves its row's entry (more writes; the binlog is the same). Without "
+                            "it, each sweep's check reads the table up to its first row left: all of it when none "
+                            "is, then the sweep walks the whole key range in batches when one is")
+
     # --- transform writes
     async def write_rows(self, info: TableInfo, shape: WriteShape, rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
@@ -743,6 +882,49 @@ class MySQLEngine(Engine):
         rows = await self.fetch(THREADS_RUNNING)
         return max(0.0, float(rows[0][1]) - 1)  # not counting our own statement
 
+
+
+# What the server-wide needs of engines/grants.py are on MySQL and MariaDB: (MySQL's, MariaDB's) privilege.
+_SERVER_PRIVILEGES = {grants.SESSIONS: ("PROCESS", "PROCESS"),
+                      grants.REPLICA_STATUS: ("REPLICATION CLIENT", "SLAVE MONITOR")}
+# A ROW event's bytes per row besides the values: the null bitmap and the column count, about this many (bytes)
+BINLOG_ROW_BYTES = 8
+# A transaction's events besides its rows: GTID, Query (BEGIN), Table_map, the rows event's header, Xid; bytes,
+# roughly, from their layouts (a longer table or database name adds its length)
+BINLOG_TRANSACTION_BYTES = 200
+
+
+class _Grants:
+    """The user's own privileges as information_schema lists them, at each level."""
+
+    def __init__(self, server: set[str], schemas: list[tuple[str, str]], tables: set[tuple[str, ...]],
+                 columns: set[tuple[str, ...]]) -> None:
+        self.server, self.schemas, self.tables, self.columns = server, schemas, tables, columns
+
+    def _in_schema(self, privilege: str, schema: str) -> bool:
+        return any(p == privilege and _like(pattern, schema) for pattern, p in self.schemas)
+
+    def missing(self, need: Need, schema: str, table: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """What the user lacks of the need: (columns, privileges), or None when it holds it all."""
+        if need.on == "server":
+            privilege = _SERVER_PRIVILEGES[need.privileges[0]][0]
+            return None if privilege in self.server else ((), ())
+        lacks = [p for p in need.privileges if p not in self.server and not self._in_schema(p, schema)
+                 and (need.on != "table" or (schema, table, p) not in self.tables)]
+        if not lacks:
+            return None
+        if need.on == "table" and need.columns:
+            [p] = lacks
+            cols = tuple(c for c in need.columns if (schema, table, c, p) not in self.columns)
+            return (cols, tuple(lacks)) if cols else None
+        return (), tuple(lacks)
+
+
+def _like(pattern: str, name: str) -> bool:
+    """Whether a schema name matches a grant's database pattern (`_` and `%` wildcards, `\\` escaping them)."""
+    rx = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch.removeprefix("\\"))
+                 for ch in re.findall(r"\\.|.", pattern, re.DOTALL))
+    return re.fullmatch(rx, name, re.DOTALL) is not None
 
 
 def once_counted(matched: int, info: bytes) -> int | None:

@@ -87,3 +87,23 @@ JOIN information_schema.INNODB_TRX AS r ON r.trx_id = w.{req}
 JOIN information_schema.INNODB_TRX AS b ON b.trx_id = w.{blk}
 WHERE b.trx_mysql_thread_id IN ({own}) AND r.trx_mysql_thread_id NOT IN ({own})
 """
+
+# --- plan's assessment: grants, sizes, the binlog's settings (read-only)
+# the account this session authenticated as (user@host) and the role in force (NULL, or NONE on MySQL: none)
+CURRENT_ACCOUNT = "SELECT CURRENT_USER(), CURRENT_ROLE()"
+# the same on a server without roles
+CURRENT_ACCOUNT_ONLY = "SELECT CURRENT_USER(), NULL"
+# the connection's database (the schema of an unqualified table)
+CURRENT_DATABASE = "SELECT DATABASE()"
+# the grantee's privileges, at each level ({grantee}: a %s placeholder; a schema's name may be a LIKE pattern)
+USER_PRIVILEGES = "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = %s"
+SCHEMA_PRIVILEGES = "SELECT TABLE_SCHEMA, PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = %s"
+TABLE_PRIVILEGES = ("SELECT TABLE_SCHEMA, TABLE_NAME, PRIVILEGE_TYPE FROM information_schema.TABLE_PRIVILEGES "
+                    "WHERE GRANTEE = %s")
+COLUMN_PRIVILEGES = ("SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, PRIVILEGE_TYPE FROM "
+                     "information_schema.COLUMN_PRIVILEGES WHERE GRANTEE = %s")
+# the table's data on disk (bytes), its average row (bytes) and row estimate, as InnoDB's statistics have them
+TABLE_SIZE = ("SELECT DATA_LENGTH, AVG_ROW_LENGTH, TABLE_ROWS FROM information_schema.TABLES "
+              f"WHERE {_IN_TABLE}")
+# whether the server logs, and this session's binlog format and row image
+BINLOG_SETTINGS = "SELECT @@log_bin, @@session.binlog_format, @@session.binlog_row_image"

@@ -14,31 +14,49 @@ import asyncpg
 
 from backfilld import tls
 from backfilld.aio import within
+from backfilld.engines.assessment import LogVolume, PendingIndex, Privileges, TableSize, Writes, bare_ident
 from backfilld.engines.base import AppActivity, Engine, Unrepresentable, describe, lease_key
 from backfilld.engines.catalog import Column, TableInfo
+from backfilld.engines.grants import SESSIONS, Held, Need
 from backfilld.engines.postgresql.sql import (
     APP_ACTIVITY,
     ATTACHED_REPLICAS,
+    COLUMN_PRIVILEGES,
+    CURRENT_USER,
     DEADLOCK_TIMEOUT_S,
     ESTIMATE_ROWS,
+    HAS_ROLE,
     HEARTBEAT_DDL,
     HEARTBEAT_READ,
     HEARTBEAT_WRITE,
     LEASE_HOLDER,
     LOAD,
+    NO_SEQSCAN,
+    PARTIAL_INDEXES,
     REPLICA_LAG,
+    SCHEMA_CREATE,
     TABLE_COLUMNS,
     TABLE_OID,
+    TABLE_PRIVILEGES,
+    TABLE_SIZE,
     TRY_LEASE,
     TYPE_NAME,
     UNIQUE_INDEXES,
     UNLOCK_ALL,
     UPDATE_TRIGGERS,
     WAL_POSITION,
+    WAL_SETTINGS,
     XID_SNAPSHOT,
 )
 from backfilld.engines.sqldialect import Dialect, Lexicon, Stmt, operand
-from backfilld.engines.statements import BatchPlan, WriteShape, range_call, transform_update_parts
+from backfilld.engines.statements import (
+    BatchPlan,
+    TableSpec,
+    WriteShape,
+    any_null,
+    range_call,
+    transform_update_parts,
+)
 from backfilld.errors import (
     VALUE_NOT_SHOWN,
     ConfigError,
@@ -58,6 +76,15 @@ CLOSE_STEP_S = 2.0
 
 # SQLSTATEs worth another try: serialization_failure, deadlock_detected, lock_not_available, query_canceled
 _RETRY = {"40001": "serialization", "40P01": "deadlock", "55P03": "lock_timeout", "57014": "canceled"}
+
+
+# What the server-wide needs of engines/grants.py are on PostgreSQL: a role whose privileges the user must have.
+_SERVER_ROLES = {SESSIONS: "pg_read_all_stats"}
+# The WAL record of a heap UPDATE besides the new tuple itself: its header (24 bytes), a block reference (about
+# 20) and xl_heap_update with the tuple's header (about 14). Bytes; an estimate from the record's layout.
+WAL_UPDATE_RECORD_BYTES = 60
+# An index an EXPLAIN's plan reads, by name
+_INDEX_USED = re.compile(r"(?:Index (?:Only )?Scan(?: Backward)? using|Bitmap Index Scan on) (\S+)")
 
 
 # The text apply_range_once's trap fails to cast when a batch would write NULL: its error is recognised by it.
@@ -544,6 +571,132 @@ class PostgresEngine(Engine):
     def explain_uses_index(self, lines: list[str]) -> bool:
         text = "\n".join(lines)
         return "Seq Scan" not in text
+
+    # --- plan's assessment
+    def _name(self, ident: str) -> str:
+        return ident if bare_ident(ident, lower_only=True) else self.dialect.quote(ident)
+
+    def _grant(self, need: Need, user: str, columns: Sequence[str] = (), privileges: Sequence[str] = (),
+               schema: str = "") -> str:
+        privs = ", ".join(privileges or need.privileges)
+        to = self._name(user)
+        if need.on == "server":
+            return f"GRANT {_SERVER_ROLES[need.privileges[0]]} TO {to}"
+        if need.on == "schema":
+            return f"GRANT {privs} ON SCHEMA {self._name(schema or need.name)} TO {to}"
+        cols = f" ({', '.join(self._name(c) for c in columns)})" if columns else ""
+        table = ".".join(self._name(part) for part in need.name.split("."))
+        return f"GRANT {privs}{cols} ON {table} TO {to}"
+
+    async def privileges(self, needs: Sequence[Need]) -> Privileges:
+        try:
+            [(user,)] = await self.fetch(CURRENT_USER)
+        except EngineError as exc:
+            return Privileges(None, detail=f"could not check: {exc}")
+        held = []
+        for need in needs:
+            if need.on == "server" and need.privileges[0] not in _SERVER_ROLES:
+                continue   # nothing to grant on PostgreSQL for it (a standby's own lag figures)
+            if need.where == "replicas":
+                held.append(Held(need, None, self._grant(need, user), detail="not checked: plan connects to the "
+                                 "primary only; run it there"))
+                continue
+            try:
+                held.append(await self._held(need, user))
+            except EngineError as exc:
+                held.append(Held(need, None, self._grant(need, user), detail=f"could not check: {exc}"))
+        return Privileges(user, tuple(held))
+
+    async def _held(self, need: Need, user: str) -> Held:
+        if need.on == "server":
+            role = _SERVER_ROLES[need.privileges[0]]
+            [(ok,)] = await self.fetch(Stmt(HAS_ROLE, ("r",)), {"r": role})
+            return Held(need, bool(ok), "" if ok else self._grant(need, user), called=f"{role} (or pg_monitor)")
+        if need.on == "schema":
+            rows = await self.fetch(Stmt(SCHEMA_CREATE, ("s",)), {"s": need.name or None})
+            if not rows:
+                return Held(need, None, "", detail="could not check: no schema of the search_path exists")
+            schema, ok = rows[0]
+            return Held(need, bool(ok), "" if ok else self._grant(need, user, schema=schema))
+        table = self._regclass_arg(need.name)
+        if need.columns:
+            [privilege] = need.privileges
+            rows = await self.fetch(Stmt(COLUMN_PRIVILEGES, ("t", "p", "c")),
+                                    {"t": table, "p": privilege, "c": list(need.columns)})
+            missing = tuple(c for c, ok in rows if not ok)
+            if any(ok is None for _, ok in rows):
+                return Held(need, None, self._grant(need, user, need.columns), detail="could not check: no such table")
+            return Held(need, not missing, self._grant(need, user, missing) if missing else "", missing)
+        rows = await self.fetch(Stmt(TABLE_PRIVILEGES, ("t", "p")), {"t": table, "p": list(need.privileges)})
+        if any(ok is None for _, ok in rows):
+            return Held(need, None, self._grant(need, user), detail="could not check: no such table")
+        lacks = [p for p, ok in rows if not ok]
+        return Held(need, not lacks, self._grant(need, user, privileges=lacks) if lacks else "")
+
+    async def table_size(self, table: str, rows: int) -> TableSize:
+        try:
+            found = await self.fetch(Stmt(TABLE_SIZE, ("t",)), {"t": self._regclass_arg(table)})
+        except EngineError as exc:
+            return TableSize(None, None, "pg_relation_size", detail=f"could not read: {exc}")
+        if not found:
+            return TableSize(None, None, "pg_relation_size", detail="no such table")
+        size, reltuples = int(found[0][0]), int(found[0][1])
+        n = reltuples if reltuples > 0 else rows
+        return TableSize(size, size / n if n > 0 else None, "pg_relation_size / reltuples"
+                         if reltuples > 0 else "pg_relation_size / the row estimate")
+
+    async def log_volume(self, size: TableSize, writes: Writes) -> LogVolume:
+        try:
+            settings = {str(k): str(v) for k, v in await self.fetch(WAL_SETTINGS)}
+        except EngineError as exc:
+            return LogVolume(None, None, {}, f"could not read the WAL settings: {exc}")
+        fpw = settings.get("full_page_writes") == "on"
+        if size.row_bytes is None:
+            return LogVolume(None, None, settings, "the table's row size is not known")
+        # each row written is a new tuple version, in a heap-update WAL record of its own
+        per_row = size.row_bytes + WAL_UPDATE_RECORD_BYTES
+        total = writes.rows * per_row
+        how = f"rows x (row size {size.row_bytes:.0f} B + {WAL_UPDATE_RECORD_BYTES} B of WAL record)"
+        notes = []
+        if fpw and size.table_bytes:
+            total += size.table_bytes   # each page's first change after a checkpoint is logged whole, once
+            how += " + the table's pages once (full_page_writes: each page's first change after a checkpoint)"
+            if settings.get("wal_compression", "off") != "off":
+                notes.append(f"wal_compression = {settings['wal_compression']}: the full pages are compressed, "
+                             "so less")
+        notes.append("an UPDATE that cannot be HOT (a target indexed, or no room left in the page) also writes an "
+                     "entry in every index of the table: more")
+        if settings.get("wal_level") == "minimal":
+            notes.append("wal_level = minimal: nothing replicates (no standby can stream this server)")
+        return LogVolume(int(total), per_row, settings, how, tuple(notes))
+
+    def pending_index(self, spec: TableSpec, name: str, key_bytes: int, target_bytes: int) -> PendingIndex | None:
+        if spec.overwrite:
+            return None
+        d = self.dialect
+        ddl = (f"CREATE INDEX CONCURRENTLY {self._name(name)} ON {d.table(spec.table)} "
+               f"({', '.join(d.quote(k) for k in spec.key)}) WHERE {any_null(d, spec)}")
+        # a b-tree leaf entry: its 8-byte header and the key, aligned to 8 bytes, and its 4-byte line pointer
+        entry = 8 + -(-key_bytes // 8) * 8 + 4
+        return PendingIndex((ddl,), True, entry,
+                            "CONCURRENTLY: the build reads the table twice and blocks no writes. Create it once the "
+                            "fill pass is done: then it holds only the rows old code leaves NULL; created before, "
+                            "it holds every row until the fill empties it, and its predicate on the target makes "
+                            "every batch's UPDATE a non-HOT one (a new entry in every index of the table)")
+
+    async def index_serves(self, table: str, stmt: Stmt, values: dict[str, Any]) -> tuple[bool, list[str]]:
+        # at a small table's size the planner prefers a scan whatever its indexes: asked again with the scan
+        # made its last resort, an index condition or a partial index in its plan is an index that serves
+        lines = await self.explain(stmt, values)
+        if "Seq Scan" not in "\n".join(lines) and "Index Cond" in "\n".join(lines):
+            return True, lines
+        async with self.transaction():
+            await self.execute(NO_SEQSCAN)
+            steered = await self.explain(stmt, values)
+            partial = {r[0] for r in await self.fetch(Stmt(PARTIAL_INDEXES, ("t",)), {"t": self._regclass_arg(table)})}
+        text = "\n".join(steered)
+        used = set(_INDEX_USED.findall(text))
+        return "Seq Scan" not in text and ("Index Cond" in text or bool(used & partial)), lines
 
     # --- transform writes
     async def write_rows(self, info: TableInfo, shape: WriteShape, rows: Sequence[Sequence[Any]]) -> int:

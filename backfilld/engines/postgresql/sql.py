@@ -103,3 +103,27 @@ SELECT (SELECT count(*) FROM app WHERE state = 'active'),
           FROM pg_locks AS l WHERE NOT l.granted AND l.pid IN (SELECT pid FROM behind)),
        (SELECT count(*) FROM app WHERE state IS NULL)
 """
+
+# --- plan's assessment: grants, sizes, the WAL's settings, indexes (read-only)
+# the configured user as the server names it (GRANT ... TO it)
+CURRENT_USER = "SELECT current_user::text"
+# of the privileges $2 on the table $1 (quoted), whether this user holds each (NULL: no such table)
+TABLE_PRIVILEGES = "SELECT p, has_table_privilege(to_regclass($1), p) FROM unnest($2::text[]) AS p"
+# of the columns $3 of the table $1 (quoted), whether this user holds the privilege $2 on each (a table-level
+# grant counts)
+COLUMN_PRIVILEGES = "SELECT c, has_column_privilege(to_regclass($1), c, $2) FROM unnest($3::text[]) AS c"
+# the schema $1 (NULL: where an unqualified CREATE TABLE puts a table) and whether this user may create in it
+SCHEMA_CREATE = ("SELECT s, has_schema_privilege(s, 'CREATE') FROM (SELECT COALESCE($1::text, "
+                 "current_schema()::text) AS s) AS bf_s WHERE s IS NOT NULL")
+# whether this user has the privileges of the role $1 (a member of it, or of one that is: pg_monitor)
+HAS_ROLE = "SELECT pg_has_role($1, 'USAGE')"
+# the table's data on disk (main fork, bytes) and the planner's row count (reltuples; -1: never analyzed)
+TABLE_SIZE = "SELECT pg_relation_size(oid), reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)"
+# the WAL's settings a run's volume depends on
+WAL_SETTINGS = ("SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'full_page_writes', "
+                "'wal_compression', 'block_size') ORDER BY name")
+# the names of the table's partial indexes (those holding only rows that match their WHERE)
+PARTIAL_INDEXES = ("SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                   "WHERE i.indrelid = to_regclass($1) AND i.indpred IS NOT NULL")
+# for the rest of the transaction, the planner takes a table scan only where no index can serve
+NO_SEQSCAN = "SET LOCAL enable_seqscan = off"

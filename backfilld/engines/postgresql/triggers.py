@@ -32,6 +32,7 @@ def _dollar_tag(*texts: str | None) -> str:
 class PostgresTriggers(Triggers):
     needs_columns = False   # %TYPE declares the function's variables; the columns only check the targets
     drops_on_table = True
+    creates_function = True
 
     def install_sql(self, spec: TriggerSpec) -> list[str]:
         if spec.lookup is not None:

@@ -18,8 +18,10 @@ import aiosqlite
 
 from backfilld import logs
 from backfilld.aio import within
+from backfilld.engines.assessment import LogVolume, PendingIndex, Privileges, TableSize, Writes
 from backfilld.engines.base import Engine, lease_key
 from backfilld.engines.catalog import Column, TableInfo
+from backfilld.engines.grants import Need
 from backfilld.engines.sqldialect import Dialect, Lexicon, Stmt, operand
 from backfilld.engines.sqlite.sql import (
     AUTOCHECKPOINT_OFF,
@@ -32,19 +34,30 @@ from backfilld.engines.sqlite.sql import (
     INDEX_COLUMNS,
     INDEXES,
     JOURNAL_MODE,
+    PAGE_COUNT,
+    PAGE_SIZE,
     ROLLBACK,
     ROWID_SPAN,
     SYNCHRONOUS_NORMAL,
+    TABLE_BYTES,
     TABLE_COLUMNS,
     TRIGGERS,
 )
-from backfilld.engines.statements import BatchPlan, WriteShape, range_call, transform_update_parts
+from backfilld.engines.statements import BatchPlan, TableSpec, WriteShape, any_null, range_call, transform_update_parts
 from backfilld.errors import ConfigError, ConnectError, EngineError, RetryableError, SchemaError
 
 if TYPE_CHECKING:
     from backfilld.engines.triggers import Triggers
 
 log = logs.get_logger("backfilld.sqlite")
+
+# A WAL frame's header: bytes before each page it holds
+WAL_FRAME_HEADER_BYTES = 24
+# The b-tree pages above the leaves a batch's commit writes besides them: the root and an interior page, for a
+# table of up to some millions of rows (pages)
+BTREE_UPPER_PAGES = 2
+# An EXPLAIN QUERY PLAN line reading every entry of an index: SCAN t USING [COVERING] INDEX name
+_SCAN_INDEX = re.compile(r"SCAN \S+ USING (?:COVERING )?INDEX (\S+)")
 
 
 class SQLiteDialect(Dialect):
@@ -442,6 +455,86 @@ class SQLiteEngine(Engine):
         # "SCAN t" without an index reads the whole table; scans of our own subquery (bf_r) are bounded
         return not any(ln.startswith("SCAN") and "subquery" not in ln and "bf_r" not in ln and "INDEX" not in ln
                        for ln in lines)
+
+    # --- plan's assessment
+    async def privileges(self, needs: Sequence[Need]) -> Privileges:
+        detail = ("SQLite has no users or grants: the daemon may do what its OS user may do with the database "
+                  "file and its folder")
+        path = self.url.database
+        if path == ":memory:":
+            return Privileges(None, detail=detail)
+        file, folder = Path(path), Path(path).resolve().parent
+        access: dict[str, object] = {"file": str(file), "file_writable": os.access(file, os.R_OK | os.W_OK),
+                                     "folder": str(folder), "folder_writable": os.access(folder, os.W_OK | os.X_OK)}
+        problems = []
+        if not access["file_writable"]:
+            problems.append(f"the database file {file} is not writable by this OS user: the run cannot write it")
+        if not access["folder_writable"]:
+            problems.append(f"the folder {folder} is not writable by this OS user: SQLite creates the WAL's files "
+                            "there (-wal, -shm), and backfilld the job's lease file")
+        return Privileges(None, detail=detail, access=access, problems=tuple(problems))
+
+    async def table_size(self, table: str, rows: int) -> TableSize:
+        schema, _, name = table.rpartition(".")
+        try:
+            [(size,)] = await self.fetch(Stmt(TABLE_BYTES, ("s", "t")), {"s": schema or "main", "t": name})
+            source = "dbstat: the table's pages"
+        except EngineError:   # SQLite built without dbstat: the whole database's pages, an upper bound
+            try:
+                q = self._split(table)[0]
+                [(pages,)] = await self.fetch(PAGE_COUNT.format(schema=q))
+                [(page,)] = await self.fetch(PAGE_SIZE.format(schema=q))
+            except EngineError as exc:
+                return TableSize(None, None, "page_count x page_size", detail=f"could not read: {exc}")
+            size, source = int(pages) * int(page), "page_count x page_size: the whole database's pages (at most)"
+        if size is None:
+            return TableSize(None, None, source, detail="no such table")
+        return TableSize(int(size), int(size) / rows if rows > 0 else None, source + " / the row estimate")
+
+    async def log_volume(self, size: TableSize, writes: Writes) -> LogVolume:
+        try:
+            [(mode,)] = await self.fetch(JOURNAL_MODE)
+            [(page,)] = await self.fetch(PAGE_SIZE.format(schema=""))
+        except EngineError as exc:
+            return LogVolume(None, None, {}, f"could not read the journal settings: {exc}")
+        settings = {"journal_mode": str(mode).lower(), "page_size": str(page)}
+        frame = int(page) + WAL_FRAME_HEADER_BYTES
+        if size.table_bytes is None:
+            return LogVolume(None, None, settings, "the table's size is not known")
+        # batches run in key order: each page of the table is changed about once, and each commit also
+        # writes the b-tree's pages above the leaves it changed
+        total = -(-size.table_bytes // int(page)) * frame + writes.batches * BTREE_UPPER_PAGES * frame
+        what = "WAL frames" if settings["journal_mode"] == "wal" else "the rollback journal's pages"
+        return LogVolume(int(total), total / writes.rows if writes.rows else None, settings,
+                         f"{what}: the table's pages once + {BTREE_UPPER_PAGES} b-tree pages per batch, "
+                         f"each {frame} B",
+                         ("SQLite has no replication: the WAL is copied into the database file at checkpoints "
+                          "(a tool shipping the WAL, such as Litestream, ships about this much); rows that grow "
+                          "split pages: more",))
+
+    def pending_index(self, spec: TableSpec, name: str, key_bytes: int, target_bytes: int) -> PendingIndex | None:
+        if spec.overwrite:
+            return None
+        d = self.dialect
+        ddl = (f"CREATE INDEX {d.in_schema(spec.table, name)} ON {d.quote(spec.table.rpartition('.')[2])} "
+               f"({', '.join(d.quote(k) for k in spec.key)}) WHERE {any_null(d, spec)}")
+        # an index record: its header, the key and the rowid (varints), about this much besides the key
+        return PendingIndex((ddl,), True, key_bytes + 6,
+                            "SQLite builds it in one write transaction: the application's writes wait for the "
+                            "build (one read of the table). Create it once the fill pass is done: it then holds "
+                            "only the rows old code leaves NULL")
+
+    async def index_serves(self, table: str, stmt: Stmt, values: dict[str, Any]) -> tuple[bool, list[str]]:
+        lines = await self.explain(stmt, values)
+        schema, name = self._split(table)
+        partial = {r[1] for r in await self.fetch(INDEXES.format(schema=schema, name=name)) if len(r) > 4 and r[4]}
+        for ln in lines:
+            if ln.startswith("SEARCH"):
+                return True, lines
+            m = _SCAN_INDEX.match(ln)
+            if m and m.group(1) in partial:
+                return True, lines
+        return False, lines
 
 
 def build_write(d: Dialect, info: TableInfo, shape: WriteShape, n_rows: int) -> Stmt:

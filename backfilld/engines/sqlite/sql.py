@@ -39,3 +39,11 @@ INDEX_COLUMNS = "PRAGMA {schema}index_info({index})"
 TRIGGERS = "SELECT name, sql FROM {schema}sqlite_master WHERE type = 'trigger' AND tbl_name = ? ORDER BY name"
 # the table's smallest and largest rowid (an error for a WITHOUT ROWID table)
 ROWID_SPAN = "SELECT (SELECT min(rowid) FROM {table}), (SELECT max(rowid) FROM {table})"
+
+# --- plan's assessment: sizes, the journal's settings (read-only)
+# the bytes of the table's b-tree pages ({schema}: the schema's name as a bound value's text; the dbstat
+# virtual table, where SQLite was built with it)
+TABLE_BYTES = "SELECT sum(pgsize) FROM dbstat(?) WHERE name = ?"
+# the database's pages and their size (every table and index together)
+PAGE_COUNT = "PRAGMA {schema}page_count"
+PAGE_SIZE = "PRAGMA {schema}page_size"
