@@ -137,10 +137,16 @@ async def _farm_run(cfg: Any, opts: Any, shard: str | None) -> None:
 def plan(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Check every job against the live database and explain what it would do, in the order `run` runs them.
-    Writes nothing."""
+    Writes nothing.
+
+    Per job: its statements and their EXPLAIN; the privileges it needs, checked for the configured user (the
+    GRANT for each one lacking); whether an index serves the sweep's check for rows left, verify's range reads
+    and the job's where (the index to create where none does, with its cost); and the replication log (WAL,
+    binlog) the run would write, all estimates.
+    """
     import json
 
-    from backfilld import daemon
+    from backfilld import assess, daemon
 
     cfg = _load(config, jobs)
     plans = _run_async(daemon.plan(cfg, job))
@@ -190,6 +196,8 @@ def plan(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
             typer.echo(f"  EXPLAIN {label}:")
             for line in lines:
                 typer.echo(f"    {line}")
+        for line in assess.describe(p):
+            typer.echo(line)
         for w in p["warnings"]:
             typer.echo(f"  WARNING: {w}")
         trig = p["triggers"]

@@ -422,8 +422,9 @@ async def run(config: Config, opts: RunOptions, *, stop: asyncio.Event | None = 
 
 
 async def plan(config: Config, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """What each job would do: statements, EXPLAIN, estimates. Writes nothing. Every job is checked: the
-    problems of all of them are raised together."""
+    """What each job would do: statements, EXPLAIN, estimates, and its assessment (the privileges it needs and
+    lacks, the indexes its sweep, verify and filter use, the replication log it writes). Writes nothing. Every
+    job is checked: the problems of all of them are raised together."""
     out: list[dict[str, Any]] = []
     problems: list[BackfilldError] = []
     async with open_engine(config) as engine:
@@ -442,6 +443,7 @@ async def plan(config: Config, names: list[str] | None = None) -> list[dict[str,
 
 async def _plan_job(engine: Engine, config: Config, job: JobConfig) -> dict[str, Any]:
     """One job's plan (see plan)."""
+    from backfilld.assess import assess
     from backfilld.engines import triggers as trig
     from backfilld.preflight import concurrency_limit, prepare
 
@@ -495,6 +497,8 @@ async def _plan_job(engine: Engine, config: Config, job: JobConfig) -> dict[str,
     no_wait = None
     if p.plan.keyed_update is not None and batch_stmt is not None:
         no_wait = engine.no_wait(batch_stmt, p.key)
+    assessment, assessed = await assess(engine, config, job, p, estimate, values)
+    warnings.extend(assessed)
     return {
         "job": job.name, "engine": engine.name, "table": job.table, "key": list(p.key),
         "targets": p.exprs or {t: f"python transform {job.transform}" for t in job.targets},
@@ -519,6 +523,7 @@ async def _plan_job(engine: Engine, config: Config, job: JobConfig) -> dict[str,
                     "lookup_insert": p.plan.lookup_insert.stmt(engine.dialect, 2).sql}
                    if p.plan.lookup_insert is not None else {})},
         "explain": explains, "warnings": warnings,
+        **assessment,   # "privileges", "indexes", "replication": see backfilld/assess.py
     }
 
 
