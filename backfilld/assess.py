@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from backfilld.config import Config, JobConfig
-from backfilld.engines import grants
+from backfilld.engines import grants, protocols
 from backfilld.engines.assessment import SCAN_BYTES_PER_S, Privileges, TableSize, Writes, approx_width, index_name
 from backfilld.engines.base import Engine, Stmt
 from backfilld.engines.sqltext import referenced_columns
@@ -76,8 +76,22 @@ async def access(engine: Engine, config: Config, job: JobConfig, p: Prepared) ->
         sessions="; ".join(sessions) or None,
         heartbeat_table=hb_table if heartbeat and caps.replicas else None,
         heartbeat_exists=heartbeat and await _exists(engine, hb_table),
-        heartbeat_level="required" if config.replicas and t.lag_probe == "heartbeat" else "recommended",
+        heartbeat_level=await _heartbeat_level(engine, config),
         replicas=tuple(r.label for r in config.replicas), replica_lag_native=t.lag_probe == "native")
+
+
+async def _heartbeat_level(engine: Engine, config: Config) -> grants.Level:
+    """How much the heartbeat matters: required with [[replicas]] read through it; else (replicas found streaming
+    from the primary) required while some stream, optional while none does, recommended when plan cannot tell."""
+    if config.replicas:
+        return "required"
+    if not engine.capabilities.discovers_replicas:
+        return "optional"
+    try:
+        streaming = await protocols.replication(engine).attached_replicas()
+    except BackfilldError:
+        return "recommended"
+    return "required" if streaming else "optional"
 
 
 async def _exists(engine: Engine, table: str) -> bool:

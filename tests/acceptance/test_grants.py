@@ -1,7 +1,9 @@
 """The least privileges a job needs (README, Trust boundaries: minimal grants), proved on PostgreSQL and MariaDB: a
 user holding exactly those runs a job to completion and verifies it, as a process, its password read as a systemd
 credential (password_file = "%d/..."); each grant taken away gives the error backfilld prints for it, and a
-missing one that writes nothing more than it should."""
+missing one that writes nothing more than it should. The grants are the list `plan` checks and prints
+(backfilld/engines/grants.py, spelled by the engine's grant_sql), so these tests prove that list; and `plan`, run
+as such a user, names what it lacks with the statement that grants it."""
 
 from __future__ import annotations
 
@@ -14,19 +16,19 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from backfilld import state
+from backfilld import daemon, state
+from backfilld.assess import access
+from backfilld.config import from_dict
+from backfilld.engines import grants
+from backfilld.preflight import prepare
 from tests.acceptance.test_cli import backfilld
 from tests.dbutil import TestDb
 
 pytestmark = pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
 ROWS = 2000
 
-# per engine: (the job's expression, the grants a job needs, with USER, TABLE and STATE put in)
+# per engine: the job's expression
 EXPR = {"postgresql": "name || '!'", "mysql": "CONCAT(name, '!')"}
-TABLE_GRANTS = ["GRANT SELECT (id, name, label), UPDATE (label) ON {table} TO {user}",
-                "GRANT SELECT, INSERT, UPDATE ON {state} TO {user}"]
-# what the application probe (on by default) reads: other sessions' state and lock waits
-PROBE_GRANT = {"postgresql": "GRANT pg_read_all_stats TO {user}", "mysql": "GRANT PROCESS ON *.* TO {user}"}
 
 
 class User:
@@ -103,18 +105,28 @@ async def user(db: TestDb) -> Any:
         await u.drop()
 
 
+async def needs(db: TestDb, table: str) -> list[grants.Need]:
+    """The job's needs as plan derives them (the admin's connection: what it holds itself does not matter)."""
+    cfg = db.config([{"name": "j", "table": table, "set": {"label": EXPR[db.engine_name]}}])
+    job = cfg.job("j")
+    return grants.needs(await access(db.engine, cfg, job, await prepare(db.engine, job)))
+
+
 async def setup(db: TestDb, user: User, *, state_table: bool = True, probe: bool = True,
                 update: bool = True) -> str:
-    """The table, and the grants (all of them unless one is left out)."""
+    """The table, and the grants plan lists as required, and the probes' (all of them unless one is left out):
+    a state table created beforehand (as a DBA would, with grants of its own: no CREATE for backfilld), or the
+    CREATE it needs left out."""
     table = await db.users_with(ROWS)
-    if state_table:   # created beforehand, as a DBA would, with grants of its own: no CREATE for backfilld
+    if state_table:
         await db.engine.execute(state.ddl(db.engine.dialect, db.state_table))
         db.created.append(db.state_table)
-    grants = TABLE_GRANTS if update else [TABLE_GRANTS[0].replace(", UPDATE (label)", ""), TABLE_GRANTS[1]]
-    for g in grants if state_table else grants[:1]:
-        await user.grant(g, table=table, state=db.state_table)
-    if probe:
-        await user.grant(PROBE_GRANT[db.engine_name])
+    for need in await needs(db, table):
+        wanted = need.level == "required" or (probe and need.on == "server")
+        if not update and need.privileges == ("UPDATE",) and need.name == table:
+            wanted = False
+        if wanted and need.on != "schema":   # CREATE only ever where there is no state table: left out then
+            await db.engine.execute(await db.engine.grant_sql(need, user.sql))  # type: ignore[attr-defined]
     return table
 
 
@@ -170,3 +182,55 @@ async def test_without_the_probe_grant_the_probe_names_it_and_the_job_still_comp
     grant = {"postgresql": "pg_read_all_stats", "mysql": "PROCESS privilege"}[db.engine_name]
     assert failed and all(grant in e["error"] for e in failed), failed
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL") == [(0,)]
+
+
+async def plan_as(db: TestDb, user: User, table: str, tmp_path: Path) -> dict[str, Any]:
+    """`plan` in-process, connected as the user."""
+    secret = tmp_path / "password"
+    secret.write_text(user.password, encoding="utf-8")
+    u = urlsplit(db.url)
+    cfg = from_dict({"database": {"url": f"{u.scheme}://{user.name}@{u.hostname}:{u.port}{u.path}",
+                                  "password_file": str(secret)},
+                     "state": {"table": db.state_table}, "logging": {"level": "warning", "format": "json"},
+                     "metrics": {"listen": ""},
+                     "jobs": [{"name": "j", "table": table, "set": {"label": EXPR[db.engine_name]}}]})
+    [report] = await daemon.plan(cfg)
+    return report
+
+
+async def test_plan_names_the_grant_the_user_lacks_with_the_statement_that_gives_it(db: TestDb, user: User,
+                                                                                   tmp_path: Path) -> None:
+    table = await setup(db, user, update=False)
+    report = await plan_as(db, user, table, tmp_path)
+    priv = report["privileges"]
+    to = user.name if db.engine_name == "postgresql" else f"'{user.name}'@'%'"
+    on = table if db.engine_name == "postgresql" else f"test.{table}"
+    grant = f"GRANT UPDATE (label) ON {on} TO {to}"
+    assert priv["checked"] and priv["lacking"] == [grant], priv
+    [warning] = [w for w in report["warnings"] if "lacks" in w]
+    who = user.name if db.engine_name == "postgresql" else f"{user.name}@%"   # as the server names the user
+    assert warning.startswith(f"{who} lacks UPDATE (label) on {table} (required") \
+        and warning.endswith(f"grant it: {grant}"), warning
+    held = {(tuple(n["privileges"]), n["name"]): n["held"] for n in priv["needs"]}
+    assert held[(("SELECT",), table)] is True and held[(("UPDATE",), table)] is False
+    assert held[(("SELECT", "INSERT", "UPDATE"), db.state_table)] is True
+    assert held[((grants.SESSIONS,), "")] is True
+    assert held[(("TRIGGER",), table)] is False   # optional: listed, never a warning
+    assert not any("TRIGGER" in w for w in report["warnings"])
+
+
+async def test_with_the_grants_plan_lists_nothing_is_lacking(db: TestDb, user: User, tmp_path: Path) -> None:
+    table = await setup(db, user)
+    report = await plan_as(db, user, table, tmp_path)
+    priv = report["privileges"]
+    assert priv["checked"] and priv["lacking"] == [], priv
+    assert all(n["held"] for n in priv["needs"] if n["level"] == "required"), priv["needs"]
+    assert not [w for w in report["warnings"] if "lacks" in w], report["warnings"]
+
+
+async def test_without_the_probe_grant_plan_names_it(db: TestDb, user: User, tmp_path: Path) -> None:
+    table = await setup(db, user, probe=False)
+    report = await plan_as(db, user, table, tmp_path)
+    to = user.name if db.engine_name == "postgresql" else f"'{user.name}'@'%'"
+    grant = {"postgresql": f"GRANT pg_read_all_stats TO {to}", "mysql": f"GRANT PROCESS ON *.* TO {to}"}
+    assert report["privileges"]["lacking"] == [grant[db.engine_name]], report["privileges"]

@@ -663,10 +663,14 @@ class MySQLEngine(Engine):
     def _name(self, ident: str) -> str:
         return ident if bare_ident(ident, lower_only=False) else self.dialect.quote(ident)
 
-    def _grant(self, need: Need, account: str, schema: str, columns: Sequence[str] = (),
+    async def grant_sql(self, need: Need, to: str) -> str:
+        """The statement granting the whole need to `to` (an account as SQL: 'user'@'host')."""
+        [(database,)] = await self.fetch(CURRENT_DATABASE)
+        schema = (self._split(need.name)[0] if need.on == "table" else need.name) or str(database or "")
+        return self._grant(need, to, schema)
+
+    def _grant(self, need: Need, to: str, schema: str, columns: Sequence[str] = (),
                privileges: Sequence[str] = ()) -> str:
-        user, _, host = account.rpartition("@")
-        to = "'" + user.replace("'", "''") + "'@'" + host.replace("'", "''") + "'"
         if need.on == "server":
             mariadb = "mariadb" in (self._server[0] if self._server else "").lower()
             return f"GRANT {_SERVER_PRIVILEGES[need.privileges[0]][mariadb]} ON *.* TO {to}"
@@ -688,6 +692,7 @@ class MySQLEngine(Engine):
         account, role = str(account), None if role in (None, "NONE") else str(role)
         user, _, host = account.rpartition("@")
         grantee = "'" + user + "'@'" + host + "'"   # as information_schema spells it
+        to = "'" + user.replace("'", "''") + "'@'" + host.replace("'", "''") + "'"
         try:
             owned = _Grants(
                 {str(r[0]) for r in await self.fetch(Stmt(USER_PRIVILEGES, ("g",)), {"g": grantee})},
@@ -696,7 +701,7 @@ class MySQLEngine(Engine):
                 {tuple(map(str, r)) for r in await self.fetch(Stmt(COLUMN_PRIVILEGES, ("g",)), {"g": grantee})})
         except EngineError as exc:
             unread = f"could not check: information_schema's privilege tables are not readable ({exc})"
-            return Privileges(account, tuple(Held(n, None, self._grant(n, account, self._split(n.name)[0] or
+            return Privileges(account, tuple(Held(n, None, self._grant(n, to, self._split(n.name)[0] or
                                                                           str(database or "")), detail=unread)
                                              for n in needs))
         held = []
@@ -705,7 +710,7 @@ class MySQLEngine(Engine):
             if need.where == "replicas":
                 mariadb = "mariadb" in (self._server[0] if self._server else "").lower()
                 called = f"{_SERVER_PRIVILEGES[need.privileges[0]][mariadb]} (global)" if need.on == "server" else ""
-                held.append(Held(need, None, self._grant(need, account, schema), called=called,
+                held.append(Held(need, None, self._grant(need, to, schema), called=called,
                                  detail="not checked: plan connects to the primary only; run it there"))
                 continue
             called = f"{_SERVER_PRIVILEGES[need.privileges[0]][0]} (global)" if need.on == "server" else ""
@@ -714,7 +719,7 @@ class MySQLEngine(Engine):
                 held.append(Held(need, True, called=called))
                 continue
             columns, privileges = missing
-            grant = self._grant(need, account, schema, columns, privileges)
+            grant = self._grant(need, to, schema, columns, privileges)
             if role is not None:   # information_schema shows the user's own grants, not its role's
                 held.append(Held(need, None, grant, columns, detail=f"not shown: the role {role} in force may grant "
                                  f"it (information_schema lists the user's own grants; see SHOW GRANTS FOR {role})",

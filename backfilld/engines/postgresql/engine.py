@@ -576,10 +576,17 @@ class PostgresEngine(Engine):
     def _name(self, ident: str) -> str:
         return ident if bare_ident(ident, lower_only=True) else self.dialect.quote(ident)
 
-    def _grant(self, need: Need, user: str, columns: Sequence[str] = (), privileges: Sequence[str] = (),
+    async def grant_sql(self, need: Need, to: str) -> str:
+        """The statement granting the whole need to `to` (a role's name as SQL)."""
+        schema = ""
+        if need.on == "schema" and not need.name:
+            rows = await self.fetch(Stmt(SCHEMA_CREATE, ("s",)), {"s": None})
+            schema = rows[0][0] if rows else "public"
+        return self._grant(need, to, schema=schema)
+
+    def _grant(self, need: Need, to: str, columns: Sequence[str] = (), privileges: Sequence[str] = (),
                schema: str = "") -> str:
         privs = ", ".join(privileges or need.privileges)
-        to = self._name(user)
         if need.on == "server":
             return f"GRANT {_SERVER_ROLES[need.privileges[0]]} TO {to}"
         if need.on == "schema":
@@ -593,31 +600,31 @@ class PostgresEngine(Engine):
             [(user,)] = await self.fetch(CURRENT_USER)
         except EngineError as exc:
             return Privileges(None, detail=f"could not check: {exc}")
-        held = []
+        held, to = [], self._name(user)
         for need in needs:
             if need.on == "server" and need.privileges[0] not in _SERVER_ROLES:
                 continue   # nothing to grant on PostgreSQL for it (a standby's own lag figures)
             if need.where == "replicas":
-                held.append(Held(need, None, self._grant(need, user), detail="not checked: plan connects to the "
+                held.append(Held(need, None, self._grant(need, to), detail="not checked: plan connects to the "
                                  "primary only; run it there"))
                 continue
             try:
-                held.append(await self._held(need, user))
+                held.append(await self._held(need, to))
             except EngineError as exc:
-                held.append(Held(need, None, self._grant(need, user), detail=f"could not check: {exc}"))
+                held.append(Held(need, None, self._grant(need, to), detail=f"could not check: {exc}"))
         return Privileges(user, tuple(held))
 
-    async def _held(self, need: Need, user: str) -> Held:
+    async def _held(self, need: Need, to: str) -> Held:
         if need.on == "server":
             role = _SERVER_ROLES[need.privileges[0]]
             [(ok,)] = await self.fetch(Stmt(HAS_ROLE, ("r",)), {"r": role})
-            return Held(need, bool(ok), "" if ok else self._grant(need, user), called=f"{role} (or pg_monitor)")
+            return Held(need, bool(ok), "" if ok else self._grant(need, to), called=f"{role} (or pg_monitor)")
         if need.on == "schema":
             rows = await self.fetch(Stmt(SCHEMA_CREATE, ("s",)), {"s": need.name or None})
             if not rows:
                 return Held(need, None, "", detail="could not check: no schema of the search_path exists")
             schema, ok = rows[0]
-            return Held(need, bool(ok), "" if ok else self._grant(need, user, schema=schema))
+            return Held(need, bool(ok), "" if ok else self._grant(need, to, schema=schema))
         table = self._regclass_arg(need.name)
         if need.columns:
             [privilege] = need.privileges
@@ -625,13 +632,13 @@ class PostgresEngine(Engine):
                                     {"t": table, "p": privilege, "c": list(need.columns)})
             missing = tuple(c for c, ok in rows if not ok)
             if any(ok is None for _, ok in rows):
-                return Held(need, None, self._grant(need, user, need.columns), detail="could not check: no such table")
-            return Held(need, not missing, self._grant(need, user, missing) if missing else "", missing)
+                return Held(need, None, self._grant(need, to, need.columns), detail="could not check: no such table")
+            return Held(need, not missing, self._grant(need, to, missing) if missing else "", missing)
         rows = await self.fetch(Stmt(TABLE_PRIVILEGES, ("t", "p")), {"t": table, "p": list(need.privileges)})
         if any(ok is None for _, ok in rows):
-            return Held(need, None, self._grant(need, user), detail="could not check: no such table")
+            return Held(need, None, self._grant(need, to), detail="could not check: no such table")
         lacks = [p for p, ok in rows if not ok]
-        return Held(need, not lacks, self._grant(need, user, privileges=lacks) if lacks else "")
+        return Held(need, not lacks, self._grant(need, to, privileges=lacks) if lacks else "")
 
     async def table_size(self, table: str, rows: int) -> TableSize:
         try:
