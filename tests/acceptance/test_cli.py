@@ -247,6 +247,21 @@ async def test_first_signal_waits_for_the_batch_second_exits_at_once(db: TestDb,
     assert (await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL")) == [(0,)]
 
 
+async def test_plan_prints_the_privileges_indexes_and_replication_log(db: TestDb, tmp_path: Path) -> None:
+    table = await db.users_with(100)
+    cfg = write_config(tmp_path / "c.toml", db, table)
+    r = backfilld("plan", str(cfg))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    privileges = {"sqlite": "  privileges: SQLite has no users or grants",
+                  "postgresql": "  privileges of postgres (checked against the server):",
+                  "mysql": "  privileges of root@"}[db.engine_name]
+    assert privileges in out and "  indexes:\n    sweep's check for rows left" in out, out
+    assert "  replication log (estimates): about " in out and "for 100 rows" in out, out
+    as_json = json.loads(backfilld("plan", str(cfg), "--json").stdout)
+    assert {"privileges", "indexes", "replication"} <= set(as_json[0])
+
+
 def test_bad_config_is_a_clear_error_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[database]\nurl = "sqlite:///x.db"\n[[jobs]]\nname = "j"\ntable = "t"\nbatch_size = -5\n'

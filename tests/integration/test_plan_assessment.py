@@ -1,0 +1,121 @@
+"""plan's assessment against real engines: the indexes its sweep, verify and where use (and the index it suggests,
+gone once created), the replication log it estimates, SQLite's file permissions; and that plan stays read-only.
+The privilege checks against a user lacking a grant are in tests/acceptance/test_grants.py (they need a user)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from backfilld import daemon
+from tests.dbutil import CONCAT, TestDb
+
+ROWS = 2000
+partial_indexes = pytest.mark.parametrize("engine_name", ["postgresql", "sqlite"])
+
+# the keys plan --json had before the assessment: they stay as they were
+OLD_KEYS = {"job", "engine", "table", "key", "targets", "where", "overwrite", "triggers", "estimated_rows",
+            "batch_size", "workers", "batches_expected", "fingerprint", "locking", "sql", "explain", "warnings",
+            "order", "after", "defined_in"}
+
+
+async def plan(db: TestDb, table: str, **job: Any) -> dict[str, Any]:
+    throttle = job.pop("throttle", None)
+    cfg = db.config([{"name": "j", "table": table, "set": {"label": CONCAT[db.engine_name]}, **job}],
+                    **({"throttle": throttle} if throttle else {}))
+    [report] = await daemon.plan(cfg)
+    return report
+
+
+async def catalog(db: TestDb) -> list[Any]:
+    """What plan could have created: tables and indexes of the test's database."""
+    if db.engine_name == "sqlite":
+        return await db.q("SELECT type, name FROM sqlite_master ORDER BY name")
+    if db.engine_name == "postgresql":
+        return await db.q("SELECT relname::text FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+                          "ORDER BY relname")
+    return await db.q("SELECT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = "
+                      "DATABASE() ORDER BY 1, 2")
+
+
+async def test_plan_keeps_its_keys_adds_the_assessment_and_writes_nothing(db: TestDb) -> None:
+    table = await db.users_with(ROWS)
+    before = await catalog(db)
+    report = await plan(db, table)
+    assert OLD_KEYS <= set(report) and {"privileges", "indexes", "replication"} <= set(report)
+    assert await catalog(db) == before   # no state table, no index: plan is read-only
+
+
+@partial_indexes
+async def test_the_sweep_check_scans_the_table_until_the_suggested_index_exists(db: TestDb) -> None:
+    table = await db.users_with(ROWS)
+    sweep = (await plan(db, table))["indexes"]["sweep"]
+    assert sweep["served_by_index"] is False and sweep["rows_estimate"] == ROWS, sweep
+    suggestion = sweep["suggestion"]
+    [ddl] = suggestion["ddl"]
+    assert suggestion["partial"] and f"ON {db.engine.dialect.table(table)} (\"id\") WHERE (\"label\" IS NULL)" in ddl
+    # estimates, plausible for 2000 rows of a bigint key: tens of bytes an entry, a fraction of a second to build
+    assert 8 * ROWS < suggestion["space_bytes_estimate"] < 100 * ROWS, suggestion
+    assert 0 <= suggestion["build_s_estimate"] < 1, suggestion
+    await db.x(ddl)
+    sweep = (await plan(db, table))["indexes"]["sweep"]
+    assert sweep["served_by_index"] is True and "suggestion" not in sweep, sweep
+
+
+async def test_verify_reads_its_ranges_through_the_key_and_an_overwrite_job_gets_no_index(db: TestDb) -> None:
+    table = await db.users_with(ROWS)
+    report = await plan(db, table, overwrite=True)
+    assert report["indexes"]["verify"]["uses_key_range"] is True, report["indexes"]["verify"]
+    sweep = report["indexes"]["sweep"]
+    if sweep["served_by_index"] is False:   # MySQL may read an overwrite job's check off the key's index
+        assert sweep["suggestion"] is None and "no index serves it" in sweep["note"], sweep
+
+
+async def test_a_where_on_an_unindexed_column_warns(db: TestDb) -> None:
+    table = await db.users_with(ROWS)
+    report = await plan(db, table, where="deleted = 0")
+    assert report["indexes"]["where"]["served_by_index"] is False
+    [warning] = [w for w in report["warnings"] if "where" in w]
+    assert warning.startswith("the job's where (deleted = 0) cannot use an index"), warning
+
+
+@partial_indexes
+async def test_a_where_an_index_serves_does_not_warn(db: TestDb) -> None:
+    table = await db.users_with(ROWS)
+    await db.x(f"CREATE INDEX {db.name('by_deleted')} ON {table} (deleted)")
+    report = await plan(db, table, where="deleted = 0")
+    assert report["indexes"]["where"]["served_by_index"] is True, report["indexes"]["where"]
+    assert not [w for w in report["warnings"] if "where" in w], report["warnings"]
+
+
+async def test_the_replication_estimate_is_positive_and_plausible(db: TestDb) -> None:
+    table = await db.users_with(ROWS)
+    rep = (await plan(db, table, throttle={"max_rows_per_s": 1000}))["replication"]
+    assert rep["estimate"] is True and rep["rows"] == ROWS
+    # a row of a bigint, two short texts and a bigint: tens of bytes, well under a kilobyte
+    assert 10 <= rep["avg_row_bytes"] < 1000, rep
+    assert 10 * ROWS <= rep["log_bytes_estimate"] < 10_000 * ROWS, rep
+    assert rep["pace"]["time_s_estimate"] == 2.0 and rep["pace"]["log_bytes_per_s_estimate"] > 0, rep
+    settings = rep["settings"]
+    expected = {"postgresql": {"wal_level", "full_page_writes"}, "sqlite": {"journal_mode", "page_size"},
+                "mysql": {"log_bin", "binlog_format", "binlog_row_image"}}[db.engine_name]
+    assert expected <= set(settings), settings
+    if db.engine_name == "mysql":
+        assert settings["binlog_format"] in ("ROW", "MIXED", "STATEMENT") and \
+            settings["binlog_row_image"] in ("FULL", "MINIMAL", "NOBLOB"), settings
+
+
+async def test_without_a_rate_limit_the_time_is_bounded_by_the_throttle(db: TestDb) -> None:
+    table = await db.users_with(ROWS)
+    pace = (await plan(db, table))["replication"]["pace"]
+    assert pace["max_rows_per_s"] is None and pace["bounded_by"].startswith("no max_rows_per_s: the pace is bounded by")
+    assert ("replica lag" in pace["bounded_by"]) is db.engine.capabilities.replicas
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+async def test_sqlite_has_no_grants_and_plan_says_whether_the_file_and_folder_are_writable(db: TestDb) -> None:
+    table = await db.users_with(ROWS)
+    priv = (await plan(db, table))["privileges"]
+    assert priv["checked"] is False and priv["detail"].startswith("SQLite has no users or grants")
+    assert priv["access"]["file_writable"] is True and priv["access"]["folder_writable"] is True, priv
