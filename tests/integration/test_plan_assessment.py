@@ -4,11 +4,13 @@ The privilege checks against a user lacking a grant are in tests/acceptance/test
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from backfilld import daemon
+from backfilld import daemon, state
+from tests.acceptance.test_grants import User, needs, plan_as
 from tests.dbutil import CONCAT, TestDb
 
 ROWS = 2000
@@ -119,3 +121,35 @@ async def test_sqlite_has_no_grants_and_plan_says_whether_the_file_and_folder_ar
     priv = (await plan(db, table))["privileges"]
     assert priv["checked"] is False and priv["detail"].startswith("SQLite has no users or grants")
     assert priv["access"]["file_writable"] is True and priv["access"]["folder_writable"] is True, priv
+
+
+@pytest.mark.parametrize("engine_name", ["mysql"])
+async def test_grants_through_a_role_are_not_shown_and_plan_says_so_rather_than_fail(db: TestDb,
+                                                                                     tmp_path: Path) -> None:
+    """information_schema lists a MariaDB user's own grants, not those of the role in force: plan marks what it
+    cannot see as unchecked, naming the role, and reports nothing lacking it cannot prove."""
+    table = await db.users_with(ROWS)
+    role = db.name("bfrole")
+    user = User(db)
+    await user.create()
+    try:
+        await db.x(f"CREATE ROLE {role}")
+        await db.engine.execute(state.ddl(db.engine.dialect, db.state_table))
+        db.created.append(db.state_table)
+        for need in await needs(db, table):
+            if need.level == "required":
+                await db.engine.execute(await db.engine.grant_sql(need, role))  # type: ignore[attr-defined]
+        await db.x(f"GRANT {role} TO {user.sql}")
+        await db.x(f"SET DEFAULT ROLE {role} FOR {user.sql}")
+        report = await plan_as(db, user, table, tmp_path)
+        priv = report["privileges"]
+        assert priv["checked"] and priv["lacking"] == [], priv
+        unseen = [n for n in priv["needs"] if n["level"] == "required"]
+        assert unseen and all(n["held"] is None and f"the role {role} in force may grant it" in n["detail"]
+                              for n in unseen), unseen
+    finally:
+        for t in reversed(db.created):
+            await db.x(f"DROP TABLE IF EXISTS {t}")
+        db.created.clear()
+        await user.drop()
+        await db.x(f"DROP ROLE IF EXISTS {role}")
