@@ -60,7 +60,9 @@ async def test_the_sweep_check_scans_the_table_until_the_suggested_index_exists(
     # estimates, plausible for 2000 rows of a bigint key: tens of bytes an entry, a fraction of a second to build
     assert 8 * ROWS < suggestion["space_bytes_estimate"] < 100 * ROWS, suggestion
     assert 0 <= suggestion["build_s_estimate"] < 1, suggestion
-    await db.x(ddl)
+    # built plainly here: CONCURRENTLY waits for every older transaction of the cluster, longer than the test
+    # connection's lock_timeout when another session's is open
+    await db.x(ddl.replace(" CONCURRENTLY", ""))
     sweep = (await plan(db, table))["indexes"]["sweep"]
     assert sweep["served_by_index"] is True and "suggestion" not in sweep, sweep
 
