@@ -16,7 +16,15 @@ from typing import Any
 
 from backfilld.config import Config, JobConfig
 from backfilld.engines import grants, protocols
-from backfilld.engines.assessment import SCAN_BYTES_PER_S, Privileges, TableSize, Writes, approx_width, index_name
+from backfilld.engines.assessment import (
+    SCAN_BYTES_PER_S,
+    Privileges,
+    TableSize,
+    Writes,
+    approx_width,
+    index_name,
+    least_width,
+)
 from backfilld.engines.base import Engine, Stmt
 from backfilld.engines.sqltext import referenced_columns
 from backfilld.engines.statements import build_filter_probe, build_read, build_verify_read
@@ -37,12 +45,12 @@ async def assess(engine: Engine, config: Config, job: JobConfig, p: Prepared, es
 
 
 def _at_least_columns(size: TableSize, p: Prepared) -> TableSize:
-    """The catalog's row size, or the columns' own widths where the catalog's is below them: its statistics
-    are stale (a table just filled, before InnoDB's or the planner's statistics caught up)."""
-    floor = sum(approx_width(c.type) for c in p.table.columns.values())
+    """The catalog's row size, or the least its columns can take where the catalog's is below that: its
+    statistics are stale (a table just filled, before InnoDB's or the planner's statistics caught up)."""
+    floor = sum(least_width(c.type) for c in p.table.columns.values())
     if size.row_bytes is None or size.row_bytes >= floor:
         return size
-    return TableSize(size.table_bytes, float(floor), f"the columns' widths ({size.source} says "
+    return TableSize(size.table_bytes, float(floor), f"the least its columns take ({size.source} says "
                      f"{size.row_bytes:.0f} B: stale statistics, which ANALYZE refreshes)", size.detail)
 
 
@@ -109,7 +117,8 @@ def what(need: grants.Need, columns: Sequence[str] = (), called: str = "") -> st
         return (called or f"the server-wide privilege to read {privs}") + (
             " (on each replica)" if need.where == "replicas" else "")
     if need.on == "schema":
-        return f"{privs} on " + (f"schema {need.name}" if need.name else "the connection's schema (database)")
+        name = need.name or called
+        return f"{privs} on " + (f"schema {name}" if name else "the connection's schema")
     return f"{privs}{cols} on {need.name}" + (" (on each replica)" if need.where == "replicas" else "")
 
 
@@ -230,7 +239,7 @@ async def _replication(engine: Engine, config: Config, job: JobConfig, p: Prepar
                 "bounded_by": f"no max_rows_per_s: the pace is bounded by {', '.join(limits)}, so it is known "
                               "only once the run goes"}
     return {"estimate": True, "rows": estimate,
-            "rows_basis": "every row of the table" + (" (its where writes fewer)" if job.where else ""),
+            "rows_basis": "every row of the table" + ("; its where writes fewer" if job.where else ""),
             "table_bytes": size.table_bytes, "avg_row_bytes": None if size.row_bytes is None else round(size.row_bytes),
             "size_source": size.source, **({"size_detail": size.detail} if size.detail else {}),
             "log_bytes_estimate": vol.total_bytes,
@@ -322,7 +331,7 @@ def _describe_replication(r: dict[str, Any]) -> list[str]:
         return [f"  replication log (estimate): {r['detail']}"]
     settings = ", ".join(f"{k} = {v}" for k, v in r["settings"].items())
     lines = [f"  replication log (estimates): about {human_bytes(r['log_bytes_estimate'])} for {r['rows']} rows "
-             f"({r['rows_basis']}; {settings})",
+             f"({r['rows_basis']}), with {settings}",
              f"    {r['how']}; average row {human_bytes(r['avg_row_bytes'])} ({r['size_source']}), table "
              f"{human_bytes(r['table_bytes'])}"]
     lines.extend(f"    {note}" for note in r["notes"])

@@ -99,6 +99,12 @@ def approx_width(type_name: str) -> int:
     return TEXT_WIDTH_GUESS
 
 
+def least_width(type_name: str) -> int:
+    """The fewest bytes a value of the type takes: its width if fixed (integers, dates), else 1."""
+    first = re.split(r"[\s(]", type_name.strip().lower(), maxsplit=1)[0]
+    return _WIDTHS.get(first, 1)
+
+
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Words a bare identifier may not be in a GRANT on any of the engines (a short list of the common ones: any
 # other reserved word is quoted too only if it fails _BARE, so a rare one may come out bare)

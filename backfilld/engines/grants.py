@@ -57,7 +57,7 @@ class Held:
     grant: str = ""                            # the statement granting what is lacking (all of it when unchecked)
     missing_columns: tuple[str, ...] = ()      # of need.columns, those the user lacks
     detail: str = ""
-    called: str = ""                           # a server-wide need as the engine names it (pg_read_all_stats)
+    called: str = ""                  # as the engine names it: a server-wide need (pg_read_all_stats), a schema
 
     def as_dict(self) -> dict[str, object]:
         return {**self.need.as_dict(), "held": self.held, "grant": self.grant,

@@ -713,7 +713,8 @@ class MySQLEngine(Engine):
                 held.append(Held(need, None, self._grant(need, to, schema), called=called,
                                  detail="not checked: plan connects to the primary only; run it there"))
                 continue
-            called = f"{_SERVER_PRIVILEGES[need.privileges[0]][0]} (global)" if need.on == "server" else ""
+            called = (f"{_SERVER_PRIVILEGES[need.privileges[0]][0]} (global)" if need.on == "server"
+                      else schema if need.on == "schema" else "")
             missing = owned.missing(need, schema, self._split(need.name)[1])
             if missing is None:
                 held.append(Held(need, True, called=called))

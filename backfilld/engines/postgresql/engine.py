@@ -624,7 +624,7 @@ class PostgresEngine(Engine):
             if not rows:
                 return Held(need, None, "", detail="could not check: no schema of the search_path exists")
             schema, ok = rows[0]
-            return Held(need, bool(ok), "" if ok else self._grant(need, to, schema=schema))
+            return Held(need, bool(ok), "" if ok else self._grant(need, to, schema=schema), called=schema)
         table = self._regclass_arg(need.name)
         if need.columns:
             [privilege] = need.privileges
