@@ -139,10 +139,11 @@ def plan(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
     """Check every job against the live database and explain what it would do, in the order `run` runs them.
     Writes nothing.
 
-    Per job: its statements and their EXPLAIN; the privileges it needs, checked for the configured user (the
-    GRANT for each one lacking); whether an index serves the sweep's check for rows left, verify's range reads
-    and the job's where (the index to create where none does, with its cost); and the replication log (WAL,
-    binlog) the run would write, all estimates.
+    Per job: its statements and their EXPLAIN; the privileges it needs, with the GRANT for each one it lacks;
+
+    whether an index serves the sweep's check for rows left, verify and the where (else one to create, its cost);
+
+    the replication log (WAL, binlog) the run would write. Sizes and times are estimates.
     """
     import json
 
