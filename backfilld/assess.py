@@ -75,6 +75,12 @@ async def access(engine: Engine, config: Config, job: JobConfig, p: Prepared) ->
     heartbeat = caps.discovers_replicas or (bool(config.replicas) and t.lag_probe == "heartbeat")
     hb_table = config.state.heartbeat_table
     skipped = engine.skipped_table(config.state.table) if p.transform is not None and job.on_error == "skip" else None
+    lk = p.spec.lookup
+    lookup: dict[str, Any] = {}
+    if lk is not None:
+        lookup = {"lookup_table": lk.table, "lookup_reads": tuple(dict.fromkeys((lk.id, *lk.match))),
+                  "lookup_inserts": tuple(dict.fromkeys((*lk.match, *lk.values))),
+                  "lookup_conflict_updates": (lk.id,) if d.conflict_updates_id else ()}
     return grants.JobAccess(
         table=job.table, reads=tuple(c for c in cols if c in used), writes=tuple(p.spec.targets),
         state_table=config.state.table, state_exists=await _exists(engine, config.state.table),
@@ -85,7 +91,7 @@ async def access(engine: Engine, config: Config, job: JobConfig, p: Prepared) ->
         heartbeat_table=hb_table if heartbeat and caps.replicas else None,
         heartbeat_exists=heartbeat and await _exists(engine, hb_table),
         heartbeat_level=await _heartbeat_level(engine, config),
-        replicas=tuple(r.label for r in config.replicas), replica_lag_native=t.lag_probe == "native")
+        replicas=tuple(r.label for r in config.replicas), replica_lag_native=t.lag_probe == "native", **lookup)
 
 
 async def _heartbeat_level(engine: Engine, config: Config) -> grants.Level:

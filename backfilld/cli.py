@@ -197,8 +197,7 @@ def plan(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
             typer.echo(f"  EXPLAIN {label}:")
             for line in lines:
                 typer.echo(f"    {line}")
-        for line in assess.describe(p):
-            typer.echo(line)
+        typer.echo("\n".join(assess.describe(p)))
         for w in p["warnings"]:
             typer.echo(f"  WARNING: {w}")
         trig = p["triggers"]

@@ -85,6 +85,10 @@ class JobAccess:
     heartbeat_level: Level = "required"
     replicas: tuple[str, ...] = ()            # configured replicas, by name
     replica_lag_native: bool = False          # the replicas' own lag figures are read (lag_probe = "native")
+    lookup_table: str | None = None           # lookup jobs: the lookup table, read and inserted into
+    lookup_reads: tuple[str, ...] = ()        # its id and match columns
+    lookup_inserts: tuple[str, ...] = ()      # its match and values columns, set in the rows a batch creates
+    lookup_conflict_updates: tuple[str, ...] = ()   # columns the INSERT's on-conflict clause assigns (MySQL: id)
 
 
 def _schema(table: str) -> str:
@@ -112,6 +116,18 @@ def needs(a: JobAccess) -> list[Need]:
         Need(("UPDATE",), "table", a.table, a.writes, why="the job writes its targets (column-level: sources are "
              "never written)", without="the first batch fails naming the table; nothing is written",
              purpose="the job's writes"),
+    ]
+    if a.lookup_table is not None:
+        out.append(Need(("SELECT",), "table", a.lookup_table, a.lookup_reads, why="each batch looks up the lookup "
+                        "rows of its range", without="preflight fails: nothing is written", purpose="the lookup table"))
+        out.append(Need(("INSERT",), "table", a.lookup_table, a.lookup_inserts, why="each batch creates the "
+                        "lookup rows its range lacks", without="the first batch that creates one fails",
+                        purpose="the lookup table"))
+        if a.lookup_conflict_updates:
+            out.append(Need(("UPDATE",), "table", a.lookup_table, a.lookup_conflict_updates, why="the INSERT "
+                            "leaves a row another session created as it is with a no-op update of its id",
+                            without="the first batch that creates one fails", purpose="the lookup table"))
+    out += [
         _table_or_create(a.state_table, a.state_exists, _schema(a.state_table),
                          ("SELECT", "INSERT", "UPDATE"), f"the state table {a.state_table} holds the checkpoint",
                          "the state table"),

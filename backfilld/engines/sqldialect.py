@@ -135,6 +135,9 @@ class Dialect:
         schema = table.rpartition(".")[0]
         return f"{self.quote(schema)}.{self.quote(name)}" if schema else self.quote(name)
 
+    # on_conflict_nothing's clause assigns the id column (to itself): the INSERT then needs UPDATE on it too
+    conflict_updates_id = False
+
     def on_conflict_nothing(self, id_col: str, unique: Sequence[str]) -> str:
         """What follows an INSERT of lookup rows so that a row another session inserted meanwhile (a conflict on
         the unique index of `unique`) is left as it is, without an error; any other error still raises."""

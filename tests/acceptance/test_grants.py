@@ -184,17 +184,21 @@ async def test_without_the_probe_grant_the_probe_names_it_and_the_job_still_comp
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NULL") == [(0,)]
 
 
-async def plan_as(db: TestDb, user: User, table: str, tmp_path: Path) -> dict[str, Any]:
-    """`plan` in-process, connected as the user."""
+def config_as(db: TestDb, user: User, jobs: list[dict[str, Any]], tmp_path: Path) -> Any:
+    """A config connecting as the user (in-process: its password in a file)."""
     secret = tmp_path / "password"
     secret.write_text(user.password, encoding="utf-8")
     u = urlsplit(db.url)
-    cfg = from_dict({"database": {"url": f"{u.scheme}://{user.name}@{u.hostname}:{u.port}{u.path}",
-                                  "password_file": str(secret)},
-                     "state": {"table": db.state_table}, "logging": {"level": "warning", "format": "json"},
-                     "metrics": {"listen": ""},
-                     "jobs": [{"name": "j", "table": table, "set": {"label": EXPR[db.engine_name]}}]})
-    [report] = await daemon.plan(cfg)
+    return from_dict({"database": {"url": f"{u.scheme}://{user.name}@{u.hostname}:{u.port}{u.path}",
+                                   "password_file": str(secret)},
+                      "state": {"table": db.state_table}, "logging": {"level": "warning", "format": "json"},
+                      "metrics": {"listen": ""}, "jobs": jobs})
+
+
+async def plan_as(db: TestDb, user: User, table: str, tmp_path: Path) -> dict[str, Any]:
+    """`plan` in-process, connected as the user."""
+    [report] = await daemon.plan(config_as(db, user, [{"name": "j", "table": table,
+                                                       "set": {"label": EXPR[db.engine_name]}}], tmp_path))
     return report
 
 
@@ -234,3 +238,30 @@ async def test_without_the_probe_grant_plan_names_it(db: TestDb, user: User, tmp
     to = user.name if db.engine_name == "postgresql" else f"'{user.name}'@'%'"
     grant = {"postgresql": f"GRANT pg_read_all_stats TO {to}", "mysql": f"GRANT PROCESS ON *.* TO {to}"}
     assert report["privileges"]["lacking"] == [grant[db.engine_name]], report["privileges"]
+
+
+async def test_a_lookup_job_runs_with_the_grants_plan_lists_for_it(db: TestDb, user: User, tmp_path: Path) -> None:
+    """A lookup job also reads the lookup table and creates its missing rows: SELECT and INSERT there (and on
+    MySQL/MariaDB UPDATE of its id, which ON DUPLICATE KEY UPDATE id = id assigns)."""
+    from tests.integration.test_lookup_jobs import check_all_right, linktarget, pagelinks
+    from tests.integration.test_lookup_jobs import job as lookup_job
+
+    lt = await linktarget(db)
+    pl, _ = await pagelinks(db, 300)
+    await db.engine.execute(state.ddl(db.engine.dialect, db.state_table))
+    admin = db.config([lookup_job(pl, lt)])
+    j = admin.job("pl_target")
+    listed = grants.needs(await access(db.engine, admin, j, await prepare(db.engine, j)))
+    on_lookup = {n.privileges: n.columns for n in listed if n.name == lt}
+    assert on_lookup[("SELECT",)] == ("lt_id", "lt_namespace", "lt_title")
+    assert on_lookup[("INSERT",)] == ("lt_namespace", "lt_title")
+    assert (("UPDATE",) in on_lookup) is (db.engine_name == "mysql")
+    for need in listed:
+        if need.level == "required" or need.on == "server":
+            await db.engine.execute(await db.engine.grant_sql(need, user.sql))  # type: ignore[attr-defined]
+    cfg = config_as(db, user, [lookup_job(pl, lt)], tmp_path)
+    [report] = await daemon.plan(cfg)
+    assert report["privileges"]["lacking"] == [], report["privileges"]
+    [st] = await daemon.run(cfg, daemon.RunOptions())
+    assert st.status == "completed"
+    await check_all_right(db, pl, lt)

@@ -160,6 +160,8 @@ class MySQLDialect(Dialect):
         q = self.quote(name)
         return f"CREATE DATABASE {q} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin", f"DROP DATABASE IF EXISTS {q}"
 
+    conflict_updates_id = True
+
     def on_conflict_nothing(self, id_col: str, unique: Sequence[str]) -> str:
         # not INSERT IGNORE, which turns every error into a warning; a no-op update on a duplicate key (of any
         # unique index: MySQL cannot name one) keeps the existing row as it is
