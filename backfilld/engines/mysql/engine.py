@@ -671,11 +671,18 @@ class MySQLEngine(Engine):
         schema = (self._split(need.name)[0] if need.on == "table" else need.name) or str(database or "")
         return self._grant(need, to, schema)
 
+    def _server_privilege(self, need: str) -> str:
+        """A server-wide need of engines/grants.py as this server names it (MariaDB 10.5.9 split SLAVE MONITOR
+        off REPLICATION CLIENT)."""
+        version = self._server[0] if self._server else ""
+        m = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+        newer = "mariadb" in version.lower() and m is not None and tuple(int(x) for x in m.groups()) >= (10, 5, 9)
+        return _SERVER_PRIVILEGES[need][newer]
+
     def _grant(self, need: Need, to: str, schema: str, columns: Sequence[str] = (),
                privileges: Sequence[str] = ()) -> str:
         if need.on == "server":
-            mariadb = "mariadb" in (self._server[0] if self._server else "").lower()
-            return f"GRANT {_SERVER_PRIVILEGES[need.privileges[0]][mariadb]} ON *.* TO {to}"
+            return f"GRANT {self._server_privilege(need.privileges[0])} ON *.* TO {to}"
         privs = ", ".join(privileges or need.privileges)
         if need.on == "schema":
             return f"GRANT {privs} ON {self._name(schema)}.* TO {to}"
@@ -710,8 +717,7 @@ class MySQLEngine(Engine):
         for need in needs:
             schema = (self._split(need.name)[0] if need.on == "table" else need.name) or str(database or "")
             if need.where == "replicas":
-                mariadb = "mariadb" in (self._server[0] if self._server else "").lower()
-                called = f"{_SERVER_PRIVILEGES[need.privileges[0]][mariadb]} (global)" if need.on == "server" else ""
+                called = f"{self._server_privilege(need.privileges[0])} (global)" if need.on == "server" else ""
                 held.append(Held(need, None, self._grant(need, to, schema), called=called,
                                  detail="not checked: plan connects to the primary only; run it there"))
                 continue
@@ -892,7 +898,8 @@ class MySQLEngine(Engine):
 
 
 
-# What the server-wide needs of engines/grants.py are on MySQL and MariaDB: (MySQL's, MariaDB's) privilege.
+# What the server-wide needs of engines/grants.py are on MySQL and MariaDB: (MySQL's and MariaDB's before 10.5.9,
+# MariaDB's since) privilege.
 _SERVER_PRIVILEGES = {grants.SESSIONS: ("PROCESS", "PROCESS"),
                       grants.REPLICA_STATUS: ("REPLICATION CLIENT", "SLAVE MONITOR")}
 # A ROW event's bytes per row besides the values: the null bitmap and the column count, about this many (bytes)
