@@ -23,9 +23,8 @@ OLD_KEYS = {"job", "engine", "table", "key", "targets", "where", "overwrite", "t
 
 
 async def plan(db: TestDb, table: str, **job: Any) -> dict[str, Any]:
-    throttle = job.pop("throttle", None)
-    cfg = db.config([{"name": "j", "table": table, "set": {"label": CONCAT[db.engine_name]}, **job}],
-                    **({"throttle": throttle} if throttle else {}))
+    sections = {k: job.pop(k) for k in ("throttle", "replicas") if k in job}
+    cfg = db.config([{"name": "j", "table": table, "set": {"label": CONCAT[db.engine_name]}, **job}], **sections)
     [report] = await daemon.plan(cfg)
     return report
 
@@ -155,3 +154,27 @@ async def test_grants_through_a_role_are_not_shown_and_plan_says_so_rather_than_
         db.created.clear()
         await user.drop()
         await db.x(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql", "mysql"])
+@pytest.mark.parametrize("lag_probe", ["heartbeat", "native"])
+async def test_with_replicas_plan_lists_their_grants_unchecked_and_the_heartbeat_as_required(db: TestDb,
+                                                                                            lag_probe: str) -> None:
+    table = await db.users_with(10)
+    report = await plan(db, table, throttle={"lag_probe": lag_probe},
+                        replicas=[{"url": db.url, "name": "r1"}])
+    needs = report["privileges"]["needs"]
+    on_replicas = [n for n in needs if n["where"] == "replicas"]
+    if lag_probe == "native" and db.engine_name == "postgresql":
+        assert on_replicas == []   # a standby's own lag figures need no grant on PostgreSQL
+    else:
+        [n] = on_replicas
+        assert n["held"] is None and n["detail"].startswith("not checked: plan connects to the primary only")
+        assert n["grant"].startswith("GRANT "), n
+        assert n["purpose"] == "replica r1's lag"
+    heartbeat = [n for n in needs if n["purpose"].startswith("the heartbeat table")]
+    if lag_probe == "heartbeat" or db.engine_name == "postgresql":   # PostgreSQL writes it for its standbys too
+        [hb] = heartbeat
+        assert hb["level"] == "required" and hb["held"] is True, hb
+    else:
+        assert heartbeat == []
