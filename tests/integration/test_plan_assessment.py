@@ -178,3 +178,22 @@ async def test_with_replicas_plan_lists_their_grants_unchecked_and_the_heartbeat
         assert hb["level"] == "required" and hb["held"] is True, hb
     else:
         assert heartbeat == []
+
+
+async def test_a_transform_job_with_on_error_skip_gets_its_assessment_too(db: TestDb) -> None:
+    table = await db.create("t_src", f"id {db.int_type()} NOT NULL PRIMARY KEY, src VARCHAR(20), dst VARCHAR(40)")
+    await db.many(f"INSERT INTO {table} (id, src) VALUES (?, ?)", [(i, f"s{i}") for i in range(1, 101)])
+    cfg = db.config([{"name": "tr", "table": table, "transform": "tests.fixtures.transforms:as_text",
+                      "sources": ["src"], "targets": ["dst"], "on_error": "skip"}])
+    [report] = await daemon.plan(cfg)
+    ix = report["indexes"]
+    assert ix["sweep"]["sql"] is None and "walks the key range" in ix["sweep"]["note"]
+    assert ix["verify"]["uses_key_range"] is True, ix["verify"]
+    assert report["replication"]["log_bytes_estimate"] > 0
+    if db.engine.capabilities.file_database:
+        return
+    needs = report["privileges"]["needs"]
+    reads = [n["columns"] for n in needs if n["privileges"] == ["SELECT"] and n["name"] == table]
+    assert reads == [["id", "src", "dst"]], needs
+    assert any(n["purpose"] == "the skipped rows' table (to create it)" for n in needs), needs
+    assert not any(n["purpose"] == "sync triggers" for n in needs)   # none for a transform job
