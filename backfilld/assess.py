@@ -179,7 +179,7 @@ async def _indexes(engine: Engine, job: JobConfig, p: Prepared, estimate: int, s
             suggestion = engine.pending_index(p.spec, index_name(job.name), _widths(p, p.key),
                                               _widths(p, p.spec.targets))
             entry["scans"] = ("no index serves it: it reads the table up to the first row it finds, all of it "
-                              "when none is left (every sweep of a filled table)")
+                              "when none is left, as on every sweep of a filled table")
             if suggestion is None:
                 entry["suggestion"] = None
                 entry["note"] = ("an overwrite job's check compares every row's targets with its expressions: no "

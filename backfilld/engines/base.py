@@ -2,10 +2,11 @@
 
 Owns: Engine (driver primitives each engine implements, and the shared operations over them: the key walk,
 batches, the state table, leases), AppActivity, and the key walk's advance check. Delegates the spelling of
-SQL to sqldialect.py, a job's statements to statements.py (pure builders), what the catalog says to catalog.py.
+SQL to sqldialect.py, a job's statements to statements.py (pure builders), what the catalog says to catalog.py,
+what plan's assessment reads (grants, sizes, log settings, indexes) to assessment.py and grants.py.
 Each engine package (postgresql, mysql, sqlite) supplies its Dialect, its driver calls, its catalog queries,
-its error mapping and its sync triggers (Dialect.triggers()); nothing above engines/ imports a driver or
-writes SQL.
+its error mapping, its sync triggers (Dialect.triggers()) and its answers to plan's assessment; nothing above
+engines/ imports a driver or writes SQL.
 """
 
 from __future__ import annotations
