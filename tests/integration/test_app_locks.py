@@ -163,3 +163,40 @@ async def test_mariadb_batches_update_at_once_and_lock_first_only_where_the_appl
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label = CONCAT('x', name)") == [(299,)]
     assert await db.q(f"SELECT id, deleted, label FROM {table} WHERE id IN (150, 160) ORDER BY id") == [
         (150, 1, None), (160, 2, "xn160")]
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql"])
+async def test_postgresql_batches_update_without_the_lock_first_and_lock_first_only_where_rows_are_held(
+        db: TestDb) -> None:
+    """PostgreSQL: a batch first runs its UPDATE without the locking subquery, waiting at most 1 ms for a row. On
+    a range nobody holds a row of, that is the whole batch. On a range where the application holds a row it gives
+    up (Contended: the batch's transaction rolls back, unnoticed by the application) and the batch is written
+    again locking first (SKIP LOCKED), passing the row over; the connection's next batches lock first too."""
+    from backfilld.errors import Contended
+
+    table = await db.users_with(300)
+    writer = TestDb(db.url, db.suffix)   # backfilld's own session, as a worker's
+    await writer.open()
+    try:
+        w = writer.engine
+        info = await w.table_info(table)
+        plan = w.plan(TableSpec(table, ("id",), {"label": "'x' || name"}, columns=info.columns),
+                      lock=w.lock_clause(info, ["label"]))
+        assert plan.quick_after is not None and "SKIP LOCKED" not in plan.quick_after.sql
+        async with w.transaction():
+            assert await w.apply_range(plan, (0,), (100,)) == 100   # nobody holds a row: the UPDATE alone
+        async with holding(db, table, 150) as (app, tx):
+            with pytest.raises(Contended):
+                async with w.transaction():
+                    await w.apply_range(plan, (100,), (200,))
+            async with w.transaction():   # written again: locking first, row 150 passed over
+                assert await w.apply_range(plan, (100,), (200,)) == 99
+            await app.x(f"UPDATE {table} SET deleted = 2 WHERE id = 160")   # the application's session is unharmed
+            await tx.__aexit__(None, None, None)
+        async with w.transaction():   # within the hold: locking first, nothing held now
+            assert await w.apply_range(plan, (200,), (300,)) == 100
+    finally:
+        await writer.engine.close()
+    assert await db.q(f"SELECT count(*) FROM {table} WHERE label = 'x' || name") == [(299,)]
+    assert await db.q(f"SELECT id, deleted, label FROM {table} WHERE id IN (150, 160) ORDER BY id") == [
+        (150, 1, None), (160, 2, "xn160")]
