@@ -18,7 +18,7 @@ from backfilld import trace
 from backfilld.chunker import BatchSizer
 from backfilld.config import JobConfig
 from backfilld.engines.base import BatchPlan, Engine, JobState, encode_key
-from backfilld.errors import Contended, EngineError, RetryableError
+from backfilld.errors import EngineError, RetryableError
 from backfilld.lookahead import Lookahead
 from backfilld.metrics import Metrics
 from backfilld.pipeline import Flight, Key, Range
@@ -119,14 +119,6 @@ class FillBatch:
             self.log.info("single_evaluation_off", detail=detail, **extra, last_key=list(f.lo) if f.lo else None)
 
     async def commit(self, once: bool, f: Flight) -> tuple[int, int]:
-        """The batch's transaction (write); where the engine's never-waiting first form met a row another session
-        holds (Contended), rolled back and written again in the locking form, which the engine now uses."""
-        try:
-            return await self.write(once, f)
-        except Contended:
-            return await self.write(once, f)
-
-    async def write(self, once: bool, f: Flight) -> tuple[int, int]:
         """One transaction: the UPDATE, then (once the batch before it in key order has committed) the
         checkpoint. A NULL written by a single-evaluation batch raises NullWritten inside it, and a batch
         before it that failed raises Superseded: either way it rolls back.

@@ -497,8 +497,6 @@ async def _plan_job(engine: Engine, config: Config, job: JobConfig) -> dict[str,
     no_wait = None
     if p.plan.keyed_update is not None and batch_stmt is not None:
         no_wait = engine.no_wait(batch_stmt, p.key)
-    elif p.plan.quick_after is not None:   # PostgreSQL: the UPDATE without its locking subquery, tried first
-        no_wait = p.plan.quick_once_after if p.plan.fill_once_after else p.plan.quick_after
     assessment, assessed = await assess(engine, config, job, p, estimate, values)
     warnings.extend(assessed)
     return {

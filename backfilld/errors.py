@@ -44,12 +44,6 @@ class EngineError(BackfilldError):
     """The database returned an error."""
 
 
-class Contended(Exception):
-    """A batch's first, never-waiting form met a row another session holds: its transaction must be rolled back
-    and the batch written again in its locking form (the engine now uses it). Not an error: never retried with
-    backoff, never counted as one (batches.FillBatch)."""
-
-
 class RetryableError(EngineError):
     """A transient database error (lock wait, deadlock, serialization failure, lost connection)."""
 

@@ -58,12 +58,6 @@ class BatchPlan:
     missing_any_first: Stmt | None = None
     missing_any_after: Stmt | None = None
     lookup_insert: LookupInsert | None = None
-    # engines whose lock sits inside the UPDATE (PostgreSQL): the batch's UPDATE without it, tried first so that it
-    # never waits for a row (Engine.apply_range): one walk of the range where the locking form takes two
-    quick_first: Stmt | None = None
-    quick_after: Stmt | None = None
-    quick_once_first: Stmt | None = None
-    quick_once_after: Stmt | None = None
 
 
 # Keys per statement of a keyed UPDATE: a long IN list costs MySQL's range optimizer memory (past

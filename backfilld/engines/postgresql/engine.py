@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import math
 import re
@@ -62,7 +61,6 @@ from backfilld.errors import (
     VALUE_NOT_SHOWN,
     ConfigError,
     ConnectError,
-    Contended,
     EngineError,
     RetryableError,
     SchemaError,
@@ -91,13 +89,6 @@ _INDEX_USED = re.compile(r"(?:Index (?:Only )?Scan(?: Backward)? using|Bitmap In
 
 # The text apply_range_once's trap fails to cast when a batch would write NULL: its error is recognised by it.
 _NULL_WRITTEN = "backfilld: NULL written at key "
-# A batch first runs its UPDATE without the locking subquery, waiting at most this long for a row lock (far below
-# deadlock_timeout: it gives up first, and the application never waits behind a lock wait of its own); on a row
-# another session holds it rolls back and the batch locks first (SKIP LOCKED), as do that connection's batches
-# for CONTENDED_HOLD_S. On a range nobody holds it is the whole batch: one walk of the range, where locking first
-# writes a lock into every row and then its new version (at 10M rows the pages no longer stay cached between).
-QUICK_LOCK_TIMEOUT = "1ms"
-CONTENDED_HOLD_S = 5.0
 
 
 # Key types max() does not take (its arguments: numbers, text, dates and times, inet, arrays, enums...).
@@ -353,7 +344,6 @@ class PostgresEngine(Engine):
 
     _conn: asyncpg.Connection | None = None
     _leased = False
-    _contended_until = 0.0   # monotonic: until then this connection's batches lock first (see _quick)
     _generation = 0   # connections opened so far (writes_token)
 
     def translate(self, exc: BaseException) -> EngineError:
@@ -524,37 +514,6 @@ class PostgresEngine(Engine):
         xmin, xmax = rows[0]
         return (self._generation, int(xmax)) if xmin == xmax else None
 
-    def plan(self, spec: TableSpec, once_expr: str | None = None, lock: str | None = None) -> BatchPlan:
-        plan = super().plan(spec, once_expr, lock)
-        if lock is None:
-            return plan
-        bare = super().plan(spec, once_expr, None)   # the same UPDATEs without the locking subquery
-        return dataclasses.replace(plan, quick_first=bare.update_first, quick_after=bare.update_after,
-                                   quick_once_first=bare.fill_once_first, quick_once_after=bare.fill_once_after)
-
-    async def _quick(self, first: Stmt | None, after: Stmt | None, lo: Sequence[Any] | None,
-                     hi: Sequence[Any]) -> int | None:
-        """The batch's UPDATE without its lock, first in its transaction (QUICK_LOCK_TIMEOUT): rows written, or
-        None where the batch locks first (the plan has no such form, or this connection met a held row within
-        CONTENDED_HOLD_S). On a row another session holds: Contended, the transaction to be rolled back."""
-        if first is None or asyncio.get_running_loop().time() < self._contended_until:
-            return None
-        await self.execute(f"SET LOCAL lock_timeout = '{QUICK_LOCK_TIMEOUT}'")
-        try:
-            n = await self.execute(*range_call(first, after, lo, hi))
-        except RetryableError as exc:
-            if exc.kind != "lock_timeout":
-                raise
-            self._contended_until = asyncio.get_running_loop().time() + CONTENDED_HOLD_S
-            raise Contended from None
-        await self.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout_s * 1000)}ms'")
-        return n
-
-    async def apply_range(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any],
-                          keys: int | None = None) -> int:
-        n = await self._quick(plan.quick_first, plan.quick_after, lo, hi)
-        return n if n is not None else await super().apply_range(plan, lo, hi, keys)
-
     async def apply_range_once(self, plan: BatchPlan, lo: Sequence[Any] | None, hi: Sequence[Any],
                                keys: int | None = None) -> int | None:
         # the plan's statement writes COALESCE(expr, trap) (once_expression): a plain UPDATE whose row count is
@@ -562,12 +521,7 @@ class PostgresEngine(Engine):
         # of 100,000 rows, medians of 5): 0.93 of the guarded UPDATE's time; returning a trap from the UPDATE
         # and counting the rows it returned gave 0.97, returning the target and counting its NULLs 0.99.
         try:
-            n = await self._quick(plan.quick_once_first, plan.quick_once_after, lo, hi)
-            if n is not None:
-                return n
             return await self.execute(*range_call(plan.fill_once_first, plan.fill_once_after, lo, hi))
-        except RetryableError:
-            raise
         except EngineError as exc:
             if _NULL_WRITTEN in str(exc):
                 return None
