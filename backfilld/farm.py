@@ -367,84 +367,117 @@ async def run(config: Config, *, shard: tuple[int, int] | None, stop: asyncio.Ev
     each host's databases behind one HostGate. A failed database is recorded (its error in its state row where
     it got that far, and in the log) and the others go on, unless on_failure = "stop"."""
     assert config.farm is not None
-    farm = config.farm
     everyone = members(config)
     mine = [m for m in everyone if in_shard(m.name, shard)]
-    summary = Summary(skipped_by_shard=len(everyone) - len(mine))
     log.info("farm_started", databases=len(mine), of=len(everyone), shard=f"{shard[0]}/{shard[1]}" if shard else None,
-             hosts=sorted({m.host for m in mine}), max_concurrent=farm.max_concurrent,
-             max_concurrent_per_host=farm.max_concurrent_per_host)
-    running = running or Running()
-    running.counts = {"pending": len(mine)}
-
-    def moved(old: str, new: str) -> None:
-        running.counts[old] = running.counts.get(old, 0) - 1
-        running.counts[new] = running.counts.get(new, 0) + 1
-        if running.metrics is not None:
-            running.metrics.count(running.counts)
-
-    if running.metrics is not None:
-        running.metrics.count(running.counts)
-    overall = asyncio.Semaphore(farm.max_concurrent)
-    per_host: dict[str, asyncio.Semaphore] = {}
-    gates: dict[str, HostGate] = {}
-    gate_lock = asyncio.Lock()
-
-    async def gate_for(m: Member) -> HostGate:
-        async with gate_lock:
-            if m.host not in gates:
-                if running.metrics is not None:
-                    from backfilld.metrics import Metrics
-
-                    host_metrics = running.metrics.hosts[m.host] = Metrics()
-                    throttle = make_throttle(m.host_config, host_metrics)
-                else:
-                    throttle = make_throttle(m.host_config)
-                await throttle.start()
-                gates[m.host] = HostGate(throttle)
-            return gates[m.host]
-
-    async def one(m: Member) -> None:
-        sem = per_host.setdefault(m.host, asyncio.Semaphore(farm.max_concurrent_per_host))
-        async with sem, overall:
-            if stop.is_set():
-                return
-            t0 = time.monotonic()
-            moved("pending", "running")
-            log.info("farm_database_started", database=m.name, host=m.host)
-            try:
-                gate = await gate_for(m)
-                states = await run_one(m, gate, stop)
-            except Exception as exc:  # noqa: BLE001 - one database's failure, whatever it is, is that database's
-                error = str(exc) if isinstance(exc, BackfilldError) else f"{type(exc).__name__}: {exc}"
-                summary.outcomes.append(Outcome(m.name, m.host, "failed", error, took_s=time.monotonic() - t0))
-                moved("running", "failed")
-                running.failed.append({"database": m.name, "error": error})
-                if running.metrics is not None:
-                    running.metrics.failed.labels(m.name).set(1)
-                log.error("farm_database_failed", database=m.name, host=m.host, error=error)
-                if farm.on_failure == "stop":
-                    log.error("farm_stopping", detail="on_failure = \"stop\": the databases in flight finish their "
-                                                      "batches, no other starts")
-                    stop.set()
-                return
-            status = "completed" if states and all(s.status == "completed" for s in states) else (
-                "stopped" if stop.is_set() else "completed" if not states else states[-1].status)
-            summary.outcomes.append(Outcome(m.name, m.host, status, rows=sum(s.rows_done for s in states),
-                                            took_s=time.monotonic() - t0))
-            moved("running", status if status in FARM_STATES else "completed")
-            log.info("farm_database_finished", database=m.name, host=m.host, status=status,
-                     rows_done=sum(s.rows_done for s in states), took_s=round(time.monotonic() - t0, 3))
-
+             hosts=sorted({m.host for m in mine}), max_concurrent=config.farm.max_concurrent,
+             max_concurrent_per_host=config.farm.max_concurrent_per_host)
+    farm_run = _FarmRun(config, mine, stop, run_one, make_throttle, running or Running())
+    farm_run.summary.skipped_by_shard = len(everyone) - len(mine)
     try:
-        await asyncio.gather(*(one(m) for m in mine))
+        await asyncio.gather(*(farm_run.one(m) for m in mine))
     finally:
-        for g in gates.values():
-            await g.throttle.close()
-    counts = summary.counts()
-    log.info("farm_finished", **counts, not_run=len(mine) - len(summary.outcomes),
+        await farm_run.close()
+    summary = farm_run.summary
+    log.info("farm_finished", **summary.counts(), not_run=len(mine) - len(summary.outcomes),
              failed_databases=[o.member for o in summary.failed])
     return summary
+
+
+class _FarmRun:
+    """One farm run's shared state: the caps (semaphores), each host's gate while one of its databases is left,
+    the counts by state, the summary."""
+
+    def __init__(self, config: Config, mine: list[Member], stop: asyncio.Event, run_one: RunOne,
+                 make_throttle: Callable[..., Any], running: Running) -> None:
+        assert config.farm is not None
+        self.farm, self.stop, self.run_one, self.make_throttle = config.farm, stop, run_one, make_throttle
+        self.running = running
+        self.summary = Summary()
+        running.counts = {"pending": len(mine)}
+        if running.metrics is not None:
+            running.metrics.count(running.counts)
+        self.overall = asyncio.Semaphore(self.farm.max_concurrent)
+        self.per_host: dict[str, asyncio.Semaphore] = {}
+        self.gates: dict[str, HostGate] = {}
+        self.gate_lock = asyncio.Lock()
+        # databases of each host not finished yet: a host's throttle is closed with its last one, so that what
+        # the farm holds grows with the databases running at once, not with the farm (a SQLite file is a host)
+        self.left = {h: sum(1 for m in mine if m.host == h) for h in {m.host for m in mine}}
+
+    def moved(self, old: str, new: str) -> None:
+        counts = self.running.counts
+        counts[old] = counts.get(old, 0) - 1
+        counts[new] = counts.get(new, 0) + 1
+        if self.running.metrics is not None:
+            self.running.metrics.count(counts)
+
+    async def gate_for(self, m: Member) -> HostGate:
+        async with self.gate_lock:
+            if m.host not in self.gates:
+                if self.running.metrics is not None:
+                    from backfilld.metrics import Metrics
+
+                    host_metrics = self.running.metrics.hosts[m.host] = Metrics()
+                    throttle = self.make_throttle(m.host_config, host_metrics)
+                else:
+                    throttle = self.make_throttle(m.host_config)
+                await throttle.start()
+                self.gates[m.host] = HostGate(throttle)
+            return self.gates[m.host]
+
+    async def host_done(self, m: Member) -> None:
+        async with self.gate_lock:
+            self.left[m.host] -= 1
+            if self.left[m.host] == 0 and m.host in self.gates:
+                gate = self.gates.pop(m.host)
+                if self.running.metrics is not None:
+                    self.running.metrics.hosts.pop(m.host, None)
+                await gate.throttle.close()
+
+    async def close(self) -> None:
+        for g in self.gates.values():
+            await g.throttle.close()
+        self.gates = {}
+
+    async def one(self, m: Member) -> None:
+        try:
+            sem = self.per_host.setdefault(m.host, asyncio.Semaphore(self.farm.max_concurrent_per_host))
+            async with sem, self.overall:
+                if not self.stop.is_set():
+                    await self.attempt(m)
+        finally:
+            await self.host_done(m)
+
+    async def attempt(self, m: Member) -> None:
+        t0 = time.monotonic()
+        self.moved("pending", "running")
+        log.info("farm_database_started", database=m.name, host=m.host)
+        try:
+            gate = await self.gate_for(m)
+            states = await self.run_one(m, gate, self.stop)
+        except Exception as exc:  # noqa: BLE001 - one database's failure, whatever it is, is that database's
+            self.failed(m, str(exc) if isinstance(exc, BackfilldError) else f"{type(exc).__name__}: {exc}", t0)
+            return
+        status = "completed" if states and all(s.status == "completed" for s in states) else (
+            "stopped" if self.stop.is_set() else "completed" if not states else states[-1].status)
+        rows = sum(s.rows_done for s in states)
+        self.summary.outcomes.append(Outcome(m.name, m.host, status, rows=rows, took_s=time.monotonic() - t0))
+        self.moved("running", status if status in FARM_STATES else "completed")
+        log.info("farm_database_finished", database=m.name, host=m.host, status=status, rows_done=rows,
+                 took_s=round(time.monotonic() - t0, 3))
+
+    def failed(self, m: Member, error: str, t0: float) -> None:
+        self.summary.outcomes.append(Outcome(m.name, m.host, "failed", error, took_s=time.monotonic() - t0))
+        self.moved("running", "failed")
+        self.running.failed.append({"database": m.name, "error": error})
+        if self.running.metrics is not None:
+            self.running.metrics.failed.labels(m.name).set(1)
+        log.error("farm_database_failed", database=m.name, host=m.host, error=error)
+        if self.farm.on_failure == "stop":
+            log.error("farm_stopping", detail="on_failure = \"stop\": the databases in flight finish their batches, "
+                                              "no other starts")
+            self.stop.set()
 
 
 async def status(config: Config, shard: tuple[int, int] | None = None) -> dict[str, Any]:

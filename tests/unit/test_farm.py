@@ -161,3 +161,29 @@ async def test_the_host_gate_counts_the_sets_batches_in_flight(tmp_path: Path) -
     gate.after_batch("j", 10, 0.1)
     await gate.wait("j", stop, 1)      # one landed; B's own second batch counts too
     assert seen == [0, 1, 2]
+
+
+async def test_a_hosts_throttle_closes_with_its_last_database(tmp_path: Path) -> None:
+    """Memory follows the databases running at once: with a host per database (SQLite files), at most
+    max_concurrent throttles are open at any moment, and every one is closed once its database is done."""
+    (tmp_path / "w").mkdir()
+    for i in range(20):
+        (tmp_path / "w" / f"{i:02d}.sqlite").touch()
+    cfg = config(tmp_path, sqlite_glob="w/*.sqlite", max_concurrent=3)
+    made: list[FakeThrottle] = []
+    peak = 0
+
+    def make_throttle(c: object) -> FakeThrottle:
+        made.append(FakeThrottle(c))
+        return made[-1]
+
+    async def run_one(m: farm.Member, gate: farm.HostGate, stop: asyncio.Event) -> list[State]:
+        nonlocal peak
+        peak = max(peak, sum(1 for t in made if t.started and not t.closed))
+        await asyncio.sleep(0.005)
+        return [State()]
+
+    summary = await farm.run(cfg, shard=None, stop=asyncio.Event(), run_one=run_one, make_throttle=make_throttle)
+    assert summary.counts() == {"completed": 20}
+    assert len(made) == 20 and all(t.started == 1 and t.closed == 1 for t in made)
+    assert peak <= 3
