@@ -220,6 +220,12 @@ class StateConfig(_Model):
 Expression = str | dict[str, str]
 
 
+def _check_table(value: str) -> str:
+    if not _QUALIFIED.match(value):
+        raise ValueError(f"{value!r} is not a table name: use name or schema.name")
+    return value
+
+
 def _check_expressions(exprs: dict[str, Expression], what: str) -> None:
     """Each `column = SQL` entry: the column a plain identifier, the SQL one expression (one per engine allowed)."""
     for column, expr in exprs.items():
@@ -265,9 +271,7 @@ class LookupConfig(_Model):
     @field_validator("table")
     @classmethod
     def _table(cls, v: str) -> str:
-        if not _QUALIFIED.match(v):
-            raise ValueError(f"{v!r} is not a table name: use name or schema.name")
-        return v
+        return _check_table(v)
 
     @field_validator("id", "target")
     @classmethod
@@ -364,9 +368,7 @@ class JobConfig(_Model):
     @field_validator("table")
     @classmethod
     def _table(cls, v: str) -> str:
-        if not _QUALIFIED.match(v):
-            raise ValueError(f"{v!r} is not a table name: use name or schema.name")
-        return v
+        return _check_table(v)
 
     @field_validator("key")
     @classmethod
