@@ -121,6 +121,10 @@ def spelled_as_catalog(engine: Engine, job: JobConfig, info: TableInfo) -> JobCo
     if job.transform:
         update["sources"], update["targets"] = canon(job.sources, "sources"), canon(job.targets, "targets")
         canon([*update["sources"], *update["targets"]], "sources and targets")
+    if job.lookup is not None:   # its target is a column of the job's table like any other target
+        [target] = canon([job.lookup.target], "lookup.target")
+        if target != job.lookup.target:
+            update["lookup"] = job.lookup.model_copy(update={"target": target})
     if all(getattr(job, k) == v for k, v in update.items()):
         return job
     return job.model_copy(update=update)

@@ -161,3 +161,16 @@ async def test_a_lookup_job_writes_one_batch_at_a_time_and_says_so(db: TestDb) -
     limited = [e for e in logs if e["event"] == "workers_limited"]
     assert limited and "lookup job writes one batch at a time" in limited[0]["detail"]
     await check_all_right(db, pl, lt)
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite", "mysql"])
+async def test_the_target_is_found_whatever_case_the_config_spells_it_in(db: TestDb) -> None:
+    """MySQL and SQLite column names ignore case: a lookup job's target named PL_TARGET_ID is pl_target_id, as
+    a [jobs.set] target is."""
+    lt = await linktarget(db)
+    pl, _ = await pagelinks(db, 500)
+    spec = job(pl, lt)
+    spec["lookup"]["target"] = "PL_TARGET_ID"
+    [state] = await daemon.run(db.config([spec]), daemon.RunOptions())
+    assert state.status == "completed" and state.rows_done == 500
+    await check_all_right(db, pl, lt)
