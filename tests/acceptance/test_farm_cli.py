@@ -4,6 +4,7 @@ three shards covering each database exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sqlite3
@@ -88,24 +89,26 @@ class ServerFarm:
         return sum(1 for email, domain in rows if domain != email.split("@")[1].lower()) + (ROWS - len(rows))
 
 
-@pytest.fixture
-async def pg_farm() -> AsyncIterator[ServerFarm]:
-    f = ServerFarm("postgresql", 30, broken=17)
+@contextlib.asynccontextmanager
+async def server_farm(engine: str, n: int, broken: int) -> AsyncIterator[ServerFarm]:
+    f = ServerFarm(engine, n, broken=broken)
     await f.create()
     try:
         yield f
     finally:
         await f.drop()
+
+
+@pytest.fixture
+async def pg_farm() -> AsyncIterator[ServerFarm]:
+    async with server_farm("postgresql", 30, broken=17) as f:
+        yield f
 
 
 @pytest.fixture
 async def my_farm() -> AsyncIterator[ServerFarm]:
-    f = ServerFarm("mysql", 20, broken=5)
-    await f.create()
-    try:
+    async with server_farm("mysql", 20, broken=5) as f:
         yield f
-    finally:
-        await f.drop()
 
 
 def sqlite_farm(folder: Path, n: int, broken: int | None) -> list[Path]:
