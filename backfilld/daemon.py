@@ -141,7 +141,9 @@ class Daemon:
     def __init__(self, config: Config, opts: RunOptions, *, stop: asyncio.Event | None = None,
                  gate: Gate | None = None, on_batch: Callable[[JobConfig, BatchResult], None] | None = None,
                  on_start: Callable[[JobConfig, JobState, int], None] | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, record_unstarted: bool = False) -> None:
+        """record_unstarted: a job whose preflight fails gets a failed state row with the error (farm mode:
+        `status` reads each database's state rows), where a single run writes nothing on bad input."""
         from backfilld.metrics import Metrics
         from backfilld.throttle import Throttle
 
@@ -153,14 +155,13 @@ class Daemon:
             gate = self.throttle = Throttle(config, metrics=self.metrics)
         self.gate = gate
         self.on_batch, self.on_start = on_batch, on_start
+        self.record_unstarted = record_unstarted
         self.runners: dict[str, JobRunner] = {}
         self.current: JobRunner | None = None
         self.engine: Engine | None = None
         self.server: Server | None = None
 
     async def run(self) -> list[JobState]:
-        from backfilld.preflight import prepare
-
         jobs = select_jobs(self.config, self.opts.jobs)
         for job in jobs:  # every series a dashboard or alert reads exists from the start
             self.metrics.set_state(job.name, "pending")
@@ -176,8 +177,7 @@ class Daemon:
             self.engine = engine = await stack.enter_async_context(open_engine(self.config))
             try:   # every job checked before anything is written, the heartbeat table included
                 for job in jobs:
-                    with naming_origin(job):
-                        await self._retrier(job, engine).run(functools.partial(prepare, engine, job))
+                    await self._preflight(engine, job)
             except Stopped:
                 log.info("daemon_stopped", detail="stopped during the preflight; nothing was written")
                 return []
@@ -193,6 +193,18 @@ class Daemon:
         if failures:
             raise JobFailed("; ".join(failures))
         return list(results.values())
+
+    async def _preflight(self, engine: Engine, job: JobConfig) -> None:
+        from backfilld.lease import record_unstarted
+        from backfilld.preflight import prepare
+
+        try:
+            with naming_origin(job):
+                await self._retrier(job, engine).run(functools.partial(prepare, engine, job))
+        except BackfilldError as exc:
+            if self.record_unstarted:
+                await record_unstarted(engine, self.config.state.table, job.name, str(exc), log.bind(job=job.name))
+            raise
 
     async def _fill(self, engine: Engine, jobs: list[JobConfig], results: dict[str, JobState],
                     failures: list[str]) -> None:

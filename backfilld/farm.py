@@ -339,7 +339,7 @@ def daemon_run(opts: Any, running: Running | None = None) -> RunOne:
 
     async def run_one(m: Member, gate: Any, stop: asyncio.Event) -> list[Any]:
         cfg = m.config.model_copy(update={"metrics": m.config.metrics.model_copy(update={"listen": ""})})
-        d = daemon.Daemon(cfg, opts, stop=stop, gate=gate, metrics=Metrics())
+        d = daemon.Daemon(cfg, opts, stop=stop, gate=gate, metrics=Metrics(), record_unstarted=True)
         if running is None:
             return await d.run()
         running.daemons[m.name] = d

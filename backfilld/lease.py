@@ -2,7 +2,8 @@
 
 Owns: taking the job's lease (held by the job's connection while it lives, tried for a while before giving up
 with who holds it) and the start-up decision on the job's state row: create it, start over (--restart, or a
-pending row the operator's requests made), resume it, or refuse a changed spec. Delegates the SQL to the engine
+pending row the operator's requests made, or a row that records a failure before the job could start), resume
+it, or refuse a changed spec; and that record itself (record_unstarted, for farm mode). Delegates the SQL to the engine
 (try_lease, lease_holder, read_state, write_state) and the checks before writing to preflight.py.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from backfilld.engines.base import Engine, JobState, now_iso
-from backfilld.errors import LeaseHeld, SpecChangedError, StateError
+from backfilld.errors import EngineError, LeaseHeld, SpecChangedError, StateError
 from backfilld.preflight import Prepared
 from backfilld.retry import Stopped
 from backfilld.status import Status
@@ -24,6 +25,10 @@ from backfilld.status import Status
 LEASE_START_WAIT_S = 3.0
 LEASE_RETAKE_WAIT_S = 60.0
 LEASE_RETRY_S = 0.5
+
+# the fingerprint of a row that records a job's failure before its spec was resolved (record_unstarted): no
+# checkpoint to resume, so the next run starts the job afresh
+UNSTARTED = ""
 
 
 class Lease:
@@ -72,7 +77,7 @@ async def checkpoint(engine: Engine, state_table: str, p: Prepared, job: str, ta
         await engine.write_state(state_table, fresh, insert=True)
         log.info("job_started", table=table, key=list(p.key), targets=list(p.exprs))
         return fresh
-    if restart or state.status == Status.PENDING:
+    if restart or state.status == Status.PENDING or state.fingerprint == UNSTARTED:
         fresh.requests = state.requests  # operator requests outlive a restart (write_state keeps them)
         await engine.write_state(state_table, fresh)
         log.info("job_restarted" if restart else "job_started", table=table, key=list(p.key), targets=list(p.exprs))
@@ -85,3 +90,25 @@ async def checkpoint(engine: Engine, state_table: str, p: Prepared, job: str, ta
     log.info("job_resumed", status=state.status, pass_no=state.pass_no, rows_done=state.rows_done,
              last_key=list(state.last_key) if state.last_key else None)
     return state
+
+
+async def record_unstarted(engine: Engine, state_table: str, job: str, error: str, log: Any) -> None:
+    """A job that failed before it could start (its preflight: a missing table or column, a broken expression)
+    gets a failed state row carrying the error, so that a farm's `status` shows the database failed and why,
+    not pending. Only where the job has no row, or one such record: a row with a checkpoint is never touched
+    (another run may hold its lease). Best effort: a database that cannot be written (a lost connection, no
+    grant) keeps the error in the log and the farm's summary only."""
+    try:
+        await engine.ensure_state_table(state_table)
+        try:
+            state = await engine.read_state(state_table, job)
+        except StateError:
+            return
+        if state is not None and state.fingerprint != UNSTARTED:
+            return
+        now = now_iso()
+        row = JobState(job=job, fingerprint=UNSTARTED, status=Status.FAILED.value, error=error[:4000],
+                       started_at=now, updated_at=now)
+        await engine.write_state(state_table, row, insert=state is None)
+    except (EngineError, StateError) as exc:
+        log.warning("state_not_saved", job=job, error=str(exc))

@@ -175,7 +175,11 @@ max_concurrent = 4
     assert all(sqlite_wrong(p) == 0 for i, p in enumerate(paths) if i != 31)
     status = json.loads(backfilld("status", str(cfg), "--json").stdout)
     assert status["counts"]["done"] == 49 and status["rows_done"] == 49 * ROWS
-    assert status["eta_s"] is not None and status["eta_s"] >= 0   # the broken one left: pending
+    assert status["counts"]["failed"] == 1 and status["counts"]["pending"] == 0
+    [bad] = [d for d in status["databases"] if d["state"] == "failed"]
+    assert bad["database"] == "wikis/wiki031.sqlite"
+    assert "target column 'domain' does not exist" in bad["jobs"][0]["error"]
+    assert status["eta_s"] is not None and status["eta_s"] >= 0
     # verify in every database: the broken one named, the others clean; one database alone
     verified = backfilld("verify", str(cfg))
     assert verified.returncode == 1
@@ -189,6 +193,16 @@ max_concurrent = 4
         part = json.loads(backfilld("status", str(cfg), "--json", "--shard", f"{i}/3").stdout)
         seen += [d["database"] for d in part["databases"]]
     assert sorted(seen) == sorted(f"wikis/{p.name}" for p in paths)
+    # the broken database mended (the expand step run there too): the next run fills it, and it alone
+    con = sqlite3.connect(paths[31])
+    con.execute("ALTER TABLE users ADD COLUMN domain VARCHAR(100)")
+    con.commit()
+    con.close()
+    again = backfilld("run", str(cfg))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sqlite_wrong(paths[31]) == 0
+    final = json.loads(backfilld("status", str(cfg), "--json").stdout)
+    assert final["counts"]["done"] == 50 and final["rows_done"] == 50 * ROWS
 
 
 @pytest.mark.postgresql
@@ -240,8 +254,9 @@ max_concurrent_per_host = 2
     after = {d["database"]: d["jobs"][0] for d in now["databases"]}
     for db, job in before.items():   # finished databases were not done again
         assert after[db]["finished_at"] == job["finished_at"] and after[db]["rows_done"] == job["rows_done"]
-    counts = json.loads(backfilld("status", str(cfg), "--json").stdout)["counts"]
-    assert counts["done"] == f.n - 1 and counts["failed"] + counts["pending"] == 1
+    assert now["counts"]["done"] == f.n - 1 and now["counts"]["failed"] == 1
+    [failed] = [d for d in now["databases"] if d["state"] == "failed"]
+    assert failed["database"].endswith(broken) and "domain" in failed["jobs"][0]["error"]
 
 
 @pytest.mark.postgresql

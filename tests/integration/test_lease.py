@@ -8,7 +8,7 @@ import os
 import pytest
 
 from backfilld import daemon
-from backfilld.errors import EngineError, JobFailed, LeaseHeld
+from backfilld.errors import EngineError, JobFailed, LeaseHeld, SchemaError
 from backfilld.metrics import Metrics
 from tests.dbutil import CONCAT, GateAt, TestDb, application_session
 
@@ -190,3 +190,28 @@ async def test_a_symlink_planted_as_the_sqlite_lease_file_is_refused_not_followe
     assert "is a symbolic link" in str(failed.value) and "remove the link" in str(failed.value)
     assert victim.read_text(encoding="utf-8") == "keep me"
     assert await db.q(f"SELECT count(*) FROM {table} WHERE label IS NOT NULL") == [(0,)]
+
+
+async def test_a_farm_member_that_fails_its_preflight_records_the_failure_and_starts_afresh_once_mended(
+        db: TestDb) -> None:
+    table = await db.users_with(300)
+    broken = {**job(db, table), "set": {"no_such_column": {db.engine_name: CONCAT[db.engine_name]}}}
+    bad_cfg = db.config([broken])
+    with pytest.raises(SchemaError) as failed:
+        await daemon.Daemon(bad_cfg, daemon.RunOptions(), record_unstarted=True).run()
+    assert "no_such_column" in str(failed.value)
+    status, rows_done, error = await state_row(db)
+    assert status == "failed" and rows_done == 0 and "no_such_column" in error
+    # a single run (not a farm member) writes nothing on bad input: the record stays as it was
+    with pytest.raises(SchemaError):
+        await daemon.run(bad_cfg, daemon.RunOptions())
+    assert await state_row(db) == (status, rows_done, error)
+
+    # mended (the job as it should be): the record is no checkpoint, so the job starts from the first key
+    [done] = await daemon.run(db.config([job(db, table)]), daemon.RunOptions())
+    assert done.status == "completed" and done.rows_done == 300 and done.error is None
+
+    # broken again later: a row with a checkpoint is never overwritten by such a record
+    with pytest.raises(SchemaError):
+        await daemon.Daemon(bad_cfg, daemon.RunOptions(), record_unstarted=True).run()
+    assert (await state_row(db))[:2] == ("completed", 300)
