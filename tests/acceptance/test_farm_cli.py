@@ -291,3 +291,63 @@ databases = {json.dumps(my_farm.names[:10])}
         if i != 5:
             assert await my_farm.wrong(name) == 0
     assert all(sqlite_wrong(p) == 0 for p in paths)
+
+
+@pytest.mark.postgresql
+async def test_a_host_whose_connections_are_lost_fails_alone_and_its_databases_resume_later(tmp_path: Path) -> None:
+    from tests.harness.faultproxy import FaultProxy
+
+    async with server_farm("postgresql", 6, broken=None) as f:
+        with FaultProxy.for_url(PG_URL) as proxy:
+            cfg = write(tmp_path / "farm.toml", f"""
+[database]
+url = "{PG_URL}"
+[logging]
+format = "json"
+[metrics]
+listen = ""
+[throttle]
+max_batch = 100
+max_rows_per_s = 1500
+[farm]
+databases = {json.dumps(f.names[:3])}
+max_concurrent_per_host = 3
+[[farm.hosts]]
+name = "far"
+url = "{proxy.url_for(PG_URL)}"
+databases = {json.dumps(f.names[3:])}
+[[jobs]]
+name = "domain"
+table = "users"
+max_retries = 2
+[jobs.set]
+domain = {{ postgresql = "{EXPR['postgresql']}" }}
+""")
+            proc = spawn("run", str(cfg))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:   # every database of the far host halfway
+                status = json.loads(backfilld("status", str(cfg), "--json").stdout)
+                far = [d for d in status["databases"] if d["host"] == "far"]
+                if all(0 < d.get("rows_done", 0) < ROWS for d in far):
+                    break
+                time.sleep(0.1)
+            assert all(0 < d.get("rows_done", 0) < ROWS for d in far), status
+            proxy.refuse(True)   # the path to that host is gone: open connections reset, new ones refused
+            proxy.reset()
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 1, err[-2000:]
+            done = outcome(err)
+            assert done["completed"] == 3 and sorted(done["failed_databases"]) == sorted(f"far/{n}" for n in f.names[3:])
+            for name in f.names[:3]:
+                assert await f.wrong(name) == 0, name
+            failed = [json.loads(line) for line in err.splitlines() if '"farm_database_failed"' in line]
+            assert len(failed) == 3 and all(e["host"] == "far" for e in failed)
+
+            proxy.clear()   # the path is back: the next run resumes each from its checkpoint, redoing no row
+            again = backfilld("run", str(cfg), timeout=120)
+            assert again.returncode == 0, again.stderr[-2000:]
+            for name in f.names:
+                assert await f.wrong(name) == 0, name
+            final = json.loads(backfilld("status", str(cfg), "--json").stdout)
+            assert final["counts"]["done"] == 6
+            assert all(d["jobs"][0]["rows_done"] == ROWS for d in final["databases"]), final
