@@ -273,8 +273,7 @@ def verify(config: ConfigArg, job: JobOpt = None, jobs: JobsOpt = None,
     from backfilld.verify import describe
 
     cfg = _load(config, jobs)
-    if cfg.farm is None and (shard is not None or database is not None):
-        _fail(ConfigError("--shard and --database pick databases of a farm: the config has no [farm] section"), 2)
+    _farm_only(cfg, shard, database)
 
     async def main() -> list[Any]:
         stop = asyncio.Event()
@@ -423,23 +422,58 @@ app.add_typer(triggers_app, name="triggers")
 
 
 @triggers_app.command("install")
-def triggers_install(config: ConfigArg, job: JobArg, jobs: JobsOpt = None) -> None:
-    """Create (or replace) JOB's insert and update triggers. SQL-expression and lookup jobs, not Python transforms."""
-    from backfilld import daemon
+def triggers_install(config: ConfigArg, job: JobArg, jobs: JobsOpt = None, shard: ShardOpt = None,
+                     database: DatabaseOpt = None) -> None:
+    """Create (or replace) JOB's insert and update triggers. SQL-expression and lookup jobs, not Python transforms.
 
-    cfg = _load(config, jobs)
-    stmts = _run_async(daemon.triggers(cfg, job, "install"))
-    typer.echo(f"{job}: sync triggers installed ({len(stmts)} statements); remove them after the reads switch")
+    Farm mode: in every database of the farm (or the shard, or --database); exit 1 if any failed."""
+    _triggers(config, job, jobs, shard, database, "install")
 
 
 @triggers_app.command("remove")
-def triggers_remove(config: ConfigArg, job: JobArg, jobs: JobsOpt = None) -> None:
-    """Drop JOB's sync triggers."""
+def triggers_remove(config: ConfigArg, job: JobArg, jobs: JobsOpt = None, shard: ShardOpt = None,
+                    database: DatabaseOpt = None) -> None:
+    """Drop JOB's sync triggers. Farm mode: in every database of the farm (or the shard, or --database)."""
+    _triggers(config, job, jobs, shard, database, "remove")
+
+
+def _triggers(config: Path, job: str, jobs: list[Path] | None, shard: str | None, database: str | None,
+              action: str) -> None:
     from backfilld import daemon
 
+    def done(stmts: list[str]) -> str:
+        if action == "remove":
+            return f"{job}: sync triggers removed"
+        return f"{job}: sync triggers installed ({len(stmts)} statements); remove them after the reads switch"
+
     cfg = _load(config, jobs)
-    _run_async(daemon.triggers(cfg, job, "remove"))
-    typer.echo(f"{job}: sync triggers removed")
+    _farm_only(cfg, shard, database)
+    if cfg.farm is None:
+        typer.echo(done(_run_async(daemon.triggers(cfg, job, action))))
+        return
+    from backfilld import farm
+
+    chosen = farm.chosen(cfg, farm.parse_shard(shard), database)
+
+    async def main() -> int:
+        failed = 0
+        for m in chosen:   # one database's problem is said and counted, and the others go on
+            try:
+                typer.echo(f"{m.name}: {done(await daemon.triggers(m.config, job, action))}")
+            except BackfilldError as exc:
+                typer.echo(f"backfilld: error: {m.name}: {exc}", err=True)
+                failed += 1
+        return failed
+
+    failed = _run_async(main())
+    if failed:
+        typer.echo(f"backfilld: error: {failed} of {len(chosen)} databases failed", err=True)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _farm_only(cfg: config_mod.Config, shard: str | None, database: str | None) -> None:
+    if cfg.farm is None and (shard is not None or database is not None):
+        _fail(ConfigError("--shard and --database pick databases of a farm: the config has no [farm] section"), 2)
 
 
 @app.command()

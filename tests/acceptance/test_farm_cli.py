@@ -351,3 +351,42 @@ domain = {{ postgresql = "{EXPR['postgresql']}" }}
             final = json.loads(backfilld("status", str(cfg), "--json").stdout)
             assert final["counts"]["done"] == 6
             assert all(d["jobs"][0]["rows_done"] == ROWS for d in final["databases"]), final
+
+
+def test_sync_triggers_are_installed_and_removed_in_every_database_of_the_farm(tmp_path: Path) -> None:
+    paths = sqlite_farm(tmp_path / "wikis", 4, broken=2)
+    cfg = write(tmp_path / "farm.toml", f"""
+[database]
+url = "sqlite:///{tmp_path}/unused.sqlite"
+[metrics]
+listen = ""
+[farm]
+sqlite_glob = "wikis/*.sqlite"
+""" + job_toml(("sqlite",)))
+
+    def old_code_inserts(path: Path, i: int) -> str | None:
+        con = sqlite3.connect(path)
+        con.execute("INSERT INTO users (id, email) VALUES (?, ?)", (i, f"new{i}@Old.Code"))
+        con.commit()
+        [(domain,)] = con.execute("SELECT domain FROM users WHERE id = ?", (i,)).fetchall()
+        con.close()
+        return domain
+
+    installed = backfilld("triggers", "install", str(cfg), "domain")
+    assert installed.returncode == 1, installed.stderr
+    assert installed.stdout.count(": domain: sync triggers installed") == 3
+    assert "wikis/wiki002.sqlite: job 'domain': target column 'domain' does not exist" in installed.stderr
+    assert "1 of 4 databases failed" in installed.stderr
+    for i, p in enumerate(paths):
+        if i != 2:
+            assert old_code_inserts(p, 10_001) == "old.code"   # the trigger filled what old code left out
+    one = backfilld("triggers", "remove", str(cfg), "domain", "--database", "wiki001.sqlite")
+    assert one.returncode == 0 and one.stdout.strip() == "wikis/wiki001.sqlite: domain: sync triggers removed"
+    assert old_code_inserts(paths[1], 10_002) is None   # removed there
+    assert old_code_inserts(paths[3], 10_002) == "old.code"   # and only there
+    single = write(tmp_path / "one.toml", f"""
+[database]
+url = "sqlite:///{paths[0]}"
+""" + job_toml(("sqlite",)))
+    refused = backfilld("triggers", "install", str(single), "domain", "--database", "x")
+    assert refused.returncode == 2 and "no [farm] section" in refused.stderr and "Traceback" not in refused.stderr
