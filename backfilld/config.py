@@ -854,6 +854,8 @@ def resolve_password(section: _Secret, where: str = "database") -> str | None:
                                   "CREDENTIALS_DIRECTORY is not set: run under a unit with LoadCredential=, or "
                                   "give the file's path")
             path = str(Path(directory) / path.removeprefix(CREDENTIALS_PREFIX))
+        elif section._base_dir is not None and not Path(path).is_absolute():
+            path = str(section._base_dir / path)   # relative to the config file, as its other paths are
         try:
             return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
         except UnicodeDecodeError:

@@ -226,3 +226,13 @@ def test_a_lookup_job_targets_its_foreign_key_and_its_fingerprint_covers_the_loo
     with pytest.raises(ConfigError, match=r"jobs.j.lookup.match.lt_title: no expression for engine 'mysql'"):
         cfg(jobs=[{**base, "lookup": {**LOOKUP, "match": {"lt_title": {"sqlite": "pl_title"}}}}]).jobs[0] \
             .fingerprint("mysql", ["id"])
+
+
+def test_a_relative_password_file_is_read_from_the_config_files_folder(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "db").write_text("from-beside-the-config\n")
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('[database]\nurl = "postgresql://a@h/d"\npassword_file = "secrets/db"\n'
+                   '[[jobs]]\nname = "j"\ntable = "t"\n[jobs.set]\nc = "1"\n')
+    monkeypatch.chdir(tmp_path / "secrets")   # not where the file is: the config's folder counts
+    assert config.database_url(config.load(cfg).database).password == "from-beside-the-config"
