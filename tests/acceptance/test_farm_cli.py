@@ -126,6 +126,21 @@ def sqlite_farm(folder: Path, n: int, broken: int | None) -> list[Path]:
     return paths
 
 
+def sqlite_farm_config(tmp_path: Path, farm: str = "") -> Path:
+    """A farm of the SQLite files in tmp_path/wikis, JSON logs, no endpoints; `farm`: more [farm] lines."""
+    return write(tmp_path / "farm.toml", f"""
+[database]
+url = "sqlite:///{tmp_path}/unused.sqlite"
+[logging]
+format = "json"
+[metrics]
+listen = ""
+[farm]
+sqlite_glob = "wikis/*.sqlite"
+{farm}
+""" + job_toml(("sqlite",)))
+
+
 def sqlite_wrong(path: Path) -> int:
     con = sqlite3.connect(path)
     rows = con.execute("SELECT email, domain FROM users").fetchall()
@@ -156,17 +171,7 @@ def outcome(err: str) -> dict:
 
 def test_a_farm_of_50_sqlite_files_with_one_broken(tmp_path: Path) -> None:
     paths = sqlite_farm(tmp_path / "wikis", 50, broken=31)
-    cfg = write(tmp_path / "farm.toml", f"""
-[database]
-url = "sqlite:///{tmp_path}/unused.sqlite"
-[logging]
-format = "json"
-[metrics]
-listen = ""
-[farm]
-sqlite_glob = "wikis/*.sqlite"
-max_concurrent = 4
-""" + job_toml(("sqlite",)))
+    cfg = sqlite_farm_config(tmp_path, "max_concurrent = 4")
     run = backfilld("run", str(cfg))
     assert run.returncode == 1, run.stderr[-2000:]
     assert "1 of 50 databases failed" in run.stderr and "wiki031.sqlite" in run.stderr
@@ -356,14 +361,7 @@ domain = {{ postgresql = "{EXPR['postgresql']}" }}
 
 def test_sync_triggers_are_installed_and_removed_in_every_database_of_the_farm(tmp_path: Path) -> None:
     paths = sqlite_farm(tmp_path / "wikis", 4, broken=2)
-    cfg = write(tmp_path / "farm.toml", f"""
-[database]
-url = "sqlite:///{tmp_path}/unused.sqlite"
-[metrics]
-listen = ""
-[farm]
-sqlite_glob = "wikis/*.sqlite"
-""" + job_toml(("sqlite",)))
+    cfg = sqlite_farm_config(tmp_path)
 
     def old_code_inserts(path: Path, i: int) -> str | None:
         con = sqlite3.connect(path)
