@@ -80,7 +80,8 @@ async def access(engine: Engine, config: Config, job: JobConfig, p: Prepared) ->
     if lk is not None:
         lookup = {"lookup_table": lk.table, "lookup_reads": tuple(dict.fromkeys((lk.id, *lk.match))),
                   "lookup_inserts": tuple(dict.fromkeys((*lk.match, *lk.values))),
-                  "lookup_conflict_updates": (lk.id,) if d.conflict_updates_id else ()}
+                  "lookup_conflict_updates": (lk.id,) if d.conflict_updates_id else (),
+                  "lookup_sequence": await engine.id_sequence(lk.table, lk.id)}
     return grants.JobAccess(
         table=job.table, reads=tuple(c for c in cols if c in used), writes=tuple(p.spec.targets),
         state_table=config.state.table, state_exists=await _exists(engine, config.state.table),

@@ -231,8 +231,10 @@ def status(config: ConfigArg, jobs: JobsOpt = None,
             return
         for d in report["databases"]:
             jobs_text = "  ".join(f"{j['job']}={j['status']}" for j in d["jobs"])
+            error = d.get("error") or "; ".join(f"{j['job']}: {j['error']}" for j in d["jobs"]
+                                                 if j["status"] == "failed" and j.get("error"))
             typer.echo(f"{d['database']}: {d['state']}  rows_done={d.get('rows_done', 0)}  {jobs_text}"
-                       + (f"  error={d['error']}" if d.get("error") else ""))
+                       + (f"  error={error}" if error else ""))
         c = report["counts"]
         eta = report["eta_s"]
         typer.echo(f"farm: {len(report['databases'])} databases: {c['done']} done, {c['running']} running, "

@@ -216,6 +216,12 @@ class Engine(abc.ABC):
         """The configured user's standing against each need: held or lacking, with the GRANT that gives what
         lacks; a catalog that cannot be read makes a need "not checked" with the reason, never an error."""
 
+    async def id_sequence(self, table: str, column: str) -> str | None:
+        """The sequence (schema.name) the column's DEFAULT takes its values from, whose USAGE an INSERT needs
+        besides the table's INSERT; None where there is none or the engine has no such object (an
+        AUTO_INCREMENT, SQLite's rowid, an identity column)."""
+        return None
+
     @abc.abstractmethod
     async def table_size(self, table: str, rows: int) -> TableSize:
         """The table's data on disk and its average row (rows: the row estimate, for engines that divide)."""

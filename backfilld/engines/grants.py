@@ -33,8 +33,9 @@ class Need:
     """One privilege (or a few, granted together) on one object."""
 
     privileges: tuple[str, ...]               # SELECT, UPDATE, ...; or one of the server-wide names above
-    on: Literal["table", "schema", "server"]
-    name: str = ""                            # the table; the schema ("" : the connection's own); "" for server
+    on: Literal["table", "schema", "server", "sequence"]
+    name: str = ""                            # the table; the schema ("" : the connection's own); "" for server;
+                                              # a sequence as schema.name
     columns: tuple[str, ...] = ()             # column-level grants: these columns only
     why: str = ""
     level: Level = "required"
@@ -89,6 +90,7 @@ class JobAccess:
     lookup_reads: tuple[str, ...] = ()        # its id and match columns
     lookup_inserts: tuple[str, ...] = ()      # its match and values columns, set in the rows a batch creates
     lookup_conflict_updates: tuple[str, ...] = ()   # columns the INSERT's on-conflict clause assigns (MySQL: id)
+    lookup_sequence: str | None = None        # the sequence its id's DEFAULT draws from (a PostgreSQL serial)
 
 
 def _schema(table: str) -> str:
@@ -127,6 +129,10 @@ def needs(a: JobAccess) -> list[Need]:
             out.append(Need(("UPDATE",), "table", a.lookup_table, a.lookup_conflict_updates, why="the INSERT "
                             "leaves a row another session created as it is with a no-op update of its id",
                             without="the first batch that creates one fails", purpose="the lookup table"))
+        if a.lookup_sequence:
+            out.append(Need(("USAGE",), "sequence", a.lookup_sequence, why="the lookup rows a batch creates take "
+                            "their ids from it (the id column's DEFAULT nextval)",
+                            without="the first batch that creates one fails", purpose="the lookup table's ids"))
     out += [
         _table_or_create(a.state_table, a.state_exists, _schema(a.state_table),
                          ("SELECT", "INSERT", "UPDATE"), f"the state table {a.state_table} holds the checkpoint",

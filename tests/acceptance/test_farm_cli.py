@@ -185,6 +185,9 @@ def test_a_farm_of_50_sqlite_files_with_one_broken(tmp_path: Path) -> None:
     assert bad["database"] == "wikis/wiki031.sqlite"
     assert "target column 'domain' does not exist" in bad["jobs"][0]["error"]
     assert status["eta_s"] is not None and status["eta_s"] >= 0
+    text = backfilld("status", str(cfg)).stdout
+    assert "wikis/wiki031.sqlite: failed  rows_done=0  domain=failed  error=domain: " in text
+    assert "farm: 50 databases: 49 done, 0 running, 1 failed, 0 pending, 0 unreadable" in text
     # verify in every database: the broken one named, the others clean; one database alone
     verified = backfilld("verify", str(cfg))
     assert verified.returncode == 1

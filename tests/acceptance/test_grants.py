@@ -256,11 +256,52 @@ async def test_a_lookup_job_runs_with_the_grants_plan_lists_for_it(db: TestDb, u
     assert on_lookup[("SELECT",)] == ("lt_id", "lt_namespace", "lt_title")
     assert on_lookup[("INSERT",)] == ("lt_namespace", "lt_title")
     assert (("UPDATE",) in on_lookup) is (db.engine_name == "mysql")
+    assert [n for n in listed if n.on == "sequence"] == []   # an identity id (PostgreSQL) needs no sequence grant
     for need in listed:
         if need.level == "required" or need.on == "server":
             await db.engine.execute(await db.engine.grant_sql(need, user.sql))  # type: ignore[attr-defined]
     cfg = config_as(db, user, [lookup_job(pl, lt)], tmp_path)
     [report] = await daemon.plan(cfg)
+    assert report["privileges"]["lacking"] == [], report["privileges"]
+    [st] = await daemon.run(cfg, daemon.RunOptions())
+    assert st.status == "completed"
+    await check_all_right(db, pl, lt)
+
+
+async def test_a_lookup_table_whose_id_is_a_serial_needs_usage_of_its_sequence(db: TestDb, user: User,
+                                                                                tmp_path: Path) -> None:
+    """A serial id (PostgreSQL: DEFAULT nextval of a sequence) takes USAGE on the sequence besides INSERT; plan lists
+    it, names the GRANT while it lacks, and the run works once it is held. An identity column (the lookup test
+    above) and MySQL's AUTO_INCREMENT need nothing more."""
+    from tests.integration.test_lookup_jobs import check_all_right, pagelinks
+    from tests.integration.test_lookup_jobs import job as lookup_job
+
+    serial = {"postgresql": "BIGSERIAL PRIMARY KEY", "mysql": "BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY"}
+    title = "VARBINARY(255)" if db.engine_name == "mysql" else "TEXT"
+    lt = await db.create("linktarget", f"lt_id {serial[db.engine_name]}, lt_namespace INTEGER NOT NULL, "
+                                       f"lt_title {title} NOT NULL")
+    await db.x(f"CREATE UNIQUE INDEX {db.name('lt_ns_title')} ON {lt} (lt_namespace, lt_title)")
+    pl, _ = await pagelinks(db, 300)
+    await db.engine.execute(state.ddl(db.engine.dialect, db.state_table))
+    admin = db.config([lookup_job(pl, lt)])
+    j = admin.job("pl_target")
+    listed = grants.needs(await access(db.engine, admin, j, await prepare(db.engine, j)))
+    on_sequence = [n for n in listed if n.on == "sequence"]
+    if db.engine_name == "mysql":
+        assert on_sequence == []
+    else:
+        [need] = on_sequence
+        assert need.privileges == ("USAGE",) and need.name == f"public.{lt}_lt_id_seq"
+    for need in listed:
+        if (need.level == "required" or need.on == "server") and need.on != "sequence":
+            await db.engine.execute(await db.engine.grant_sql(need, user.sql))  # type: ignore[attr-defined]
+    cfg = config_as(db, user, [lookup_job(pl, lt)], tmp_path)
+    [report] = await daemon.plan(cfg)
+    if db.engine_name == "postgresql":
+        assert report["privileges"]["lacking"] == [f"GRANT USAGE ON SEQUENCE public.{lt}_lt_id_seq TO {user.name}"]
+        for need in on_sequence:
+            await db.engine.execute(await db.engine.grant_sql(need, user.sql))  # type: ignore[attr-defined]
+        [report] = await daemon.plan(cfg)
     assert report["privileges"]["lacking"] == [], report["privileges"]
     [st] = await daemon.run(cfg, daemon.RunOptions())
     assert st.status == "completed"

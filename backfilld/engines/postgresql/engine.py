@@ -24,6 +24,7 @@ from backfilld.engines.postgresql.sql import (
     COLUMN_PRIVILEGES,
     CURRENT_USER,
     DEADLOCK_TIMEOUT_S,
+    DEFAULT_SEQUENCE,
     ESTIMATE_ROWS,
     HAS_ROLE,
     HEARTBEAT_DDL,
@@ -35,6 +36,7 @@ from backfilld.engines.postgresql.sql import (
     PARTIAL_INDEXES,
     REPLICA_LAG,
     SCHEMA_CREATE,
+    SEQUENCE_USAGE,
     TABLE_COLUMNS,
     TABLE_OID,
     TABLE_PRIVILEGES,
@@ -591,6 +593,8 @@ class PostgresEngine(Engine):
             return f"GRANT {_SERVER_ROLES[need.privileges[0]]} TO {to}"
         if need.on == "schema":
             return f"GRANT {privs} ON SCHEMA {self._name(schema or need.name)} TO {to}"
+        if need.on == "sequence":
+            return f"GRANT {privs} ON SEQUENCE {self._sequence(need.name)} TO {to}"
         cols = f" ({', '.join(self._name(c) for c in columns)})" if columns else ""
         table = ".".join(self._name(part) for part in need.name.split("."))
         return f"GRANT {privs}{cols} ON {table} TO {to}"
@@ -625,6 +629,9 @@ class PostgresEngine(Engine):
                 return Held(need, None, "", detail="could not check: no schema of the search_path exists")
             schema, ok = rows[0]
             return Held(need, bool(ok), "" if ok else self._grant(need, to, schema=schema), called=schema)
+        if need.on == "sequence":
+            [(ok,)] = await self.fetch(Stmt(SEQUENCE_USAGE, ("s",)), {"s": self._sequence(need.name)})
+            return Held(need, bool(ok), "" if ok else self._grant(need, to))
         table = self._regclass_arg(need.name)
         if need.columns:
             [privilege] = need.privileges
@@ -639,6 +646,15 @@ class PostgresEngine(Engine):
             return Held(need, None, self._grant(need, to), detail="could not check: no such table")
         lacks = [p for p, ok in rows if not ok]
         return Held(need, not lacks, self._grant(need, to, privileges=lacks) if lacks else "")
+
+    async def id_sequence(self, table: str, column: str) -> str | None:
+        rows = await self.fetch(Stmt(DEFAULT_SEQUENCE, ("t", "c")), {"t": self._regclass_arg(table), "c": column})
+        return f"{rows[0][0]}.{rows[0][1]}" if rows else None
+
+    def _sequence(self, name: str) -> str:
+        """schema.name (id_sequence's) as SQL."""
+        schema, _, seq = name.partition(".")
+        return f"{self._name(schema)}.{self._name(seq)}"
 
     async def table_size(self, table: str, rows: int) -> TableSize:
         try:
