@@ -126,15 +126,21 @@ def sqlite_farm(folder: Path, n: int, broken: int | None) -> list[Path]:
     return paths
 
 
-def sqlite_farm_config(tmp_path: Path, farm: str = "") -> Path:
-    """A farm of the SQLite files in tmp_path/wikis, JSON logs, no endpoints; `farm`: more [farm] lines."""
-    return write(tmp_path / "farm.toml", f"""
-[database]
-url = "sqlite:///{tmp_path}/unused.sqlite"
+def head(url: str) -> str:
+    """A farm config's first sections: the default server, JSON logs, no endpoints."""
+    return f"""[database]
+url = "{url}"
 [logging]
 format = "json"
 [metrics]
 listen = ""
+"""
+
+
+def sqlite_farm_config(tmp_path: Path, farm: str = "") -> Path:
+    """A farm of the SQLite files in tmp_path/wikis, JSON logs, no endpoints; `farm`: more [farm] lines."""
+    return write(tmp_path / "farm.toml", f"""
+{head(f"sqlite:///{tmp_path}/unused.sqlite")}
 [farm]
 sqlite_glob = "wikis/*.sqlite"
 {farm}
@@ -226,12 +232,7 @@ async def test_a_farm_of_20_mariadb_databases_with_one_broken(my_farm: ServerFar
 async def run_server_farm(f: ServerFarm, tmp_path: Path) -> None:
     (tmp_path / "all.dblist").write_text("# every wiki\n" + "\n".join(f.names) + "\n")
     cfg = write(tmp_path / "farm.toml", f"""
-[database]
-url = "{SERVER[f.engine]}"
-[logging]
-format = "json"
-[metrics]
-listen = ""
+{head(SERVER[f.engine])}
 [throttle]
 max_batch = 500
 max_rows_per_s = 20000
@@ -273,12 +274,7 @@ async def test_one_mixed_config_of_hosts(pg_farm: ServerFarm, my_farm: ServerFar
     paths = sqlite_farm(tmp_path / "wikis", 5, broken=None)
     my = parse_url(MYSQL_URL)
     cfg = write(tmp_path / "farm.toml", f"""
-[database]
-url = "{SERVER['postgresql']}"
-[logging]
-format = "json"
-[metrics]
-listen = ""
+{head(SERVER['postgresql'])}
 [farm]
 databases = {json.dumps(pg_farm.names[:10])}
 sqlite_glob = "wikis/*.sqlite"
@@ -308,12 +304,7 @@ async def test_a_host_whose_connections_are_lost_fails_alone_and_its_databases_r
     async with server_farm("postgresql", 6, broken=None) as f:
         with FaultProxy.for_url(PG_URL) as proxy:
             cfg = write(tmp_path / "farm.toml", f"""
-[database]
-url = "{PG_URL}"
-[logging]
-format = "json"
-[metrics]
-listen = ""
+{head(PG_URL)}
 [throttle]
 max_batch = 100
 max_rows_per_s = 1500
