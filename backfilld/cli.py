@@ -231,7 +231,7 @@ def status(config: ConfigArg, jobs: JobsOpt = None,
             return
         for d in report["databases"]:
             jobs_text = "  ".join(f"{j['job']}={j['status']}" for j in d["jobs"])
-            error = d.get("error") or "; ".join(f"{j['job']}: {j['error']}" for j in d["jobs"]
+            error = d.get("error") or "; ".join(f"{j['job']}: {_one_line(j['error'])}" for j in d["jobs"]
                                                  if j["status"] == "failed" and j.get("error"))
             typer.echo(f"{d['database']}: {d['state']}  rows_done={d.get('rows_done', 0)}  {jobs_text}"
                        + (f"  error={error}" if error else ""))
@@ -455,7 +455,11 @@ def _triggers(config: Path, job: str, jobs: list[Path] | None, shard: str | None
         return
     from backfilld import farm
 
-    chosen = farm.chosen(cfg, farm.parse_shard(shard), database)
+    try:   # the config's own problems (an unknown job or database, a bad --shard) once, not once per database
+        daemon.trigger_job(cfg, job)
+        chosen = farm.chosen(cfg, farm.parse_shard(shard), database)
+    except ConfigError as exc:
+        _fail(exc, 2)
 
     async def main() -> int:
         failed = 0
@@ -471,6 +475,12 @@ def _triggers(config: Path, job: str, jobs: list[Path] | None, shard: str | None
     if failed:
         typer.echo(f"backfilld: error: {failed} of {len(chosen)} databases failed", err=True)
     raise typer.Exit(1 if failed else 0)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """An error as one short line (the state row keeps it whole: `status --json`)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
 
 
 def _farm_only(cfg: config_mod.Config, shard: str | None, database: str | None) -> None:

@@ -203,7 +203,8 @@ class Daemon:
                 await self._retrier(job, engine).run(functools.partial(prepare, engine, job))
         except BackfilldError as exc:
             if self.record_unstarted:
-                await record_unstarted(engine, self.config.state.table, job.name, str(exc), log.bind(job=job.name))
+                await record_unstarted(engine, self.config.state.table, job.name, job.table, str(exc),
+                                       log.bind(job=job.name))
             raise
 
     async def _fill(self, engine: Engine, jobs: list[JobConfig], results: dict[str, JobState],
@@ -650,15 +651,21 @@ class WaitTimeout(BackfilldError):
     """The job did not reach the state in time."""
 
 
+def trigger_job(config: Config, job_name: str) -> JobConfig:
+    """The job sync triggers are for; ConfigError for an unknown one, or one with a Python transform."""
+    job = config.job(job_name)
+    if job.transform:
+        raise ConfigError(f"job {job_name!r} uses a Python transform; sync triggers need a [jobs.set] SQL expression "
+                          "job (run it with --follow to keep catching rows old code writes)")
+    return job
+
+
 async def triggers(config: Config, job_name: str, action: str) -> list[str]:
     """Install or remove a SQL-expression or lookup job's sync triggers; the statements run."""
     from backfilld.engines import triggers as trig
     from backfilld.preflight import prepare
 
-    job = config.job(job_name)
-    if job.transform:
-        raise ConfigError(f"job {job_name!r} uses a Python transform; sync triggers need a [jobs.set] SQL expression "
-                          "job (run it with --follow to keep catching rows old code writes)")
+    job = trigger_job(config, job_name)
     async with open_engine(config) as engine:
         if action == "remove":
             return await trig.remove(engine, job.table, job.name)

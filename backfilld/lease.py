@@ -31,6 +31,11 @@ LEASE_RETRY_S = 0.5
 UNSTARTED = ""
 
 
+def lease_name(table: str, job: str) -> str:
+    """The job's lease: named by the job and the table it writes (in its database)."""
+    return f"{table}/{job}"
+
+
 class Lease:
     """One daemon per job: two daemons on one job would each write correct values, but their checkpoints and
     counts would interleave. The lease is named by the job and the table it writes (in its database), not by
@@ -39,7 +44,7 @@ class Lease:
     def __init__(self, engine: Engine, table: str, job: str, *, stopped: Callable[[], bool],
                  sleep: Callable[[float], Awaitable[None]], log: Any) -> None:
         self.engine, self.job, self.stopped, self.sleep, self.log = engine, job, stopped, sleep, log
-        self.name = f"{table}/{job}"
+        self.name = lease_name(table, job)
 
     async def take(self, wait_s: float) -> None:
         """Take the lease on the job's connection, trying for wait_s; LeaseHeld names who holds it. Stopped on a
@@ -92,13 +97,17 @@ async def checkpoint(engine: Engine, state_table: str, p: Prepared, job: str, ta
     return state
 
 
-async def record_unstarted(engine: Engine, state_table: str, job: str, error: str, log: Any) -> None:
+async def record_unstarted(engine: Engine, state_table: str, job: str, table: str, error: str, log: Any) -> None:
     """A job that failed before it could start (its preflight: a missing table or column, a broken expression)
     gets a failed state row carrying the error, so that a farm's `status` shows the database failed and why,
-    not pending. Only where the job has no row, or one such record: a row with a checkpoint is never touched
-    (another run may hold its lease). Best effort: a database that cannot be written (a lost connection, no
-    grant) keeps the error in the log and the farm's summary only."""
+    not pending. Under the job's lease, tried once (a run that holds it is left alone: it passed its preflight,
+    and it may be creating the row right now), and only where the job has no row or one such record: a row with
+    a checkpoint is never touched. The lease goes with the connection, which the failed run closes. Best
+    effort: a database that cannot be written (a lost connection, no grant) keeps the error in the log and the
+    farm's summary only."""
     try:
+        if not await engine.try_lease(lease_name(table, job)):
+            return
         await engine.ensure_state_table(state_table)
         try:
             state = await engine.read_state(state_table, job)

@@ -217,7 +217,7 @@ class Engine(abc.ABC):
         lacks; a catalog that cannot be read makes a need "not checked" with the reason, never an error."""
 
     async def id_sequence(self, table: str, column: str) -> str | None:
-        """The sequence (schema.name) the column's DEFAULT takes its values from, whose USAGE an INSERT needs
+        """The sequence (as SQL: schema.name) the column's DEFAULT takes its values from, whose USAGE an INSERT needs
         besides the table's INSERT; None where there is none or the engine has no such object (an
         AUTO_INCREMENT, SQLite's rowid, an identity column)."""
         return None

@@ -35,7 +35,7 @@ class Need:
     privileges: tuple[str, ...]               # SELECT, UPDATE, ...; or one of the server-wide names above
     on: Literal["table", "schema", "server", "sequence"]
     name: str = ""                            # the table; the schema ("" : the connection's own); "" for server;
-                                              # a sequence as schema.name
+                                              # a sequence as SQL (schema.name, quoted as needed)
     columns: tuple[str, ...] = ()             # column-level grants: these columns only
     why: str = ""
     level: Level = "required"

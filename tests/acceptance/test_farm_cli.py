@@ -377,6 +377,11 @@ def test_sync_triggers_are_installed_and_removed_in_every_database_of_the_farm(t
     assert one.returncode == 0 and one.stdout.strip() == "wikis/wiki001.sqlite: domain: sync triggers removed"
     assert old_code_inserts(paths[1], 10_002) is None   # removed there
     assert old_code_inserts(paths[3], 10_002) == "old.code"   # and only there
+    for bad, says in ((("domain", "--database", "nosuch"), "nosuch"), (("domain", "--shard", "x"), "--shard"),
+                      (("nosuch",), "no job named 'nosuch'")):   # said once, before any database is touched
+        refused = backfilld("triggers", "install", str(cfg), *bad)
+        assert refused.returncode == 2 and says in refused.stderr and "Traceback" not in refused.stderr, refused
+        assert refused.stdout == "" and refused.stderr.count("backfilld: error") == 1
     single = write(tmp_path / "one.toml", f"""
 [database]
 url = "sqlite:///{paths[0]}"

@@ -197,15 +197,15 @@ async def test_a_farm_member_that_fails_its_preflight_records_the_failure_and_st
     table = await db.users_with(300)
     broken = {**job(db, table), "set": {"no_such_column": {db.engine_name: CONCAT[db.engine_name]}}}
     bad_cfg = db.config([broken])
+    # a single run (not a farm member) writes nothing on bad input, not even its state table
+    with pytest.raises(SchemaError):
+        await daemon.run(bad_cfg, daemon.RunOptions())
+    assert await state_row(db) == ()
     with pytest.raises(SchemaError) as failed:
         await daemon.Daemon(bad_cfg, daemon.RunOptions(), record_unstarted=True).run()
     assert "no_such_column" in str(failed.value)
     status, rows_done, error = await state_row(db)
     assert status == "failed" and rows_done == 0 and "no_such_column" in error
-    # a single run (not a farm member) writes nothing on bad input: the record stays as it was
-    with pytest.raises(SchemaError):
-        await daemon.run(bad_cfg, daemon.RunOptions())
-    assert await state_row(db) == (status, rows_done, error)
 
     # mended (the job as it should be): the record is no checkpoint, so the job starts from the first key
     [done] = await daemon.run(db.config([job(db, table)]), daemon.RunOptions())
@@ -215,3 +215,23 @@ async def test_a_farm_member_that_fails_its_preflight_records_the_failure_and_st
     with pytest.raises(SchemaError):
         await daemon.Daemon(bad_cfg, daemon.RunOptions(), record_unstarted=True).run()
     assert (await state_row(db))[:2] == ("completed", 300)
+
+
+async def test_a_failed_preflight_leaves_the_row_of_a_run_that_holds_the_lease_alone(db: TestDb) -> None:
+    """Two farm processes on one database (overlapping shards): the one that failed its preflight does not write
+    over the row of the one running the job, even while that row has no checkpoint yet."""
+    table = await db.users_with(2000)
+    cfg = db.config([job(db, table)], throttle={"max_rows_per_s": 300, "min_batch": 100, "max_batch": 100})
+    stop = asyncio.Event()
+    first = await started(db, cfg, stop)
+    try:
+        await db.x(f"UPDATE {db.state_table} SET fingerprint = '' WHERE job = 'j'")   # as a record would look
+        before = await state_row(db)
+        broken = {**job(db, table), "set": {"no_such_column": {db.engine_name: CONCAT[db.engine_name]}}}
+        with pytest.raises(SchemaError):
+            await daemon.Daemon(db.config([broken]), daemon.RunOptions(), record_unstarted=True).run()
+        now = await state_row(db)
+        assert now[0] == "running" and now[2] is None and now[1] >= before[1]
+    finally:
+        stop.set()
+        await first

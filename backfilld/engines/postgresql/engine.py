@@ -594,7 +594,7 @@ class PostgresEngine(Engine):
         if need.on == "schema":
             return f"GRANT {privs} ON SCHEMA {self._name(schema or need.name)} TO {to}"
         if need.on == "sequence":
-            return f"GRANT {privs} ON SEQUENCE {self._sequence(need.name)} TO {to}"
+            return f"GRANT {privs} ON SEQUENCE {need.name} TO {to}"   # as DEFAULT_SEQUENCE quoted it
         cols = f" ({', '.join(self._name(c) for c in columns)})" if columns else ""
         table = ".".join(self._name(part) for part in need.name.split("."))
         return f"GRANT {privs}{cols} ON {table} TO {to}"
@@ -630,8 +630,10 @@ class PostgresEngine(Engine):
             schema, ok = rows[0]
             return Held(need, bool(ok), "" if ok else self._grant(need, to, schema=schema), called=schema)
         if need.on == "sequence":
-            [(ok,)] = await self.fetch(Stmt(SEQUENCE_USAGE, ("s",)), {"s": self._sequence(need.name)})
-            return Held(need, bool(ok), "" if ok else self._grant(need, to))
+            rows = await self.fetch(Stmt(SEQUENCE_USAGE, ("s",)), {"s": need.name})
+            if not rows:
+                return Held(need, None, self._grant(need, to), detail="could not check: no such sequence")
+            return Held(need, bool(rows[0][0]), "" if rows[0][0] else self._grant(need, to))
         table = self._regclass_arg(need.name)
         if need.columns:
             [privilege] = need.privileges
@@ -649,12 +651,7 @@ class PostgresEngine(Engine):
 
     async def id_sequence(self, table: str, column: str) -> str | None:
         rows = await self.fetch(Stmt(DEFAULT_SEQUENCE, ("t", "c")), {"t": self._regclass_arg(table), "c": column})
-        return f"{rows[0][0]}.{rows[0][1]}" if rows else None
-
-    def _sequence(self, name: str) -> str:
-        """schema.name (id_sequence's) as SQL."""
-        schema, _, seq = name.partition(".")
-        return f"{self._name(schema)}.{self._name(seq)}"
+        return str(rows[0][0]) if rows else None
 
     async def table_size(self, table: str, rows: int) -> TableSize:
         try:

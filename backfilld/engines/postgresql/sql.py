@@ -116,14 +116,18 @@ COLUMN_PRIVILEGES = "SELECT c, has_column_privilege(to_regclass($1), c, $2) FROM
 SCHEMA_CREATE = ("SELECT s, has_schema_privilege(s, 'CREATE') FROM (SELECT COALESCE($1::text, "
                  "current_schema()::text) AS s) AS bf_s WHERE s IS NOT NULL")
 # the sequences the DEFAULT of column $2 of table $1 (quoted) calls nextval() on (a serial's; an identity column
-# has no DEFAULT: it needs no grant of its own), schema and name apart
-DEFAULT_SEQUENCE = ("SELECT n.nspname, s.relname FROM pg_attribute a JOIN pg_attrdef ad ON ad.adrelid = a.attrelid "
+# has no DEFAULT: it needs no grant of its own), each as SQL (schema and name quoted as needed)
+DEFAULT_SEQUENCE = ("SELECT quote_ident(n.nspname) || '.' || quote_ident(s.relname) FROM pg_attribute a JOIN "
+                    "pg_attrdef ad ON ad.adrelid = a.attrelid "
                     "AND ad.adnum = a.attnum JOIN pg_depend dep ON dep.classid = 'pg_attrdef'::regclass AND "
                     "dep.objid = ad.oid AND dep.refclassid = 'pg_class'::regclass JOIN pg_class s ON s.oid = "
                     "dep.refobjid AND s.relkind = 'S' JOIN pg_namespace n ON n.oid = s.relnamespace WHERE "
-                    "a.attrelid = to_regclass($1) AND a.attname = $2 ORDER BY 1, 2")
-# whether this user holds USAGE on the sequence $1 (quoted)
-SEQUENCE_USAGE = "SELECT has_sequence_privilege($1, 'USAGE')"
+                    "a.attrelid = to_regclass($1) AND a.attname = $2 ORDER BY 1")
+# whether this user holds USAGE on the sequence $1 (DEFAULT_SEQUENCE's form), found by its oid in the catalog: a
+# lookup by name would need USAGE on its schema, which the INSERT does not (the DEFAULT holds the oid)
+SEQUENCE_USAGE = ("SELECT has_sequence_privilege(s.oid, 'USAGE') FROM pg_class s JOIN pg_namespace n ON n.oid = "
+                  "s.relnamespace WHERE s.relkind = 'S' AND quote_ident(n.nspname) || '.' || quote_ident(s.relname) "
+                  "= $1")
 # whether this user has the privileges of the role $1 (a member of it, or of one that is: pg_monitor)
 HAS_ROLE = "SELECT pg_has_role($1, 'USAGE')"
 # the table's data on disk (main fork, bytes) and the planner's row count (reltuples; -1: never analyzed)
