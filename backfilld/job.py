@@ -428,7 +428,7 @@ class JobRunner:
         self.log.error("job_failed", error=message, attempts=attempts)
         self.metrics.batches.labels(self.job.name, "failed").inc()
         if st is not None:
-            st.error = message[:4000]
+            st.error = message[:state_mod.ERROR_CHARS]
             self._set_status(Status.FAILED)
             try:
                 await self._save()

@@ -17,6 +17,7 @@ from backfilld.engines.base import Engine, JobState, now_iso
 from backfilld.errors import EngineError, LeaseHeld, SpecChangedError, StateError
 from backfilld.preflight import Prepared
 from backfilld.retry import Stopped
+from backfilld.state import ERROR_CHARS
 from backfilld.status import Status
 
 # A job's lease is tried this long before the job gives up: at start, a few seconds (a daemon killed just now
@@ -116,7 +117,7 @@ async def record_unstarted(engine: Engine, state_table: str, job: str, table: st
         if state is not None and state.fingerprint != UNSTARTED:
             return
         now = now_iso()
-        row = JobState(job=job, fingerprint=UNSTARTED, status=Status.FAILED.value, error=error[:4000],
+        row = JobState(job=job, fingerprint=UNSTARTED, status=Status.FAILED.value, error=error[:ERROR_CHARS],
                        started_at=now, updated_at=now)
         await engine.write_state(state_table, row, insert=state is None)
     except (EngineError, StateError) as exc:

@@ -42,6 +42,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("requests", "text"),
 )
 NAMES = tuple(c.name for c in COLUMNS)
+# the most of an error message a state row keeps (the rest is in the log)
+ERROR_CHARS = 4000
 _COUNTS = tuple(c.name for c in COLUMNS if c.kind in ("count", "total"))
 _STATUSES = tuple(s.value for s in Status)
 # written by others than the job's own save: operators (requests), verify (verified_at, verify_result)
