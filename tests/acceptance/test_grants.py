@@ -273,14 +273,10 @@ async def test_a_lookup_table_whose_id_is_a_serial_needs_usage_of_its_sequence(d
     """A serial id (PostgreSQL: DEFAULT nextval of a sequence) takes USAGE on the sequence besides INSERT; plan lists
     it, names the GRANT while it lacks, and the run works once it is held. An identity column (the lookup test
     above) and MySQL's AUTO_INCREMENT need nothing more."""
-    from tests.integration.test_lookup_jobs import check_all_right, pagelinks
+    from tests.integration.test_lookup_jobs import check_all_right, id_column, linktarget, pagelinks
     from tests.integration.test_lookup_jobs import job as lookup_job
 
-    serial = {"postgresql": "BIGSERIAL PRIMARY KEY", "mysql": "BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY"}
-    title = "VARBINARY(255)" if db.engine_name == "mysql" else "TEXT"
-    lt = await db.create("linktarget", f"lt_id {serial[db.engine_name]}, lt_namespace INTEGER NOT NULL, "
-                                       f"lt_title {title} NOT NULL")
-    await db.x(f"CREATE UNIQUE INDEX {db.name('lt_ns_title')} ON {lt} (lt_namespace, lt_title)")
+    lt = await linktarget(db, id_sql="BIGSERIAL PRIMARY KEY" if db.engine_name == "postgresql" else id_column(db))
     pl, _ = await pagelinks(db, 300)
     await db.engine.execute(state.ddl(db.engine.dialect, db.state_table))
     admin = db.config([lookup_job(pl, lt)])

@@ -19,6 +19,11 @@ def job(db: TestDb, table: str) -> dict:
     return {"name": "j", "table": table, "batch_size": 100, "set": {"label": {db.engine_name: CONCAT[db.engine_name]}}}
 
 
+def broken_job(db: TestDb, table: str) -> dict:
+    """job() with a target column the table does not have: its preflight fails."""
+    return {**job(db, table), "set": {"no_such_column": {db.engine_name: CONCAT[db.engine_name]}}}
+
+
 async def state_row(db: TestDb) -> tuple:
     try:
         rows = await db.q(f"SELECT status, rows_done, error FROM {db.state_table} WHERE job = 'j'")
@@ -195,7 +200,7 @@ async def test_a_symlink_planted_as_the_sqlite_lease_file_is_refused_not_followe
 async def test_a_farm_member_that_fails_its_preflight_records_the_failure_and_starts_afresh_once_mended(
         db: TestDb) -> None:
     table = await db.users_with(300)
-    broken = {**job(db, table), "set": {"no_such_column": {db.engine_name: CONCAT[db.engine_name]}}}
+    broken = broken_job(db, table)
     bad_cfg = db.config([broken])
     # a single run (not a farm member) writes nothing on bad input, not even its state table
     with pytest.raises(SchemaError):
@@ -227,9 +232,8 @@ async def test_a_failed_preflight_leaves_the_row_of_a_run_that_holds_the_lease_a
     try:
         await db.x(f"UPDATE {db.state_table} SET fingerprint = '' WHERE job = 'j'")   # as a record would look
         before = await state_row(db)
-        broken = {**job(db, table), "set": {"no_such_column": {db.engine_name: CONCAT[db.engine_name]}}}
         with pytest.raises(SchemaError):
-            await daemon.Daemon(db.config([broken]), daemon.RunOptions(), record_unstarted=True).run()
+            await daemon.Daemon(db.config([broken_job(db, table)]), daemon.RunOptions(), record_unstarted=True).run()
         now = await state_row(db)
         assert now[0] == "running" and now[2] is None and now[1] >= before[1]
     finally:

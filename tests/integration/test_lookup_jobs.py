@@ -21,9 +21,10 @@ def id_column(db: TestDb) -> str:
             "sqlite": "INTEGER PRIMARY KEY"}[db.engine_name]
 
 
-async def linktarget(db: TestDb, *, unique: bool = True) -> str:
+async def linktarget(db: TestDb, *, unique: bool = True, id_sql: str | None = None) -> str:
+    """The lookup table; id_sql: its id column's type and constraints (default id_column's)."""
     title = "VARBINARY(255)" if db.engine_name == "mysql" else "TEXT"
-    lt = await db.create("linktarget", f"lt_id {id_column(db)}, lt_namespace INTEGER NOT NULL, "
+    lt = await db.create("linktarget", f"lt_id {id_sql or id_column(db)}, lt_namespace INTEGER NOT NULL, "
                                        f"lt_title {title} NOT NULL")
     if unique:
         await db.x(f"CREATE UNIQUE INDEX {db.name('lt_ns_title')} ON {lt} (lt_namespace, lt_title)")
