@@ -1,3 +1,37 @@
-from backfilld.cli import main
+"""The console script (`backfilld`, `python -m backfilld`): answers `--version` and a plain `status` line
+itself, and hands every other command line to the typer app (cli.py).
 
-main()
+Why: typer validates every option it parses through a pydantic TypeAdapter, and importing pydantic for that
+costs more than the rest of `--version` or `status` together (issue 14: both under 0.2 s). What is answered here
+prints what typer's parse would (tests/unit/test_startup_imports.py compares them); anything else, --help and
+every mistake included, is typer's to parse and to explain.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    try:
+        if argv == ["--version"]:
+            from backfilld import __version__
+
+            print(f"backfilld {__version__}", flush=True)
+            return
+        from backfilld import cmdline
+
+        plain = cmdline.plain_status(argv)
+        if plain is not None:
+            cmdline.status(*plain)
+            return
+        from backfilld.cli import app
+
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,23 +1,25 @@
-"""Command line: parse, build config, call in. No logic lives here.
-
-Exit codes: 0 done (or stopped by a signal with the checkpoint kept), 1 a job failed or a check found
-problems, 2 bad input (config, arguments, schema, changed spec): nothing was written.
+"""Command line: the typer app, its commands and their options. Parse, build config, call in; no logic lives
+here. What every command does around its work (load the config, run it, exit codes) is cmdline.py's; the
+console script (__main__.py) answers `--version` and a plain `status` line before typer is imported.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from backfilld import __version__
+from backfilld import __version__, cmdline
 from backfilld import settings as live_settings
-from backfilld.errors import BackfilldError, ConfigError, SchemaError, SpecChangedError
+from backfilld.cmdline import fail as _fail
+from backfilld.cmdline import load as _load
+from backfilld.cmdline import run_async as _run_async
+from backfilld.errors import BackfilldError, ConfigError
 
-# Each command imports what it needs when it runs (`--version` needs none of it): config (pydantic), logs
-# (structlog), asyncio, the daemon and the engine's driver together cost several times the interpreter's start.
+# Each command imports what it needs when it runs: config, logs (structlog), asyncio, the daemon and the engine's
+# driver together cost several times the interpreter's start.
 if TYPE_CHECKING:
     from backfilld import config as config_mod
 
@@ -40,41 +42,6 @@ JobsOpt = Annotated[list[Path] | None, typer.Option(
     "--jobs", help="A jobs file (jobs and a package header only, as a package or extension ships them): its jobs "
                    "run besides the config's own and its jobs_files' (repeatable; relative to the working "
                    "directory; see config/example-jobs.toml).", show_default=False)]
-
-
-def _fail(exc: BaseException, code: int) -> NoReturn:
-    typer.echo(f"backfilld: error: {exc}", err=True)
-    raise typer.Exit(code)
-
-
-def _exit_code(exc: BackfilldError) -> int:
-    if isinstance(exc, (ConfigError, SchemaError, SpecChangedError)):
-        return 2
-    return 1
-
-
-def _load(path: Path, jobs_files: list[Path] | None = None) -> config_mod.Config:
-    from backfilld import config as config_mod
-    from backfilld import logs
-
-    try:
-        cfg = config_mod.load(path, jobs_files or ())
-    except ConfigError as exc:
-        _fail(exc, 2)
-    logs.setup(cfg.logging.level, cfg.logging.format)
-    for pattern, named_by in cfg.unmatched_globs:   # an extensions folder where none ships a backfill (yet)
-        logs.get_logger("backfilld.config").warning("jobs_files_unmatched", pattern=pattern, named_by=named_by,
-                                                    detail="the glob matches no file; no jobs from it")
-    return cfg
-
-
-def _run_async(coro: Any) -> Any:
-    import asyncio
-
-    try:
-        return asyncio.run(coro)
-    except BackfilldError as exc:
-        _fail(exc, _exit_code(exc))
 
 
 @app.callback(invoke_without_command=True)
@@ -217,41 +184,7 @@ def status(config: ConfigArg, jobs: JobsOpt = None,
            shard: ShardOpt = None) -> None:
     """Show each job's checkpoint and status from the state table, in the order `run` runs them. Farm mode: each
     database's, and the farm's databases done, running, failed and pending."""
-    import json
-
-    from backfilld import daemon
-
-    cfg = _load(config, jobs)
-    if cfg.farm is not None:
-        from backfilld import farm
-
-        report = _run_async(farm.status(cfg, farm.parse_shard(shard)))
-        if as_json:
-            typer.echo(json.dumps(report, indent=2, default=str))
-            return
-        for d in report["databases"]:
-            jobs_text = "  ".join(f"{j['job']}={j['status']}" for j in d["jobs"])
-            error = d.get("error") or "; ".join(f"{j['job']}: {_one_line(j['error'])}" for j in d["jobs"]
-                                                 if j["status"] == "failed" and j.get("error"))
-            typer.echo(f"{d['database']}: {d['state']}  rows_done={d.get('rows_done', 0)}  {jobs_text}"
-                       + (f"  error={error}" if error else ""))
-        c = report["counts"]
-        eta = report["eta_s"]
-        typer.echo(f"farm: {len(report['databases'])} databases: {c['done']} done, {c['running']} running, "
-                   f"{c['failed']} failed, {c['pending']} pending, {c['unreadable']} unreadable; "
-                   f"rows_done={report['rows_done']}; eta_s={'unknown' if eta is None else eta}")
-        return
-    rows = _run_async(daemon.status(cfg))
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
-        return
-    for r in rows:
-        parts = [f"{r['job']}: {r['status']}"]
-        for k in ("pass_no", "rows_done", "pass_scanned", "last_key", "updated_at", "finished_at", "verified_at",
-                  "error", "requests_rejected", "after", "package"):
-            if k in r:
-                parts.append(f"{k}={','.join(r[k]) if k == 'after' else r[k]}")
-        typer.echo("  ".join(parts))
+    cmdline.status(config, jobs, as_json, shard, out=typer.echo)
 
 
 JobArg = Annotated[str, typer.Argument(help="Job name, as in the config or a jobs file.", show_default=False)]
@@ -477,12 +410,6 @@ def _triggers(config: Path, job: str, jobs: list[Path] | None, shard: str | None
     raise typer.Exit(1 if failed else 0)
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    """An error as one short line (the state row keeps it whole: `status --json`)."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
-
-
 def _farm_only(cfg: config_mod.Config, shard: str | None, database: str | None) -> None:
     if cfg.farm is None and (shard is not None or database is not None):
         _fail(ConfigError("--shard and --database pick databases of a farm: the config has no [farm] section"), 2)
@@ -500,19 +427,3 @@ def demo(db: Annotated[Path, typer.Option(help="SQLite file to create (replaced 
     logs.setup("warning", "console" if sys.stderr.isatty() else "json")
     ok = _run_async(demo_mod.run_demo(db, rows))
     raise typer.Exit(0 if ok else 1)
-
-
-def main() -> None:
-    if sys.argv[1:] == ["--version"]:
-        # answered before typer parses: typer validates every option it processes (--help included) through a
-        # pydantic TypeAdapter, and importing pydantic for that costs more than the rest of `--version` together
-        typer.echo(f"backfilld {__version__}")
-        return
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

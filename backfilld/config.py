@@ -15,21 +15,10 @@ import os
 import re
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import unquote, urlsplit
-
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
 
 from backfilld import jobfiles
 from backfilld import tls as tls_mod
@@ -37,6 +26,7 @@ from backfilld.engines import NAMES as ENGINES
 from backfilld.engines import capabilities
 from backfilld.errors import ConfigError, combined
 from backfilld.jobfiles import Origin
+from backfilld.models import Bound, Model, ValidationError, ValidationInfo, field_validator, model_validator
 from backfilld.settings import field as live
 
 _SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql",
@@ -46,8 +36,8 @@ _QUALIFIED = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?\Z
 _JOB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(Model):
+    """A config section: frozen, every key checked, an unknown key refused (backfilld/models.py)."""
 
 
 def _check_ident(value: str, what: str) -> str:
@@ -141,15 +131,15 @@ class _Secret(_Model):
     url: str
     password_env: str | None = None
     password_file: str | None = None
-    connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    connect_timeout_s: Annotated[float, Bound(gt=0, le=300)] = 10.0
     # The longest any one statement may run: the server cancels it (PostgreSQL statement_timeout, MariaDB
     # max_statement_time), and the client gives up on the connection a little later (STATEMENT_DEADLINE_MARGIN
     # in engines/base.py) should the server not answer at all (a network path that stopped forwarding); either
     # way the batch rolls back and the job reconnects and resumes. Seconds; a batch takes target_batch_time_s.
-    statement_timeout_s: Annotated[float, Field(ge=1, le=86_400)] = 60.0
+    statement_timeout_s: Annotated[float, Bound(ge=1, le=86_400)] = 60.0
     # the folder relative TLS file paths in the URL are taken from: the config file's (load()); None, the
     # working directory (from_dict without a file)
-    _base_dir: Path | None = PrivateAttr(default=None)
+    _base_dir: ClassVar[Path | None] = None
 
     @field_validator("url")
     @classmethod
@@ -163,7 +153,7 @@ class _Secret(_Model):
 
     @model_validator(mode="after")
     def _base(self, info: ValidationInfo) -> _Secret:
-        self._base_dir = _context_base(info)
+        object.__setattr__(self, "_base_dir", _context_base(info))   # beside the fields, as the origin
         return self
 
     @model_validator(mode="after")
@@ -179,7 +169,7 @@ class DatabaseConfig(_Secret):
     # before the server's deadlock check could pick an application transaction. Unit: seconds; bound 0.05..30;
     # MySQL rounds up to whole seconds (innodb_lock_wait_timeout has 1 s resolution; InnoDB finds deadlocks
     # at once, and with SKIP LOCKED a batch never waits for a row).
-    lock_timeout_s: Annotated[float, Field(ge=0.05, le=30)] = 0.5
+    lock_timeout_s: Annotated[float, Bound(ge=0.05, le=30)] = 0.5
     # Commit without waiting for the local flush where the session can choose (PostgreSQL
     # synchronous_commit = off; SQLite synchronous = NORMAL in WAL mode). A crash can lose the last batches
     # with their checkpoint, atomically, and they are simply redone; nothing is torn. MySQL's equivalent is
@@ -197,7 +187,7 @@ class DatabaseConfig(_Secret):
     # with it the transaction and its row locks (PostgreSQL idle_in_transaction_session_timeout, MariaDB
     # idle_transaction_timeout), so that an application row is never held longer by a client that vanished or
     # a path that stopped forwarding. A worker's wait for the batch before it gives up a little sooner. Seconds.
-    idle_in_transaction_timeout_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    idle_in_transaction_timeout_s: Annotated[float, Bound(ge=1, le=3600)] = 10.0
     # A connection to a server other than this machine (loopback, unix socket) that ends up in plaintext is an
     # error, for the primary, every replica and every connection made from them, instead of a warning
     # (connection_not_encrypted) once per URL. The URL's sslmode / ssl-mode say how to encrypt (README: TLS).
@@ -266,7 +256,7 @@ class LookupConfig(_Model):
     id: str
     target: str
     match: dict[str, Expression]
-    values: dict[str, Expression] = Field(default_factory=dict)
+    values: dict[str, Expression] = field(default_factory=dict)
 
     @field_validator("table")
     @classmethod
@@ -316,26 +306,26 @@ class JobConfig(_Model):
     key: list[str] | None = None
     where: str | None = None
     batch_size: Annotated[int, live("batch_size")] = 1000
-    set: dict[str, Expression] = Field(default_factory=dict)
+    set: dict[str, Expression] = field(default_factory=dict)
     # A Python transform instead of SQL: "module:function" or a name registered under the entry-point group
     # "backfilld.transforms"; it gets each row's sources and returns its targets.
     transform: str | None = None
     # A normalization job: fill a foreign key from a lookup table, creating the lookup rows it needs (README:
     # Lookup jobs); instead of [jobs.set] and transform.
     lookup: LookupConfig | None = None
-    sources: list[str] = Field(default_factory=list)
-    targets: list[str] = Field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
     on_error: Literal["stop", "skip"] = "stop"
     overwrite: bool = False
     # seconds between sweeps with run --follow
-    follow_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    follow_interval_s: Annotated[float, Bound(gt=0, le=86_400)] = 30.0
     # consecutive failed attempts of one batch before the job stops with its error recorded
-    max_retries: Annotated[int, Field(ge=0, le=1000)] = 10
+    max_retries: Annotated[int, Bound(ge=0, le=1000)] = 10
     # jobs (of any file) this one starts only after they completed: a later phase's backfill that reads an
     # earlier one's target. Not part of the fingerprint: it orders work, it is not the work.
-    after: list[str] = Field(default_factory=list)
+    after: list[str] = field(default_factory=list)
     # where the job was defined: set by the loader, not a key of the file (see origin)
-    _origin: Origin | None = PrivateAttr(default=None)
+    _origin: ClassVar[Origin | None] = None
 
     @field_validator("name")
     @classmethod
@@ -362,7 +352,7 @@ class JobConfig(_Model):
     def placed(self, origin: Origin) -> JobConfig:
         """This job, as defined at origin (the loader's: the origin is not one of the file's keys)."""
         job = self.model_copy()
-        job._origin = origin
+        object.__setattr__(job, "_origin", origin)   # not a field: not a key of the file
         return job
 
     @field_validator("table")
@@ -503,9 +493,9 @@ class FarmHost(_Secret):
     database part names the database its heartbeat and probes use; each farm database replaces it."""
 
     name: str | None = None
-    databases: list[str] = Field(default_factory=list)
+    databases: list[str] = field(default_factory=list)
     databases_file: str | None = None
-    replicas: list[ReplicaConfig] = Field(default_factory=list)
+    replicas: list[ReplicaConfig] = field(default_factory=list)
 
     @field_validator("databases")
     @classmethod
@@ -525,15 +515,15 @@ class FarmConfig(_Model):
     """Farm mode: the same jobs in many databases (README: Farm mode)."""
 
     # names of databases on the [database] server (its replicas: [[replicas]])
-    databases: list[str] = Field(default_factory=list)
+    databases: list[str] = field(default_factory=list)
     # a file of such names, one per line, '#' comments; relative to the config file
     databases_file: str | None = None
     # SQLite files, each a database of the farm; relative to the config file
     sqlite_glob: str | None = None
-    hosts: list[FarmHost] = Field(default_factory=list)
+    hosts: list[FarmHost] = field(default_factory=list)
     # databases being written at once on one primary, and across the farm
-    max_concurrent_per_host: Annotated[int, Field(ge=1, le=64)] = 2
-    max_concurrent: Annotated[int, Field(ge=1, le=256)] = 8
+    max_concurrent_per_host: Annotated[int, Bound(ge=1, le=64)] = 2
+    max_concurrent: Annotated[int, Bound(ge=1, le=256)] = 8
     # continue: a failed database is recorded and the farm goes on; stop: the first failure stops them all
     on_failure: Literal["continue", "stop"] = "continue"
 
@@ -548,18 +538,18 @@ class ThrottleConfig(_Model):
     # probe (GitHub runs gh-ost at 0.3-0.5 s).
     max_lag_s: Annotated[float, live("max_lag_s")] = 1.0
     # Resume only when every replica is back under this (hysteresis, so work does not flap at the limit).
-    resume_lag_s: Annotated[float, Field(ge=0, le=3600)] = 0.5
+    resume_lag_s: Annotated[float, Bound(ge=0, le=3600)] = 0.5
     lag_probe: Literal["heartbeat", "native"] = "heartbeat"
     # The heartbeat is written and every probe reads on this clock. Seconds, 0.01..10.
-    heartbeat_interval_s: Annotated[float, Field(ge=0.01, le=10)] = 0.1
+    heartbeat_interval_s: Annotated[float, Bound(ge=0.01, le=10)] = 0.1
     # A replica whose lag cannot be read for this long counts as too far behind: fail closed. Seconds.
-    fail_closed_after_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    fail_closed_after_s: Annotated[float, Bound(gt=0, le=3600)] = 10.0
     # Each batch is steered toward this duration: long enough to amortise round trips, short enough that
     # row locks and the replication stream stay small. Seconds, 0.01..60.
     target_batch_time_s: Annotated[float, live("target_batch_time_s")] = 0.5
     # Bounds on keys per batch, whatever the sizer computes.
-    min_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 50
-    max_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
+    min_batch: Annotated[int, Bound(ge=1, le=1_000_000)] = 50
+    max_batch: Annotated[int, Bound(ge=1, le=1_000_000)] = 100_000
     # Batches of one job in flight at once, each its own transaction on its own connection, over consecutive
     # key ranges; they commit in key order, so the checkpoint is always a key below which every batch
     # committed. 1 writes one batch at a time. SQLite (one writer) and Python-transform jobs always use 1;
@@ -569,28 +559,28 @@ class ThrottleConfig(_Model):
     max_rows_per_s: Annotated[float, live("max_rows_per_s")] = 0
     # Pause while the primary's load is above this (MySQL Threads_running, PostgreSQL active backends);
     # 0 turns the probe off. Not available on SQLite.
-    max_load: Annotated[float, Field(ge=0)] = 0
+    max_load: Annotated[float, Bound(ge=0)] = 0
     # The application on the primary (PostgreSQL, MySQL/MariaDB; SQLite has no sessions to watch), looked at
     # every APP_PROBE_INTERVAL_S (0.25 s) on a connection of its own: its sessions running a statement, and
     # those waiting for a lock a backfilld session holds. false turns the probe, and what follows, off.
     app_probe: bool = True
     # The application is busy while, on average over the last 2 s, at least this many of its sessions run a
     # statement on the primary (backfilld's own never count; an unreadable probe counts as busy).
-    busy_sessions: Annotated[float, Field(gt=0, le=100_000)] = 1.0
+    busy_sessions: Annotated[float, Bound(gt=0, le=100_000)] = 1.0
     # While the application is busy, backfilld takes at most this share of the time: after each batch it
     # waits (1 - busy_share) / busy_share times as long as the batch took (0.25: 3x, gh-ost's nice ratio),
     # runs one batch at a time (whatever workers says), and steers batches toward busy_batch_time_s, so rows
     # stay locked only that long. The slowest it then goes is about busy_share of its idle rate (less the
     # smaller batches' overhead); 1 turns the pacing off (still one batch at a time, short batches).
     busy_share: Annotated[float, live("busy_share")] = 0.25
-    busy_batch_time_s: Annotated[float, Field(gt=0.005, le=60)] = 0.1
+    busy_batch_time_s: Annotated[float, Bound(gt=0.005, le=60)] = 0.1
     # Pause while an application session has waited longer than this for a lock a backfilld session holds
     # (with SKIP LOCKED only a row of a batch in flight can make it wait, and never for longer than the batch).
-    max_app_wait_s: Annotated[float, Field(gt=0, le=60)] = 0.2
+    max_app_wait_s: Annotated[float, Bound(gt=0, le=60)] = 0.2
     # Pause while this file exists ("" is off).
     flag_file: str = ""
     # Run only inside these local-time windows, "HH:MM-HH:MM" (may cross midnight); empty: always.
-    windows: list[str] = Field(default_factory=list)
+    windows: list[str] = field(default_factory=list)
 
     @field_validator("windows")
     @classmethod
@@ -619,7 +609,7 @@ class MetricsConfig(_Model):
     # A running job that is neither throttled nor paused and has committed no batch for this long is stalled:
     # /readyz and /healthz answer 503 until it commits again. Seconds: a batch takes target_batch_time_s, a
     # retry's backoff 30 s at most.
-    stall_after_s: float = Field(default=60.0, ge=1, le=86_400)
+    stall_after_s: Annotated[float, Bound(ge=1, le=86_400)] = 60.0
 
     @field_validator("listen")
     @classmethod
@@ -646,17 +636,17 @@ class LoggingConfig(_Model):
 class Config(_Model):
     # jobs files whose [[jobs]] run besides this file's own: paths or globs ("*", "?", "[...]", "**"), relative to
     # this file's folder (jobfiles.find)
-    jobs_files: list[str] = Field(default_factory=list)
+    jobs_files: list[str] = field(default_factory=list)
     database: DatabaseConfig
     state: StateConfig = StateConfig()
     logging: LoggingConfig = LoggingConfig()
     throttle: ThrottleConfig = ThrottleConfig()
-    replicas: list[ReplicaConfig] = Field(default_factory=list)
+    replicas: list[ReplicaConfig] = field(default_factory=list)
     metrics: MetricsConfig = MetricsConfig()
-    jobs: list[JobConfig] = Field(default_factory=list)
+    jobs: list[JobConfig] = field(default_factory=list)
     farm: FarmConfig | None = None
     # globs of jobs_files (or --jobs) that matched no file, with who named them: warnings the CLI logs
-    _unmatched: tuple[tuple[str, str], ...] = PrivateAttr(default=())
+    _unmatched: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     @field_validator("jobs_files")
     @classmethod
@@ -786,7 +776,7 @@ def from_dict(data: dict[str, Any], source: str = "config", base_dir: Path | Non
     if problems:
         raise combined([ConfigError(p) for p in problems])
     cfg = site.model_copy(update={"jobs": jobs})
-    cfg._unmatched = tuple(unmatched)
+    object.__setattr__(cfg, "_unmatched", tuple(unmatched))
     return cfg
 
 

@@ -114,7 +114,7 @@ def members(config: Config) -> list[Member]:
     def server(host_label: str, section_cfg: Config, dbs: Iterable[str]) -> None:
         for db in dbs:
             database = section_cfg.database.model_copy(update={"url": _with_database(section_cfg.database.url, db)})
-            database._base_dir = section_cfg.database._base_dir
+            object.__setattr__(database, "_base_dir", section_cfg.database._base_dir)
             out.append(Member(f"{host_label}/{db}", host_label, section_cfg.model_copy(update={"database": database}),
                               section_cfg))
 
@@ -161,7 +161,7 @@ def _host_config(config: Config, host: FarmHost) -> Config:
     """The site config with this host's primary and replicas in place of [database]'s."""
     database = config.database.model_copy(update={"url": host.url, "password_env": host.password_env,
                                                   "password_file": host.password_file})
-    database._base_dir = host._base_dir or config.database._base_dir
+    object.__setattr__(database, "_base_dir", host._base_dir or config.database._base_dir)
     for r in host.replicas:
         if parse_url(r.url).engine != parse_url(host.url).engine:
             raise ConfigError(f"farm host {host.label}: replica {r.label!r} is {parse_url(r.url).engine} but "

@@ -2,7 +2,8 @@
 
 Owns: each live setting's name, type, bounds and what it retunes. config.py takes its field bounds from here,
 control.py parses `set key=value` with parse(), the job applies stored requests with apply(), and the daemon's
-SIGHUP reload applies the reloaded config's values with apply() too. Imports nothing of backfilld's.
+SIGHUP reload applies the reloaded config's values with apply() too. Imports nothing of backfilld's but
+models.Bound (for the config's bounds).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ class LiveSetting:
     applies_to: Literal["batch_size", "batch_time", "workers", "gate"]   # see apply()
 
     def field(self) -> Any:
-        """The pydantic bounds of the config key."""
-        from pydantic import Field
+        """The bounds of the config key (backfilld.models.Bound)."""
+        from backfilld.models import Bound
 
-        return Field(gt=self.lo if self.lo_open else None, ge=None if self.lo_open else self.lo,
+        return Bound(gt=self.lo if self.lo_open else None, ge=None if self.lo_open else self.lo,
                      le=self.hi if math.isfinite(self.hi) else None)
 
     def parse(self, raw: str) -> int | float:

@@ -744,7 +744,9 @@ async def run_backfilld(target: Target, sink: Any, breakdown: bool, workers: int
         "state": {"table": STATE_TABLE, "heartbeat_table": DAEMON_HB_TABLE},
         "jobs": [{"name": JOB, "table": TABLE, "set": {TARGET: target.expr}}],
     }
-    if "metrics" in Config.model_fields:
+    # a checkout's Config: pydantic models (before 2026-12) or backfilld.models' dataclasses
+    fields = getattr(Config, "model_fields", None) or {f.name for f in dataclasses.fields(Config)}
+    if "metrics" in fields:
         # the HTTP endpoints stay on (default), on a free port so that no other daemon's port gets in the way
         data["metrics"] = {"listen": "127.0.0.1:0"}
     if target.pair is not None:
@@ -1173,7 +1175,7 @@ def code_version() -> str:
 
 
 def preload() -> None:
-    """Import everything backfilld would import, so that no run pays the first import (pydantic models etc.)."""
+    """Import everything backfilld would import, so that no run pays the first import (the drivers etc.)."""
     import warnings
 
     import pymysql

@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from pydantic import ValidationError
 
 from backfilld import settings
 from backfilld.config import JobConfig, ThrottleConfig
+from backfilld.models import ValidationError
 
 
 def config_value(name: str, value: object) -> None:

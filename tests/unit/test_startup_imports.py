@@ -25,16 +25,20 @@ if "SERVE_AFTER_S" in os.environ:
 out = sys.argv[1]
 atexit.register(lambda: open(out, "w").write(json.dumps(sorted(n for n, m in sys.modules.items() if m is not None))))
 sys.argv = ["backfilld", *sys.argv[2:]]
+if os.environ.get("VIA_TYPER"):   # the typer app parses, as it does every line the console script hands it
+    from backfilld.cli import app
+    app()
 runpy.run_module("backfilld", run_name="__main__", alter_sys=True)
 """
 DRIVERS = {"asyncpg", "aiomysql", "pymysql", "aiosqlite"}
 OTHER_DRIVERS = DRIVERS - {"aiosqlite"}
 
 
-def backfilld(tmp_path: Path, *args: str, serve_after_s: float | None = None
+def backfilld(tmp_path: Path, *args: str, serve_after_s: float | None = None, via_typer: bool = False
               ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     out = tmp_path / "modules.json"
-    env = {**os.environ, **({"SERVE_AFTER_S": str(serve_after_s)} if serve_after_s is not None else {})}
+    env = {**os.environ, **({"SERVE_AFTER_S": str(serve_after_s)} if serve_after_s is not None else {}),
+           **({"VIA_TYPER": "1"} if via_typer else {})}
     proc = subprocess.run([sys.executable, "-c", HOOK, str(out), *args], check=False, capture_output=True, text=True,
                           timeout=60, env=env)
     return proc, set(json.loads(out.read_text()))
@@ -96,6 +100,54 @@ def test_status_logs_nothing_so_imports_no_structlog(tmp_path: Path) -> None:
     proc, modules = backfilld(tmp_path, "status", str(sqlite_config(tmp_path)))
     assert proc.returncode == 0, proc.stderr
     assert "structlog" not in modules and "backfilld.daemon" in modules
+
+
+def test_a_plain_status_line_is_answered_without_typer_or_pydantic(tmp_path: Path) -> None:
+    proc, modules = backfilld(tmp_path, "status", str(sqlite_config(tmp_path)))
+    assert (proc.returncode, proc.stdout) == (0, "domains: not_started\n"), proc.stderr
+    assert not sorted({"typer", "click", "pydantic", "pydantic_core"} & modules)
+
+
+def jobs_file(tmp_path: Path) -> Path:
+    path = tmp_path / "more.toml"
+    path.write_text('[package]\nname = "ext"\n[[jobs]]\nname = "more"\ntable = "users"\n'
+                    '[jobs.set]\nemail_domain = "lower(email)"\n', encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("args,code", [
+    (["status", "{cfg}"], 0),
+    (["status", "--json", "{cfg}"], 0),
+    (["status", "{cfg}", "--json", "--shard", "0/2"], 0),
+    (["status", "--jobs", "{jobs}", "{cfg}"], 0),
+    (["status", "{cfg}", "--jobs={jobs}", "--jobs", "{jobs}"], 0),     # the same file twice: read once
+    (["status", "{tmp}/missing.toml"], 2),
+    (["status", "{bad}"], 2),
+], ids=["plain", "json", "json-shard", "jobs", "jobs-twice", "missing-file", "bad-config"])
+def test_a_plain_status_line_prints_what_typer_would(tmp_path: Path, args: list[str], code: int) -> None:
+    """The console script answers a plain `status` line itself (backfilld/__main__.py): the same output and exit
+    code as when typer parses it, success and every kind of error alike."""
+    cfg = sqlite_config(tmp_path)
+    done, _ = backfilld(tmp_path, "run", str(cfg))
+    assert done.returncode == 0, done.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cfg.read_text(encoding="utf-8").replace('name = "domains"', 'name = "domains"\nbatch_size = 0'),
+                   encoding="utf-8")
+    argv = [a.format(cfg=cfg, jobs=jobs_file(tmp_path), tmp=tmp_path, bad=bad) for a in args]
+    own, own_modules = backfilld(tmp_path, *argv)
+    typed, typed_modules = backfilld(tmp_path, *argv, via_typer=True)
+    assert "typer" not in own_modules and "typer" in typed_modules
+    assert (own.returncode, own.stdout, own.stderr) == (typed.returncode, typed.stdout, typed.stderr)
+    assert own.returncode == code, own.stderr
+    assert ("more: not_started" in own.stdout or '"job": "more"' in own.stdout) == ("{jobs}" in " ".join(args))
+
+
+@pytest.mark.parametrize("args", [["status", "--help"], ["status"], ["status", "a.toml", "b.toml"],
+                                  ["status", "--jobs"], ["status", "--bogus", "a.toml"], ["status", "--", "a.toml"]])
+def test_a_status_line_that_is_not_plain_is_typers_to_parse(tmp_path: Path, args: list[str]) -> None:
+    proc, modules = backfilld(tmp_path, *args)
+    assert "typer" in modules
+    assert proc.returncode == (0 if "--help" in args else 2), proc.stderr
 
 
 @pytest.mark.parametrize("listen", ["", "127.0.0.1:0"])
