@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import importlib.metadata
 import math
 import re
 import time
@@ -112,6 +111,8 @@ def driver_problem() -> str | None:
     escape_bytes_prefixed, which PyMySQL 1.2 removed (1.2.3 left a placeholder string in its place): every
     binary key or value would fail with "'str' object is not callable". pyproject.toml bounds PyMySQL below 1.2."""
     if not callable(getattr(pymysql.converters, "escape_bytes_prefixed", None)):
+        import importlib.metadata  # here: it costs every command on MySQL ~0.015 s, and only this message uses it
+
         return (f"PyMySQL {importlib.metadata.version('PyMySQL')} cannot bind binary values for aiomysql (it lacks "
                 "escape_bytes_prefixed); install a PyMySQL below 1.2: pip install 'PyMySQL>=1.0.2,<1.2'")
     return None
