@@ -427,3 +427,16 @@ def demo(db: Annotated[Path, typer.Option(help="SQLite file to create (replaced 
     logs.setup("warning", "console" if sys.stderr.isatty() else "json")
     ok = _run_async(demo_mod.run_demo(db, rows))
     raise typer.Exit(0 if ok else 1)
+
+
+def main() -> None:
+    """`python -m backfilld.cli`, and entry points installed before __main__.py answered the console script:
+    every line parsed by typer."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

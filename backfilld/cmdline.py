@@ -8,6 +8,7 @@ problems, 2 bad input (config, arguments, schema, changed spec): nothing was wri
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,12 +20,27 @@ if TYPE_CHECKING:
     from backfilld import config as config_mod
 
 
-def echo(text: str) -> None:
-    print(text, flush=True)
+# the ANSI colour and cursor codes click strips from what it writes to anything but a terminal
+_ANSI = re.compile(r"\033\[[;?0-9]*[a-zA-Z]")
+
+
+def echo(text: str, *, err: bool = False) -> None:
+    """A line to stdout (stderr) as typer's echo writes it: colour codes stripped unless it is a terminal (an error
+    read back from a state row may hold them), and UTF-8 where the stream's encoding cannot take the text."""
+    stream = sys.stderr if err else sys.stdout
+    if not stream.isatty():
+        text = _ANSI.sub("", text)
+    line = text + "\n"
+    try:
+        stream.write(line)
+    except UnicodeEncodeError:   # an ASCII locale; a text stream encodes the whole line before writing any of it
+        stream.flush()
+        stream.buffer.write(line.encode("utf-8", "replace"))
+    stream.flush()
 
 
 def fail(exc: BaseException, code: int) -> NoReturn:
-    print(f"backfilld: error: {exc}", file=sys.stderr, flush=True)
+    echo(f"backfilld: error: {exc}", err=True)
     raise SystemExit(code)
 
 
@@ -76,7 +92,11 @@ def status(config: Path, jobs: list[Path] | None = None, as_json: bool = False, 
     if cfg.farm is not None:
         from backfilld import farm
 
-        report = run_async(farm.status(cfg, farm.parse_shard(shard)))
+        try:
+            chosen = farm.parse_shard(shard)
+        except ConfigError as exc:
+            fail(exc, 2)
+        report = run_async(farm.status(cfg, chosen))
         if as_json:
             out(json.dumps(report, indent=2, default=str))
             return

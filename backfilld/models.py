@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -108,6 +109,14 @@ def _check_str(v: Any, loc: Loc, problems: list[dict[str, Any]], _ctx: Any) -> A
     return v if isinstance(v, str) else _problem(problems, loc, "string_type", "Input should be a valid string")
 
 
+# Text read as a number as pydantic reads it: Unicode white space around it (not Python's str.strip() set, which
+# also strips the separators \x1c-\x1f), ASCII digits only; an integer may have "_" between digits and ".0..."
+_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+_INT_TEXT = re.compile(r"[+-]?([0-9]+(?:_[0-9]+)*)(?:\.0+)?\Z")
+# the longest integer text pydantic reads (Python's own limit on converting text to int)
+_INT_DIGITS = 4300
+
+
 def _check_int(v: Any, loc: Loc, problems: list[dict[str, Any]], _ctx: Any) -> Any:
     if isinstance(v, int):
         return int(v)
@@ -122,11 +131,14 @@ def _check_int(v: Any, loc: Loc, problems: list[dict[str, Any]], _ctx: Any) -> A
                             "Input should be a valid integer, got a number with a fractional part")
         return _problem(problems, loc, "finite_number", "Input should be a finite number")
     if isinstance(v, str):
-        try:
-            return int(v.strip())
-        except ValueError:
+        m = _INT_TEXT.match(v.strip(_SPACE))
+        if m is None:
             return _problem(problems, loc, "int_parsing",
                             "Input should be a valid integer, unable to parse string as an integer")
+        if len(m.group(1).replace("_", "")) > _INT_DIGITS:
+            return _problem(problems, loc, "int_parsing_size",
+                            "Unable to parse input string as an integer, exceeded maximum size")
+        return int(m.group(0).partition(".")[0].replace("_", ""))
     return _problem(problems, loc, "int_type", "Input should be a valid integer")
 
 
@@ -137,11 +149,14 @@ def _check_float(v: Any, loc: Loc, problems: list[dict[str, Any]], _ctx: Any) ->
         except OverflowError:
             return _problem(problems, loc, "float_type", "Input should be a valid number")
     if isinstance(v, str):
+        text = v.strip(_SPACE)
         try:
-            return float(v.strip())
+            if text.isascii() and not any(c.isspace() for c in text):   # float() would take more
+                return float(text)
         except ValueError:
-            return _problem(problems, loc, "float_parsing",
-                            "Input should be a valid number, unable to parse string as a number")
+            pass
+        return _problem(problems, loc, "float_parsing",
+                        "Input should be a valid number, unable to parse string as a number")
     return _problem(problems, loc, "float_type", "Input should be a valid number")
 
 
@@ -154,8 +169,8 @@ def _check_bool(v: Any, loc: Loc, problems: list[dict[str, Any]], _ctx: Any) -> 
         return v
     if isinstance(v, (int, float)) and v in (0, 1):
         return bool(v)
-    if isinstance(v, str) and v.strip().lower() in _TRUE | _FALSE:
-        return v.strip().lower() in _TRUE
+    if isinstance(v, str) and v.lower() in _TRUE | _FALSE:   # as written: no white space around it
+        return v.lower() in _TRUE
     whole = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
     if isinstance(v, str) or (whole and -2**63 <= v < 2**63):   # a number that an integer could be: "parsing"
         return _problem(problems, loc, "bool_parsing", "Input should be a valid boolean, unable to interpret input")
@@ -271,6 +286,14 @@ class _Field:
     default: Any           # _MISSING: required
     factory: Callable[[], Any] | None
 
+    def is_default(self, value: Any) -> bool:
+        """Whether a constructor's value is this field's default (the default itself, or what its factory
+        makes: the empty list a caller did not give). Cls(field=[]) cannot be told from Cls(): both skip the
+        field's validators, where model_validate({"field": []}) runs them (pydantic runs them for both)."""
+        if self.factory is not None:
+            return bool(type(value) is type(made := self.factory()) and value == made)
+        return value is self.default
+
 
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(dataclasses.field,))
 class Model:
@@ -283,7 +306,8 @@ class Model:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        dataclasses.dataclass(frozen=True, kw_only=True, repr=True, eq=True)(cls)
+        # eq and hash are Model's (below): pydantic's, the attributes kept beside the fields compared too
+        dataclasses.dataclass(frozen=True, kw_only=True, repr=True, eq=False)(cls)
         cls.__fields = None   # built on first use: the annotations may name classes defined after this one
         by_name: dict[str, Any] = {}   # a base's validators first; one a subclass redefines, replaced
         for klass in reversed(cls.__mro__):
@@ -299,6 +323,10 @@ class Model:
                     field_checks.setdefault(name, []).append(fn)
             else:
                 after.append(fn)
+        names = {f.name for f in dataclasses.fields(cls)}   # type: ignore[arg-type]
+        unknown = sorted(set(field_checks) - names)
+        if unknown:
+            raise TypeError(f"{cls.__name__}: a field_validator names {unknown[0]!r}, which is not a field")
         cls.__field_validators = field_checks
         cls.__model_validators = after
 
@@ -318,7 +346,7 @@ class Model:
     @classmethod
     def model_validate(cls: type[M], data: Any, *, context: Any = None) -> M:
         problems: list[dict[str, Any]] = []
-        out = cls._check(data, (), problems, context)
+        out = cls._check_nested(data, (), problems, context)
         if problems or out is _INVALID:
             raise ValidationError(cls.__name__, problems)
         return typing.cast(M, out)
@@ -362,8 +390,10 @@ class Model:
         for fn in cls.__model_validators:
             try:
                 fn(obj, info) if fn.__code__.co_argcount > 1 else fn(obj)
-            except (ValueError, AssertionError) as exc:
+            except ValueError as exc:
                 return _problem(problems, loc, "value_error", f"Value error, {exc}")
+            except AssertionError as exc:
+                return _problem(problems, loc, "assertion_error", f"Assertion failed, {exc}")
         return obj
 
     @classmethod
@@ -372,8 +402,10 @@ class Model:
         for fn in cls.__field_validators.get(name, ()):
             try:
                 value = fn(cls, value, info) if fn.__code__.co_argcount > 2 else fn(cls, value)
-            except (ValueError, AssertionError) as exc:
+            except ValueError as exc:
                 return _problem(problems, loc, "value_error", f"Value error, {exc}")
+            except AssertionError as exc:
+                return _problem(problems, loc, "assertion_error", f"Assertion failed, {exc}")
         return value
 
     def __post_init__(self) -> None:
@@ -382,12 +414,26 @@ class Model:
         fields = type(self)._fields()
         # a default is kept as it is, unchecked (pydantic's validate_default=False); what was given is checked
         checked = type(self).model_validate({name: value for name, value in given.items()
-                                             if value is not fields[name].default})
+                                             if not fields[name].is_default(value)})
         for name in given:
             object.__setattr__(self, name, getattr(checked, name))
         for attr, value in vars(checked).items():
             if attr not in given:
                 object.__setattr__(self, attr, value)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when of the same class with the same fields and the same attributes kept beside them (a job's
+        origin), as pydantic's models compare."""
+        if type(other) is not type(self):
+            return NotImplemented
+        return vars(self) == vars(other)
+
+    def __hash__(self) -> int:
+        return hash((type(self), *(getattr(self, f.name) for f in dataclasses.fields(self))))  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        """The fields as pydantic's str() shows them: `name='j' table='t' ...`."""
+        return " ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))  # type: ignore[arg-type]
 
     def model_copy(self: M, *, update: dict[str, Any] | None = None) -> M:
         """A shallow copy with `update`'s fields replaced, unchecked (as pydantic's model_copy); attributes

@@ -94,7 +94,11 @@ class POuter(_P):
 FIELDS = [*Outer.__dataclass_fields__, "zz"]
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-3, 12), st.integers(), st.floats(), st.sampled_from([2.0, 0.5, 1e30, -0.0]),
-    st.sampled_from(["", "x", "1", " 3 ", "2.5", "yes", "Off", "stop", "skip", "nan", "inf", "a"]), st.text(max_size=4))
+    st.sampled_from(["", "x", "1", " 3 ", "2.5", "yes", "yes ", "Off", "stop", "skip", "nan", "inf", "a", "1000.0"]),
+    st.text(max_size=4),
+    # numbers as text: signs, "_", exponents, white space pydantic strips (and \x1c, which it does not), a
+    # non-ASCII digit
+    st.text(alphabet="0123456789+-._eE \t\xa0\u2003\x1c\u0662", max_size=8))
 values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "name", "b", "x", 1]), inner, max_size=3)),
     max_leaves=8)
@@ -154,3 +158,56 @@ def test_constructing_a_model_checks_what_is_given_as_model_validate_does() -> N
     with pytest.raises(models.ValidationError) as caught:
         Outer(req="r", i=0)
     assert [(e["loc"], e["type"]) for e in caught.value.errors()] == [(("i",), "greater_than_equal")]
+
+
+TEXTS = ["3", " 3 ", "+3", "-0", "03", "3.0", "3.00", "3.", ".0", "3.5", "1e3", "1.e3", "1_000", "1__0", "_1", "1_",
+         "1.0_0", "0x10", "٢", "", " ", "-", "NaN", "-nan", "inf", "Infinity",
+         "9" * 4300, "9" * 4301, "9" * 4300 + ".0",
+         *(ch + "3" + ch for ch in [*map(chr, range(0x09, 0x0E)), *map(chr, range(0x1C, 0x21)), "\x85", "\xa0",
+                                    "\u1680", "\u180e", *map(chr, range(0x2000, 0x200C)), "\u2028", "\u2029",
+                                    "\u202f", "\u205f", "\u3000", "\ufeff"])]
+BOOLS = ["yes", "YES", "Yes", "yes ", " yes", "true\n", "On", "t", "T", "y", "n", "no", "off", "f", "False", "1", "0",
+         "2", "1.0", "0.0", "İ"]
+
+
+@pytest.mark.parametrize("key,text", [*((k, t) for k in ("i", "f", "g") for t in TEXTS), *(("b", t) for t in BOOLS)],
+                         ids=lambda v: ascii(v)[:24])
+def test_numbers_and_booleans_given_as_text_read_as_pydantic_reads_them(key: str, text: str) -> None:
+    """Which white space around a number is taken (Unicode's, not all of Python's str.strip()), "N.0" as an
+    integer, ASCII digits only, and booleans exactly as written."""
+    data = {"req": "r", key: text}
+    assert outcome(Outer, models.ValidationError, data) == outcome(POuter, pydantic.ValidationError, data)
+
+
+def test_a_model_given_where_one_is_checked_is_taken_and_shows_and_compares_as_pydantic_s() -> None:
+    ours, theirs = Outer.model_validate({"req": "r", "n": {"a": 2}}), POuter.model_validate({"req": "r", "n": {"a": 2}})
+    assert Outer.model_validate(ours) is ours and POuter.model_validate(theirs) is theirs
+    assert str(ours) == str(theirs).replace("PInner(", "Inner(")
+    same = Outer.model_validate({"req": "r", "n": {"a": 2}})
+    assert same == ours and hash(same.n) == hash(ours.n)
+    object.__setattr__(same, "_kept", "beside")   # a job's origin: part of what it is
+    assert same != ours
+
+
+def test_validators_run_on_what_is_given_not_on_defaults_and_name_real_fields() -> None:
+    class NonEmpty(models.Model):
+        items: list[str] = field(default_factory=list)
+
+        @models.field_validator("items")
+        @classmethod
+        def _some(cls, v: list[str]) -> list[str]:
+            if not v:
+                raise ValueError("is empty")
+            return v
+
+    assert NonEmpty().items == [] and NonEmpty.model_validate({}).items == []
+    with pytest.raises(models.ValidationError, match="is empty"):
+        NonEmpty.model_validate({"items": []})
+    with pytest.raises(TypeError, match="'itmes', which is not a field"):
+        class Typo(models.Model):
+            items: list[str] = field(default_factory=list)
+
+            @models.field_validator("itmes")
+            @classmethod
+            def _some(cls, v: list[str]) -> list[str]:
+                return v

@@ -142,6 +142,55 @@ def test_a_plain_status_line_prints_what_typer_would(tmp_path: Path, args: list[
     assert ("more: not_started" in own.stdout or '"job": "more"' in own.stdout) == ("{jobs}" in " ".join(args))
 
 
+def failed_with(cfg: Path, error: str) -> None:
+    """The job's state row as a failed run leaves it, with this error."""
+    subprocess.run([sys.executable, "-m", "backfilld", "run", str(cfg)], check=True, capture_output=True, timeout=60)
+    con = sqlite3.connect(cfg.parent / "app.db")
+    con.execute("UPDATE backfilld_state SET status = 'failed', error = ?", (error,))
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+def test_an_error_with_colour_codes_and_other_scripts_prints_as_typer_prints_it(tmp_path: Path, encoding: str) -> None:
+    """What a state row holds is printed as typer's echo prints it: colour codes stripped when stdout is not a
+    terminal, UTF-8 where the locale's encoding cannot take the text."""
+    cfg = sqlite_config(tmp_path)
+    failed_with(cfg, "RuntimeError: \x1b[31mred \u00e9\x1b[0m")
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    runs = [subprocess.run([sys.executable, "-c", HOOK, str(tmp_path / "m.json"), "status", str(cfg)],
+                           capture_output=True, timeout=60, env={**env, **extra}) for extra in ({}, {"VIA_TYPER": "1"})]
+    own, typed = runs
+    assert (own.returncode, own.stdout, own.stderr) == (typed.returncode, typed.stdout, typed.stderr)
+    assert own.returncode == 0 and "error=RuntimeError: red \u00e9".encode() in own.stdout, own.stderr
+
+
+def test_a_reader_that_goes_away_ends_status_as_it_ends_typer(tmp_path: Path) -> None:
+    """`backfilld status ... | head -1`: exit 1, and no traceback."""
+    cfg = sqlite_config(tmp_path)
+    results = []
+    for extra in ({}, {"VIA_TYPER": "1"}):
+        proc = subprocess.Popen([sys.executable, "-c", HOOK, str(tmp_path / "m.json"), "status", str(cfg)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **extra})
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()   # before it writes: the interpreter alone takes longer to start
+        results.append((proc.wait(timeout=60), proc.stderr.read()))
+        proc.stderr.close()
+    assert results[0] == results[1] == (1, b"")
+
+
+def test_a_bad_shard_of_a_farm_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "wikis").mkdir()
+    cfg = sqlite_config(tmp_path)
+    farm = tmp_path / "farm.toml"
+    farm.write_text(cfg.read_text(encoding="utf-8").replace("[metrics]", '[farm]\nsqlite_glob = "wikis/*.db"\n'
+                                                            "[metrics]"), encoding="utf-8")
+    own, _ = backfilld(tmp_path, "status", str(farm), "--shard", "x")
+    typed, _ = backfilld(tmp_path, "status", str(farm), "--shard", "x", via_typer=True)
+    assert (own.returncode, own.stdout, own.stderr) == (typed.returncode, typed.stdout, typed.stderr)
+    assert own.returncode == 2 and own.stderr.startswith("backfilld: error: --shard"), own.stderr
+
+
 @pytest.mark.parametrize("args", [["status", "--help"], ["status"], ["status", "a.toml", "b.toml"],
                                   ["status", "--jobs"], ["status", "--bogus", "a.toml"], ["status", "--", "a.toml"]])
 def test_a_status_line_that_is_not_plain_is_typers_to_parse(tmp_path: Path, args: list[str]) -> None:
