@@ -28,10 +28,10 @@ def main() -> None:
         if plain is not None:
             cmdline.status(*plain)
             return
-        from backfilld.cli import app
+        from backfilld import cli
 
-        app()
-    except KeyboardInterrupt:
+        cli.main()
+    except KeyboardInterrupt:   # during `status`'s own answer (cli.main says the same for typer's)
         sys.exit(130)
     except BrokenPipeError:
         # the reader went away (`backfilld status ... | head -1`): exit 1 without a traceback, as typer does, and

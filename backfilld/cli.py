@@ -430,8 +430,8 @@ def demo(db: Annotated[Path, typer.Option(help="SQLite file to create (replaced 
 
 
 def main() -> None:
-    """`python -m backfilld.cli`, and entry points installed before __main__.py answered the console script:
-    every line parsed by typer."""
+    """Every line parsed by typer: what the console script (__main__.py) hands on, `python -m backfilld.cli`, and
+    entry points installed before __main__.py answered the console script."""
     try:
         app()
     except KeyboardInterrupt:

@@ -22,7 +22,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar, Union, dataclass_transform, get_args, get_origin
 
 M = TypeVar("M", bound="Model")
@@ -38,16 +38,18 @@ class Bound:
     le: float | None = None
     lt: float | None = None
 
-    def problems(self, value: float) -> Iterator[tuple[str, str]]:
-        # pydantic's order, which decides what a NaN is told: le, lt, ge, gt
+    def problem(self, value: float) -> tuple[str, str] | None:
+        """(kind, message) of the first limit the value breaks, in pydantic's order (which decides what a NaN
+        is told: le, lt, ge, gt); None within them all."""
         if self.le is not None and not value <= self.le:
-            yield "less_than_equal", f"Input should be less than or equal to {_num(self.le)}"
-        elif self.lt is not None and not value < self.lt:
-            yield "less_than", f"Input should be less than {_num(self.lt)}"
-        elif self.ge is not None and not value >= self.ge:
-            yield "greater_than_equal", f"Input should be greater than or equal to {_num(self.ge)}"
-        elif self.gt is not None and not value > self.gt:
-            yield "greater_than", f"Input should be greater than {_num(self.gt)}"
+            return "less_than_equal", f"Input should be less than or equal to {_num(self.le)}"
+        if self.lt is not None and not value < self.lt:
+            return "less_than", f"Input should be less than {_num(self.lt)}"
+        if self.ge is not None and not value >= self.ge:
+            return "greater_than_equal", f"Input should be greater than or equal to {_num(self.ge)}"
+        if self.gt is not None and not value > self.gt:
+            return "greater_than", f"Input should be greater than {_num(self.gt)}"
+        return None
 
 
 def _num(x: float) -> str:
@@ -96,13 +98,25 @@ def model_validator(*, mode: Literal["after"]) -> Callable[[Any], Any]:
 
 
 _MISSING: Any = object()
-_INVALID: Any = object()
+_INVALID: Any = object()   # what a check returns once it has added its problem: never without one
 Check = Callable[[Any, Loc, list[dict[str, Any]], Any], Any]   # value, loc, problems, context -> value | _INVALID
 
 
 def _problem(problems: list[dict[str, Any]], loc: Loc, kind: str, msg: str) -> Any:
     problems.append({"loc": loc, "msg": msg, "type": kind})
     return _INVALID
+
+
+def _validate(fn: Callable[..., Any], args: tuple[Any, ...], info: ValidationInfo, loc: Loc,
+              problems: list[dict[str, Any]]) -> Any:
+    """A validator's result, given info too when it takes one more parameter; _INVALID with its problem when it
+    refuses (ValueError, AssertionError: pydantic's messages)."""
+    try:
+        return fn(*args, info) if fn.__code__.co_argcount > len(args) else fn(*args)
+    except ValueError as exc:
+        return _problem(problems, loc, "value_error", f"Value error, {exc}")
+    except AssertionError as exc:
+        return _problem(problems, loc, "assertion_error", f"Assertion failed, {exc}")
 
 
 def _check_str(v: Any, loc: Loc, problems: list[dict[str, Any]], _ctx: Any) -> Any:
@@ -115,6 +129,9 @@ _SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B
 _INT_TEXT = re.compile(r"[+-]?([0-9]+(?:_[0-9]+)*)(?:\.0+)?\Z")
 # the longest integer text pydantic reads (Python's own limit on converting text to int)
 _INT_DIGITS = 4300
+# the integers pydantic reads from a float (and tells "parsing" from "type" by, for a boolean): a signed 64-bit one
+_I64 = range(-2**63, 2**63)
+_TOO_BIG = ("int_parsing_size", "Unable to parse input string as an integer, exceeded maximum size")
 
 
 def _check_int(v: Any, loc: Loc, problems: list[dict[str, Any]], _ctx: Any) -> Any:
@@ -122,10 +139,7 @@ def _check_int(v: Any, loc: Loc, problems: list[dict[str, Any]], _ctx: Any) -> A
         return int(v)
     if isinstance(v, float):
         if math.isfinite(v) and v.is_integer():
-            if not -2**63 <= v < 2**63:
-                return _problem(problems, loc, "int_parsing_size",
-                                "Unable to parse input string as an integer, exceeded maximum size")
-            return int(v)
+            return int(v) if int(v) in _I64 else _problem(problems, loc, *_TOO_BIG)
         if math.isfinite(v):
             return _problem(problems, loc, "int_from_float",
                             "Input should be a valid integer, got a number with a fractional part")
@@ -136,8 +150,7 @@ def _check_int(v: Any, loc: Loc, problems: list[dict[str, Any]], _ctx: Any) -> A
             return _problem(problems, loc, "int_parsing",
                             "Input should be a valid integer, unable to parse string as an integer")
         if len(m.group(1).replace("_", "")) > _INT_DIGITS:
-            return _problem(problems, loc, "int_parsing_size",
-                            "Unable to parse input string as an integer, exceeded maximum size")
+            return _problem(problems, loc, *_TOO_BIG)
         return int(m.group(0).partition(".")[0].replace("_", ""))
     return _problem(problems, loc, "int_type", "Input should be a valid integer")
 
@@ -172,7 +185,7 @@ def _check_bool(v: Any, loc: Loc, problems: list[dict[str, Any]], _ctx: Any) -> 
     if isinstance(v, str) and v.lower() in _TRUE | _FALSE:   # as written: no white space around it
         return v.lower() in _TRUE
     whole = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
-    if isinstance(v, str) or (whole and -2**63 <= v < 2**63):   # a number that an integer could be: "parsing"
+    if isinstance(v, str) or (whole and int(v) in _I64):   # a number that an integer could be: "parsing"
         return _problem(problems, loc, "bool_parsing", "Input should be a valid boolean, unable to interpret input")
     return _problem(problems, loc, "bool_type", "Input should be a valid boolean")
 
@@ -193,9 +206,8 @@ def _bounded(inner: Check, bound: Bound) -> Check:
         out = inner(v, loc, problems, ctx)
         if out is _INVALID:
             return out
-        for kind, msg in bound.problems(out):
-            return _problem(problems, loc, kind, msg)
-        return out
+        broken = bound.problem(out)
+        return out if broken is None else _problem(problems, loc, *broken)
     return check
 
 
@@ -226,8 +238,9 @@ def _list(item: Check) -> Check:
     def check(v: Any, loc: Loc, problems: list[dict[str, Any]], ctx: Any) -> Any:
         if not isinstance(v, (list, tuple)):
             return _problem(problems, loc, "list_type", "Input should be a valid list")
+        first = len(problems)
         out = [item(x, (*loc, i), problems, ctx) for i, x in enumerate(v)]
-        return _INVALID if any(x is _INVALID for x in out) else out
+        return _INVALID if len(problems) > first else out
     return check
 
 
@@ -235,13 +248,13 @@ def _dict(value: Check) -> Check:
     def check(v: Any, loc: Loc, problems: list[dict[str, Any]], ctx: Any) -> Any:
         if not isinstance(v, dict):
             return _problem(problems, loc, "dict_type", "Input should be a valid dictionary")
-        out, bad = {}, False
+        first = len(problems)
+        out = {}
         for k, x in v.items():   # the key and its value each checked, as pydantic does
             if not isinstance(k, str):
-                bad = _problem(problems, (*loc, k, "[key]"), "string_type", "Input should be a valid string")
+                _problem(problems, (*loc, k, "[key]"), "string_type", "Input should be a valid string")
             out[k] = value(x, (*loc, k), problems, ctx)
-            bad = bad or out[k] is _INVALID
-        return _INVALID if bad else out
+        return _INVALID if len(problems) > first else out
     return check
 
 
@@ -347,7 +360,7 @@ class Model:
     def model_validate(cls: type[M], data: Any, *, context: Any = None) -> M:
         problems: list[dict[str, Any]] = []
         out = cls._check_nested(data, (), problems, context)
-        if problems or out is _INVALID:
+        if out is _INVALID:
             raise ValidationError(cls.__name__, problems)
         return typing.cast(M, out)
 
@@ -376,37 +389,24 @@ class Model:
             value = f.check(data[name], (*loc, name), problems, ctx)
             if value is _INVALID:
                 continue
-            values[name] = cls._run_field_validators(name, value, (*loc, name), problems, info)
+            for fn in cls.__field_validators.get(name, ()):
+                if value is not _INVALID:
+                    value = _validate(fn, (cls, value), info, (*loc, name), problems)
+            values[name] = value
         for key in data:
             if not isinstance(key, str):
                 _problem(problems, (*loc, key), "invalid_key", "Keys should be strings")
             elif key not in fields:
                 _problem(problems, (*loc, key), "extra_forbidden", "Extra inputs are not permitted")
-        if len(problems) > first or any(v is _INVALID for v in values.values()):
+        if len(problems) > first:
             return _INVALID
         obj = object.__new__(cls)
         for name, value in values.items():
             object.__setattr__(obj, name, value)
         for fn in cls.__model_validators:
-            try:
-                fn(obj, info) if fn.__code__.co_argcount > 1 else fn(obj)
-            except ValueError as exc:
-                return _problem(problems, loc, "value_error", f"Value error, {exc}")
-            except AssertionError as exc:
-                return _problem(problems, loc, "assertion_error", f"Assertion failed, {exc}")
+            if _validate(fn, (obj,), info, loc, problems) is _INVALID:
+                return _INVALID
         return obj
-
-    @classmethod
-    def _run_field_validators(cls, name: str, value: Any, loc: Loc, problems: list[dict[str, Any]],
-                              info: ValidationInfo) -> Any:
-        for fn in cls.__field_validators.get(name, ()):
-            try:
-                value = fn(cls, value, info) if fn.__code__.co_argcount > 2 else fn(cls, value)
-            except ValueError as exc:
-                return _problem(problems, loc, "value_error", f"Value error, {exc}")
-            except AssertionError as exc:
-                return _problem(problems, loc, "assertion_error", f"Assertion failed, {exc}")
-        return value
 
     def __post_init__(self) -> None:
         """Cls(field=value, ...): the values checked and converted as model_validate would."""

@@ -12,7 +12,10 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as field_
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from backfilld.models import Bound
 
 # throttle.workers' upper bound (the config file's and `backfilld set`'s)
 WORKERS_MAX = 16
@@ -27,8 +30,8 @@ class LiveSetting:
     lo_open: bool     # the value must be above lo, not lo itself
     applies_to: Literal["batch_size", "batch_time", "workers", "gate"]   # see apply()
 
-    def field(self) -> Any:
-        """The bounds of the config key (backfilld.models.Bound)."""
+    def field(self) -> Bound:
+        """The bounds of the config key."""
         from backfilld.models import Bound
 
         return Bound(gt=self.lo if self.lo_open else None, ge=None if self.lo_open else self.lo,
@@ -78,7 +81,7 @@ LIVE: dict[str, LiveSetting] = _declare(
 )
 
 
-def field(name: str) -> Any:
+def field(name: str) -> Bound:
     return LIVE[name].field()
 
 
